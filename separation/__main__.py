@@ -1,0 +1,243 @@
+"""Command line: `python -m separation song.mp3 --model dprnn -o out/`.
+
+    python -m separation song.mp3 other.flac music/ --model umxhq -o out/ --format flac
+    python -m separation download umxhq        # fetch weights now, for offline use later
+    python -m separation models                # what --model accepts
+
+Writes `out/<track>/vocals.wav` and `out/<track>/accompaniment.wav` (the karaoke track).
+A user error prints one line on stderr and exits with status 2; when some of several files
+fail, the others are still written and the status is 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import time
+from pathlib import Path
+
+from tqdm import tqdm
+
+from . import audio
+from .errors import SeparationError
+
+log = logging.getLogger("separation")
+
+DEFAULT_TEMPLATE = "{track}/{stem}.{ext}"
+DEFAULT_MAX_MINUTES = 30.0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m separation",
+        description="Separate songs into vocals and accompaniment (karaoke). "
+        "Other commands: `python -m separation download MODEL`, `python -m separation models`.",
+    )
+    p.add_argument("inputs", nargs="+", type=Path, help="audio files or folders (wav, flac, ogg, mp3, m4a, ...)")
+    p.add_argument("-m", "--model", default="dprnn", help="dprnn, conv1d, umxhq, umxl, a checkpoint folder or a Hub repo id")
+    p.add_argument("--revision", help="Hub revision (branch, tag or commit) for a repo id")
+    p.add_argument("-o", "--out", type=Path, default=Path("separated"), help="output folder (default: separated/)")
+    p.add_argument(
+        "--filename",
+        default=DEFAULT_TEMPLATE,
+        help="output path template under --out, with {track}, {stem}, {ext}, {model} (default: %(default)s)",
+    )
+    p.add_argument("--stems", help="comma-separated stems to write (default: all), e.g. accompaniment")
+    p.add_argument("--format", choices=audio.WRITE_FORMATS, default="wav")
+    p.add_argument("--bit-depth", choices=list(audio.BIT_DEPTHS), default="24", help="wav/flac samples (default: 24)")
+    p.add_argument(
+        "--clip",
+        choices=["rescale", "clamp", "none"],
+        default="rescale",
+        help="peaks above 0 dBFS: one gain for all stems (keeps their sum), hard clip, or keep (float only)",
+    )
+    p.add_argument("-d", "--device", default="auto", help="auto (GPU if present), cpu, cuda or cuda:N")
+    p.add_argument("--wiener", type=int, help="Wiener EM iterations for spectrogram models (default: the model's)")
+    p.add_argument("--segment", type=float, help="seconds per segment (default: the model's); lower it on a small GPU")
+    p.add_argument("--overlap", type=float, default=0.25, help="overlap between segments (default: 0.25)")
+    p.add_argument("--batch-size", type=int, default=2, help="segments per forward pass (default: 2)")
+    p.add_argument("--offset", type=float, default=0.0, help="start of the excerpt to separate, in seconds")
+    p.add_argument("--duration", type=float, help="length of the excerpt, in seconds (default: to the end)")
+    p.add_argument(
+        "--max-minutes",
+        type=float,
+        default=DEFAULT_MAX_MINUTES,
+        help="refuse longer inputs (default: %(default)s; 0 = no limit)",
+    )
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bars or info lines")
+    p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    return p
+
+
+def expand_inputs(inputs: list[Path]) -> list[Path]:
+    """Files as given; folders -> their audio files, recursively, sorted."""
+    files: list[Path] = []
+    for item in inputs:
+        if item.is_dir():
+            found = sorted(p for p in item.rglob("*") if p.is_file() and p.suffix.lower() in audio.AUDIO_SUFFIXES)
+            if not found:
+                raise SeparationError(f"{item}: the folder holds no audio files ({', '.join(sorted(audio.AUDIO_SUFFIXES))})")
+            files.extend(found)
+        elif item.exists():
+            files.append(item)
+        else:
+            raise SeparationError(f"{item}: no such file or folder")
+    return files
+
+
+def plan_outputs(files: list[Path], args, model_name: str, stems: list[str]) -> dict[Path, dict[str, Path]]:
+    """Output path of every stem of every file, checked for collisions before any work."""
+    plan: dict[Path, dict[str, Path]] = {}
+    seen: dict[Path, Path] = {}
+    safe_model = Path(model_name).name.replace("/", "_")
+    for f in files:
+        plan[f] = {}
+        for stem in stems:
+            try:
+                rel = args.filename.format(track=f.stem, stem=stem, ext=args.format, model=safe_model)
+            except (KeyError, IndexError, ValueError) as e:
+                raise SeparationError(f"--filename {args.filename!r}: unknown field {e}; use {{track}}, {{stem}}, {{ext}}, {{model}}") from None
+            target = args.out / rel
+            if target in seen:
+                raise SeparationError(
+                    f"{f} and {seen[target]} would both write {target}: separate them into different --out folders"
+                )
+            seen[target] = f
+            plan[f][stem] = target
+    return plan
+
+
+def separate_one(sep, path: Path, targets: dict[str, Path], args) -> None:
+    max_seconds = args.max_minutes * 60 if args.max_minutes else None
+    wave, rate = audio.read_audio(path, offset=args.offset, duration=args.duration, max_seconds=max_seconds)
+    seconds = wave.shape[-1] / rate
+    bar = tqdm(total=round(seconds, 1), unit="s", desc=path.name[:30], disable=args.quiet, leave=False)
+
+    def progress(done: int, total: int) -> None:
+        bar.n = round(seconds * done / total, 1)
+        bar.refresh()
+
+    start = time.perf_counter()
+    stems = sep.separate(wave, rate, progress=progress)
+    bar.close()
+    stems = {k: v for k, v in stems.items() if k in targets}
+    if args.bit_depth != "float" or args.format != "wav":
+        stems, message = audio.limit_peaks(stems, args.clip if args.clip != "none" else "clamp")
+        if message:
+            log.warning("%s: %s", path.name, message)
+    for stem, target in targets.items():
+        audio.save_audio(target, stems[stem], audio.SAMPLE_RATE, bit_depth=args.bit_depth)
+    elapsed = time.perf_counter() - start
+    log.info("%s: %.1f s of audio in %.1f s (%.1fx real time) -> %s", path.name, seconds, elapsed, seconds / elapsed, targets[next(iter(targets))].parent)
+
+
+def run_separate(argv: list[str]) -> int:
+    args = build_parser().parse_args(argv)
+    setup_logging(args.quiet, args.verbose)
+    from .separator import Separator
+
+    files = expand_inputs(args.inputs)
+    audio.check_writable(args.out, args.format, args.bit_depth)
+    if args.clip == "none" and not (args.format == "wav" and args.bit_depth == "float"):
+        raise SeparationError("--clip none needs float output (--format wav --bit-depth float): integers cannot hold peaks above 0 dBFS")
+    sep = Separator.load(
+        args.model,
+        revision=args.revision,
+        device=args.device,
+        wiener=args.wiener,
+        segment=args.segment,
+        overlap=args.overlap,
+        batch_size=args.batch_size,
+    )
+    stems = list(sep.sources)
+    if args.stems:
+        wanted = [s.strip() for s in args.stems.split(",") if s.strip()]
+        unknown = [s for s in wanted if s not in stems]
+        if unknown:
+            raise SeparationError(f"--stems: {', '.join(unknown)} not produced by {sep.name} (it gives {', '.join(stems)})")
+        stems = wanted
+    plan = plan_outputs(files, args, sep.name, stems)
+    failed = 0
+    for path, targets in plan.items():
+        try:
+            separate_one(sep, path, targets, args)
+        except SeparationError as e:
+            failed += 1
+            print(f"error: {e}", file=sys.stderr)
+    if failed:
+        print(f"error: {failed} of {len(plan)} file(s) failed", file=sys.stderr)
+        return 1
+    return 0
+
+
+def run_download(argv: list[str]) -> int:
+    p = argparse.ArgumentParser(prog="python -m separation download", description="Fetch weights now, for offline use later.")
+    p.add_argument("models", nargs="+", help="umxhq, umxl, dprnn (its DPRNN_REPO), or a Hub repo id")
+    p.add_argument("--revision")
+    args = p.parse_args(argv)
+    setup_logging(False, False)
+    import os
+
+    from .checkpoints import resolve
+    from .models.umx import UPSTREAM, fetch_upstream, upstream_cache_path
+
+    for name in args.models:
+        if name in UPSTREAM:
+            fetch_upstream(name, progress=True)
+            print(f"{name}: {upstream_cache_path(name)}")
+        elif name in ("dprnn", "conv1d"):
+            repo = os.environ.get(f"{name.upper()}_REPO")
+            if not repo:
+                print(f"{name}: ships with the project (assets/checkpoints/{name}); set {name.upper()}_REPO to fetch another")
+                continue
+            print(f"{name}: {resolve(repo, revision=args.revision)}")
+        else:
+            print(f"{name}: {resolve(name, revision=args.revision)}")
+    return 0
+
+
+def run_models(argv: list[str]) -> int:
+    from .registry import NAMED_MODELS, architectures
+
+    for m in NAMED_MODELS.values():
+        print(f"{m.name:8s} {m.description}")
+    print(f"checkpoint architectures: {', '.join(sorted(architectures()))}")
+    return 0
+
+
+class _OneLine(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        msg = record.getMessage()
+        if record.name == "py.warnings":  # "file:line: Category: message\n  source" -> "message"
+            msg = msg.split(": ", 2)[-1].splitlines()[0]
+        level = "" if record.levelno == logging.INFO else f"{record.levelname.lower()}: "
+        return level + msg
+
+
+def setup_logging(quiet: bool, verbose: bool) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(_OneLine())
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(logging.DEBUG if verbose else logging.WARNING if quiet else logging.INFO)
+    logging.captureWarnings(True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    commands = {"download": run_download, "models": run_models}
+    try:
+        if argv and argv[0] in commands and not Path(argv[0]).exists():
+            return commands[argv[0]](argv[1:])
+        return run_separate(argv)
+    except SeparationError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted: stems already written are complete; the current one was not written", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

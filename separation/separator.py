@@ -1,0 +1,271 @@
+"""`Separator`: the one inference API that the CLI, the app and `eval` all call.
+
+    sep = Separator.from_name("dprnn")                  # or "umxhq", "conv1d", "umxl"
+    sep = Separator.from_pretrained("user/dprnn-vocals")  # or a local checkpoint folder
+    stems = sep.separate(waveform, sample_rate)          # {"vocals": (2, T), "accompaniment": (2, T)}
+
+Long tracks go through `overlap_add`: the track stays on the CPU, fixed-length segments are
+cut with overlap, batched, moved to the device, and blended back with triangular weights
+divided by their sum (demucs `apply_model`). Memory is bounded by the segment, not the
+track: Open-Unmix run on a whole track needed > 64 GB on CPU (open-unmix-pytorch #113).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import warnings
+from pathlib import Path
+from typing import Callable
+
+import torch
+from torch import Tensor
+
+from .audio import SAMPLE_RATE, prepare, read_audio
+from .errors import DeviceError, SeparationError, UntrainedModelWarning
+from .models.base import ModelInfo, SeparationModel
+from .registry import NAMED_MODELS, get_named_model
+
+log = logging.getLogger(__name__)
+
+ProgressFn = Callable[[int, int], None]  # (segments done, segments in all)
+
+
+def select_device(device: str | torch.device = "auto") -> torch.device:
+    """`auto` picks CUDA when present. Asking for CUDA without one is an error, never a quiet
+    CPU fallback (python-audio-separator #137)."""
+    if str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(device)
+    except RuntimeError:
+        raise DeviceError(f"unknown device {device!r}: use auto, cpu or cuda[:N]") from None
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise DeviceError("CUDA was requested but no GPU is usable here (torch.cuda.is_available() is False)")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise DeviceError(f"{dev} requested but only {torch.cuda.device_count()} GPU(s) are present")
+    elif dev.type != "cpu":
+        raise DeviceError(f"unsupported device {device!r}: use auto, cpu or cuda[:N]")
+    return dev
+
+
+def triangular_weight(length: int) -> Tensor:
+    """`(length,)` weights rising to 1 in the middle; all strictly positive, so the summed
+    weights can be divided by anywhere (edge samples with one segment included)."""
+    half = torch.arange(1, length // 2 + 1, dtype=torch.float32)
+    rest = torch.arange(length - length // 2, 0, -1, dtype=torch.float32)
+    weight = torch.cat([half, rest])
+    return weight / weight.max()
+
+
+def segment_offsets(length: int, segment: int, overlap: float) -> list[int]:
+    """Start of each segment; the last one is aligned to the end so no segment needs padding."""
+    if length <= segment:
+        return [0]
+    stride = max(1, segment - int(round(overlap * segment)))
+    offsets = list(range(0, length - segment, stride))
+    offsets.append(length - segment)
+    return offsets
+
+
+class OutOfMemory(SeparationError):
+    """The device ran out of memory even one segment at a time."""
+
+
+@torch.inference_mode()
+def overlap_add(
+    fn: Callable[[Tensor], Tensor],
+    mix: Tensor,
+    *,
+    segment: int,
+    overlap: float = 0.25,
+    batch_size: int = 2,
+    device: torch.device | str = "cpu",
+    min_length: int = 1,
+    progress: ProgressFn | None = None,
+) -> Tensor:
+    """Weighted overlap-add: run `fn` over overlapping segments of a long signal.
+
+    Args:
+        fn: `(B, C, L) -> (B, S, C, L)`, e.g. a model's forward.
+        mix: `(C, T)` signal, kept on the CPU.
+        segment: segment length L in samples. A signal shorter than that is one segment
+            (zero-padded up to `min_length` if it is shorter still).
+        overlap: fraction of a segment shared with the next one.
+        batch_size: segments per call to `fn`; halved on a CUDA out-of-memory error.
+        device: where `fn` runs; only the current batch of segments is moved there.
+        progress: called with (segments done, total) after each batch.
+    Returns:
+        `(S, C, T)` on the CPU: `sum_k w_k * y_k / sum_k w_k` with triangular weights `w_k`,
+        so an identity `fn` returns `mix` unchanged (to float rounding).
+    """
+    if not 0 <= overlap < 1:
+        raise ValueError(f"overlap must be in [0, 1), not {overlap}")
+    channels, length = mix.shape
+    segment = min(segment, length)
+    seg_len = max(segment, min_length)
+    offsets = segment_offsets(length, segment, overlap)
+    weight = triangular_weight(segment)
+    out: Tensor | None = None
+    total_weight = torch.zeros(length)
+    done = 0
+    while done < len(offsets):
+        batch_offsets = offsets[done : done + batch_size]
+        batch = torch.stack([mix[:, o : o + segment] for o in batch_offsets])
+        if seg_len > segment:
+            batch = torch.nn.functional.pad(batch, (0, seg_len - segment))
+        try:
+            est = fn(batch.to(device)).to("cpu", torch.float32)[..., :segment]
+        except torch.OutOfMemoryError:
+            if batch_size == 1:
+                raise OutOfMemory(
+                    f"{device} ran out of memory on one {segment / SAMPLE_RATE:.1f}-s segment: "
+                    "use a shorter --segment or --device cpu"
+                ) from None
+            batch_size = max(1, batch_size // 2)
+            log.warning("out of memory on %s: retrying with %d segment(s) per batch", device, batch_size)
+            torch.cuda.empty_cache()
+            continue
+        if out is None:
+            out = torch.zeros(est.shape[1], channels, length)
+        for o, y in zip(batch_offsets, est):
+            out[..., o : o + segment] += y * weight
+            total_weight[o : o + segment] += weight
+        done += len(batch_offsets)
+        if progress is not None:
+            progress(done, len(offsets))
+    assert out is not None
+    return out / total_weight
+
+
+class Separator:
+    """A model on a device, with the chunking that makes any track length fit in memory."""
+
+    def __init__(
+        self,
+        model: SeparationModel,
+        info: ModelInfo | None = None,
+        *,
+        device: str | torch.device = "auto",
+        segment: float | None = None,
+        overlap: float = 0.25,
+        batch_size: int = 2,
+        wiener: int | None = None,
+    ):
+        """
+        Args:
+            segment: seconds per segment (default: the model's own preference).
+            overlap: fraction of each segment shared with the next.
+            wiener: EM iterations for mask models (default: the model's config); refused by
+                models that have no spectrogram stage (conv1d).
+        """
+        self.info = info or ModelInfo(type(model).__name__, getattr(model, "architecture", "?"), True, "in memory")
+        self.device = select_device(device)
+        self.model = model.to(self.device).eval()
+        if wiener is not None:
+            if not model.supports_wiener:
+                raise SeparationError(f"{self.info.name} is a time-domain model: Wiener/EM refinement does not apply")
+            if wiener < 0:
+                raise SeparationError(f"--wiener must be >= 0, not {wiener}")
+            self.model.wiener_iterations = int(wiener)
+        self.segment = float(segment if segment is not None else model.segment_seconds)
+        if self.segment <= 0:
+            raise SeparationError(f"segment must be > 0 seconds, not {self.segment}")
+        self.overlap = overlap
+        self.batch_size = batch_size
+        log.info(
+            "%s (%s, %s) on %s, %.1f-s segments",
+            self.info.name,
+            self.info.architecture,
+            "trained" if self.info.trained else "RANDOM WEIGHTS",
+            self.device,
+            self.segment,
+        )
+
+    # ------------------------------------------------------------------ construction
+
+    @classmethod
+    def from_name(cls, name: str, **kwargs) -> "Separator":
+        """A named model: `dprnn`, `conv1d`, `umxhq`, `umxl` (see `separation.registry`)."""
+        model, info = get_named_model(name).load()
+        return cls(model, info, **kwargs)
+
+    @classmethod
+    def from_pretrained(cls, location: str | Path, *, revision: str | None = None, **kwargs) -> "Separator":
+        """A checkpoint folder or a Hugging Face Hub repo id (`user/name`), same code path."""
+        from .checkpoints import load_checkpoint
+
+        model, info = load_checkpoint(location, revision=revision)
+        return cls(model, info, **kwargs)
+
+    @classmethod
+    def load(cls, name_or_location: str | Path, *, revision: str | None = None, **kwargs) -> "Separator":
+        """`from_name` for a registered name, else `from_pretrained`."""
+        if str(name_or_location) in NAMED_MODELS:
+            if revision:
+                raise SeparationError(f"a revision applies to Hub repos, not to the named model {name_or_location!r}")
+            return cls.from_name(str(name_or_location), **kwargs)
+        return cls.from_pretrained(name_or_location, revision=revision, **kwargs)
+
+    # ------------------------------------------------------------------ properties
+
+    @property
+    def sources(self) -> tuple[str, ...]:
+        return self.model.sources
+
+    @property
+    def sample_rate(self) -> int:
+        return SAMPLE_RATE
+
+    @property
+    def name(self) -> str:
+        return self.info.name
+
+    # ------------------------------------------------------------------ separation
+
+    def separate(self, waveform, sample_rate: int, *, progress: ProgressFn | None = None) -> dict[str, Tensor]:
+        """Split a mixture into its sources.
+
+        Args:
+            waveform: `(channels, samples)` or `(samples,)` tensor or array, any rate, any
+                channel count (mono is duplicated, surround downmixed).
+            sample_rate: rate of `waveform` in Hz.
+            progress: called with (segments done, total).
+        Returns:
+            `{source: (2, T')}` float32 CPU tensors at 44.1 kHz, `T'` the input's duration
+            at 44.1 kHz; e.g. `{"vocals": ..., "accompaniment": ...}`.
+        """
+        mix = prepare(waveform, sample_rate)
+        return self._separate_prepared(mix, progress)
+
+    def separate_file(
+        self, path: str | Path, *, progress: ProgressFn | None = None, **read_kwargs
+    ) -> dict[str, Tensor]:
+        """Decode (see `audio.read_audio` for offset/duration/max_seconds) and separate."""
+        wave, rate = read_audio(path, **read_kwargs)
+        return self.separate(wave, rate, progress=progress)
+
+    def _separate_prepared(self, mix: Tensor, progress: ProgressFn | None) -> dict[str, Tensor]:
+        if not self.info.trained:
+            warnings.warn(
+                f"{self.info.name} has RANDOM weights (no trained checkpoint): its output is not a separation",
+                UntrainedModelWarning,
+                stacklevel=3,
+            )
+        if float(mix.abs().max()) == 0.0:
+            log.warning("the input is digital silence: every stem is silence too")
+            if progress is not None:
+                progress(1, 1)
+            return {name: torch.zeros_like(mix) for name in self.sources}
+        stems = overlap_add(
+            self.model,
+            mix,
+            segment=int(math.ceil(self.segment * SAMPLE_RATE)),
+            overlap=self.overlap,
+            batch_size=self.batch_size,
+            device=self.device,
+            min_length=self.model.min_samples,
+            progress=progress,
+        )
+        return {name: stems[i] for i, name in enumerate(self.sources)}

@@ -1,0 +1,170 @@
+"""STFT settings, mixture-phase reconstruction and multichannel Wiener/EM refinement.
+
+Every time-frequency model in the project (DPRNN, Open-Unmix) estimates *magnitudes*; this
+module turns magnitudes back into waveforms in one of two ways:
+
+- mixture phase: `|S_j| * exp(i * angle(X))` (what the seed did), or
+- multichannel Wiener filtering with EM iterations (Nugraha et al. 2016), reusing
+  `openunmix.filtering.wiener`, which refines the estimates with the sources' spatial
+  covariances so that they add up to the mixture again.
+
+Shapes (legend): B batch, S sources, C channels (2), F frequency bins (n_fft // 2 + 1),
+N frames, T samples.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+
+@dataclass(frozen=True)
+class STFTConfig:
+    """Open-Unmix's analysis settings: 93 ms windows, 23 ms hop at 44.1 kHz."""
+
+    n_fft: int = 4096
+    hop: int = 1024
+
+    @property
+    def bins(self) -> int:
+        return self.n_fft // 2 + 1
+
+
+class STFT(torch.nn.Module):
+    """Batched, centred, Hann-windowed STFT with perfect reconstruction (COLA at 75% overlap)."""
+
+    def __init__(self, n_fft: int = 4096, hop: int = 1024):
+        super().__init__()
+        self.n_fft, self.hop = n_fft, hop
+        # A buffer, not a parameter: it moves with .to(device) but is never saved or trained.
+        self.register_buffer("window", torch.hann_window(n_fft), persistent=False)
+
+    def forward(self, wave: Tensor) -> Tensor:
+        """`(..., T)` real -> `(..., F, N)` complex."""
+        shape = wave.shape
+        spec = torch.stft(
+            wave.reshape(-1, shape[-1]),
+            n_fft=self.n_fft,
+            hop_length=self.hop,
+            window=self.window,
+            center=True,
+            pad_mode="reflect" if shape[-1] > self.n_fft // 2 else "constant",
+            return_complex=True,
+        )
+        return spec.reshape(*shape[:-1], *spec.shape[-2:])
+
+    def inverse(self, spec: Tensor, length: int) -> Tensor:
+        """`(..., F, N)` complex -> `(..., length)` real."""
+        shape = spec.shape
+        wave = torch.istft(
+            spec.reshape(-1, *shape[-2:]),
+            n_fft=self.n_fft,
+            hop_length=self.hop,
+            window=self.window,
+            center=True,
+            length=length,
+        )
+        return wave.reshape(*shape[:-2], length)
+
+
+def apply_mixture_phase(magnitudes: Tensor, mix_spec: Tensor) -> Tensor:
+    """Magnitude estimates `(B, S, C, F, N)` + mixture STFT `(B, C, F, N)` -> complex `(B, S, C, F, N)`."""
+    phase = torch.polar(torch.ones_like(mix_spec.real), mix_spec.angle())
+    return magnitudes * phase.unsqueeze(1)
+
+
+def wiener_filter(
+    magnitudes: Tensor, mix_spec: Tensor, iterations: int, *, residual: bool = False, window: int = 300
+) -> Tensor:
+    """Multichannel Wiener filtering with `iterations` EM steps (0 = mixture phase).
+
+    The same algorithm as `openunmix.filtering.wiener` (Nugraha et al. 2016; same scaling,
+    regularisation and 300-frame windows, and the tests check that the outputs agree), written
+    with native complex tensors and batched 2x2 algebra: 2-3x faster than upstream's
+    real/imaginary-pair loops, which dominated the run time of a whole separation.
+
+    Args:
+        magnitudes: `(B, S, C, F, N)` non-negative source magnitude estimates.
+        mix_spec: `(B, C, F, N)` complex mixture STFT.
+        iterations: EM iterations; upstream Open-Unmix uses 1.
+        residual: add one more source, the complex mixture minus the others, before EM
+            (Open-Unmix's `residual=True`: vocals + residual = karaoke).
+        window: frames filtered together (upstream's `wiener_win_len`); the spatial
+            covariances are estimated per window, which bounds memory on long inputs.
+    Returns:
+        `(B, S + residual, C, F, N)` complex source STFTs.
+    """
+    stems = apply_mixture_phase(magnitudes, mix_spec)
+    if residual:
+        stems = torch.cat([stems, (mix_spec - stems.sum(dim=1)).unsqueeze(1)], dim=1)
+    if iterations <= 0:
+        return stems
+    out = torch.empty_like(stems)
+    frames = mix_spec.shape[-1]
+    for b in range(mix_spec.shape[0]):
+        for start in range(0, frames, window):
+            sl = slice(start, start + window)
+            # (S, C, F, n) -> (S, n, F, C): frames and bins are batch dimensions of 2x2 algebra.
+            y = stems[b, ..., sl].permute(0, 3, 2, 1).contiguous()
+            x = mix_spec[b, ..., sl].permute(2, 1, 0).contiguous()
+            # Scale into a range where eps means the same for loud and quiet tracks (upstream).
+            scale = torch.clamp(x.abs().max() / 10.0, min=1.0)
+            y = expectation_maximization(y / scale, x / scale, iterations) * scale
+            out[b, ..., sl] = y.permute(0, 3, 2, 1)
+    return out
+
+
+def expectation_maximization(y: Tensor, x: Tensor, iterations: int, eps: float = 1e-10) -> Tensor:
+    """EM refinement of source STFTs under a local Gaussian model.
+
+    Each source j has a power spectral density v_j(n, f) and a spatial covariance R_j(f);
+    each step re-estimates both from the current estimates and re-filters the mixture with
+    the multichannel Wiener gain  G_j = v_j R_j (sum_k v_k R_k + sqrt(eps) I)^-1.
+
+    Args:
+        y: `(S, N, F, C)` complex initial source estimates.
+        x: `(N, F, C)` complex mixture.
+    Returns:
+        `(S, N, F, C)` refined estimates.
+    """
+    if x.shape[-1] == 2:
+        return _em_stereo(y, x, iterations, eps)
+    channels = x.shape[-1]
+    reg = (eps**0.5) * torch.eye(channels, dtype=x.dtype, device=x.device)
+    for _ in range(iterations):
+        v = (y.real.square() + y.imag.square()).mean(dim=-1)  # (S, N, F)
+        # Spatial covariance: sum over frames of y y^H, normalised by the summed PSD.
+        cov = (y.unsqueeze(-1) * y.conj().unsqueeze(-2)).sum(dim=1)  # (S, F, C, C)
+        R = cov / (eps + v.sum(dim=1))[..., None, None]
+        Cxx = (v[..., None, None] * R.unsqueeze(1)).sum(dim=0) + reg  # (N, F, C, C)
+        # y_j = v_j R_j Cxx^-1 x: apply Cxx^-1 to x once, then each source's R_j.
+        z = (torch.linalg.inv(Cxx) * x.unsqueeze(-2)).sum(dim=-1)  # (N, F, C)
+        y = v.unsqueeze(-1) * (R.unsqueeze(1) * z[None, :, :, None, :]).sum(dim=-1)
+    return y
+
+
+def _em_stereo(y: Tensor, x: Tensor, iterations: int, eps: float) -> Tensor:
+    """`expectation_maximization` for two channels, written out on the Hermitian 2x2
+    matrices' own entries (R = [[r00, r01], [conj(r01), r11]], r00 and r11 real): the same
+    numbers with a fraction of the arithmetic, which made a whole separation ~2x faster."""
+    reg = eps**0.5
+    x0, x1 = x[..., 0], x[..., 1]  # (N, F)
+    for _ in range(iterations):
+        y0, y1 = y[..., 0], y[..., 1]  # (S, N, F)
+        p0, p1 = y0.real.square() + y0.imag.square(), y1.real.square() + y1.imag.square()
+        v = 0.5 * (p0 + p1)  # (S, N, F)
+        norm = 1.0 / (eps + v.sum(dim=1))  # (S, F)
+        r00, r11 = p0.sum(dim=1) * norm, p1.sum(dim=1) * norm  # (S, F) real
+        r01 = (y0 * y1.conj()).sum(dim=1) * norm  # (S, F) complex
+        a = (v * r00[:, None]).sum(dim=0) + reg  # (N, F): Cxx = [[a, b], [conj(b), d]]
+        d = (v * r11[:, None]).sum(dim=0) + reg
+        b = (v * r01[:, None]).sum(dim=0)
+        det = a * d - (b.real.square() + b.imag.square())
+        z0 = (d * x0 - b * x1) / det  # z = Cxx^-1 x
+        z1 = (a * x1 - b.conj() * x0) / det
+        out0 = v * (r00[:, None] * z0 + r01[:, None] * z1)
+        out1 = v * (r01[:, None].conj() * z0 + r11[:, None] * z1)
+        y = torch.stack([out0, out1], dim=-1)
+    return y
