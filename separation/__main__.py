@@ -216,11 +216,15 @@ class _OneLine(logging.Formatter):
 
 
 def setup_logging(quiet: bool, verbose: bool) -> None:
+    """One-line messages on stderr for this package's logs and Python warnings (the
+    untrained-model warning among them). Leaves the root logger alone, so embedding
+    `main()` in another program (or a test) does not steal its handlers."""
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(_OneLine())
-    root = logging.getLogger()
-    root.handlers[:] = [handler]
-    root.setLevel(logging.DEBUG if verbose else logging.WARNING if quiet else logging.INFO)
+    for name in ("separation", "py.warnings"):
+        logger = logging.getLogger(name)
+        logger.handlers[:] = [handler]
+        logger.setLevel(logging.DEBUG if verbose else logging.WARNING if quiet else logging.INFO)
     logging.captureWarnings(True)
 
 

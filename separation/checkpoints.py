@@ -25,7 +25,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from .errors import CheckpointError, WeightsUnavailableError
+from .errors import CheckpointError, UnknownModelError, WeightsUnavailableError
 from .models.base import ModelInfo, SeparationModel
 from .registry import config_from_dict, get_architecture
 
@@ -163,7 +163,10 @@ def load_checkpoint(
     """Folder or Hub repo -> (model in eval mode on CPU, where it came from)."""
     directory = resolve(location, revision=revision)
     meta = read_config(directory)
-    arch = get_architecture(meta["architecture"])
+    try:
+        arch = get_architecture(meta["architecture"])
+    except UnknownModelError as e:
+        raise CheckpointError(f"{directory / CONFIG_NAME}: {e}") from None
     config = config_from_dict(arch.config_class, meta["config"])
     model = arch.model_class(config)
     weights = directory / WEIGHTS_NAME

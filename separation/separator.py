@@ -136,7 +136,7 @@ def overlap_add(
         if progress is not None:
             progress(done, len(offsets))
     assert out is not None
-    return out / total_weight
+    return out.div_(total_weight)  # in place: a 10-minute track's stems are 0.4 GB per copy
 
 
 class Separator:

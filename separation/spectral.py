@@ -131,6 +131,11 @@ def expectation_maximization(y: Tensor, x: Tensor, iterations: int, eps: float =
     """
     if x.shape[-1] == 2:
         return _em_stereo(y, x, iterations, eps)
+    return _em_general(y, x, iterations, eps)
+
+
+def _em_general(y: Tensor, x: Tensor, iterations: int, eps: float) -> Tensor:
+    """Any channel count, with explicit C x C matrices."""
     channels = x.shape[-1]
     reg = (eps**0.5) * torch.eye(channels, dtype=x.dtype, device=x.device)
     for _ in range(iterations):

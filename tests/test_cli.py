@@ -1,0 +1,124 @@
+"""`python -m separation`: stems written with the right length and rate; user errors are one line."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from separation.__main__ import main
+
+from conftest import ROOT, SR, voice_and_band
+
+# conv1d has no shipped weights: its (expected) untrained warning is asserted on, not shown.
+pytestmark = pytest.mark.filterwarnings("ignore::separation.UntrainedModelWarning")
+
+
+@pytest.fixture
+def clip(tmp_path):
+    """1.5 s of 22.05 kHz mono: the CLI must return 44.1 kHz stereo of the same duration."""
+    voice, band = voice_and_band(1.5, sr=22050)
+    path = tmp_path / "in" / "song.wav"
+    path.parent.mkdir()
+    sf.write(path, (voice + band)[0], 22050)
+    return path
+
+
+def test_entry_point_writes_both_stems(tmp_path, clip):
+    out = tmp_path / "out"
+    res = subprocess.run(
+        [sys.executable, "-m", "separation", str(clip), "--model", "conv1d", "-o", str(out)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    )
+    assert res.returncode == 0, res.stderr
+    assert "RANDOM weights" in res.stderr  # an untrained model says so
+    assert "on cpu" in res.stderr  # the device used is logged
+    for stem in ("vocals", "accompaniment"):
+        info = sf.info(out / "song" / f"{stem}.wav")
+        assert info.samplerate == SR and info.channels == 2 and info.frames == int(1.5 * SR)
+        assert info.subtype == "PCM_24"
+    # conv1d's stems add up to the mixture (upsampled, upmixed)
+    v, _ = sf.read(out / "song" / "vocals.wav")
+    a, _ = sf.read(out / "song" / "accompaniment.wav")
+    mix, _ = sf.read(clip)
+    assert np.abs((v + a)[:, 0] - (v + a)[:, 1]).max() < 1e-5
+    assert abs(np.abs(v + a).max() - np.abs(mix).max()) < 0.01
+
+
+def test_user_error_is_one_line_without_traceback(tmp_path):
+    res = subprocess.run(
+        [sys.executable, "-m", "separation", str(tmp_path / "missing.mp3"), "-o", str(tmp_path / "o")],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    )
+    assert res.returncode == 2
+    assert res.stderr.strip().splitlines() == [f"error: {tmp_path / 'missing.mp3'}: no such file or folder"]
+
+
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (["--model", "spleeter"], "unknown model 'spleeter'|no checkpoint at 'spleeter'"),
+        (["--device", "cuda"], "CUDA was requested"),
+        (["--wiener", "2", "--model", "conv1d"], "time-domain model"),
+        (["--stems", "drums"], "drums not produced"),
+        (["--filename", "{song}/{stem}.{ext}"], "unknown field"),
+        (["--clip", "none"], "needs float output"),
+        (["--max-minutes", "0.01"], "over the 0:01 limit"),
+    ],
+)
+def test_option_errors(tmp_path, clip, capsys, args, message):
+    if "cuda" in args:
+        pytest.importorskip("torch")
+        import torch
+
+        if torch.cuda.is_available():
+            pytest.skip("a GPU is present")
+    code = main([str(clip), "-o", str(tmp_path / "out"), "-q", *args])
+    err = capsys.readouterr().err
+    assert code in (1, 2)
+    assert any(line.startswith("error:") for line in err.splitlines())
+    import re
+
+    assert re.search(message, err), err
+    assert "Traceback" not in err
+
+
+def test_folder_with_a_bad_file_keeps_the_good_ones(tmp_path, clip, capsys):
+    (clip.parent / "notes.mp3").write_text("lyrics, not audio")
+    sf.write(clip.parent / "second.flac", np.zeros((SR // 2, 2), dtype=np.float32) + 0.1, SR)
+    out = tmp_path / "out"
+    code = main([str(clip.parent), "--model", "conv1d", "-o", str(out), "-q", "--format", "flac", "--stems", "accompaniment"])
+    err = capsys.readouterr().err
+    assert code == 1
+    assert "notes.mp3: this is a text file, not audio" in err and "1 of 3 file(s) failed" in err
+    assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*.flac")) == [
+        "second/accompaniment.flac",
+        "song/accompaniment.flac",
+    ]
+
+
+def test_filename_template_and_float_output(tmp_path, clip):
+    out = tmp_path / "out"
+    code = main([str(clip), "--model", "conv1d", "-o", str(out), "-q", "--filename", "{model}-{track}-{stem}.{ext}", "--bit-depth", "float", "--clip", "none"])
+    assert code == 0
+    info = sf.info(out / "conv1d-song-vocals.wav")
+    assert info.subtype == "FLOAT"
+
+
+def test_excerpt_options(tmp_path, clip):
+    out = tmp_path / "out"
+    assert main([str(clip), "--model", "conv1d", "-o", str(out), "-q", "--offset", "0.5", "--duration", "0.5"]) == 0
+    assert sf.info(out / "song" / "vocals.wav").frames == SR // 2
+
+
+def test_models_command(capsys):
+    assert main(["models"]) == 0
+    out = capsys.readouterr().out
+    assert "umxhq" in out and "dprnn" in out

@@ -1,0 +1,145 @@
+"""The overlap-add chunker and the Separator API around it."""
+
+from __future__ import annotations
+
+import warnings
+
+import pytest
+import torch
+
+from separation import Separator, UntrainedModelWarning
+from separation.errors import DeviceError, SeparationError
+from separation.registry import build_model
+from separation.separator import overlap_add, segment_offsets, select_device, triangular_weight
+
+from conftest import SR, TINY_CONFIGS
+
+
+def identity(batch: torch.Tensor) -> torch.Tensor:
+    """(B, C, L) -> (B, 1, C, L)."""
+    return batch.unsqueeze(1)
+
+
+@pytest.mark.parametrize("length", [1, 999, 1000, 1001, 4321, 10_000, 10_007])
+@pytest.mark.parametrize("overlap", [0.0, 0.25, 0.5])
+@pytest.mark.parametrize("batch_size", [1, 3])
+def test_identity_model_reproduces_input(length, overlap, batch_size):
+    x = torch.randn(2, length)
+    y = overlap_add(identity, x, segment=1000, overlap=overlap, batch_size=batch_size)
+    assert y.shape == (1, 2, length)
+    torch.testing.assert_close(y[0], x, atol=1e-5, rtol=0)
+
+
+def test_short_input_is_padded_to_the_models_minimum():
+    seen = []
+
+    def fn(batch):
+        seen.append(batch.shape[-1])
+        return batch.unsqueeze(1)
+
+    x = torch.randn(2, 100)
+    y = overlap_add(fn, x, segment=1000, min_length=512)
+    assert seen == [512]
+    torch.testing.assert_close(y[0], x)
+
+
+def test_segments_cover_the_signal_and_are_blended():
+    offsets = segment_offsets(10_007, 1000, 0.25)
+    assert offsets[0] == 0 and offsets[-1] == 10_007 - 1000
+    assert all(b - a <= 750 for a, b in zip(offsets, offsets[1:]))
+    w = triangular_weight(1000)
+    assert float(w.min()) > 0 and float(w.max()) == 1.0
+    # a model whose output depends on the segment (adds the segment's mean) is blended smoothly:
+    x = torch.zeros(1, 5000)
+    y = overlap_add(lambda b: (b + torch.arange(b.shape[0]).float()[:, None, None]).unsqueeze(1), x, segment=1000, batch_size=8)
+    assert float(y.diff(dim=-1).abs().max()) < 0.01  # no seams: the jumps between segments are crossfaded
+
+
+def test_progress_reports_every_batch():
+    calls = []
+    overlap_add(identity, torch.randn(1, 5000), segment=1000, batch_size=2, progress=lambda d, t: calls.append((d, t)))
+    total = len(segment_offsets(5000, 1000, 0.25))
+    assert calls[-1] == (total, total) and len(calls) == -(-total // 2)
+
+
+def test_cuda_request_without_gpu_is_an_error():
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is present")
+    with pytest.raises(DeviceError, match="CUDA was requested"):
+        select_device("cuda")
+    with pytest.raises(DeviceError, match="unknown device"):
+        select_device("gpu-please")
+    assert select_device("auto").type == "cpu"
+
+
+@pytest.fixture
+def tiny_dprnn():
+    torch.manual_seed(0)
+    return build_model("dprnn", TINY_CONFIGS["dprnn"])
+
+
+def test_separate_returns_stems_of_the_input_duration(tiny_dprnn, mixture):
+    sep = Separator(tiny_dprnn, device="cpu", wiener=0)
+    stems = sep.separate(mixture, SR)
+    assert set(stems) == {"vocals", "accompaniment"}
+    for s in stems.values():
+        assert s.shape == mixture.shape and s.dtype == torch.float32
+    # softmax masks with mixture phase: the stems add up to the mixture
+    torch.testing.assert_close(stems["vocals"] + stems["accompaniment"], mixture, atol=1e-4, rtol=0)
+
+
+def test_separate_resamples_and_upmixes(tiny_dprnn):
+    mono_8k = torch.randn(8000) * 0.1  # 1 s
+    stems = Separator(tiny_dprnn, device="cpu").separate(mono_8k, 8000)
+    assert stems["vocals"].shape == (2, SR)
+
+
+def test_long_input_uses_many_segments_and_matches_length(tiny_dprnn):
+    x = torch.randn(2, int(3.3 * SR)) * 0.1
+    calls = []
+    stems = Separator(tiny_dprnn, device="cpu", segment=1.0, batch_size=2).separate(x, SR, progress=lambda d, t: calls.append(t))
+    assert calls[0] == len(segment_offsets(x.shape[-1], SR, 0.25)) > 3
+    assert stems["accompaniment"].shape == x.shape
+
+
+def test_silence_gives_silence(tiny_dprnn, caplog):
+    stems = Separator(tiny_dprnn, device="cpu").separate(torch.zeros(2, SR), SR)
+    assert all(float(s.abs().max()) == 0 for s in stems.values())
+    assert "digital silence" in caplog.text
+
+
+def test_untrained_model_warns_on_every_call(mixture):
+    sep = Separator.from_name("conv1d", device="cpu")  # no shipped conv1d checkpoint
+    assert not sep.info.trained
+    for _ in range(2):
+        with pytest.warns(UntrainedModelWarning, match="RANDOM weights"):
+            sep.separate(mixture, SR)
+
+
+def test_trained_model_does_not_warn(tiny_dprnn, mixture):
+    sep = Separator(tiny_dprnn, device="cpu")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UntrainedModelWarning)
+        sep.separate(mixture, SR)
+
+
+def test_wiener_option_validation():
+    with pytest.raises(SeparationError, match="time-domain model"):
+        Separator(build_model("conv1d", TINY_CONFIGS["conv1d"]), device="cpu", wiener=1)
+    with pytest.raises(SeparationError, match=">= 0"):
+        Separator(build_model("dprnn", TINY_CONFIGS["dprnn"]), device="cpu", wiener=-1)
+
+
+def test_unknown_model_name():
+    with pytest.raises(SeparationError, match="unknown model 'spleeter'|no checkpoint at 'spleeter'"):
+        Separator.load("spleeter")
+    with pytest.raises(SeparationError, match="unknown model"):
+        Separator.from_name("spleeter")
+
+
+def test_bad_waveform_errors(tiny_dprnn):
+    sep = Separator(tiny_dprnn, device="cpu")
+    with pytest.raises(SeparationError, match="NaN"):
+        sep.separate(torch.full((2, 1000), float("nan")), SR)
+    with pytest.raises(SeparationError, match="no samples"):
+        sep.separate(torch.zeros(2, 0), SR)
