@@ -19,7 +19,7 @@ import shutil
 import tempfile
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 from safetensors import SafetensorError
@@ -43,12 +43,15 @@ def save_checkpoint(
     training: dict | None = None,
     half: bool = False,
     card: str | None = None,
+    extra: dict[str, Callable[[Path], None]] | None = None,
 ) -> Path:
     """Write `directory/{config.json, model.safetensors[, README.md]}` atomically.
 
     The files are written into a temporary sibling folder which then replaces `directory`,
     so a crash mid-write leaves the previous checkpoint intact, never half of a new one.
     `half=True` stores float weights as float16 (half the size; loading casts back).
+    `extra` maps more file names to functions that write them (a trainer's state), so that
+    they are part of the same atomic replacement.
     """
     directory = Path(directory)
     directory.parent.mkdir(parents=True, exist_ok=True)
@@ -76,6 +79,8 @@ def save_checkpoint(
         save_file(tensors, str(tmp / WEIGHTS_NAME), metadata={"format": "pt", "architecture": model.architecture})
         if card is not None:
             (tmp / CARD_NAME).write_text(card)
+        for name, write in (extra or {}).items():
+            write(tmp / name)
         old = directory.with_name(f".{directory.name}-old")
         if directory.exists():
             shutil.rmtree(old, ignore_errors=True)

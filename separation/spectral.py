@@ -71,8 +71,12 @@ class STFT(torch.nn.Module):
 
 def apply_mixture_phase(magnitudes: Tensor, mix_spec: Tensor) -> Tensor:
     """Magnitude estimates `(B, S, C, F, N)` + mixture STFT `(B, C, F, N)` -> complex `(B, S, C, F, N)`."""
-    phase = torch.polar(torch.ones_like(mix_spec.real), mix_spec.angle())
-    return magnitudes * phase.unsqueeze(1)
+    return magnitudes * unit_phase(mix_spec).unsqueeze(1)
+
+
+def unit_phase(spec: Tensor) -> Tensor:
+    """`exp(i * angle(spec))`, without the trigonometry (0 where spec is 0)."""
+    return spec / spec.abs().clamp_min(1e-12)
 
 
 def wiener_filter(

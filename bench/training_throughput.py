@@ -1,0 +1,67 @@
+"""Training throughput: examples/s of DPRNN and Open-Unmix at the same batch, and whether
+data loading keeps up (time waiting on data per step), through the real Trainer.
+
+    ./run.sh bench training_throughput [--steps 12] [--batch-size 8] [--seconds 6] [--device cpu]
+
+A small synthetic MUSDB-shaped set is generated into a temporary folder. The first steps are
+warm-up and not counted. Prints examples/s of each model and the ratio dprnn / umx.
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+from pathlib import Path
+
+import common  # noqa: F401  (puts the project on sys.path)
+
+from training.data import DataConfig
+from training.loop import TrainConfig, Trainer
+from training.synthetic import write_musdb_folder
+
+
+def measure(model: str, root: Path, out: Path, args, workers: int) -> dict:
+    cfg = TrainConfig(
+        model=model,
+        musdb_root=str(root),
+        is_wav=True,
+        out=str(out),
+        data=DataConfig(seconds=args.seconds, samples_per_track=64),
+        batch_size=args.batch_size,
+        max_steps=args.warmup,
+        workers=workers,
+        device=args.device,
+    )
+    trainer = Trainer(cfg)
+    trainer.run()  # warm-up steps
+    trainer.timing = {"steps": 0, "data_wait": 0.0, "compute": 0.0}
+    trainer.cfg.max_steps = args.warmup + args.steps
+    t = trainer.run()["timing"]
+    step = (t["data_wait"] + t["compute"]) / t["steps"]
+    return {"examples_per_s": args.batch_size / step, "wait": t["data_wait"] / t["steps"], "step": step}
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--steps", type=int, default=12)
+    p.add_argument("--warmup", type=int, default=2)
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--seconds", type=float, default=6.0)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--workers", type=int, nargs="*", default=[0, 1])
+    args = p.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        root = write_musdb_folder(Path(tmp) / "musdb", train=6, valid=1, test=0, seconds=12.0)
+        print(f"batch {args.batch_size} x {args.seconds:.0f}-s stereo chunks on {args.device}, {args.steps} steps after {args.warmup} warm-up")
+        for workers in args.workers:
+            res = {m: measure(m, root, Path(tmp) / f"{m}-{workers}", args, workers) for m in ("dprnn", "umx")}
+            for m, r in res.items():
+                print(
+                    f"  workers={workers} {m:6s} {r['examples_per_s']:6.2f} examples/s   step {r['step'] * 1000:6.0f} ms, "
+                    f"waiting on data {r['wait'] * 1000:5.0f} ms/step ({100 * r['wait'] / r['step']:.0f}%)"
+                )
+            print(f"  workers={workers} ratio dprnn/umx examples/s = {res['dprnn']['examples_per_s'] / res['umx']['examples_per_s']:.2f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,275 @@
+"""Training on a generated MUSDB18-HQ-shaped set, read through `musdb`: data, loop, resume,
+early stopping, checkpoints, Hub upload, CLI and DDP."""
+
+from __future__ import annotations
+
+import dataclasses
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+from safetensors.torch import load_file
+
+from separation import Separator
+from separation.errors import CheckpointError, SeparationError
+from training.data import ChunkDataset, DataConfig, epoch_batches, load_track, open_musdb
+from training.loop import TrainConfig, Trainer, load_run, resume_config
+from training.losses import LossConfig
+from training.synthetic import SOURCES, make_track, write_musdb_folder
+
+from conftest import HF_CACHE, ROOT, SR, TINY_CONFIGS
+
+
+@pytest.fixture(scope="session")
+def musdb_root(tmp_path_factory):
+    return write_musdb_folder(tmp_path_factory.mktemp("musdb"), train=3, valid=1, test=1, seconds=4.0, seed=1)
+
+
+def _cfg(root, out, **kw) -> TrainConfig:
+    base = dict(
+        model="dprnn",
+        model_config=dataclasses.asdict(TINY_CONFIGS["dprnn"]),
+        musdb_root=str(root),
+        is_wav=True,
+        out=str(out),
+        data=DataConfig(seconds=1.0, samples_per_track=2),
+        loss=LossConfig(freq_width=8, time_width=4),
+        batch_size=2,
+        epochs=2,
+        lr=3e-3,
+        seed=3,
+    )
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+# --------------------------------------------------------------------------- synthetic data
+
+
+def test_synthetic_set_is_musdb_shaped(musdb_root):
+    train = open_musdb(musdb_root, is_wav=True, subset="train", split="train")
+    valid = open_musdb(musdb_root, is_wav=True, subset="train", split="valid")
+    test = open_musdb(musdb_root, is_wav=True, subset="test")
+    assert (len(train), len(valid), len(test)) == (3, 1, 1)
+    assert valid[0].name == "Actions - One Minute Smile"  # musdb's own validation list decides
+    folder = musdb_root / "test" / test[0].name
+    stems = {s: sf.read(folder / f"{s}.wav", dtype="float32")[0] for s in (*SOURCES, "mixture")}
+    assert stems["mixture"].shape == (4 * SR, 2)
+    np.testing.assert_array_equal(stems["mixture"], sum(stems[s] for s in SOURCES))  # exact, as 16-bit files
+    # musdb reads it too, through its own (ffmpeg) decoder
+    np.testing.assert_allclose(test[0].targets["vocals"].audio, stems["vocals"], atol=1e-4)
+
+
+def test_synthetic_tracks_are_deterministic_and_not_trivial():
+    a, b, c = make_track(5, 6.0), make_track(5, 6.0), make_track(6, 6.0)
+    assert all(np.array_equal(a[k], b[k]) for k in a)
+    assert not np.array_equal(a["vocals"], c["vocals"])
+    scores = []
+    for seed in range(4):
+        t = make_track(seed, 8.0)
+        v, acc = t["vocals"], t["mixture"] - t["vocals"]
+        scores.append(10 * np.log10((v**2).sum() / (acc**2).sum()))  # SDR of the mixture as vocals estimate
+        frames = np.sqrt((v.reshape(-1, 2205, 2) ** 2).mean(axis=(1, 2)))  # 50-ms frames
+        silent = (frames < 1e-3 * frames.max()).mean()
+        assert 0.03 < silent < 0.6, "a singer pauses between phrases"
+    assert -4 < np.median(scores) < 4
+
+
+def test_synthetic_voice_overlaps_the_band_in_frequency():
+    t = make_track(2, 8.0)
+
+    def spectrum(x):
+        return np.abs(np.fft.rfft(x[:, 0])) ** 2
+
+    f = np.fft.rfftfreq(t["vocals"].shape[0], 1 / SR)
+    band = (f > 200) & (f < 3000)
+    voice_share = spectrum(t["vocals"])[band].sum() / spectrum(t["vocals"]).sum()
+    other_share = spectrum(t["other"])[band].sum() / spectrum(t["other"]).sum()
+    assert voice_share > 0.5 and other_share > 0.3
+
+
+# --------------------------------------------------------------------------- chunks
+
+
+def test_chunks_shape_sum_and_determinism(musdb_root):
+    tracks = open_musdb(musdb_root, is_wav=True, subset="train", split="train")
+    ds = ChunkDataset(tracks, DataConfig(seconds=1.5, samples_per_track=4), seed=7)
+    assert len(ds) == 12
+    mix, targets = ds[5]
+    assert mix.shape == (2, int(1.5 * SR)) and targets.shape == (2, 2, int(1.5 * SR))
+    torch.testing.assert_close(targets.sum(dim=0), mix, atol=0, rtol=0)
+    again = ds[5][0]
+    ds.epoch = 1
+    other_epoch = ds[5][0]
+    assert torch.equal(mix, again) and not torch.equal(mix, other_epoch)
+
+
+def test_silent_vocal_rate(musdb_root):
+    tracks = open_musdb(musdb_root, is_wav=True, subset="train", split="train")
+    muted = ChunkDataset(tracks, DataConfig(seconds=0.5, samples_per_track=8, silent_vocals=1.0))
+    assert all(float(muted[i][1][0].abs().max()) == 0 for i in range(6))
+    sung = ChunkDataset(tracks, DataConfig(seconds=0.5, samples_per_track=8, silent_vocals=0.0))
+    rms = [float(sung[i][1][0].square().mean().sqrt()) for i in range(12)]
+    assert min(rms) > 10 ** (-40 / 20)
+
+
+def test_no_augmentation_reads_the_track_as_is(musdb_root):
+    tracks = open_musdb(musdb_root, is_wav=True, subset="train", split="train")
+    ds = ChunkDataset(tracks, DataConfig(seconds=4.0, samples_per_track=1, remix=False, gain=(1.0, 1.0), channel_swap=False))
+    mix, targets = ds[0]
+    full_mix, full_targets = load_track(tracks[0])
+    torch.testing.assert_close(mix, full_mix[:, : mix.shape[-1]])
+    torch.testing.assert_close(targets, full_targets[..., : mix.shape[-1]])
+
+
+def test_epoch_batches_partition_across_ranks():
+    single = epoch_batches(10, 2, seed=0, epoch=3)
+    assert sorted(i for b in single for i in b) == list(range(10))
+    r0, r1 = (epoch_batches(10, 2, seed=0, epoch=3, rank=r, world=2) for r in (0, 1))
+    assert len(r0) == len(r1) == 2 and not set(sum(r0, [])) & set(sum(r1, []))
+    assert epoch_batches(10, 2, seed=0, epoch=4) != single
+
+
+# --------------------------------------------------------------------------- the loop
+
+
+def test_tiny_run_learns_and_its_checkpoint_separates(musdb_root, tmp_path):
+    cfg = _cfg(musdb_root, tmp_path / "run", epochs=4, data=DataConfig(seconds=1.0, samples_per_track=4))
+    result = Trainer(cfg).run()
+    losses = [h["valid_loss"] for h in result["history"]]
+    assert result["status"] == "finished" and len(losses) == 4
+    assert losses[-1] < losses[0]
+    assert (tmp_path / "run" / "tensorboard").is_dir()
+    sep = Separator.from_pretrained(tmp_path / "run" / "best", device="cpu")
+    assert sep.info.trained and "synthetic" in sep.info.training["data"]
+    mix, _ = load_track(open_musdb(musdb_root, is_wav=True, subset="test")[0])
+    stems = sep.separate(mix, SR)
+    assert stems["vocals"].shape == mix.shape
+    card = (tmp_path / "run" / "best" / "README.md").read_text()
+    assert "Trained on synthetic data" in card and "Separator.from_pretrained" in card
+
+
+@pytest.mark.parametrize("arch", ["conv1d", "umx"])
+def test_baselines_train_on_the_same_data(musdb_root, tmp_path, arch):
+    cfg = _cfg(musdb_root, tmp_path / arch, model=arch, model_config=dataclasses.asdict(TINY_CONFIGS[arch]), epochs=1)
+    result = Trainer(cfg).run()
+    assert np.isfinite(result["history"][0]["valid_loss"])
+    model, _ = load_run(tmp_path / arch)
+    assert model.architecture == arch
+
+
+def _weights(run):
+    return load_file(str(run / "last" / "model.safetensors"))
+
+
+def test_resume_equals_a_straight_run(musdb_root, tmp_path):
+    straight = _cfg(musdb_root, tmp_path / "a", max_steps=6, epochs=3)
+    Trainer(straight).run()
+    interrupted = _cfg(musdb_root, tmp_path / "b", max_steps=4, epochs=3)  # stops in the middle of epoch 2
+    assert Trainer(interrupted).run()["status"] == "max_steps"
+    state = load_run(tmp_path / "b")[1]
+    assert (state["epoch"], state["batch"], state["step"]) == (1, 1, 4)
+    resumed = Trainer(resume_config(tmp_path / "b", max_steps=6), resume=True).run()
+    assert resumed["step"] == 6
+    a, b = _weights(tmp_path / "a"), _weights(tmp_path / "b")
+    assert a.keys() == b.keys()
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=1e-5, atol=1e-6)
+    timing = {"data_wait_per_step", "compute_per_step"}
+    scores = [[{k: v for k, v in h.items() if k not in timing} for h in load_run(tmp_path / r)[1]["history"]] for r in "ab"]
+    assert scores[0] == scores[1]
+
+
+def test_early_stopping_on_a_flat_validation_curve(musdb_root, tmp_path):
+    cfg = _cfg(musdb_root, tmp_path / "flat", lr=0.0, epochs=10, patience=2)
+    result = Trainer(cfg).run()
+    assert result["status"] == "early_stopped" and result["epoch"] == 3
+    assert len({h["valid_loss"] for h in result["history"]}) == 1
+
+
+def test_partial_and_corrupt_checkpoints_are_detected(musdb_root, tmp_path):
+    run = tmp_path / "run"
+    Trainer(_cfg(musdb_root, run, max_steps=1)).run()
+    backup = tmp_path / "backup"
+    shutil.copytree(run / "last", backup)
+    (run / "last" / "trainer.pt").unlink()
+    with pytest.raises(CheckpointError, match="incomplete \\(missing trainer.pt\\)"):
+        load_run(run)
+    data = (backup / "trainer.pt").read_bytes()
+    (run / "last" / "trainer.pt").write_bytes(data[: len(data) // 2])
+    with pytest.raises(CheckpointError, match="trainer.pt is corrupt"):
+        load_run(run)
+    shutil.copy(backup / "trainer.pt", run / "last" / "trainer.pt")
+    weights = (backup / "model.safetensors").read_bytes()
+    (run / "last" / "model.safetensors").write_bytes(weights[:-100])
+    with pytest.raises(CheckpointError, match="damaged"):
+        load_run(run)
+    with pytest.raises(CheckpointError, match="nothing to resume"):
+        load_run(tmp_path / "never-ran")
+
+
+def test_push_to_hub_uploads_a_loadable_checkpoint(musdb_root, tmp_path, monkeypatch):
+    from huggingface_hub import HfApi
+
+    from training.hub import push_to_hub
+
+    Trainer(_cfg(musdb_root, tmp_path / "run", epochs=1)).run()
+    calls = {}
+
+    def create_repo(self, repo_id, **kw):
+        calls["create"] = repo_id
+
+    def upload_folder(self, *, folder_path, repo_id, allow_patterns, **kw):
+        # What the Hub would serve afterwards, laid out as huggingface_hub's cache does.
+        snap = HF_CACHE / f"models--{repo_id.replace('/', '--')}" / "snapshots" / ("f" * 40)
+        snap.mkdir(parents=True)
+        for name in allow_patterns:
+            shutil.copy(f"{folder_path}/{name}", snap / name)
+        (snap.parents[1] / "refs").mkdir()
+        (snap.parents[1] / "refs" / "main").write_text("f" * 40)
+        calls["upload"] = folder_path
+
+    monkeypatch.setattr(HfApi, "create_repo", create_repo)
+    monkeypatch.setattr(HfApi, "upload_folder", upload_folder)
+    push_to_hub(tmp_path / "run", "tester/tiny-dprnn")
+    assert calls == {"create": "tester/tiny-dprnn", "upload": str(tmp_path / "run" / "best")}
+    sep = Separator.from_pretrained("tester/tiny-dprnn", device="cpu")
+    assert sep.info.trained and sep.info.origin == "tester/tiny-dprnn@main"
+    with pytest.raises(SeparationError, match="not a checkpoint|no config.json"):
+        push_to_hub(tmp_path, "tester/nothing")
+
+
+# --------------------------------------------------------------------------- command line
+
+
+def test_cli_trains_resumes_and_refuses_to_overwrite(musdb_root, tmp_path):
+    from training.__main__ import main
+
+    args = ["--model", "conv1d", "--set", "hidden=[4,4,4]", "--musdb-root", str(musdb_root), "--is-wav", "--out", str(tmp_path / "run"),
+            "--seconds", "0.5", "--samples-per-track", "2", "--batch-size", "2", "--epochs", "1"]
+    assert main(args) == 0
+    assert main(args) == 2  # the run exists: refuse, point to --resume
+    assert main(["--resume", str(tmp_path / "run"), "--epochs", "2"]) == 0
+    assert load_run(tmp_path / "run")[1]["epoch"] == 2
+    assert main(["--model", "dprnn", "--out", str(tmp_path / "x")]) == 2  # no --musdb-root
+    assert main(["--musdb-root", str(tmp_path / "nowhere"), "--out", str(tmp_path / "y")]) == 2
+
+
+def test_torchrun_ddp_on_cpu(musdb_root, tmp_path):
+    torchrun = shutil.which("torchrun", path=str(ROOT / ".venv" / "bin")) or shutil.which("torchrun")
+    if torchrun is None:
+        pytest.skip("torchrun not found")
+    cmd = [
+        sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "-m", "training",
+        "--model", "conv1d", "--set", "hidden=[4,4,4]", "--musdb-root", str(musdb_root), "--is-wav",
+        "--out", str(tmp_path / "ddp"), "--seconds", "0.5", "--samples-per-track", "4", "--batch-size", "2", "--epochs", "1",
+    ]
+    res = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr[-2000:]
+    state = load_run(tmp_path / "ddp")[1]
+    # 12 chunks, batch 2 per rank, 2 ranks: 3 steps per rank per epoch
+    assert state["step"] == 3 and state["epoch"] == 1

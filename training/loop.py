@@ -1,0 +1,459 @@
+"""The training loop: plain PyTorch, readable in one sitting (after nanoGPT's train.py).
+
+    Trainer(TrainConfig(...)).run()
+
+Per epoch: seeded batches of random chunks -> objective -> Adam step (gradient clipping, AMP
+on CUDA) -> full-track validation -> LR schedule on the validation loss -> `best/` when it
+improves -> `last/` always -> early stop after `patience` epochs without improvement.
+
+`last/` holds the model (config.json + model.safetensors) and `trainer.pt` (optimizer,
+scheduler, AMP scaler, epoch, position in the epoch, step, best score, early-stopping
+counter, RNG state, history), written atomically. `Trainer(..., resume=True)` continues from
+it exactly: the data of every step is a function of (seed, epoch, index), so a resumed run
+takes the same steps a straight run would have taken. Ctrl-C (or SIGTERM) finishes the
+current step, saves `last/` and stops.
+
+With `torchrun --nproc-per-node N -m training ...` every rank trains on its own share of the
+batches (DistributedDataParallel); rank 0 validates, logs and saves.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import math
+import os
+import signal
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+from separation.checkpoints import WEIGHTS_NAME, load_checkpoint, save_checkpoint
+from separation.errors import CheckpointError, SeparationError
+from separation.models.base import MaskModel
+from separation.registry import build_model, get_architecture
+from separation.separator import overlap_add, select_device
+
+from .data import TARGETS, ChunkDataset, DataConfig, epoch_batches, load_track, open_musdb
+from .losses import LossConfig, TrainingObjective, spectral_loss
+
+log = logging.getLogger(__name__)
+TRAINER_STATE = "trainer.pt"
+
+
+@dataclass
+class TrainConfig:
+    model: str = "dprnn"
+    model_config: dict = field(default_factory=dict)  # overrides of the architecture's defaults
+    musdb_root: str = ""
+    is_wav: bool = False
+    out: str = "runs/dprnn"
+    data: DataConfig = field(default_factory=DataConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    batch_size: int = 8
+    epochs: int = 1000
+    patience: int = 20  # early stopping: epochs without a better validation loss
+    lr: float = 1e-3
+    weight_decay: float = 1e-5
+    lr_decay_patience: int = 8
+    lr_decay_gamma: float = 0.3
+    clip_grad: float = 5.0
+    seed: int = 42
+    workers: int = 0
+    device: str = "auto"
+    amp: bool = True  # mixed precision, CUDA only
+    max_steps: int | None = None  # stop (saving last/) after this many steps in all
+    valid_tracks: int | None = None  # validate on the first N validation tracks only
+    log_audio_seconds: float = 10.0
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "TrainConfig":
+        d = dict(d)
+        d["data"] = DataConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.get("data", {}).items()})
+        d["loss"] = LossConfig(**d.get("loss", {}))
+        return cls(**d)
+
+
+def usdr(estimate: torch.Tensor, reference: torch.Tensor) -> float:
+    """Utterance-level SDR in dB (the MDX challenge's "SDR"): one number per track, fast.
+    Reported as validation progress; BSSEval v4 medians come from `eval`."""
+    num = float(reference.double().square().sum()) + 1e-9
+    den = float((reference.double() - estimate.double()).square().sum()) + 1e-9
+    return 10 * math.log10(num / den)
+
+
+class Trainer:
+    def __init__(self, cfg: TrainConfig, *, resume: bool = False):
+        self.cfg = cfg
+        self.out = Path(cfg.out)
+        self.rank, self.world, local_rank = _init_distributed()
+        if self.world > 1 and torch.cuda.is_available():
+            self.device = torch.device("cuda", local_rank)
+            torch.cuda.set_device(self.device)
+        else:
+            self.device = select_device(cfg.device)
+        self.is_main = self.rank == 0
+
+        train_tracks = open_musdb(cfg.musdb_root, is_wav=cfg.is_wav, subset="train", split="train")
+        self.valid_tracks = open_musdb(cfg.musdb_root, is_wav=cfg.is_wav, subset="train", split="valid")
+        if cfg.valid_tracks:
+            self.valid_tracks = self.valid_tracks[: cfg.valid_tracks]
+        self.dataset = ChunkDataset(train_tracks, cfg.data, seed=cfg.seed)
+        self.data_name = _describe_data(cfg)
+
+        self.epoch = self.batch = self.step = self.bad_epochs = 0
+        self.best = math.inf
+        self.history: list[dict] = []
+        torch.manual_seed(cfg.seed)
+        if resume:
+            self.model, state = load_run(self.out)
+        else:
+            arch = get_architecture(cfg.model)
+            base = dataclasses.asdict(arch.config_class())
+            self.model = build_model(cfg.model, {**base, **cfg.model_config})
+            init_input_statistics(self.model, self.dataset)
+            state = None
+        self.model.to(self.device)
+        self.objective = TrainingObjective(self.model, cfg.loss)
+        self.train_module = self.objective
+        if self.world > 1:
+            self.train_module = torch.nn.parallel.DistributedDataParallel(
+                self.objective, device_ids=[self.device.index] if self.device.type == "cuda" else None
+            )
+        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+        self.scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
+            self.optimizer, factor=cfg.lr_decay_gamma, patience=cfg.lr_decay_patience
+        )
+        cuda = self.device.type == "cuda"
+        self.amp_dtype = None
+        if cfg.amp and cuda:
+            self.amp_dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
+        if state is not None:
+            self._restore(state)
+        self.stop_requested = False
+        self.timing = {"steps": 0, "data_wait": 0.0, "compute": 0.0}  # this process, for benchmarks
+        self.writer = None
+        self._valid_cache: list | None = None
+
+    # ------------------------------------------------------------------ state
+
+    def _state(self) -> dict:
+        return {
+            "config": self.cfg.to_dict(),
+            "epoch": self.epoch,
+            "batch": self.batch,
+            "step": self.step,
+            "best": self.best,
+            "bad_epochs": self.bad_epochs,
+            "history": self.history,
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "torch_rng": torch.get_rng_state(),
+            "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        }
+
+    def _restore(self, state: dict) -> None:
+        self.epoch, self.batch, self.step = state["epoch"], state["batch"], state["step"]
+        self.best, self.bad_epochs, self.history = state["best"], state["bad_epochs"], state["history"]
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.scaler.load_state_dict(state["scaler"])
+        torch.set_rng_state(state["torch_rng"])
+        if state["cuda_rng"] and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state["cuda_rng"])
+
+    def _training_info(self) -> dict:
+        last = self.history[-1] if self.history else {}
+        return {
+            "data": self.data_name,
+            "epochs": self.epoch,
+            "steps": self.step,
+            "batch_size": self.cfg.batch_size * self.world,
+            "chunk_seconds": self.cfg.data.seconds,
+            "valid": {k: v for k, v in last.items() if k.startswith("valid")},
+            "best_valid_loss": self.best,
+        }
+
+    def save_last(self) -> None:
+        if not self.is_main:
+            return
+        state = self._state()
+        save_checkpoint(self.model, self.out / "last", training=self._training_info(), extra={TRAINER_STATE: lambda p: torch.save(state, p)})
+
+    def save_best(self) -> None:
+        from .hub import model_card
+
+        info = self._training_info()
+        save_checkpoint(self.model, self.out / "best", training=info, card=model_card(self.model, info))
+
+    # ------------------------------------------------------------------ loop
+
+    def run(self) -> dict:
+        cfg = self.cfg
+        if self.is_main:
+            self.out.mkdir(parents=True, exist_ok=True)
+            (self.out / "train_config.json").write_text(json.dumps(cfg.to_dict(), indent=2) + "\n")
+            from torch.utils.tensorboard import SummaryWriter
+
+            self.writer = SummaryWriter(str(self.out / "tensorboard"))
+        previous = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+        for s in previous:
+            signal.signal(s, self._request_stop)
+        try:
+            return self._run()
+        finally:
+            for s, handler in previous.items():
+                signal.signal(s, handler)
+            if self.writer is not None:
+                self.writer.close()
+
+    def _request_stop(self, signum, frame) -> None:
+        if self.stop_requested:  # second Ctrl-C: stop now, last/ is from the previous save
+            raise KeyboardInterrupt
+        self.stop_requested = True
+        log.warning("stopping after this step (Ctrl-C again to stop at once)")
+
+    def _run(self) -> dict:
+        cfg = self.cfg
+        status = "finished"
+        while self.epoch < cfg.epochs:
+            batches = epoch_batches(len(self.dataset), cfg.batch_size, seed=cfg.seed, epoch=self.epoch, rank=self.rank, world=self.world)
+            self.dataset.epoch = self.epoch
+            loader = DataLoader(
+                self.dataset,
+                batch_sampler=batches[self.batch :],
+                num_workers=cfg.workers,
+                pin_memory=self.device.type == "cuda",
+            )
+            self.model.train()
+            bar = tqdm(total=len(batches), initial=self.batch, desc=f"epoch {self.epoch}", disable=not self.is_main, leave=False)
+            waited = computed = 0.0
+            losses = []
+            tick = time.perf_counter()
+            for mix, targets in loader:
+                got = time.perf_counter()
+                loss, parts = self._train_step(mix, targets)
+                done = time.perf_counter()
+                wait, compute, tick = got - tick, done - got, done
+                waited, computed = waited + wait, computed + compute
+                self.timing["steps"] += 1
+                self.timing["data_wait"] += wait
+                self.timing["compute"] += compute
+                losses.append(loss)
+                self.batch += 1
+                self.step += 1
+                bar.update()
+                bar.set_postfix(loss=f"{loss:.4f}")
+                if self.writer is not None and self.step % 10 == 0:
+                    self.writer.add_scalar("train/loss_step", loss, self.step)
+                if (cfg.max_steps is not None and self.step >= cfg.max_steps) or self.stop_requested:
+                    bar.close()
+                    self.save_last()
+                    return self._summary("stopped" if self.stop_requested else "max_steps")
+            bar.close()
+            self.batch = 0
+            record = {"epoch": self.epoch, "train_loss": float(np.mean(losses)) if losses else float("nan")}
+            record["data_wait_per_step"] = waited / max(1, len(losses))
+            record["compute_per_step"] = computed / max(1, len(losses))
+            record.update(self.validate())
+            self.scheduler.step(record["valid_loss"])
+            record["lr"] = self.optimizer.param_groups[0]["lr"]
+            improved = record["valid_loss"] < self.best
+            if improved:
+                self.best, self.bad_epochs = record["valid_loss"], 0
+            else:
+                self.bad_epochs += 1
+            self.history.append(record)
+            self.epoch += 1
+            if self.is_main:
+                self._log_epoch(record)
+                if improved:
+                    self.save_best()
+            self.save_last()
+            if self.bad_epochs >= cfg.patience:
+                status = "early_stopped"
+                log.info("early stop: no better validation loss for %d epochs", self.bad_epochs)
+                break
+        return self._summary(status)
+
+    def _summary(self, status: str) -> dict:
+        return {
+            "status": status,
+            "epoch": self.epoch,
+            "step": self.step,
+            "best_valid_loss": self.best,
+            "history": self.history,
+            "timing": dict(self.timing),
+        }
+
+    def _train_step(self, mix: torch.Tensor, targets: torch.Tensor) -> tuple[float, dict]:
+        cfg = self.cfg
+        mix, targets = mix.to(self.device, non_blocking=True), targets.to(self.device, non_blocking=True)
+        # SpecAugment's randomness, like the data's, is a function of the step: resumable.
+        gen = torch.Generator().manual_seed(cfg.seed * 7919 + self.step * 31 + self.rank)
+        with torch.autocast(self.device.type, dtype=self.amp_dtype or torch.float32, enabled=self.amp_dtype is not None):
+            loss, parts = self.train_module(mix, targets, gen)
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        self.scaler.unscale_(self.optimizer)
+        torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.clip_grad)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        return float(loss.detach()), parts
+
+    # ------------------------------------------------------------------ validation
+
+    @torch.no_grad()
+    def validate(self) -> dict:
+        """Whole validation tracks through the inference chunker (no Wiener EM, the training
+        objective's own estimate): loss and uSDR per source. Rank 0 computes, all ranks get it."""
+        result = [None]
+        if self.is_main:
+            result[0] = self._validate()
+        if self.world > 1:
+            dist.broadcast_object_list(result, src=0)
+        return result[0]
+
+    def _validate(self) -> dict:
+        model = self.model
+        model.eval()
+        em = getattr(model, "wiener_iterations", 0)
+        model.wiener_iterations = 0
+        if self._valid_cache is None:
+            self._valid_cache = [(t.name, *load_track(t)) for t in self.valid_tracks]
+        losses, sdrs = [], {s: [] for s in TARGETS}
+        self._examples = None
+        for name, mix, targets in self._valid_cache:
+            est = overlap_add(
+                model,
+                mix,
+                segment=int(model.segment_seconds * model.sample_rate),
+                device=self.device,
+                min_length=model.min_samples,
+            )
+            if isinstance(model, MaskModel):
+                stft = model.stft.to("cpu")
+                loss, _ = spectral_loss(stft(est)[None], stft(targets)[None], stft(mix)[None], self.cfg.loss)
+                model.stft.to(self.device)
+            else:
+                loss = (est - targets).square().mean()
+            losses.append(float(loss))
+            for i, s in enumerate(TARGETS):
+                sdrs[s].append(usdr(est[i], targets[i]))
+            if self._examples is None:
+                self._examples = (name, mix, est, targets)
+        model.wiener_iterations = em
+        model.train()
+        out = {"valid_loss": float(np.mean(losses))}
+        out.update({f"valid_usdr_{s}": float(np.median(v)) for s, v in sdrs.items()})
+        return out
+
+    def _log_epoch(self, record: dict) -> None:
+        w = self.writer
+        for key, value in record.items():
+            if key != "epoch":
+                w.add_scalar(key.replace("valid_", "valid/").replace("train_", "train/"), value, self.epoch)
+        tqdm.write(
+            f"epoch {record['epoch']}: train {record['train_loss']:.4f}  valid {record['valid_loss']:.4f}  "
+            + "  ".join(f"uSDR {s} {record[f'valid_usdr_{s}']:.2f} dB" for s in TARGETS)
+            + f"  lr {record['lr']:.1e}  data wait {record['data_wait_per_step'] * 1000:.0f} ms/step"
+        )
+        if self._examples is None:
+            return
+        name, mix, est, targets = self._examples
+        n = int(self.cfg.log_audio_seconds * self.model.sample_rate)
+        sr = self.model.sample_rate
+        if self.epoch == 1:
+            w.add_audio("example/mixture", mix[:, :n].mean(0), self.epoch, sample_rate=sr)
+        for i, s in enumerate(TARGETS):
+            w.add_audio(f"example/{s}", est[i, :, :n].mean(0).clamp(-1, 1), self.epoch, sample_rate=sr)
+        w.add_image("example/vocals_estimate_vs_reference", _spectrogram_image(est[0, :, :n], targets[0, :, :n]), self.epoch)
+
+
+def _spectrogram_image(estimate: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
+    """`(1, H, W)` grey image: estimate's log spectrogram above the reference's (low bins)."""
+    window = torch.hann_window(2048)
+    rows = []
+    for x in (estimate, reference):
+        spec = torch.stft(x.mean(0), 2048, 512, window=window, return_complex=True).abs()[:512]
+        db = 20 * torch.log10(spec + 1e-6)
+        rows.append(((db - db.max() + 80).clamp(0, 80) / 80).flip(0))
+    return torch.cat(rows, dim=0)[None]
+
+
+def init_input_statistics(model, dataset: ChunkDataset, chunks: int = 16) -> None:
+    """Set the input normalisation from data, as Open-Unmix does before training: per-bin
+    mean and std of the log-magnitude (DPRNN) or magnitude (Open-Unmix) of some chunks."""
+    if not isinstance(model, MaskModel):
+        return
+    gen = np.random.default_rng(0)
+    idx = gen.choice(len(dataset), size=min(chunks, len(dataset)), replace=False)
+    mix = torch.stack([dataset[int(i)][0] for i in idx])
+    with torch.no_grad():
+        mag = model.stft(mix).abs()  # (B, C, F, N)
+        c = model.config
+        if hasattr(model, "input_mean") and hasattr(model, "masks"):  # DPRNN: per (channel, bin) of log|X|
+            x = torch.log(mag[:, :, : c.max_bin] + 1e-4)
+            model.input_mean.copy_(-x.mean(dim=(0, 3))[..., None])
+            model.input_scale.copy_(1.0 / (x.std(dim=(0, 3))[..., None] + 1e-5))
+        elif hasattr(model, "targets"):  # Open-Unmix: per bin of the channel-mean magnitude
+            x = mag.mean(dim=1)[:, : c.max_bin].transpose(1, 2).reshape(-1, c.max_bin)
+            for net in model.targets.values():
+                net.input_mean.copy_(-x.mean(dim=0))
+                net.input_scale.copy_(1.0 / (x.std(dim=0) + 1e-5))
+
+
+def load_run(out: Path) -> tuple:
+    """The model and trainer state of `out/last/`, or a clear error if it is partial or corrupt."""
+    last = out / "last"
+    if not last.is_dir():
+        raise CheckpointError(f"--resume {out}: no {last} (nothing to resume)")
+    missing = [n for n in ("config.json", WEIGHTS_NAME, TRAINER_STATE) if not (last / n).exists()]
+    if missing:
+        raise CheckpointError(f"{last} is incomplete (missing {', '.join(missing)}): restart the run or restore a copy")
+    model, _ = load_checkpoint(last)
+    try:
+        state = torch.load(last / TRAINER_STATE, map_location="cpu", weights_only=True)
+    except Exception as e:  # truncated zip, unpickling refusal, ...: all mean "cannot trust it"
+        raise CheckpointError(f"{last / TRAINER_STATE} is corrupt ({type(e).__name__}: {e}); restart the run") from None
+    needed = {"epoch", "batch", "step", "best", "bad_epochs", "optimizer", "scheduler", "scaler", "torch_rng", "config"}
+    if not isinstance(state, dict) or needed - set(state):
+        raise CheckpointError(f"{last / TRAINER_STATE} lacks {sorted(needed - set(state or {}))}: not a trainer state")
+    return model, state
+
+
+def resume_config(out: Path, **overrides) -> TrainConfig:
+    """The run's own config (from its trainer state), with the given fields changed."""
+    _, state = load_run(Path(out))
+    cfg = TrainConfig.from_dict(state["config"])
+    return dataclasses.replace(cfg, out=str(out), **{k: v for k, v in overrides.items() if v is not None})
+
+
+def _describe_data(cfg: TrainConfig) -> str:
+    marker = Path(cfg.musdb_root) / "synthetic.json"
+    if marker.exists():
+        meta = json.loads(marker.read_text())
+        return f"synthetic MUSDB-shaped set (training.synthetic, {meta})"
+    return ("MUSDB18-HQ" if cfg.is_wav else "MUSDB18") + " train split, musdb's 14 validation tracks held out"
+
+
+def _init_distributed() -> tuple[int, int, int]:
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return 0, 1, 0
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+    return dist.get_rank(), world, int(os.environ.get("LOCAL_RANK", "0"))
+
