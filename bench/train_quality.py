@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from pathlib import Path
 
 import museval
 import numpy as np
@@ -74,8 +75,10 @@ def main() -> None:
         gap = f"{med[0] - irm[0]:+.2f}" if method != "irm" else ""
         print(f"  {method:10s} {med[0]:8.2f} {med[1]:8.2f}   {gap}")
     if args.json:
+        medians = {m: dict(zip(TARGETS, np.median(np.array(rows), axis=0).tolist())) for m, rows in scores.items()}
+        data = f"held-out test split of {Path(args.musdb_root).name}/, {len(tracks)} tracks"
         with open(args.json, "w") as f:
-            json.dump({"tracks": [t.name for t in tracks], "scores": scores, "separation_seconds": seconds}, f, indent=1)
+            json.dump({"data": data, "tracks": [t.name for t in tracks], "medians": medians, "scores": scores, "separation_seconds": seconds}, f, indent=1)
 
 
 if __name__ == "__main__":

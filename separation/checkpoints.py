@@ -81,6 +81,12 @@ def save_checkpoint(
             (tmp / CARD_NAME).write_text(card)
         for name, write in (extra or {}).items():
             write(tmp / name)
+        # mkdtemp and safetensors create owner-only files; a checkpoint is an ordinary folder.
+        umask = os.umask(0)
+        os.umask(umask)
+        tmp.chmod(0o777 & ~umask)
+        for f in tmp.iterdir():
+            f.chmod(0o666 & ~umask)
         old = directory.with_name(f".{directory.name}-old")
         if directory.exists():
             shutil.rmtree(old, ignore_errors=True)

@@ -58,6 +58,16 @@ def mixture() -> torch.Tensor:
     return torch.from_numpy(voice + band)
 
 
+@pytest.fixture
+def no_shipped_checkpoints(tmp_path, monkeypatch):
+    """As on a checkout without assets/checkpoints: named models fall back to random weights."""
+    from separation import registry
+
+    monkeypatch.setattr(registry, "ASSETS_DIR", tmp_path / "no-assets")
+    monkeypatch.setenv("SEPARATION_ASSETS", str(tmp_path / "no-assets"))  # for subprocesses
+    return tmp_path / "no-assets"
+
+
 @pytest.fixture(autouse=True)
 def isolated_caches(tmp_path_factory, monkeypatch):
     """A fresh torch hub cache per test: tests never see (or fill) the user's."""

@@ -108,8 +108,8 @@ def test_silence_gives_silence(tiny_dprnn, caplog):
     assert "digital silence" in caplog.text
 
 
-def test_untrained_model_warns_on_every_call(mixture):
-    sep = Separator.from_name("conv1d", device="cpu")  # no shipped conv1d checkpoint
+def test_untrained_model_warns_on_every_call(mixture, no_shipped_checkpoints):
+    sep = Separator.from_name("conv1d", device="cpu")
     assert not sep.info.trained
     for _ in range(2):
         with pytest.warns(UntrainedModelWarning, match="RANDOM weights"):

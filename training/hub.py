@@ -16,6 +16,15 @@ from separation.models.base import count_parameters
 
 def model_card(model, training: dict) -> str:
     valid = training.get("valid", {})
+    test = training.get("test")
+    test_rows = ""
+    if test:
+        test_rows = (
+            f"\n## Test ({test['data']}; BSSEval v4 SDR, median over 1-s windows then tracks, dB)\n\n"
+            "| method | vocals | accompaniment |\n|---|---|---|\n"
+            + "\n".join(f"| {m} | {v['vocals']:.2f} | {v['accompaniment']:.2f} |" for m, v in test["medians"].items())
+            + "\n"
+        )
     scores = "\n".join(f"| {k.removeprefix('valid_')} | {v:.3f} |" for k, v in valid.items()) or "| - | - |"
     synthetic = training.get("data", "").startswith("synthetic")
     warning = (
@@ -35,12 +44,12 @@ datasets: [{'synthetic' if synthetic else 'musdb18-hq'}]
 - training data: {training.get('data', '?')}
 - trained for {training.get('epochs', '?')} epochs ({training.get('steps', '?')} steps, batch {training.get('batch_size', '?')}, {training.get('chunk_seconds', '?')}-s chunks)
 
-## Validation (last epoch; uSDR in dB, loss of the training objective)
+## Validation (when this checkpoint was saved; uSDR in dB, loss of the training objective)
 
 | metric | value |
 |---|---|
 {scores}
-
+{test_rows}
 ## Use
 
 ```python
@@ -81,3 +90,20 @@ def push_to_hub(checkpoint: str | Path, repo_id: str, *, private: bool = False, 
     except (hf_errors.HfHubHTTPError, OSError, ValueError) as e:
         raise SeparationError(f"pushing {folder} to {repo_id} failed: {e}") from None
     return str(getattr(info, "commit_url", repo_id))
+
+
+def export(source: str | Path, dest: str | Path, *, half: bool = True, scores: str | Path | None = None, method: str | None = None) -> Path:
+    """Copy a run's best checkpoint (or any checkpoint) to `dest`, optionally in float16 and
+    with held-out test scores (the JSON of `bench/train_quality.py`) in config and card."""
+    from separation.checkpoints import load_checkpoint, save_checkpoint
+
+    folder = Path(source)
+    if (folder / "best").is_dir():
+        folder = folder / "best"
+    model, info = load_checkpoint(folder)
+    training = dict(info.training)
+    if scores:
+        data = json.loads(Path(scores).read_text())
+        keep = [m for m in ("mixture", "irm", method or model.architecture) if m in data["medians"]]
+        training["test"] = {"data": data["data"], "tracks": len(data["tracks"]), "medians": {m: data["medians"][m] for m in keep}}
+    return save_checkpoint(model, dest, training=training, half=half, card=model_card(model, training))
