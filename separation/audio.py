@@ -44,8 +44,11 @@ AUDIO_SUFFIXES = SOUNDFILE_SUFFIXES | FFMPEG_SUFFIXES
 WRITE_FORMATS = ("wav", "flac", "mp3")
 # Output sample encodings: 16/24-bit PCM, or 32-bit float which never clips.
 BIT_DEPTHS = {"16": "PCM_16", "24": "PCM_24", "float": "FLOAT"}
-_UMASK = os.umask(0)
-os.umask(_UMASK)
+# Permissions of ordinary new files and folders under the process umask, read once at import:
+# os.umask can only be read by setting it, which must not race with other threads later.
+_umask = os.umask(0)
+os.umask(_umask)
+FILE_MODE, DIR_MODE = 0o666 & ~_umask, 0o777 & ~_umask
 
 
 @dataclass(frozen=True)
@@ -435,7 +438,7 @@ def save_audio(
     os.close(fd)
     try:
         sf.write(tmp, data, sample_rate, **kwargs)
-        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600 files; stems are ordinary files
+        os.chmod(tmp, FILE_MODE)  # mkstemp makes 0600 files; stems are ordinary files
         os.replace(tmp, path)
     except (sf.LibsndfileError, OSError, RuntimeError) as e:
         Path(tmp).unlink(missing_ok=True)

@@ -25,6 +25,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+from .audio import DIR_MODE, FILE_MODE
 from .errors import CheckpointError, UnknownModelError, WeightsUnavailableError
 from .models.base import ModelInfo, SeparationModel
 from .registry import config_from_dict, get_architecture
@@ -82,11 +83,9 @@ def save_checkpoint(
         for name, write in (extra or {}).items():
             write(tmp / name)
         # mkdtemp and safetensors create owner-only files; a checkpoint is an ordinary folder.
-        umask = os.umask(0)
-        os.umask(umask)
-        tmp.chmod(0o777 & ~umask)
+        tmp.chmod(DIR_MODE)
         for f in tmp.iterdir():
-            f.chmod(0o666 & ~umask)
+            f.chmod(FILE_MODE)
         old = directory.with_name(f".{directory.name}-old")
         if directory.exists():
             shutil.rmtree(old, ignore_errors=True)

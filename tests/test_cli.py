@@ -119,6 +119,13 @@ def test_excerpt_options(tmp_path, clip):
     assert sf.info(out / "song" / "vocals.wav").frames == SR // 2
 
 
+def test_separate_file_api_reads_an_excerpt(clip):
+    from separation import Separator
+
+    stems = Separator.from_name("conv1d", device="cpu").separate_file(clip, offset=0.25, duration=1.0)
+    assert stems["vocals"].shape == (2, SR)
+
+
 def test_models_command(capsys):
     assert main(["models"]) == 0
     out = capsys.readouterr().out

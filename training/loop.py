@@ -36,10 +36,11 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from separation.checkpoints import WEIGHTS_NAME, load_checkpoint, save_checkpoint
-from separation.errors import CheckpointError, SeparationError
+from separation.errors import CheckpointError
 from separation.models.base import MaskModel
 from separation.registry import build_model, get_architecture
 from separation.separator import overlap_add, select_device
+from separation.spectral import STFT
 
 from .data import TARGETS, ChunkDataset, DataConfig, epoch_batches, load_track, open_musdb
 from .losses import LossConfig, TrainingObjective, spectral_loss
@@ -344,9 +345,8 @@ class Trainer:
                 min_length=model.min_samples,
             )
             if isinstance(model, MaskModel):
-                stft = model.stft.to("cpu")
+                stft = STFT(model.config.n_fft, model.config.hop)  # on the CPU, beside the whole track
                 loss, _ = spectral_loss(stft(est)[None], stft(targets)[None], stft(mix)[None], self.cfg.loss)
-                model.stft.to(self.device)
             else:
                 loss = (est - targets).square().mean()
             losses.append(float(loss))

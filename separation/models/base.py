@@ -13,7 +13,6 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, ClassVar
 
-import torch
 from torch import Tensor, nn
 
 from ..spectral import STFT, wiener_filter
@@ -88,14 +87,6 @@ class MaskModel(SeparationModel):
 
 def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
-
-
-@torch.no_grad()
-def reset_parameters_(model: nn.Module, seed: int) -> None:
-    """Deterministic random init (for tests and speed benchmarks of untrained architectures)."""
-    gen = torch.Generator().manual_seed(seed)
-    for p in model.parameters():
-        p.copy_(torch.randn(p.shape, generator=gen) * 0.05)
 
 
 @dataclasses.dataclass(frozen=True)
