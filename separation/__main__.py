@@ -180,20 +180,20 @@ def run_download(argv: list[str]) -> int:
     import os
 
     from .checkpoints import resolve
-    from .models.umx import UPSTREAM, fetch_upstream, upstream_cache_path
+    from .models.umx import fetch_upstream, upstream_cache_path
+    from .registry import NAMED_MODELS
 
     for name in args.models:
-        if name in UPSTREAM:
+        named = NAMED_MODELS.get(name)
+        if named is None:  # a Hub repo id
+            print(f"{name}: {resolve(name, revision=args.revision)}")
+        elif named.env is None:  # upstream weights (umxhq, umxl)
             fetch_upstream(name, progress=True)
             print(f"{name}: {upstream_cache_path(name)}")
-        elif name in ("dprnn", "conv1d"):
-            repo = os.environ.get(f"{name.upper()}_REPO")
-            if not repo:
-                print(f"{name}: ships with the project (assets/checkpoints/{name}); set {name.upper()}_REPO to fetch another")
-                continue
-            print(f"{name}: {resolve(repo, revision=args.revision)}")
+        elif os.environ.get(named.env):
+            print(f"{name}: {resolve(os.environ[named.env], revision=args.revision)}")
         else:
-            print(f"{name}: {resolve(name, revision=args.revision)}")
+            print(f"{name}: ships with the project (assets/checkpoints/{name}); set {named.env} to fetch another")
     return 0
 
 

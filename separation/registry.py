@@ -97,6 +97,7 @@ class NamedModel:
     architecture: str
     description: str
     load: Callable[[], tuple[Any, Any]]  # () -> (model, ModelInfo)
+    env: str | None = None  # variable naming a Hub repo or folder that overrides the shipped weights
 
 
 def _default_checkpoint(name: str, architecture: str, env: str) -> Callable[[], tuple[Any, Any]]:
@@ -136,12 +137,14 @@ NAMED_MODELS: dict[str, NamedModel] = {
             "dprnn",
             "Dual-Path RNN, stereo log-magnitude masks (this project)",
             _default_checkpoint("dprnn", "dprnn", "DPRNN_REPO"),
+            "DPRNN_REPO",
         ),
         NamedModel(
             "conv1d",
             "conv1d",
             "the seed's time-domain Conv1D baseline",
             _default_checkpoint("conv1d", "conv1d", "CONV1D_REPO"),
+            "CONV1D_REPO",
         ),
         NamedModel("umxhq", "umx", "Open-Unmix umxhq (MUSDB18-HQ), vocals + residual", _upstream_umx("umxhq")),
         NamedModel("umxl", "umx", "Open-Unmix umxl (extra data, non-commercial), vocals + residual", _upstream_umx("umxl")),
