@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Idempotent set-up on a fresh Debian/Ubuntu machine or a developer's checkout:
 #   1. Debian packages: ffmpeg (musdb/stempeg refuse to import without ffmpeg and ffprobe,
-#      and m4a/aac/webm decode through it);
+#      and m4a/aac/webm decode through it); chromium (PNG plots of `eval report` through
+#      kaleido, and the browser tests through playwright; never a browser download);
 #   2. a virtual environment in .venv with requirements.txt (+ requirements-dev.txt).
 # Re-running it is cheap: pip only runs again when a requirements file changed.
 set -euo pipefail
@@ -9,6 +10,7 @@ cd "$(dirname "$0")/.."
 
 apt_packages=()
 { command -v ffmpeg && command -v ffprobe; } >/dev/null 2>&1 || apt_packages+=(ffmpeg)
+command -v chromium >/dev/null 2>&1 || apt_packages+=(chromium)
 if [ ${#apt_packages[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
     echo "setup: installing ${apt_packages[*]} (apt)" >&2

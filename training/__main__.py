@@ -4,7 +4,7 @@
     python -m training --resume runs/dprnn                       # continue where it stopped
     python -m training --model dprnn ... --push-to-hub user/dprnn-vocals
     python -m training push runs/dprnn user/dprnn-vocals         # push an existing run's best/
-    python -m training export runs/dprnn assets/checkpoints/dprnn --scores results.json  # ship it (float16)
+    python -m training export runs/dprnn assets/checkpoints/dprnn --scores results/  # ship it (float16)
     torchrun --nproc-per-node 4 -m training --model dprnn ...    # data-parallel on 4 GPUs
     python -m training.synthetic data/synthetic                  # an offline stand-in for MUSDB18-HQ
 """
@@ -108,8 +108,8 @@ def main(argv: list[str] | None = None) -> int:
             p.add_argument("checkpoint", type=Path, help="a run folder (its best/) or a checkpoint folder")
             p.add_argument("dest", type=Path)
             p.add_argument("--full-precision", action="store_true", help="keep float32 weights (default: float16)")
-            p.add_argument("--scores", type=Path, help="JSON written by bench/train_quality.py --json")
-            p.add_argument("--method", help="this checkpoint's name in --scores (default: its architecture)")
+            p.add_argument("--scores", type=Path, help="an eval results folder (python -m eval ... --out DIR) with this model's test scores")
+            p.add_argument("--method", help="this checkpoint's method name in --scores (default: its architecture)")
             a = p.parse_args(argv[1:])
             from .hub import export
 

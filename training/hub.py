@@ -94,7 +94,8 @@ def push_to_hub(checkpoint: str | Path, repo_id: str, *, private: bool = False, 
 
 def export(source: str | Path, dest: str | Path, *, half: bool = True, scores: str | Path | None = None, method: str | None = None) -> Path:
     """Copy a run's best checkpoint (or any checkpoint) to `dest`, optionally in float16 and
-    with held-out test scores (the JSON of `bench/train_quality.py`) in config and card."""
+    with held-out test scores (an `eval` results folder: `python -m eval ... --out DIR`) in
+    its config and model card: SDR medians of the method and of `mixture`/`irm` if present."""
     from separation.checkpoints import load_checkpoint, save_checkpoint
 
     folder = Path(source)
@@ -103,7 +104,18 @@ def export(source: str | Path, dest: str | Path, *, half: bool = True, scores: s
     model, info = load_checkpoint(folder)
     training = dict(info.training)
     if scores:
-        data = json.loads(Path(scores).read_text())
-        keep = [m for m in ("mixture", "irm", method or model.architecture) if m in data["medians"]]
-        training["test"] = {"data": data["data"], "tracks": len(data["tracks"]), "medians": {m: data["medians"][m] for m in keep}}
+        from eval.run import load_results, medians_table
+
+        results = load_results(scores)
+        name = method or model.architecture
+        if name not in results:
+            raise SeparationError(f"{scores} has no results of {name!r} (it has {', '.join(results)}): pass --method NAME")
+        table = medians_table(results, sorted(results[name]))
+        keep = [m for m in ("mixture", "irm", name) if m in table]
+        medians = {m: {s: table[m][s]["SDR"] for s in ("vocals", "accompaniment") if s in table[m]} for m in keep}
+        training["test"] = {
+            "data": f"{Path(scores).resolve().name}/ (eval results), BSSEval v4 SDR medians",
+            "tracks": len(results[name]),
+            "medians": medians,
+        }
     return save_checkpoint(model, dest, training=training, half=half, card=model_card(model, training))

@@ -1,0 +1,187 @@
+"""Command line of the evaluation.
+
+    python -m eval --methods dprnn,umxhq,irm,mixture --musdb-root ~/data/musdb18hq --is-wav --out results/
+    python -m eval report results/
+    python -m eval metrics REF_DIR EST_DIR [--backend fast|museval] [--json scores.json]
+
+The first separates and scores every track (resumable: run it again to continue), then
+prints the medians table. A user error prints one `error:` line and exits with status 2; a
+run where some tracks failed still writes the others and exits with status 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import time
+from pathlib import Path
+
+from separation.__main__ import setup_logging
+from separation.audio import read_audio
+from separation.errors import SeparationError
+
+from .scores import BACKENDS, METRICS, score_track
+
+
+def _add_common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--backend", choices=BACKENDS, default="fast", help="BSSEval implementation (default: fast; identical numbers)")
+    p.add_argument("--device", default="cpu", help="torch device for separation and the fast metrics (cpu, cuda)")
+    p.add_argument("-q", "--quiet", action="store_true")
+    p.add_argument("-v", "--verbose", action="store_true")
+
+
+def build_run_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m eval",
+        description="Separate and score MUSDB tracks (BSSEval v4 + SI-SDR). "
+        "Other commands: `python -m eval report RESULTS`, `python -m eval metrics REF_DIR EST_DIR`.",
+    )
+    p.add_argument("--methods", required=True,
+                   help="comma-separated: mixture, irm, ibm, dprnn, conv1d, umxhq, umxl, a checkpoint folder, "
+                        "a Hub repo id, or NAME=LOCATION to choose the results folder name")
+    p.add_argument("--musdb-root", required=True, help="MUSDB18 (stems) or MUSDB18-HQ (with --is-wav) folder")
+    p.add_argument("--is-wav", action="store_true", help="MUSDB18-HQ layout (one wav per source)")
+    p.add_argument("--subset", default="test", choices=["train", "test"])
+    p.add_argument("--split", choices=["train", "valid"], help="with --subset train: musdb's train/valid split")
+    p.add_argument("--out", default="results", help="results folder (default: results/)")
+    p.add_argument("--tracks", help="comma-separated track names (default: all of the subset)")
+    p.add_argument("--limit", type=int, help="the first N tracks, or N random ones with --seed")
+    p.add_argument("--seed", type=int, help="draw --limit tracks at random with this seed")
+    p.add_argument("--jobs", type=int, default=1, help="tracks in parallel, one process each (default: 1)")
+    p.add_argument("--wiener", type=int, help="EM iterations for mask models (default: each model's own)")
+    p.add_argument("--window", type=float, default=1.0, help="BSSEval window in seconds (default: 1, SiSEC)")
+    p.add_argument("--hop", type=float, default=1.0, help="BSSEval hop in seconds (default: 1, SiSEC)")
+    _add_common(p)
+    return p
+
+
+def run_eval(argv: list[str]) -> int:
+    from .run import RunConfig, format_table, run
+
+    args = build_run_parser().parse_args(argv)
+    setup_logging(args.quiet, args.verbose)
+    if args.jobs < 1:
+        raise SeparationError(f"--jobs must be >= 1, not {args.jobs}")
+    if args.window <= 0 or args.hop <= 0:
+        raise SeparationError("--window and --hop must be > 0 seconds")
+    cfg = RunConfig(
+        methods=[m.strip() for m in args.methods.split(",") if m.strip()],
+        musdb_root=args.musdb_root,
+        out=args.out,
+        is_wav=args.is_wav,
+        subset=args.subset,
+        split=args.split,
+        tracks=[t.strip() for t in args.tracks.split(",")] if args.tracks else None,
+        limit=args.limit,
+        seed=args.seed,
+        backend=args.backend,
+        device=args.device,
+        jobs=args.jobs,
+        wiener=args.wiener,
+        window=args.window,
+        hop=args.hop,
+    )
+    if not cfg.methods:
+        raise SeparationError("--methods is empty")
+    start = time.perf_counter()
+    echo = (lambda *a, **k: None) if args.quiet else print
+    table, errors = run(cfg, echo=echo)
+    print(f"\nmedian over 1-s windows, then over tracks (dB); {time.perf_counter() - start:.1f} s")
+    print(format_table(table), end="")
+    if errors:
+        print(f"{len(errors)} track(s) failed:", *errors, sep="\n  ", file=sys.stderr)
+        return 1
+    return 0
+
+
+def run_report(argv: list[str]) -> int:
+    from .report import write_report
+
+    p = argparse.ArgumentParser(prog="python -m eval report", description="Tables, box plots and Wilcoxon tests of a results folder.")
+    p.add_argument("results", type=Path)
+    p.add_argument("--to", type=Path, help="output folder (default: RESULTS/report)")
+    p.add_argument("--subset", default="test")
+    p.add_argument("--no-png", action="store_true", help="skip the PNG box plots (they need Chrome/Chromium)")
+    args = p.parse_args(argv)
+    setup_logging(False, False)
+    out = write_report(args.results, args.to, subset=args.subset, png=not args.no_png)
+    print((out / "summary.md").read_text(), end="")
+    print(f"\nwritten to {out}/")
+    return 0
+
+
+def run_metrics(argv: list[str]) -> int:
+    p = argparse.ArgumentParser(
+        prog="python -m eval metrics",
+        description="Score the estimates in EST_DIR (<source>.wav) against the references of the same name in REF_DIR.",
+    )
+    p.add_argument("references", type=Path, help="folder of reference stems, e.g. vocals.wav, accompaniment.wav")
+    p.add_argument("estimates", type=Path, help="folder of estimates with the same file names")
+    p.add_argument("--json", type=Path, help="write the framewise scores here (museval's JSON format)")
+    p.add_argument("--window", type=float, default=1.0)
+    p.add_argument("--hop", type=float, default=1.0)
+    _add_common(p)
+    args = p.parse_args(argv)
+    setup_logging(args.quiet, args.verbose)
+    for folder in (args.references, args.estimates):
+        if not folder.is_dir():
+            raise SeparationError(f"{folder}: no such folder")
+    audio_ext = {".wav", ".flac", ".ogg", ".mp3", ".m4a", ".aiff", ".aif"}
+    estimates = {f.name: f for f in sorted(args.estimates.iterdir()) if f.suffix.lower() in audio_ext}
+    pairs = {name: (args.references / name, path) for name, path in estimates.items() if (args.references / name).is_file()}
+    if not pairs:
+        raise SeparationError(
+            f"no file of {args.estimates} has a reference of the same name in {args.references} "
+            f"(estimates: {', '.join(estimates) or 'none'})"
+        )
+    for name in sorted(set(estimates) - set(pairs)):
+        logging.getLogger("separation").warning("%s has no reference in %s: skipped", name, args.references)
+    refs, ests, rate = {}, {}, None
+    for name, (ref_path, est_path) in pairs.items():
+        ref, ref_rate = read_audio(ref_path)
+        est, est_rate = read_audio(est_path)
+        if ref_rate != est_rate:
+            raise SeparationError(f"{name}: the reference is at {ref_rate} Hz, the estimate at {est_rate} Hz")
+        if rate is not None and ref_rate != rate:
+            raise SeparationError(f"{name}: the references have different sample rates ({rate} and {ref_rate} Hz)")
+        rate = ref_rate
+        source = Path(name).stem
+        refs[source], ests[source] = ref, est
+    lengths = {s: r.shape[-1] for s, r in refs.items()}
+    if len(set(lengths.values())) > 1:
+        shortest = min(lengths.values())
+        logging.getLogger("separation").warning("references differ in length %s: all cut to %d samples", lengths, shortest)
+        refs = {s: r[:, :shortest] for s, r in refs.items()}
+    scores = score_track(
+        refs, ests, track=args.estimates.name, backend=args.backend, device=args.device,
+        window=args.window, hop=args.hop, sample_rate=rate,
+    )
+    medians = scores.medians()
+    width = max(len(s) for s in medians) + 2
+    print(f"{'source':<{width}}" + " ".join(f"{m:>7}" for m in METRICS) + f"   median over {args.window:g}-s windows (dB)")
+    for source, row in medians.items():
+        print(f"{source:<{width}}" + " ".join(f"{row[m]:7.2f}" for m in METRICS))
+    if args.json:
+        scores.save(args.json)
+        print(f"framewise scores: {args.json}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    commands = {"report": run_report, "metrics": run_metrics, "run": run_eval}
+    try:
+        if argv and argv[0] in commands:
+            return commands[argv[0]](argv[1:])
+        return run_eval(argv)
+    except SeparationError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted: finished tracks are saved; run the same command again to resume", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

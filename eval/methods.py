@@ -1,0 +1,92 @@
+"""What `--methods` accepts: reference points computed from the true stems, or any separator.
+
+- `mixture`: the mixture as the estimate of every source (the floor).
+- `irm`: oracle ideal ratio mask |S_j| / sum_k |S_k| on the mixture STFT (SiSEC 2018's IRM1,
+  n_fft 4096, hop 1024): the ceiling of magnitude masking with the mixture phase.
+- `ibm`: oracle ideal binary mask, each time-frequency bin to the loudest source.
+- anything else: `separation.Separator.load(...)`, i.e. `dprnn`, `conv1d`, `umxhq`, `umxl`,
+  a checkpoint folder or a Hugging Face Hub repo id.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import torch
+from torch import Tensor
+
+from separation import Separator
+from separation.errors import SeparationError
+from separation.spectral import STFT
+
+ORACLES = ("mixture", "irm", "ibm")
+
+
+def oracle_masks(mix: Tensor, targets: Tensor, kind: str) -> Tensor:
+    """`(C, T)` mixture, `(S, C, T)` true sources -> `(S, C, T)` oracle-masked estimates."""
+    stft = STFT(4096, 1024)
+    mags = stft(targets).abs()
+    if kind == "irm":
+        masks = mags / mags.sum(dim=0, keepdim=True).clamp_min(1e-12)
+    elif kind == "ibm":
+        masks = torch.nn.functional.one_hot(mags.argmax(dim=0), targets.shape[0]).movedim(-1, 0).to(mags.dtype)
+    else:
+        raise ValueError(kind)
+    return stft.inverse(masks * stft(mix)[None], mix.shape[-1])
+
+
+@dataclass
+class Method:
+    """A named way to produce estimates: `estimate(mix (C,T), targets (S,C,T)) -> (S,C,T)`."""
+
+    name: str
+    spec: str  # what the user typed
+    description: dict
+    estimate: Callable[[Tensor, Tensor], Tensor]
+
+
+def slug(spec: str) -> str:
+    """A folder name for a method: `dprnn`, `runs/x/best` -> `runs-x-best`, `user/repo` -> `user-repo`."""
+    return re.sub(r"[^A-Za-z0-9_.+=-]+", "-", str(spec).strip("/")).strip("-") or "method"
+
+
+def load_method(spec: str, sources: tuple[str, ...], *, device: str = "cpu", wiener: int | None = None) -> Method:
+    """Resolve a `--methods` entry; a name=location pair names the results folder."""
+    name, sep, location = spec.partition("=")
+    if not sep:
+        name, location = slug(spec), spec
+    if location in ORACLES:
+        kind = location
+
+        def estimate(mix: Tensor, targets: Tensor) -> Tensor:
+            if kind == "mixture":
+                return mix.expand_as(targets).clone()
+            return oracle_masks(mix, targets, kind)
+
+        return Method(name, spec, {"method": location, "kind": "oracle"}, estimate)
+
+    separator = Separator.load(location, device=device, wiener=wiener)
+    missing = [s for s in sources if s not in separator.sources]
+    if missing:
+        raise SeparationError(f"{location} separates {', '.join(separator.sources)}, not {', '.join(missing)}")
+
+    def estimate(mix: Tensor, targets: Tensor) -> Tensor:
+        stems = separator.separate(mix, 44100)
+        return torch.stack([stems[s] for s in sources])
+
+    info = separator.info
+    description = {
+        "method": location,
+        "kind": "model",
+        "model": info.name,
+        "architecture": info.architecture,
+        "trained": info.trained,
+        "origin": info.origin,
+        "wiener": getattr(separator.model, "wiener_iterations", None),
+    }
+    if Path(location).exists():
+        description["method"] = str(Path(location).resolve())
+    return Method(name, spec, description, estimate)

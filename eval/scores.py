@@ -1,0 +1,215 @@
+"""Scores of one track: framewise BSSEval v4 + SI-SDR, their medians, and museval's JSON.
+
+    scores = score_track({"vocals": v_ref, "accompaniment": a_ref}, {"vocals": v_est, ...})
+    scores.medians()["vocals"]["SDR"]     # median over 1-s windows (NaN windows skipped)
+    scores.save("results/dprnn/test/Song.json")   # loads with museval.aggregate tools
+
+Backends: "fast" (`eval.bsseval`, torch, CPU or GPU) and "museval" (the reference
+implementation, `museval.evaluate`). Both give the same numbers (see tests/test_eval_metrics.py).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+from dataclasses import dataclass, field
+from decimal import Decimal
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from separation.errors import SeparationError
+
+from . import bsseval
+
+BSS_METRICS = ("SDR", "SIR", "ISR", "SAR")
+METRICS = (*BSS_METRICS, "SI-SDR")
+BACKENDS = ("fast", "museval")
+SAMPLE_RATE = 44100
+
+
+def _bss_museval(references: np.ndarray, estimates: np.ndarray, window: int, hop: int) -> dict[str, np.ndarray]:
+    import museval
+
+    sdr, isr, sir, sar = museval.evaluate(
+        np.moveaxis(references, 1, 2), np.moveaxis(estimates, 1, 2), win=window, hop=hop, mode="v4"
+    )
+    return {"SDR": sdr, "ISR": isr, "SIR": sir, "SAR": sar}
+
+
+def framewise(
+    references: np.ndarray | torch.Tensor,
+    estimates: np.ndarray | torch.Tensor,
+    *,
+    backend: str = "fast",
+    device: str | torch.device = "cpu",
+    window: int = SAMPLE_RATE,
+    hop: int = SAMPLE_RATE,
+) -> dict[str, np.ndarray]:
+    """All metrics per source and window: {metric: `(S, N)`}; inputs `(S, C, T)`."""
+    refs = np.asarray(references.cpu() if isinstance(references, torch.Tensor) else references, dtype=np.float64)
+    ests = np.asarray(estimates.cpu() if isinstance(estimates, torch.Tensor) else estimates, dtype=np.float64)
+    if backend == "fast":
+        values = bsseval.bss_eval(refs, ests, window=window, hop=hop, device=device)  # SI-SDR included
+    elif backend == "museval":
+        values = _bss_museval(refs, ests, window, hop)
+        values["SI-SDR"] = bsseval.si_sdr(refs, ests, window=window, hop=hop)
+    else:
+        raise SeparationError(f"unknown metrics backend {backend!r}: choose one of {', '.join(BACKENDS)}")
+    return {m: np.asarray(values[m], dtype=np.float64) for m in METRICS}
+
+
+@dataclass
+class TrackScores:
+    """Framewise scores of one track: `frames[source][metric]` is a `(N,)` array (dB, NaN allowed)."""
+
+    track: str
+    frames: dict[str, dict[str, np.ndarray]]
+    window: float = 1.0  # seconds
+    hop: float = 1.0
+    info: dict = field(default_factory=dict)  # method, backend, ... (extra keys in the JSON)
+
+    @property
+    def sources(self) -> list[str]:
+        return list(self.frames)
+
+    def medians(self) -> dict[str, dict[str, float]]:
+        """Median over windows, skipping NaN windows (museval's `np.nanmedian`); NaN if none."""
+        out = {}
+        for source, metrics in self.frames.items():
+            out[source] = {}
+            for m, v in metrics.items():
+                finite = v[~np.isnan(v)]
+                out[source][m] = float(np.median(finite)) if finite.size else math.nan
+        return out
+
+    # ------------------------------------------------------------------ museval JSON
+
+    def to_json(self) -> str:
+        """museval's format (`targets` -> `frames` -> `metrics`), SI-SDR as an extra metric.
+
+        Values are quantised to 1e-5 dB and +-inf is stored as NaN, exactly as museval's
+        `TrackStore` does, so the two backends' files are interchangeable.
+        """
+
+        def q(x: float):
+            if not math.isfinite(x):
+                return None  # becomes NaN below
+            return float(Decimal(repr(float(x))).quantize(Decimal(".00001")))
+
+        targets = []
+        for source, metrics in self.frames.items():
+            count = len(next(iter(metrics.values())))
+            frames = [
+                {
+                    "time": i * self.hop,
+                    "duration": self.window,
+                    "metrics": {m: q(metrics[m][i]) for m in metrics},
+                }
+                for i in range(count)
+            ]
+            targets.append({"name": source, "frames": frames})
+        data = {"targets": targets, "museval_version": _museval_version(), "track": self.track, **self.info}
+        text = json.dumps(data, indent=2, allow_nan=True)
+        return text.replace(": null", ": NaN")
+
+    @classmethod
+    def from_json(cls, text: str, track: str | None = None) -> "TrackScores":
+        data = json.loads(text)
+        frames: dict[str, dict[str, np.ndarray]] = {}
+        window = hop = 1.0
+        for target in data["targets"]:
+            rows = target["frames"]
+            names = list(rows[0]["metrics"]) if rows else list(BSS_METRICS)
+            frames[target["name"]] = {
+                m: np.array([math.nan if r["metrics"].get(m) is None else float(r["metrics"][m]) for r in rows])
+                for m in names
+            }
+            if rows:
+                window = float(rows[0]["duration"])
+                hop = float(rows[1]["time"] - rows[0]["time"]) if len(rows) > 1 else window
+        info = {k: v for k, v in data.items() if k not in ("targets", "museval_version", "track")}
+        return cls(track or data.get("track", "?"), frames, window, hop, info)
+
+    def save(self, path: str | os.PathLike) -> Path:
+        """Atomic write: a killed run leaves either the whole file or none."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        try:
+            with os.fdopen(fd, "w") as f:
+                f.write(self.to_json())
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        return path
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> "TrackScores":
+        path = Path(path)
+        try:
+            return cls.from_json(path.read_text(), track=path.stem)
+        except (OSError, ValueError, KeyError, TypeError, IndexError) as exc:
+            raise SeparationError(f"{path}: not a museval scores file ({exc})") from exc
+
+
+def _museval_version() -> str:
+    try:
+        from museval.version import version
+
+        return str(version)
+    except ImportError:  # pragma: no cover - museval is a requirement
+        return "unknown"
+
+
+def score_track(
+    references: dict[str, torch.Tensor | np.ndarray],
+    estimates: dict[str, torch.Tensor | np.ndarray],
+    *,
+    track: str = "track",
+    backend: str = "fast",
+    device: str | torch.device = "cpu",
+    window: float = 1.0,
+    hop: float = 1.0,
+    sample_rate: int = SAMPLE_RATE,
+    info: dict | None = None,
+) -> TrackScores:
+    """Score the estimates of the sources they share with the references, jointly.
+
+    references/estimates: {source: `(C, T)`} at `sample_rate`. Like museval's
+    `eval_mus_track`, all sources are evaluated together (interference is measured against
+    the other references), and estimates are cut or zero-padded to the references' length.
+    """
+    sources = [s for s in references if s in estimates]
+    if not sources:
+        raise SeparationError(
+            f"no source in common: references have {', '.join(references) or 'none'}, "
+            f"estimates have {', '.join(estimates) or 'none'}"
+        )
+    refs = [torch.as_tensor(np.asarray(references[s]) if not isinstance(references[s], torch.Tensor) else references[s]) for s in sources]
+    ests = [torch.as_tensor(np.asarray(estimates[s]) if not isinstance(estimates[s], torch.Tensor) else estimates[s]) for s in sources]
+    for s, r, e in zip(sources, refs, ests):
+        if r.ndim != 2 or e.ndim != 2 or r.shape[0] != e.shape[0]:
+            raise SeparationError(
+                f"{s}: reference {tuple(r.shape)} and estimate {tuple(e.shape)} must be (channels, samples) "
+                "with the same number of channels"
+            )
+        if not (torch.isfinite(r).all() and torch.isfinite(e).all()):
+            raise SeparationError(f"{s}: the reference or the estimate contains NaN or infinite samples")
+    length = min(r.shape[-1] for r in refs)
+    if any(r.shape[-1] != length for r in refs):
+        raise SeparationError(f"the references differ in length: {[r.shape[-1] for r in refs]} samples")
+    ref = torch.stack(refs).double()
+    est = torch.stack([bsseval.pad_or_truncate(ref[0], e.double()) for e in ests])
+    try:
+        values = framewise(
+            ref, est, backend=backend, device=device, window=int(window * sample_rate), hop=int(hop * sample_rate)
+        )
+    except ValueError as exc:  # all-zero source: BSSEval is undefined
+        raise SeparationError(f"{track}: {exc}") from exc
+    frames = {s: {m: values[m][i] for m in METRICS} for i, s in enumerate(sources)}
+    return TrackScores(track, frames, window, hop, dict(info or {}, backend=backend))

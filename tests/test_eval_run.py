@@ -1,0 +1,210 @@
+"""`python -m eval` on a generated MUSDB18-HQ-shaped set: runs, resume, parallel jobs, CLI, report."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import museval
+import numpy as np
+import pytest
+import soundfile as sf
+
+from eval.__main__ import main as eval_main
+from eval.report import holm, wilcoxon_tests, write_report
+from eval.run import RunConfig, load_results, run, select_tracks
+from eval.scores import TrackScores
+from training.synthetic import write_musdb_folder
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="session")
+def musdb_root(tmp_path_factory) -> Path:
+    return write_musdb_folder(tmp_path_factory.mktemp("musdb"), train=0, valid=0, test=3, seconds=6.0, seed=5)
+
+
+def quiet(*args, **kwargs):
+    pass
+
+
+def test_oracles_and_the_shipped_model_rank_as_expected(musdb_root, tmp_path):
+    cfg = RunConfig(methods=["mixture", "irm", "ibm", "dprnn"], musdb_root=str(musdb_root), is_wav=True, out=str(tmp_path))
+    table, errors = run(cfg, echo=quiet)
+    assert errors == []
+    sdr = {m: table[m]["vocals"]["SDR"] for m in table}
+    assert sdr["irm"] > sdr["dprnn"] > sdr["mixture"]
+    assert sdr["ibm"] > sdr["dprnn"]
+    assert all(table[m]["tracks"] == 3 for m in table)
+    # one museval JSON per method and track, readable by museval's own aggregation
+    files = sorted(tmp_path.glob("*/test/*.json"))
+    assert len(files) == 12
+    store = museval.EvalStore()
+    store.add_eval_dir(tmp_path / "irm")
+    by_museval = store.agg_frames_tracks_scores()
+    assert by_museval[("vocals", "SDR")] == pytest.approx(table["irm"]["vocals"]["SDR"], abs=1e-4)
+    assert json.loads((tmp_path / "dprnn" / "method.json").read_text())["architecture"] == "dprnn"
+
+
+def test_a_killed_run_resumes_to_the_same_table(musdb_root, tmp_path):
+    straight = tmp_path / "straight"
+    killed = tmp_path / "killed"
+    cmd = [sys.executable, "-m", "eval", "--methods", "mixture,dprnn", "--musdb-root", str(musdb_root), "--is-wav", "-q"]
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    subprocess.run(cmd + ["--out", str(straight)], check=True, cwd=ROOT, env=env, capture_output=True)
+    proc = subprocess.Popen(cmd + ["--out", str(killed)], cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    deadline = time.time() + 120
+    while time.time() < deadline and len(list(killed.glob("*/test/*.json"))) < 2:
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    done = len(list(killed.glob("*/test/*.json")))
+    assert 2 <= done < 6, "the run should have been killed part-way"
+    for path in killed.glob("*/test/*.json"):
+        TrackScores.load(path)  # every finished file is whole
+    resumed = subprocess.run(cmd[:-1] + ["--out", str(killed)], cwd=ROOT, env=env, capture_output=True, text=True)
+    assert resumed.returncode == 0, resumed.stderr
+    assert f"{done} already done" in resumed.stdout
+    a, b = load_results(straight), load_results(killed)
+    assert a.keys() == b.keys()
+    for method in a:
+        for track in a[method]:
+            assert a[method][track].medians() == b[method][track].medians()
+
+
+def test_parallel_jobs_give_the_same_files(musdb_root, tmp_path):
+    one = RunConfig(methods=["irm"], musdb_root=str(musdb_root), is_wav=True, out=str(tmp_path / "one"))
+    two = RunConfig(methods=["irm"], musdb_root=str(musdb_root), is_wav=True, out=str(tmp_path / "two"), jobs=2)
+    run(one, echo=quiet)
+    run(two, echo=quiet)
+    for path in (tmp_path / "one").glob("irm/test/*.json"):
+        assert path.read_text() == (tmp_path / "two" / path.relative_to(tmp_path / "one")).read_text()
+
+
+def test_a_results_folder_of_another_setup_is_refused(musdb_root, tmp_path, capsys):
+    args = ["--methods", "irm", "--musdb-root", str(musdb_root), "--is-wav", "--out", str(tmp_path), "--limit", "1", "-q"]
+    assert eval_main(args) == 0
+    assert eval_main(args + ["--backend", "museval"]) == 2
+    assert "different setup" in capsys.readouterr().err
+
+
+def test_track_selection():
+    class T:
+        def __init__(self, name):
+            self.name = name
+
+    tracks = [T(f"song {i}") for i in range(50)]
+    assert [t.name for t in select_tracks(tracks, limit=2)] == ["song 0", "song 1"]
+    a = select_tracks(tracks, limit=25, seed=42)
+    assert len(a) == 25 and [t.name for t in a] == [t.name for t in select_tracks(tracks, limit=25, seed=42)]
+    assert [t.name for t in a] != [t.name for t in select_tracks(tracks, limit=25, seed=43)]
+    assert [t.name for t in select_tracks(tracks, names=["song 7"])] == ["song 7"]
+
+
+def test_cli_errors_are_one_line(musdb_root, tmp_path, capsys):
+    base = ["--musdb-root", str(musdb_root), "--is-wav", "--out", str(tmp_path), "-q"]
+    assert eval_main(["--methods", "irm", "--tracks", "No Such Song"] + base) == 2
+    assert "no such track: No Such Song" in capsys.readouterr().err
+    assert eval_main(["--methods", "irm", "--musdb-root", str(tmp_path / "nowhere"), "--out", str(tmp_path)]) == 2
+    assert "no such folder" in capsys.readouterr().err
+    assert eval_main(["--methods", str(tmp_path / "not-a-checkpoint")] + base) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error:") and len(err.strip().splitlines()) == 1
+
+
+# ---------------------------------------------------------------------------- metrics command
+
+
+def write_stems(folder: Path, stems: dict[str, np.ndarray], rate: int = 44100) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, audio in stems.items():
+        sf.write(folder / f"{name}.wav", audio.T, rate, subtype="FLOAT")
+    return folder
+
+
+def test_metrics_command_scores_folders_and_writes_museval_json(tmp_path, capsys):
+    rng = np.random.default_rng(0)
+    refs = {"vocals": rng.standard_normal((2, 3 * 44100)) * 0.1, "accompaniment": rng.standard_normal((2, 3 * 44100)) * 0.1}
+    ests = {k: v + 0.03 * rng.standard_normal(v.shape) for k, v in refs.items()}
+    ref_dir = write_stems(tmp_path / "ref", refs)
+    est_dir = write_stems(tmp_path / "est", {**ests, "drums": ests["vocals"]})  # no drums reference: skipped
+    out = tmp_path / "scores.json"
+    assert eval_main(["metrics", str(ref_dir), str(est_dir), "--json", str(out)]) == 0
+    printed = capsys.readouterr()
+    assert "vocals" in printed.out and "accompaniment" in printed.out and "drums.wav has no reference" in printed.err
+    scores = TrackScores.load(out)
+    expected = museval.evaluate(
+        np.stack([refs["accompaniment"].T, refs["vocals"].T]).astype(np.float32),
+        np.stack([ests["accompaniment"].T, ests["vocals"].T]).astype(np.float32),
+    )
+    np.testing.assert_allclose(scores.frames["vocals"]["SDR"], expected[0][1], atol=1e-4)
+    line = next(x for x in printed.out.splitlines() if x.startswith("vocals"))
+    assert float(line.split()[1]) == pytest.approx(np.median(expected[0][1]), abs=0.01)
+
+
+def test_metrics_command_bad_inputs(tmp_path, capsys):
+    rng = np.random.default_rng(1)
+    ref_dir = write_stems(tmp_path / "ref", {"vocals": rng.standard_normal((2, 44100)) * 0.1})
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    (bad / "vocals.wav").write_text("this is not audio\n")
+    assert eval_main(["metrics", str(ref_dir), str(bad)]) == 2
+    assert capsys.readouterr().err.startswith("error: vocals.wav")
+    other_rate = write_stems(tmp_path / "rate", {"vocals": rng.standard_normal((2, 22050)) * 0.1}, rate=22050)
+    assert eval_main(["metrics", str(ref_dir), str(other_rate)]) == 2
+    assert "22050 Hz" in capsys.readouterr().err
+    assert eval_main(["metrics", str(ref_dir), str(tmp_path / "nowhere")]) == 2
+    assert "no such folder" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------------------- report
+
+
+def scores_of(track: str, sdr: float) -> TrackScores:
+    frames = {"vocals": {m: np.array([sdr, sdr + 1.0]) for m in ("SDR", "SIR", "ISR", "SAR", "SI-SDR")}}
+    return TrackScores(track, frames)
+
+
+def test_wilcoxon_and_holm_by_hand():
+    # a beats b by 1 dB on each of 6 tracks: exact two-sided p = 2 / 2**6
+    tracks = {
+        "a": {f"t{i}": scores_of(f"t{i}", 5.0 + i).medians() for i in range(6)},
+        "b": {f"t{i}": scores_of(f"t{i}", 4.0 + i + 0.01 * i).medians() for i in range(6)},
+    }
+    (row,) = [r for r in wilcoxon_tests(tracks, ["vocals"]) if r["metric"] == "SDR"]
+    assert row["tracks"] == 6 and row["p"] == pytest.approx(2 / 64)
+    assert row["median_diff"] > 0.9
+    assert holm([0.01, 0.04, 0.03]) == pytest.approx([0.03, 0.06, 0.06])
+
+
+def test_report_writes_tables_plots_and_tests(musdb_root, tmp_path):
+    run(RunConfig(methods=["mixture", "irm"], musdb_root=str(musdb_root), is_wav=True, out=str(tmp_path)), echo=quiet)
+    out = write_report(tmp_path)  # PNGs through kaleido and Debian's chromium (installed by set-up)
+    summary = (out / "summary.md").read_text()
+    assert "| irm |" in summary and "Wilcoxon" in summary
+    rows = (out / "summary.csv").read_text().splitlines()
+    assert rows[0] == "method,source,metric,median_db,tracks" and len(rows) == 1 + 2 * 2 * 5
+    assert len((out / "tracks.csv").read_text().splitlines()) == 1 + 2 * 3 * 2 * 5
+    html = (out / "boxplots.html").read_text()
+    assert html.count("plotly-graph-div") >= 2 and "SI-SDR" in html
+    for source in ("vocals", "accompaniment"):
+        assert (out / f"boxplot-{source}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_export_puts_eval_scores_in_the_model_card(musdb_root, tmp_path):
+    from separation.checkpoints import read_config
+    from training.hub import export
+
+    results = tmp_path / "results"
+    table, _ = run(RunConfig(methods=["mixture", "irm", "conv1d"], musdb_root=str(musdb_root), is_wav=True, out=str(results)), echo=quiet)
+    dest = export(ROOT / "assets" / "checkpoints" / "conv1d", tmp_path / "ckpt", scores=results)
+    test = read_config(dest)["training"]["test"]
+    assert test["tracks"] == 3
+    assert test["medians"]["conv1d"]["vocals"] == pytest.approx(table["conv1d"]["vocals"]["SDR"])
+    assert test["medians"]["irm"]["accompaniment"] == pytest.approx(table["irm"]["accompaniment"]["SDR"])
+    assert "| conv1d |" in (dest / "README.md").read_text()
