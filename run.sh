@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The project's two commands (each sets itself up on first use, see scripts/setup.sh):
-#   ./run.sh app    start the app (until the Gradio app lands: separate a generated demo clip)
+#   ./run.sh app    start the web app on http://127.0.0.1:7860 (python app.py)
 #   ./run.sh test   run the test suite (extra arguments go to pytest)
 # and the benchmarks:
 #   ./run.sh bench NAME   run bench/NAME.py
@@ -12,11 +12,7 @@ bash scripts/setup.sh
 py=.venv/bin/python
 case "$command" in
   app)
-    if [ -f app.py ]; then
-      exec "$py" app.py "$@"
-    fi
-    "$py" scripts/make_demo_clip.py out/demo.wav
-    exec "$py" -m separation out/demo.wav --model dprnn -o out/separated "$@"
+    exec "$py" app.py "$@"
     ;;
   test)
     exec "$py" -m pytest "$@"

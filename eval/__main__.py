@@ -17,7 +17,7 @@ import sys
 import time
 from pathlib import Path
 
-from separation.__main__ import setup_logging
+from separation.__main__ import dispatch, setup_logging
 from separation.audio import read_audio
 from separation.errors import SeparationError
 
@@ -169,18 +169,8 @@ def run_metrics(argv: list[str]) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    commands = {"report": run_report, "metrics": run_metrics, "run": run_eval}
-    try:
-        if argv and argv[0] in commands:
-            return commands[argv[0]](argv[1:])
-        return run_eval(argv)
-    except SeparationError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("interrupted: finished tracks are saved; run the same command again to resume", file=sys.stderr)
-        return 130
+    return dispatch(argv, {"report": run_report, "metrics": run_metrics, "run": run_eval}, run_eval,
+                    "finished tracks are saved; run the same command again to resume")
 
 
 if __name__ == "__main__":

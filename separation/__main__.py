@@ -228,19 +228,26 @@ def setup_logging(quiet: bool, verbose: bool) -> None:
     logging.captureWarnings(True)
 
 
-def main(argv: list[str] | None = None) -> int:
+def dispatch(argv: list[str] | None, commands: dict, default, interrupted: str) -> int:
+    """Run `commands[argv[0]]` (unless a file of that name exists) or `default`, turning a
+    user error into one `error:` line (status 2) and Ctrl-C into `interrupted` (status 130).
+    Shared by `python -m separation` and `python -m eval`."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    commands = {"download": run_download, "models": run_models}
     try:
         if argv and argv[0] in commands and not Path(argv[0]).exists():
             return commands[argv[0]](argv[1:])
-        return run_separate(argv)
+        return default(argv)
     except SeparationError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("interrupted: stems already written are complete; the current one was not written", file=sys.stderr)
+        print(f"interrupted: {interrupted}", file=sys.stderr)
         return 130
+
+
+def main(argv: list[str] | None = None) -> int:
+    return dispatch(argv, {"download": run_download, "models": run_models}, run_separate,
+                    "stems already written are complete; the current one was not written")
 
 
 if __name__ == "__main__":

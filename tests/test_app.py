@@ -1,0 +1,299 @@
+"""The Gradio app, launched on localhost: gradio_client calls, a real browser, the ratings store.
+
+umxhq runs on stand-in weights saved in upstream's format in a temporary torch hub cache
+(through the real loader); DPRNN is the shipped checkpoint. Nothing touches the network.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import shutil
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+from gradio_client import Client, handle_file
+from gradio_client.exceptions import AppError
+
+import app as app_module
+from webapp.config import AppConfig
+from webapp.service import ModelPool, ModelSlot, separate_with_fallback
+from webapp.store import RatingError, RatingsStore, safe_cell
+
+from conftest import voice_and_band
+
+SR = 44100
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+@pytest.fixture(scope="module")
+def lab(tmp_path_factory):
+    """The app with both models, on a free port; closed after the module."""
+    from openunmix.model import OpenUnmix
+
+    root = tmp_path_factory.mktemp("app")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("TORCH_HOME", str(root / "torch"))
+        from separation.models.umx import upstream_cache_path
+
+        torch.manual_seed(0)
+        net = OpenUnmix(nb_bins=2049, nb_channels=2, hidden_size=512, max_bin=1487)
+        path = upstream_cache_path("umxhq")
+        path.parent.mkdir(parents=True)
+        torch.save(net.state_dict(), path)
+        pool = ModelPool(["dprnn", "umxhq"], device="cpu", background=False)
+    assert all(s.ready for s in pool.slots.values()), [s.message for s in pool.slots.values()]
+    config = AppConfig(data_dir=root / "data", admin_token="s3cret-token", max_minutes=2.0, max_upload_mb=5)
+    lab = app_module.LabApp(config, pool=pool)
+    demo = app_module.build_ui(lab)
+    demo.queue(default_concurrency_limit=4)
+    _, url, _ = demo.launch(prevent_thread_lock=True, server_name="127.0.0.1", server_port=None, quiet=True,
+                            allowed_paths=[str(lab.work_root)], max_file_size="5mb")
+    lab.url = url
+    yield lab
+    demo.close()
+
+
+@pytest.fixture(scope="module")
+def client(lab):
+    return Client(lab.url, verbose=False)
+
+
+def wav_file(path: Path, seconds: float = 6.0) -> Path:
+    voice, band = voice_and_band(seconds)
+    sf.write(path, (voice + band).T, SR, subtype="PCM_16")
+    return path
+
+
+# ---------------------------------------------------------------------------- gradio_client
+
+
+def test_separate_a_demo_clip_with_both_models(lab, client):
+    clip = next(iter(lab.clips))
+    files, info = client.predict(clip, 2, 8, api_name="/separate_clip")
+    assert set(info["stems"]) == {"dprnn", "umxhq"} and info["errors"] == {}
+    assert len(files) == 4
+    for f in files:
+        data, rate = sf.read(f)
+        assert rate == SR and data.shape == (8 * SR, 2)
+    rows = {(r["model"], r["source"]): r for r in info["metrics"]}
+    assert set(rows) == {(m, s) for m in ("dprnn", "umxhq") for s in ("vocals", "accompaniment")}
+    assert all(math.isfinite(rows[k]["SDR"]) for k in rows)
+    # the shipped DPRNN separates the demo songs; umxhq here has random stand-in weights
+    assert rows[("dprnn", "vocals")]["SDR"] > 3 > rows[("umxhq", "vocals")]["SDR"]
+    assert set(info["timings"]) >= {"separate dprnn", "separate umxhq", "metrics", "spectrograms", "total"}
+
+
+def test_separate_an_uploaded_file(client, tmp_path):
+    files, info = client.predict(handle_file(str(wav_file(tmp_path / "my song.wav", 5.0))), "dprnn", api_name="/separate")
+    assert list(info["stems"]) == ["dprnn"] and info["metrics"] == []
+    assert len(files) == 2 and sf.info(files[0]).frames == 5 * SR
+
+
+@pytest.mark.parametrize(
+    "name,content,message",
+    [
+        ("notes.mp3", b"these are my lyrics, not audio\n", "text file, not audio"),
+        ("empty.wav", b"", "empty"),
+        ("noise.flac", bytes(range(256)) * 40, "not an audio file|no channels or no sample rate"),
+    ],
+)
+def test_a_bad_upload_returns_the_error_and_the_app_keeps_serving(client, tmp_path, name, content, message):
+    bad = tmp_path / name
+    bad.write_bytes(content)
+    with pytest.raises(AppError, match=message):
+        client.predict(handle_file(str(bad)), "all", api_name="/separate")
+    files, info = client.predict(handle_file(str(wav_file(tmp_path / "ok.wav", 3.0))), "dprnn", api_name="/separate")
+    assert len(files) == 2
+
+
+def test_an_upload_over_the_duration_cap_is_refused(client, tmp_path):
+    long = tmp_path / "long.wav"
+    sf.write(long, np.zeros((int(2.5 * 60 * 8000), 1), dtype=np.int16), 8000, subtype="PCM_16")  # 2.5 min > 2 min cap
+    with pytest.raises(AppError, match="over the 2:00 limit"):
+        client.predict(handle_file(str(long)), "all", api_name="/separate")
+
+
+def test_ratings_round_trip_through_the_api(lab, client):
+    listener = "a" * 32
+    files, trial = client.predict(listener, api_name="/trial")
+    assert trial["kind"] == "mushra" and trial["labels"] == ["A", "B", "C", "D"]  # reference, anchor, 2 models
+    assert len(files) == 5  # four hidden samples + the open reference
+    names = " ".join(Path(f).name for f in files)
+    assert "dprnn" not in names and "umxhq" not in names and "anchor" not in names  # blind
+    scores = {label: 100.0 for label in trial["labels"]}
+    assert client.predict(listener, trial["trial_id"], {"scores": scores}, api_name="/rate") == {"saved": 4}
+    with pytest.raises(AppError, match="already rated"):
+        client.predict(listener, trial["trial_id"], {"scores": scores}, api_name="/rate")
+    with pytest.raises(AppError, match="from 0 to 100"):
+        _, t2 = client.predict(listener, api_name="/trial")
+        client.predict(listener, t2["trial_id"], {"scores": {k: 101 for k in t2["labels"]}}, api_name="/rate")
+    stats = client.predict(api_name="/results")
+    conditions = {(r["condition"], r["source"]): r for r in stats["mushra"]["scores"]}
+    assert any(c == "reference" and r["n"] >= 1 and r["mean"] == 100 for (c, _), r in conditions.items())
+    assert {"dprnn", "umxhq", "anchor"} <= {c for c, _ in conditions}
+    assert stats["mushra"]["kept"] >= 1 and isinstance(stats["mushra"]["dropped"], int)  # counts, never listener ids
+
+
+def test_admin_export_needs_the_token_and_is_formula_safe(lab):
+    lab.store.create_trial(listener="b" * 32, kind="mushra", clip="=HYPERLINK(\"http://x\")", source="vocals",
+                           conditions={"A": "dprnn"}, versions={"dprnn": "v"})
+    trial = lab.store.create_trial(listener="b" * 32, kind="mushra", clip="=cmd|' /C calc'!A0", source="vocals",
+                                   conditions={"A": "dprnn"}, versions={"dprnn": "v"})
+    lab.store.submit("b" * 32, trial.id, scores={"A": 40})
+    with pytest.raises(RatingError, match="wrong admin token"):
+        lab.export_ratings("guess")
+    with pytest.raises(RatingError, match="wrong admin token"):
+        lab.export_ratings("")
+    path = lab.export_ratings("s3cret-token")
+    rows = list(csv.DictReader(open(path)))
+    clips = [r["clip"] for r in rows]
+    assert "'=cmd|' /C calc'!A0" in clips
+    assert not any(c.startswith(("=", "+", "-", "@")) for c in clips)
+
+
+# ---------------------------------------------------------------------------- a real browser
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed (scripts/setup.sh installs it)")
+def test_browser_upload_separate_and_rate(lab, tmp_path):
+    from playwright.sync_api import expect, sync_playwright
+
+    song = wav_file(tmp_path / "browser song.wav", 6.0)
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"], headless=True)
+        page = browser.new_page(viewport={"width": 1400, "height": 1100})
+        page.goto(lab.url)
+        page.locator("input[type=file]").first.set_input_files(str(song))
+        page.get_by_role("button", name="Separate my song").click()
+        expect(page.get_by_text("browser song.wav (6.0 s)")).to_be_visible(timeout=90_000)
+        for name in ("dprnn", "umxhq"):
+            expect(page.get_by_text(f"{name}: vocals", exact=True)).to_be_visible()
+        expect(page.locator("audio")).not_to_have_count(0)
+        page.get_by_role("tab", name="Spectrograms: vocals").click()
+        expect(page.locator(".js-plotly-plot .heatmaplayer").first).to_be_visible(timeout=30_000)
+        page.screenshot(path=str(tmp_path / "separated.png"), full_page=True)
+        # a blind A/B trial on this upload (no references)
+        page.get_by_role("tab", name="Listen and rate (blind)").click()
+        page.get_by_role("button", name="Start a blind trial").click()
+        expect(page.get_by_text("A/B trial on")).to_be_visible(timeout=60_000)
+        page.get_by_label("A", exact=True).check()
+        page.get_by_role("button", name="Submit ratings").click()
+        expect(page.get_by_text("Thank you! Saved.")).to_be_visible(timeout=30_000)
+        page.screenshot(path=str(tmp_path / "rated.png"), full_page=True)
+        browser.close()
+    assert (tmp_path / "separated.png").stat().st_size > 10_000
+    out = Path(__file__).resolve().parents[1] / "out" / "screenshots"
+    out.mkdir(parents=True, exist_ok=True)
+    shutil.copy(tmp_path / "separated.png", out / "app-separated.png")
+    prefs = [r for r in lab.store.rows() if r["kind"] == "ab"]
+    assert prefs and {prefs[-1]["a"], prefs[-1]["b"]} == {"dprnn", "umxhq"}
+
+
+# ---------------------------------------------------------------------------- the store
+
+
+def test_store_under_load_loses_nothing_and_survives_a_restart(tmp_path):
+    path = tmp_path / "ratings.sqlite"
+    store = RatingsStore(path, rate_limit=10_000)
+    errors = []
+
+    def writer(w: int) -> None:
+        listener = f"listener{w:04d}"
+        try:
+            for i in range(50):
+                trial = store.create_trial(listener=listener, kind="mushra", clip=f"clip {i}", source="vocals",
+                                           conditions={"A": "dprnn"}, versions={"dprnn": "v1"})
+                store.submit(listener, trial.id, scores={"A": float(i)})
+        except Exception as exc:  # a "database is locked" would land here
+            errors.append(repr(exc))
+
+    threads = [threading.Thread(target=writer, args=(w,)) for w in range(20)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    assert store.count() == 1000
+    store.close()
+    again = RatingsStore(path)  # the app restarted
+    assert again.count() == 1000
+    assert sorted(r["score"] for r in again.rows() if r["listener"] == "listener0007") == [float(i) for i in range(50)]
+
+
+def test_submissions_are_validated(tmp_path):
+    store = RatingsStore(tmp_path / "r.sqlite", rate_limit=2)
+    me, other = "c" * 32, "d" * 32
+
+    def trial(kind="mushra", conditions=None):
+        return store.create_trial(listener=me, kind=kind, clip="x", source="vocals",
+                                  conditions=conditions or {"A": "dprnn", "B": "reference"}, versions={})
+
+    t = trial()
+    with pytest.raises(RatingError, match="rate every sample"):
+        store.submit(me, t.id, scores={"A": 50})
+    for bad in (-1, 100.5, float("nan"), "loud"):
+        with pytest.raises(RatingError, match="from 0 to 100|a number"):
+            store.submit(me, t.id, scores={"A": bad, "B": 50})
+    with pytest.raises(RatingError, match="unknown trial"):
+        store.submit(me, "no-such-trial", scores={"A": 1, "B": 2})
+    with pytest.raises(RatingError, match="another listener"):
+        store.submit(other, t.id, scores={"A": 1, "B": 2})
+    with pytest.raises(RatingError, match="listener id"):
+        store.submit("x'; DROP TABLE ratings; --", t.id, scores={"A": 1, "B": 2})
+    assert store.count() == 0  # nothing half-written
+    store.submit(me, t.id, scores={"A": 10, "B": 95})
+    ab = trial("ab", {"A": "umxhq", "B": "dprnn"})
+    with pytest.raises(RatingError, match="from 1 to 5"):
+        store.submit(me, ab.id, choice="A", mos={"A": 6})
+    store.submit(me, ab.id, choice="B", mos={"A": 2, "B": 4})
+    assert [r for r in store.rows() if r["kind"] == "ab"][0]["choice"] == "dprnn"
+    with pytest.raises(RatingError, match="too many ratings"):
+        store.submit(me, trial().id, scores={"A": 1, "B": 2})  # a third trial within the minute
+
+
+def test_safe_cell():
+    assert safe_cell("=1+1") == "'=1+1" and safe_cell("@SUM(A1)") == "'@SUM(A1)" and safe_cell("-2") == "'-2"
+    assert safe_cell("dprnn") == "dprnn" and safe_cell(None) == "" and safe_cell(3.5) == "3.5"
+
+
+# ---------------------------------------------------------------------------- faults
+
+
+def test_out_of_memory_retries_with_smaller_segments(mixture):
+    from separation import Separator
+    from separation.models.base import ModelInfo
+
+    class Greedy(torch.nn.Module):
+        """Runs out of memory on segments longer than one second."""
+
+        sources = ("vocals", "accompaniment")
+        segment_seconds = 2.0
+        min_samples = 1
+        supports_wiener = False
+        architecture = "test"
+
+        def forward(self, x):
+            if x.shape[-1] > SR:
+                raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
+            return torch.stack([x * 0.25, x * 0.75], dim=1)
+
+    slot = ModelSlot("greedy", state="ready", separator=Separator(Greedy(), ModelInfo("greedy", "test", True, "here"), device="cpu"))
+    with pytest.raises(Exception):
+        slot.separator.separate(mixture, SR)  # 2-s segments: out of memory
+    stems = separate_with_fallback(slot, mixture)  # retried with 1-s segments
+    assert torch.allclose(stems["vocals"] + stems["accompaniment"], mixture, atol=1e-5)
+
+
+def test_a_model_that_fails_to_load_leaves_the_others_working(tmp_path):
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "config.json").write_text("{not json")
+    pool = ModelPool(["dprnn", str(broken)], device="cpu", background=False)
+    states = {n: s.state for n, s in pool.slots.items()}
+    assert states == {"dprnn": "ready", str(broken): "unavailable"}
+    assert "config.json" in pool.slots[str(broken)].message

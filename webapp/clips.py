@@ -1,0 +1,103 @@
+"""Clips the app can separate with known references: generated demo songs, or MUSDB test tracks.
+
+Demo clips are synthetic songs (`training.synthetic.make_track`, the data the shipped DPRNN
+was trained on, but songs it never saw) written once to the app's data folder on first
+start. With `MUSDB_PATH` set, the MUSDB test tracks are offered instead, and the user picks
+the start and length of the excerpt.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+import torch
+
+from separation.errors import SeparationError
+
+log = logging.getLogger("webapp")
+
+SR = 44100
+DEMO_SEEDS = (31337, 4242, 777)  # not in the training/validation/test seeds of training.synthetic
+DEMO_SECONDS = 30.0
+
+
+@dataclass(frozen=True)
+class Clip:
+    id: str  # what the dropdown shows and the ratings store records
+    duration: float  # seconds
+    mixture: Path | None  # demo clips: a wav file
+    track: object | None = None  # MUSDB: a musdb Track
+
+
+def ensure_demo_clips(folder: str | os.PathLike, seeds=DEMO_SEEDS, seconds: float = DEMO_SECONDS) -> list[Clip]:
+    """Write the demo songs (mixture, vocals, accompaniment) if they are not there yet."""
+    from training.synthetic import make_track
+
+    folder = Path(folder)
+    clips = []
+    for i, seed in enumerate(seeds):
+        d = folder / f"demo-{i + 1}"
+        if not all((d / f"{n}.wav").exists() for n in ("mixture", "vocals", "accompaniment")):
+            d.mkdir(parents=True, exist_ok=True)
+            song = make_track(seed, seconds)
+            accompaniment = song["mixture"] - song["vocals"]
+            for name, audio in (("vocals", song["vocals"]), ("accompaniment", accompaniment), ("mixture", song["mixture"])):
+                tmp = d / f".{name}.tmp.wav"
+                sf.write(tmp, audio, SR, subtype="FLOAT")
+                os.replace(tmp, d / f"{name}.wav")  # mixture last: its presence means "complete"
+            log.info("wrote demo clip %s", d)
+        clips.append(Clip(f"Demo song {i + 1} (synthetic)", sf.info(d / "mixture.wav").duration, d / "mixture.wav"))
+    return clips
+
+
+def musdb_clips(root: str | os.PathLike, is_wav: bool | None = None) -> list[Clip]:
+    """The MUSDB test tracks (MUSDB18-HQ wav folders or MUSDB18 stems, detected if not given)."""
+    import musdb
+
+    root = Path(root)
+    if not (root / "test").is_dir():
+        raise SeparationError(f"MUSDB_PATH={root}: no test/ folder")
+    if is_wav is None:
+        is_wav = any((root / "test").glob("*/mixture.wav"))
+    db = musdb.DB(root=str(root), is_wav=is_wav, subsets="test")
+    if not db.tracks:
+        raise SeparationError(f"MUSDB_PATH={root}: no test tracks found")
+    return [Clip(f"MUSDB: {t.name}", float(t.duration), None, t) for t in db.tracks]
+
+
+def load_clip(clip: Clip, start: float = 0.0, length: float | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """`(mixture (2, T), {"vocals", "accompaniment"}: (2, T))` of an excerpt, float32 at 44.1 kHz."""
+    if start < 0 or (length is not None and length <= 0):
+        raise SeparationError("the excerpt must start at >= 0 s and last > 0 s")
+    if start >= clip.duration:
+        raise SeparationError(f"the excerpt starts at {start:.0f} s but {clip.id} lasts {clip.duration:.0f} s")
+    first = int(start * SR)
+    frames = -1 if length is None else int(length * SR)
+    if clip.mixture is not None:
+        folder = clip.mixture.parent
+        read = {n: sf.read(folder / f"{n}.wav", start=first, frames=frames, dtype="float32", always_2d=True)[0].T
+                for n in ("mixture", "vocals", "accompaniment")}
+    else:
+        read = _musdb_excerpt(clip.track, first, frames)
+    n = min(x.shape[-1] for x in read.values())
+    out = {k: torch.from_numpy(np.ascontiguousarray(v[:, :n])) for k, v in read.items()}
+    mix = out.pop("mixture")
+    return mix, out
+
+
+def _musdb_excerpt(track, first: int, frames: int) -> dict[str, np.ndarray]:
+    from training.data import SOURCES, read_source
+
+    stems = {s: read_source(track, s, first, frames) for s in SOURCES}
+    if track.is_wav:
+        mix = sf.read(track.path, start=first, frames=frames, dtype="float32", always_2d=True)[0].T
+    else:
+        track.chunk_start, track.chunk_duration = first / SR, None if frames < 0 else frames / SR
+        mix = track.audio.T.astype(np.float32)
+        track.chunk_start, track.chunk_duration = 0, None
+    return {"mixture": mix, "vocals": stems["vocals"], "accompaniment": stems["drums"] + stems["bass"] + stems["other"]}

@@ -1,0 +1,77 @@
+"""App settings from the environment, with defaults that work offline on a laptop.
+
+| variable | default | meaning |
+|---|---|---|
+| `APP_MODELS` | `dprnn,umxhq` | side-by-side models (names, checkpoint folders or Hub ids) |
+| `DPRNN_REPO` | (shipped checkpoint) | Hub repo or folder of the DPRNN (read by `separation.registry`) |
+| `MUSDB_PATH` | - | MUSDB18(-HQ) root: its test tracks become the clips |
+| `APP_DATA_DIR` | `/data` on a Space with persistent storage, else `out/app` | ratings database, demo clips, outputs |
+| `RATINGS_DB` | `$APP_DATA_DIR/ratings.sqlite` | the SQLite file |
+| `APP_MAX_UPLOAD_MB` | 50 | upload size cap |
+| `APP_MAX_MINUTES` | 10 | longest input separated (uploads and excerpts) |
+| `APP_CONCURRENCY` | 1 | separations running at once (each takes ~2 GB RAM for a 10-minute song) |
+| `APP_QUEUE_SIZE` | 20 | requests waiting beyond that get "queue full" |
+| `APP_DEVICE` | `auto` | `cpu`, `cuda`, or `auto` |
+| `ADMIN_TOKEN` | - | enables the raw ratings CSV export for whoever has it |
+| `RATINGS_REPO`, `HF_TOKEN` | - | with both: ratings also sync to that private Hub dataset repo |
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _default_data_dir() -> Path:
+    space_storage = Path("/data")  # Hugging Face Spaces' persistent storage, when enabled
+    if os.environ.get("SPACE_ID") and space_storage.is_dir() and os.access(space_storage, os.W_OK):
+        return space_storage / "separation-lab"
+    return ROOT / "out" / "app"
+
+
+@dataclass
+class AppConfig:
+    models: list[str] = field(default_factory=lambda: ["dprnn", "umxhq"])
+    musdb_path: str | None = None
+    data_dir: Path = field(default_factory=_default_data_dir)
+    ratings_db: Path | None = None
+    max_upload_mb: float = 50.0
+    max_minutes: float = 10.0
+    concurrency: int = 1
+    queue_size: int = 20
+    device: str = "auto"
+    admin_token: str | None = None
+    ratings_repo: str | None = None
+    hf_token: str | None = None
+    rate_limit: int = 30  # rated trials per listener per minute
+
+    def __post_init__(self):
+        self.data_dir = Path(self.data_dir)
+        if self.ratings_db is None:
+            self.ratings_db = self.data_dir / "ratings.sqlite"
+        self.ratings_db = Path(self.ratings_db)
+
+    @classmethod
+    def from_env(cls, env: dict | None = None) -> "AppConfig":
+        env = os.environ if env is None else env
+        kwargs = {}
+        if env.get("APP_MODELS"):
+            kwargs["models"] = [m.strip() for m in env["APP_MODELS"].split(",") if m.strip()]
+        for key, name, kind in (
+            ("musdb_path", "MUSDB_PATH", str), ("data_dir", "APP_DATA_DIR", Path), ("ratings_db", "RATINGS_DB", Path),
+            ("max_upload_mb", "APP_MAX_UPLOAD_MB", float), ("max_minutes", "APP_MAX_MINUTES", float),
+            ("concurrency", "APP_CONCURRENCY", int), ("queue_size", "APP_QUEUE_SIZE", int), ("device", "APP_DEVICE", str),
+            ("admin_token", "ADMIN_TOKEN", str), ("ratings_repo", "RATINGS_REPO", str), ("hf_token", "HF_TOKEN", str),
+        ):
+            if env.get(name):
+                kwargs[key] = kind(env[name])
+        return cls(**kwargs)
+
+    @property
+    def version(self) -> str:
+        from separation import __version__
+
+        return __version__

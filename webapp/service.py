@@ -1,0 +1,336 @@
+"""What the app does, without the UI: models, separation with fallbacks, metrics, figures, trials.
+
+Everything here is plain Python called by `app.py` (and by the benchmark and the tests), so
+the pipeline is tested without a browser. Shapes: waveforms are `(2, T)` float32 at 44.1 kHz.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import logging
+import random
+import shutil
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import soundfile as sf
+import torch
+from scipy import signal
+
+from eval.scores import METRICS, score_track
+from separation import Separator
+from separation.errors import SeparationError
+from separation.separator import OutOfMemory
+
+from .figures import framewise_figure, spectrogram_figure
+
+log = logging.getLogger("webapp")
+
+SR = 44100
+SOURCES = ("vocals", "accompaniment")
+TRIAL_SECONDS = 10.0  # BS.1534 asks for short excerpts: listeners compare, then move on
+ANCHOR_HZ = 3500.0  # BS.1534's low-pass anchor
+
+Progress = Callable[[float, str], None]
+
+
+# ---------------------------------------------------------------------------- models
+
+
+@dataclass
+class ModelSlot:
+    name: str
+    state: str = "loading"  # loading | ready | unavailable
+    message: str = "loading..."
+    separator: Separator | None = None
+    version: str = ""  # what made the audio, stored with every rating
+    detail: str = ""  # the whole error message, for the About tab and the logs
+
+    @property
+    def ready(self) -> bool:
+        return self.state == "ready"
+
+
+def one_line(text: str, limit: int = 110) -> str:
+    """A reason short enough for a column header: the first line, cut at a word."""
+    text = text.splitlines()[0] if text else ""
+    if len(text) <= limit:
+        return text
+    return text[:limit].rsplit(" ", 1)[0] + " ... (details in About)"
+
+
+def model_version(sep: Separator) -> str:
+    """`name@origin#sha` of the weights: ratings say exactly which checkpoint they judged."""
+    digest = hashlib.sha256()
+    for key, tensor in sorted(sep.model.state_dict().items()):
+        digest.update(key.encode())
+        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return f"{sep.info.name}@{sep.info.origin}#{digest.hexdigest()[:12]}"
+
+
+class ModelPool:
+    """The app's models, loaded in background threads so the UI is up at once; a model that
+    cannot load (no weights offline, a broken checkpoint) is `unavailable` with a one-line
+    reason, and the others work."""
+
+    def __init__(self, names: list[str], *, device: str = "auto", loader: Callable[[str], Separator] | None = None,
+                 background: bool = True):
+        self.device = device
+        self.loader = loader or (lambda name: Separator.load(name, device=device))
+        self.slots = {name: ModelSlot(name) for name in names}
+        self._threads = [threading.Thread(target=self._load, args=(n,), daemon=True, name=f"load-{n}") for n in names]
+        for t in self._threads:
+            t.start() if background else t.run()
+
+    def _load(self, name: str) -> None:
+        slot = self.slots[name]
+        try:
+            sep = self.loader(name)
+            slot.version = model_version(sep)
+            slot.separator = sep
+            slot.message = f"{sep.info.architecture}, {'trained' if sep.info.trained else 'RANDOM WEIGHTS'}, on {sep.device}"
+            slot.state = "ready"
+        except Exception as exc:  # one model failing must not take the app down
+            slot.detail = str(exc) or type(exc).__name__
+            slot.message = "unavailable: " + one_line(slot.detail)
+            slot.state = "unavailable"
+            log.warning("%s is unavailable: %s", name, slot.detail)
+
+    def wait(self, timeout: float | None = None) -> None:
+        for t in self._threads:
+            t.join(timeout)
+
+    def ready(self) -> list[ModelSlot]:
+        return [s for s in self.slots.values() if s.ready]
+
+
+def separate_with_fallback(slot: ModelSlot, mix: torch.Tensor, progress: Callable[[int, int], None] | None = None) -> dict[str, torch.Tensor]:
+    """Separate; on out-of-memory retry with half-length segments, then on the CPU."""
+    sep = slot.separator
+    assert sep is not None
+    try:
+        return sep.separate(mix, SR, progress=progress)
+    except OutOfMemory:
+        log.warning("%s: out of memory with %.1f-s segments on %s; retrying with %.1f-s segments",
+                    slot.name, sep.segment, sep.device, sep.segment / 2)
+    if sep.device.type == "cuda":
+        torch.cuda.empty_cache()
+    try:
+        smaller = Separator(sep.model, sep.info, device=sep.device, segment=sep.segment / 2, batch_size=1)
+        return smaller.separate(mix, SR, progress=progress)
+    except OutOfMemory:
+        if sep.device.type == "cpu":
+            raise OutOfMemory(f"{slot.name}: not enough memory for this input even in short segments; try a shorter excerpt") from None
+        log.warning("%s: out of memory on %s again; retrying on the CPU", slot.name, sep.device)
+    cpu = Separator(copy.deepcopy(sep.model).cpu(), sep.info, device="cpu", segment=sep.segment / 2, batch_size=1)
+    return cpu.separate(mix, SR, progress=progress)
+
+
+# ---------------------------------------------------------------------------- separation
+
+
+@dataclass
+class Separation:
+    """One separation of one input by every ready model, with files on disk."""
+
+    id: str
+    workdir: Path
+    clip: str
+    seconds: float
+    mixture: Path
+    references: dict[str, Path] | None
+    stems: dict[str, dict[str, Path]] = field(default_factory=dict)
+    versions: dict[str, str] = field(default_factory=dict)
+    errors: dict[str, str] = field(default_factory=dict)
+    unavailable: set[str] = field(default_factory=set)  # models that were not loaded (errors says why)
+    metrics: list[dict] = field(default_factory=list)  # rows: model, source, SDR, SIR, ISR, SAR, SI-SDR
+    framewise: dict[str, dict[str, list[float]]] = field(default_factory=dict)
+    timings: dict[str, float] = field(default_factory=dict)
+    figures: dict = field(default_factory=dict)  # "vocals", "accompaniment", "framewise" -> plotly figures
+
+
+def write_wav(path: Path, wave: torch.Tensor | np.ndarray) -> Path:
+    """16-bit wav, what every browser plays; peaks above full scale are clipped, not wrapped."""
+    x = np.clip(np.asarray(wave, dtype=np.float32).T, -1.0, 1.0)
+    tmp = path.with_name(f".{path.name}.tmp.wav")
+    sf.write(tmp, x, SR, subtype="PCM_16")
+    tmp.replace(path)
+    return path
+
+
+def new_workdir(root: Path) -> Path:
+    d = root / time.strftime("%Y%m%d") / uuid.uuid4().hex[:12]
+    d.mkdir(parents=True)
+    return d
+
+
+def cleanup(root: Path, max_age_s: float = 24 * 3600) -> None:
+    """Delete request folders older than a day (Gradio keeps its own copies of what it served)."""
+    now = time.time()
+    for day in root.glob("*/"):
+        for d in day.glob("*/"):
+            try:
+                if now - d.stat().st_mtime > max_age_s:
+                    shutil.rmtree(d, ignore_errors=True)
+            except OSError:
+                pass
+
+
+def run_separation(
+    mix: torch.Tensor,
+    references: dict[str, torch.Tensor] | None,
+    *,
+    pool: ModelPool,
+    workdir: Path,
+    clip: str,
+    progress: Progress | None = None,
+    figures: bool = True,
+) -> Separation:
+    """Separate `mix` with every ready model; score against `references` when given."""
+    t0 = time.perf_counter()
+    slots = pool.ready()
+    result = Separation(uuid.uuid4().hex, workdir, clip, mix.shape[-1] / SR, write_wav(workdir / "mixture.wav", mix), None)
+    if references:
+        result.references = {s: write_wav(workdir / f"reference-{s}.wav", references[s]) for s in SOURCES}
+    for slot in pool.slots.values():
+        if not slot.ready:
+            result.errors[slot.name] = slot.message if slot.state == "unavailable" else "still loading, try again in a moment"
+            result.unavailable.add(slot.name)
+    result.timings["write inputs"] = time.perf_counter() - t0
+    estimates: dict[str, dict[str, torch.Tensor]] = {}
+    for i, slot in enumerate(slots):
+        start = time.perf_counter()
+
+        def step(done: int, total: int, i=i, slot=slot) -> None:
+            if progress is not None:
+                progress((i + done / total) / max(1, len(slots)), f"{slot.name}: segment {done}/{total}")
+
+        try:
+            stems = separate_with_fallback(slot, mix, step)
+        except SeparationError as exc:
+            result.errors[slot.name] = str(exc)
+            continue
+        estimates[slot.name] = stems
+        result.versions[slot.name] = slot.version
+        result.stems[slot.name] = {s: write_wav(workdir / f"{slot.name}-{s}.wav", stems[s]) for s in SOURCES}
+        result.timings[f"separate {slot.name}"] = time.perf_counter() - start
+    if progress is not None:
+        progress(1.0, "metrics and spectrograms")
+    if references and estimates:
+        start = time.perf_counter()
+        for name, stems in estimates.items():
+            try:
+                scores = score_track(references, stems, track=clip)
+            except SeparationError as exc:  # e.g. a silent reference excerpt: BSSEval is undefined
+                result.errors[f"{name} metrics"] = str(exc)
+                continue
+            medians = scores.medians()
+            for source in SOURCES:
+                result.metrics.append({"model": name, "source": source, **{m: medians[source][m] for m in METRICS}})
+            result.framewise[name] = {s: scores.frames[s]["SDR"].tolist() for s in SOURCES}
+        result.timings["metrics"] = time.perf_counter() - start
+    if figures:
+        start = time.perf_counter()
+        for source in SOURCES:
+            panels = {"mixture": mix}
+            if references:
+                panels[f"reference {source}"] = references[source]
+            for name, stems in estimates.items():
+                panels[f"{name} {source}"] = stems[source]
+            if references:
+                for name, stems in estimates.items():
+                    panels[f"{name} error"] = stems[source] - references[source]
+            result.figures[source] = spectrogram_figure(panels, title=f"{source}: dB re the mixture's peak; zoom one, all follow")
+        result.timings["spectrograms"] = time.perf_counter() - start
+        if result.framewise:
+            start = time.perf_counter()
+            result.figures["framewise"] = framewise_figure(result.framewise)
+            result.timings["framewise plot"] = time.perf_counter() - start
+    result.timings["total"] = time.perf_counter() - t0
+    return result
+
+
+def karaoke(separation: Separation, model: str, guide: float) -> Path:
+    """The accompaniment with `guide` (0..1) of the vocals mixed back in: a guide vocal."""
+    stems = separation.stems[model]
+    if guide <= 0:
+        return stems["accompaniment"]
+    path = separation.workdir / f"{model}-karaoke-guide{int(round(guide * 100)):03d}.wav"
+    if not path.exists():
+        acc, _ = sf.read(stems["accompaniment"], dtype="float32", always_2d=True)
+        voc, _ = sf.read(stems["vocals"], dtype="float32", always_2d=True)
+        write_wav(path, (acc + guide * voc).T)
+    return path
+
+
+def metrics_rows(separation: Separation) -> list[list]:
+    """The metrics table as rows for a Dataframe (2 decimals)."""
+    return [[r["model"], r["source"], *[None if np.isnan(r[m]) else round(r[m], 2) for m in METRICS]] for r in separation.metrics]
+
+
+# ---------------------------------------------------------------------------- blind trials
+
+
+@dataclass
+class TrialAudio:
+    trial_id: str
+    kind: str  # mushra | ab
+    source: str
+    labels: list[str]  # in display order
+    files: dict[str, Path]  # label -> audio (neutral names: nothing in them reveals the model)
+    reference: Path | None  # the open reference (MUSHRA)
+
+
+def lowpass(wave: np.ndarray, cutoff: float = ANCHOR_HZ) -> np.ndarray:
+    """Zero-phase low-pass `(C, T)`: BS.1534's anchor (a 3.5 kHz low-passed reference)."""
+    taps = signal.firwin(1023, cutoff, fs=SR)
+    return signal.filtfilt(taps, [1.0], wave, axis=-1, padlen=min(3 * len(taps), wave.shape[-1] - 1)).astype(np.float32)
+
+
+def _read(path: Path, start: int, frames: int) -> np.ndarray:
+    return sf.read(path, start=start, frames=frames, dtype="float32", always_2d=True)[0].T
+
+
+def make_trial(separation: Separation, store, listener: str, *, rng: random.Random | None = None,
+               seconds: float = TRIAL_SECONDS) -> TrialAudio:
+    """A blind trial from a separation: MUSHRA when the references are known (hidden
+    reference, low-pass anchor, every model), otherwise A/B between two models. Labels are
+    shuffled per trial; the files are cut to the same `seconds`-long excerpt."""
+    rng = rng or random.Random()
+    models = [m for m in separation.stems]
+    source = rng.choice(SOURCES)
+    total = int(separation.seconds * SR)
+    frames = min(total, int(seconds * SR))
+    start = rng.randrange(0, total - frames + 1)
+    if separation.references:
+        if not models:
+            raise SeparationError("no model separated this clip: nothing to rate")
+        reference = _read(separation.references[source], start, frames)
+        signals = {"reference": reference, "anchor": lowpass(reference)}
+        signals.update({m: _read(separation.stems[m][source], start, frames) for m in models})
+        kind = "mushra"
+    else:
+        if len(models) < 2:
+            raise SeparationError("an A/B trial needs two models' separations (only "
+                                  f"{', '.join(models) or 'none'} worked); pick a clip with references for a MUSHRA trial")
+        a, b = rng.sample(models, 2)
+        signals = {a: _read(separation.stems[a][source], start, frames), b: _read(separation.stems[b][source], start, frames)}
+        reference = None
+        kind = "ab"
+    conditions = list(signals)
+    rng.shuffle(conditions)
+    labels = [chr(ord("A") + i) for i in range(len(conditions))]
+    versions = {c: separation.versions.get(c, c) for c in conditions}
+    trial = store.create_trial(listener=listener, kind=kind, clip=separation.clip, source=source,
+                               conditions=dict(zip(labels, conditions)), versions=versions)
+    folder = separation.workdir / "trials" / trial.id
+    folder.mkdir(parents=True)
+    files = {label: write_wav(folder / f"sample-{label}.wav", signals[c]) for label, c in zip(labels, conditions)}
+    ref_path = write_wav(folder / "reference.wav", reference) if reference is not None else None
+    return TrialAudio(trial.id, kind, source, labels, files, ref_path)
