@@ -42,16 +42,17 @@ def ensure_demo_clips(folder: str | os.PathLike, seeds=DEMO_SEEDS, seconds: floa
     clips = []
     for i, seed in enumerate(seeds):
         d = folder / f"demo-{i + 1}"
-        if not all((d / f"{n}.wav").exists() for n in ("mixture", "vocals", "accompaniment")):
+        if not all((d / f"{n}.flac").exists() for n in ("mixture", "vocals", "accompaniment")):
             d.mkdir(parents=True, exist_ok=True)
             song = make_track(seed, seconds)
             accompaniment = song["mixture"] - song["vocals"]
             for name, audio in (("vocals", song["vocals"]), ("accompaniment", accompaniment), ("mixture", song["mixture"])):
-                tmp = d / f".{name}.tmp.wav"
-                sf.write(tmp, audio, SR, subtype="FLOAT")
-                os.replace(tmp, d / f"{name}.wav")  # mixture last: its presence means "complete"
+                # lossless: the stems are multiples of 2**-15, which 24-bit FLAC stores exactly (~3x smaller than wav)
+                tmp = d / f".{name}.tmp.flac"
+                sf.write(tmp, audio, SR, subtype="PCM_24", format="FLAC")
+                os.replace(tmp, d / f"{name}.flac")  # mixture last: its presence means "complete"
             log.info("wrote demo clip %s", d)
-        clips.append(Clip(f"Demo song {i + 1} (synthetic)", sf.info(d / "mixture.wav").duration, d / "mixture.wav"))
+        clips.append(Clip(f"Demo song {i + 1} (synthetic)", sf.info(d / "mixture.flac").duration, d / "mixture.flac"))
     return clips
 
 
@@ -80,7 +81,7 @@ def load_clip(clip: Clip, start: float = 0.0, length: float | None = None) -> tu
     frames = -1 if length is None else int(length * SR)
     if clip.mixture is not None:
         folder = clip.mixture.parent
-        read = {n: sf.read(folder / f"{n}.wav", start=first, frames=frames, dtype="float32", always_2d=True)[0].T
+        read = {n: sf.read(folder / f"{n}{clip.mixture.suffix}", start=first, frames=frames, dtype="float32", always_2d=True)[0].T
                 for n in ("mixture", "vocals", "accompaniment")}
     else:
         read = _musdb_excerpt(clip.track, first, frames)
