@@ -120,7 +120,8 @@ def result_path(out: str | os.PathLike, method: str, subset: str, track: str) ->
 
 
 def _method_record(cfg: RunConfig, description: dict) -> dict:
-    return {**description, "backend": cfg.backend, "window": cfg.window, "hop": cfg.hop, "targets": list(cfg.targets)}
+    return {**description, "backend": cfg.backend, "window": cfg.window, "hop": cfg.hop, "targets": list(cfg.targets),
+            "data": f"{cfg.subset} subset of {Path(cfg.musdb_root).resolve().name}/"}
 
 
 def check_method_folder(folder: Path, record: dict) -> None:

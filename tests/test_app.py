@@ -22,6 +22,7 @@ from gradio_client.exceptions import AppError
 import app as app_module
 from webapp.config import AppConfig
 from webapp.service import ModelPool, ModelSlot, separate_with_fallback
+from separation.errors import SeparationError
 from webapp.store import RatingError, RatingsStore, safe_cell
 
 from conftest import voice_and_band
@@ -297,3 +298,13 @@ def test_a_model_that_fails_to_load_leaves_the_others_working(tmp_path):
     states = {n: s.state for n, s in pool.slots.items()}
     assert states == {"dprnn": "ready", str(broken): "unavailable"}
     assert "config.json" in pool.slots[str(broken)].message
+
+
+def test_an_upload_over_the_size_cap_is_refused(lab, client, tmp_path):
+    big = tmp_path / "big.wav"
+    sf.write(big, np.random.default_rng(0).standard_normal((40 * SR, 2)) * 0.1, SR, subtype="PCM_16")  # ~7 MB > 5 MB
+    with pytest.raises(Exception, match="exceeds the maximum file size"):
+        client.predict(handle_file(str(big)), "all", api_name="/separate")
+    # and the server checks it too, whatever the client does
+    with pytest.raises(SeparationError, match=r"over the \d+ MB limit"):
+        lab.read_upload(str(big))

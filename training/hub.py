@@ -113,8 +113,10 @@ def export(source: str | Path, dest: str | Path, *, half: bool = True, scores: s
         table = medians_table(results, sorted(results[name]))
         keep = [m for m in ("mixture", "irm", name) if m in table]
         medians = {m: {s: table[m][s]["SDR"] for s in ("vocals", "accompaniment") if s in table[m]} for m in keep}
+        record = Path(scores) / name / "method.json"
+        data = json.loads(record.read_text()).get("data") if record.exists() else None
         training["test"] = {
-            "data": f"{Path(scores).resolve().name}/ (eval results), BSSEval v4 SDR medians",
+            "data": data or f"{Path(scores).resolve().name}/ (eval results)",
             "tracks": len(results[name]),
             "medians": medians,
         }
