@@ -46,6 +46,7 @@ from webapp.store import RatingError, RatingsStore
 
 log = logging.getLogger("webapp")
 
+WORK_MAX_AGE_S = 3 * 3600  # request folders (stems, trials) older than this are deleted
 MAX_TRIAL_SAMPLES = 6  # MUSHRA: hidden reference + anchor + up to 4 models
 METRIC_HEADERS = ["model", "source", "SDR", "SIR", "ISR", "SAR", "SI-SDR"]
 INTRO = """# Separation lab: vocals and karaoke, DPRNN vs Open-Unmix
@@ -69,7 +70,8 @@ class LabApp:
         self.data_dir = config.data_dir
         self.work_root = Path(tempfile.gettempdir()) / "separation-lab"
         self.work_root.mkdir(parents=True, exist_ok=True)
-        cleanup(self.work_root)
+        cleanup(self.work_root, max_age_s=WORK_MAX_AGE_S)
+        self._last_cleanup = time.monotonic()
         self.pool = pool or ModelPool(config.models, device=config.device)
         self.clips: dict[str, Clip] = {}
         self.clip_note = ""
@@ -100,6 +102,10 @@ class LabApp:
         return prepare(wave, rate, name=Path(path).name)
 
     def separate(self, mix, references, clip: str, progress=None) -> Separation:
+        # every request writes ~6 files of the input's length: old ones go (Gradio has copies of what it served)
+        if time.monotonic() - self._last_cleanup > 600:
+            self._last_cleanup = time.monotonic()
+            cleanup(self.work_root, max_age_s=WORK_MAX_AGE_S)
         return run_separation(mix, references, pool=self.pool, workdir=new_workdir(self.work_root), clip=clip,
                               progress=progress)
 
@@ -107,7 +113,8 @@ class LabApp:
         """A separated clip with references, shared by sessions that rate before separating."""
         with self._demo_lock:
             clip = random.choice(list(self.clips.values()))
-            if clip.id not in self._demo or set(self._demo[clip.id].stems) != {s.name for s in self.pool.ready()}:
+            cached = self._demo.get(clip.id)
+            if cached is None or not cached.mixture.exists() or set(cached.stems) != {s.name for s in self.pool.ready()}:
                 mix, refs = load_clip(clip, 0.0, min(clip.duration, 30.0))
                 self._demo[clip.id] = self.separate(mix, refs, clip.id)
             return self._demo[clip.id]
@@ -153,7 +160,7 @@ def build_ui(lab: LabApp) -> gr.Blocks:
     clip_ids = list(lab.clips)
     first = lab.clips[clip_ids[0]]
 
-    with gr.Blocks(title="Separation lab", delete_cache=(3600, 24 * 3600)) as demo:
+    with gr.Blocks(title="Separation lab", delete_cache=(1800, WORK_MAX_AGE_S)) as demo:
         listener = gr.BrowserState(None, storage_key="separation-lab-listener")
         result = gr.State(None)  # the session's last Separation
         trial_state = gr.State(None)

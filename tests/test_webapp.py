@@ -172,3 +172,17 @@ def test_ratings_sync_appends_json_lines_under_the_scheduler_lock(tmp_path):
 def test_separator_device_auto_uses_what_is_there():
     sep = Separator.from_name("conv1d", device="auto")
     assert sep.device.type == ("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def test_old_request_folders_are_cleaned_up(tmp_path):
+    import os
+    import time
+
+    from webapp.service import cleanup, new_workdir
+
+    old, new = new_workdir(tmp_path), new_workdir(tmp_path)
+    (old / "vocals.wav").write_bytes(b"x")
+    past = time.time() - 5 * 3600
+    os.utime(old, (past, past))
+    cleanup(tmp_path, max_age_s=3 * 3600)
+    assert not old.exists() and new.exists()
