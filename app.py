@@ -119,6 +119,14 @@ class LabApp:
                 self._demo[clip.id] = self.separate(mix, refs, clip.id)
             return self._demo[clip.id]
 
+    def trial_for(self, sep: Separation | None, listener: str):
+        """A blind trial on the session's last separation when it can make one (true stems, or
+        two models' outputs for A/B), otherwise on an example clip. Returns (trial, separation)."""
+        usable = sep is not None and bool(sep.stems) and (bool(sep.references) or len(sep.stems) >= 2)
+        if not usable:
+            sep = self.demo_separation()
+        return make_trial(sep, self.store, listener), sep
+
     def export_ratings(self, token: str | None) -> Path:
         """The raw ratings CSV, for whoever holds ADMIN_TOKEN (compared in constant time)."""
         if not self.config.admin_token:
@@ -327,9 +335,7 @@ def build_ui(lab: LabApp) -> gr.Blocks:
 
         def on_trial(sep, listener_id):
             try:
-                if sep is None or not sep.stems:
-                    sep = lab.demo_separation()
-                trial = make_trial(sep, lab.store, listener_id or "")
+                trial, sep = lab.trial_for(sep, listener_id or "")
             except Exception as exc:
                 raise _error(exc) from None
             mushra = trial.kind == "mushra"
@@ -371,7 +377,7 @@ def build_ui(lab: LabApp) -> gr.Blocks:
         def api_trial(listener_id):
             """A blind trial for a listener (from an example clip): its id, kind, labels and sample files."""
             try:
-                trial = make_trial(lab.demo_separation(), lab.store, listener_id or "")
+                trial, _ = lab.trial_for(None, listener_id or "")
             except Exception as exc:
                 raise _error(exc) from None
             files = [str(trial.files[label]) for label in trial.labels] + ([str(trial.reference)] if trial.reference else [])

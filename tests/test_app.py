@@ -308,3 +308,14 @@ def test_an_upload_over_the_size_cap_is_refused(lab, client, tmp_path):
     # and the server checks it too, whatever the client does
     with pytest.raises(SeparationError, match=r"over the \d+ MB limit"):
         lab.read_upload(str(big))
+
+
+def test_a_trial_falls_back_to_an_example_clip_when_the_upload_cannot_make_one(tmp_path):
+    """One model and no true stems: no A/B is possible, so the trial is a MUSHRA on a demo clip."""
+    pool = ModelPool(["dprnn"], device="cpu", background=False)
+    lab = app_module.LabApp(AppConfig(data_dir=tmp_path), pool=pool)
+    voice, band = voice_and_band(3.0)
+    upload = lab.separate(torch.from_numpy(voice + band), None, "upload.wav")
+    trial, used = lab.trial_for(upload, "k" * 32)
+    assert used is not upload and used.references and trial.kind == "mushra"
+    assert sorted(lab.store.get_trial(trial.trial_id).conditions.values()) == ["anchor", "dprnn", "reference"]
