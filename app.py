@@ -21,6 +21,7 @@ import random
 import tempfile
 import threading
 import time
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -454,8 +455,6 @@ def summary_public(lab: LabApp) -> dict:
 
 
 def new_listener_id() -> str:
-    import uuid
-
     return uuid.uuid4().hex
 
 

@@ -53,11 +53,15 @@ def slug(spec: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.+=-]+", "-", str(spec).strip("/")).strip("-") or "method"
 
 
+def split_spec(spec: str) -> tuple[str, str]:
+    """A `--methods` entry -> (results folder name, location): `NAME=LOCATION`, or the slug."""
+    name, sep, location = spec.partition("=")
+    return (name, location) if sep else (slug(spec), spec)
+
+
 def load_method(spec: str, sources: tuple[str, ...], *, device: str = "cpu", wiener: int | None = None) -> Method:
     """Resolve a `--methods` entry; a name=location pair names the results folder."""
-    name, sep, location = spec.partition("=")
-    if not sep:
-        name, location = slug(spec), spec
+    name, location = split_spec(spec)
     if location in ORACLES:
         kind = location
 

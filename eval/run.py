@@ -13,13 +13,12 @@ name, another backend or window) is refused rather than mixed.
 from __future__ import annotations
 
 import json
-import logging
 import math
 import os
 import random
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from multiprocessing import get_context
 from pathlib import Path
 
@@ -29,10 +28,8 @@ import torch
 
 from separation.errors import SeparationError
 
-from .methods import ORACLES, load_method, slug
+from .methods import load_method, split_spec
 from .scores import METRICS, TrackScores, score_track
-
-log = logging.getLogger("eval")
 
 TARGETS = ("vocals", "accompaniment")
 
@@ -55,10 +52,13 @@ class RunConfig:
     window: float = 1.0
     hop: float = 1.0
     targets: tuple[str, ...] = TARGETS
-    method_names: list[str] = field(default_factory=list)
+
+    @property
+    def method_names(self) -> list[str]:
+        """The results folder of each method, in `methods` order."""
+        return [split_spec(m)[0] for m in self.methods]
 
     def __post_init__(self):
-        self.method_names = [m.partition("=")[0] if "=" in m else slug(m) for m in self.methods]
         dupes = {n for n in self.method_names if self.method_names.count(n) > 1}
         if dupes:
             raise SeparationError(f"two methods would share the results folder {', '.join(sorted(dupes))}: name them NAME=LOCATION")
@@ -301,8 +301,4 @@ def run(cfg: RunConfig, *, echo=print) -> tuple[dict, list[str]]:
     return medians_table(chosen, [t.name for t in tracks]), errors
 
 
-def config_dict(cfg: RunConfig) -> dict:
-    return asdict(cfg)
-
-
-__all__ = ["ORACLES", "RunConfig", "run", "load_results", "medians_table", "format_table", "select_tracks"]
+__all__ = ["RunConfig", "run", "load_results", "medians_table", "format_table", "select_tracks"]

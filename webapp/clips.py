@@ -17,6 +17,7 @@ import numpy as np
 import soundfile as sf
 import torch
 
+from separation import save_audio
 from separation.errors import SeparationError
 
 log = logging.getLogger("webapp")
@@ -47,10 +48,9 @@ def ensure_demo_clips(folder: str | os.PathLike, seeds=DEMO_SEEDS, seconds: floa
             song = make_track(seed, seconds)
             accompaniment = song["mixture"] - song["vocals"]
             for name, audio in (("vocals", song["vocals"]), ("accompaniment", accompaniment), ("mixture", song["mixture"])):
-                # lossless: the stems are multiples of 2**-15, which 24-bit FLAC stores exactly (~3x smaller than wav)
-                tmp = d / f".{name}.tmp.flac"
-                sf.write(tmp, audio, SR, subtype="PCM_24", format="FLAC")
-                os.replace(tmp, d / f"{name}.flac")  # mixture last: its presence means "complete"
+                # lossless: the stems are multiples of 2**-15, which 24-bit FLAC stores exactly (~3x smaller
+                # than wav); written atomically, mixture last: its presence means "complete"
+                save_audio(d / f"{name}.flac", torch.from_numpy(audio.T), SR, bit_depth="24")
             log.info("wrote demo clip %s", d)
         clips.append(Clip(f"Demo song {i + 1} (synthetic)", sf.info(d / "mixture.flac").duration, d / "mixture.flac"))
     return clips

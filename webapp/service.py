@@ -24,7 +24,7 @@ import torch
 from scipy import signal
 
 from eval.scores import METRICS, score_track
-from separation import Separator
+from separation import Separator, save_audio
 from separation.errors import SeparationError
 from separation.separator import OutOfMemory
 
@@ -157,11 +157,7 @@ class Separation:
 
 def write_wav(path: Path, wave: torch.Tensor | np.ndarray) -> Path:
     """16-bit wav, what every browser plays; peaks above full scale are clipped, not wrapped."""
-    x = np.clip(np.asarray(wave, dtype=np.float32).T, -1.0, 1.0)
-    tmp = path.with_name(f".{path.name}.tmp.wav")
-    sf.write(tmp, x, SR, subtype="PCM_16")
-    tmp.replace(path)
-    return path
+    return save_audio(path, torch.as_tensor(wave).clamp(-1.0, 1.0), SR, bit_depth="16")
 
 
 def new_workdir(root: Path) -> Path:
@@ -171,7 +167,7 @@ def new_workdir(root: Path) -> Path:
 
 
 def cleanup(root: Path, max_age_s: float = 24 * 3600) -> None:
-    """Delete request folders older than a day (Gradio keeps its own copies of what it served)."""
+    """Delete request folders older than `max_age_s` (Gradio keeps its own copies of what it served)."""
     now = time.time()
     for day in root.glob("*/"):
         for d in day.glob("*/"):
