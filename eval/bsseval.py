@@ -117,6 +117,27 @@ def _correlations(refs: Tensor, ests: Tensor, filters_len: int) -> tuple[Tensor,
     return g, d
 
 
+def solve_like_museval(g: Tensor, rhs: Tensor) -> Tensor:
+    """museval's `_compute_projection_filters` solve: `(G + eps I) X = D`, and the minimum-norm
+    least-squares solution of `G X = D` when that matrix is exactly singular.
+
+    Real stems make G singular: a dual-mono reference (left == right, sample for sample) gives
+    G two identical block rows and columns, as do two sources with the same content; then LU
+    meets an exactly zero pivot. museval catches numpy's LinAlgError there and calls
+    `np.linalg.lstsq(G, D)` (SVD, `rcond` = eps * max(M, N)), which is `gelsd` here with the same
+    cut-off. When G is only nearly singular (band-limited sources), LU succeeds in museval and
+    here alike, and the projections agree although the filters themselves are ill-determined.
+    """
+    eps = float(np.finfo(float).eps)
+    eye = torch.eye(g.shape[0], dtype=g.dtype, device=g.device)
+    lu, pivots, info = torch.linalg.lu_factor_ex(g + eps * eye)
+    if int(info) == 0:
+        return torch.linalg.lu_solve(lu, pivots, rhs)
+    # gelsd (SVD) exists on the CPU only; this happens once per singular system, not per window
+    solution = torch.linalg.lstsq(g.cpu(), rhs.cpu(), driver="gelsd").solution
+    return solution.to(g.device)
+
+
 def distortion_filters(references: Tensor, estimates: Tensor, filters_len: int = 512) -> tuple[Tensor, Tensor]:
     """The whole-track least-squares filters of BSSEval v4.
 
@@ -124,21 +145,18 @@ def distortion_filters(references: Tensor, estimates: Tensor, filters_len: int =
     interference filters); Cj `(E, C, L, C)` projects reference e alone onto estimate e.
     """
     s, c = references.shape[:2]
-    eps = float(np.finfo(float).eps)
     g, d = _correlations(references, estimates, filters_len)
     size = s * c * filters_len
-    eye = torch.eye(size, dtype=g.dtype, device=g.device)
     rhs = d.reshape(s, size, c).permute(1, 0, 2).reshape(size, s * c)
     # one factorisation for every estimate (museval solves the same system once per estimate)
-    lu = torch.linalg.lu_factor(g + eps * eye)
-    interference = torch.linalg.lu_solve(*lu, rhs).reshape(size, s, c).permute(1, 0, 2)
+    interference = solve_like_museval(g, rhs).reshape(size, s, c).permute(1, 0, 2)
     interference = interference.reshape(s, s, c, filters_len, c)
     own = []
     block = c * filters_len
     for j in range(s):
         gj = g[j * block : (j + 1) * block, j * block : (j + 1) * block]
         dj = d[j, j].reshape(block, c)
-        own.append(torch.linalg.solve(gj + eps * eye[:block, :block], dj).reshape(c, filters_len, c))
+        own.append(solve_like_museval(gj, dj).reshape(c, filters_len, c))
     return interference, torch.stack(own)
 
 
@@ -173,6 +191,23 @@ def _silent(x: Tensor) -> Tensor:
     return (x.sum(dim=1) == 0).all(dim=-1).any(dim=0)
 
 
+def min_samples(sources: int, channels: int, filters_len: int = 512) -> int:
+    """Shortest signal BSSEval v4 can score: each estimate channel is fitted by least squares
+    with sources * channels * filters_len taps, which needs well over that many samples. Below
+    it the fit is (nearly) exact whatever the estimate, the artifacts vanish into round-off, and
+    museval's numbers and these are noise that differ by tens of dB."""
+    return 2 * sources * channels * filters_len
+
+
+def check_length(sources: int, channels: int, samples: int, filters_len: int = 512) -> None:
+    need = min_samples(sources, channels, filters_len)
+    if 0 < samples < need:
+        raise ValueError(
+            f"{samples} samples are too short for BSSEval v4 with {sources} sources x {channels} channels "
+            f"x {filters_len}-tap filters: it needs at least {need} ({need / 44100 * 1000:.0f} ms at 44.1 kHz)"
+        )
+
+
 def bss_eval(
     references: Tensor | np.ndarray,
     estimates: Tensor | np.ndarray,
@@ -197,6 +232,7 @@ def bss_eval(
     if refs.ndim != 3 or refs.shape[:2] != ests.shape[:2]:
         raise ValueError(f"references {tuple(refs.shape)} and estimates {tuple(ests.shape)} must both be (S, C, T)")
     s, c, t = refs.shape
+    check_length(s, c, t, filters_len)
     for name, x in (("reference", refs), ("estimated", ests)):
         if t and bool(_silent(x[:, :, None, :]).item()):
             # museval refuses this too: the projection onto a zero source is undetermined

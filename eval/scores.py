@@ -34,6 +34,12 @@ SAMPLE_RATE = 44100
 def _bss_museval(references: np.ndarray, estimates: np.ndarray, window: int, hop: int) -> dict[str, np.ndarray]:
     import museval
 
+    # museval catches `np.linalg.linalg.LinAlgError` to fall back to least squares on a singular
+    # system; numpy 2 removed that module path, so the fallback itself raised AttributeError.
+    # The alias restores museval's intended behaviour (the same exception class).
+    if not hasattr(np.linalg, "linalg"):
+        np.linalg.linalg = np.linalg
+
     sdr, isr, sir, sar = museval.evaluate(
         np.moveaxis(references, 1, 2), np.moveaxis(estimates, 1, 2), win=window, hop=hop, mode="v4"
     )
@@ -52,13 +58,15 @@ def framewise(
     """All metrics per source and window: {metric: `(S, N)`}; inputs `(S, C, T)`."""
     refs = np.asarray(references.cpu() if isinstance(references, torch.Tensor) else references, dtype=np.float64)
     ests = np.asarray(estimates.cpu() if isinstance(estimates, torch.Tensor) else estimates, dtype=np.float64)
+    if backend not in BACKENDS:
+        raise SeparationError(f"unknown metrics backend {backend!r}: choose one of {', '.join(BACKENDS)}")
+    # museval does not refuse too-short signals; its numbers there are round-off noise
+    bsseval.check_length(*refs.shape)
     if backend == "fast":
         values = bsseval.bss_eval(refs, ests, window=window, hop=hop, device=device)  # SI-SDR included
-    elif backend == "museval":
+    else:
         values = _bss_museval(refs, ests, window, hop)
         values["SI-SDR"] = bsseval.si_sdr(refs, ests, window=window, hop=hop)
-    else:
-        raise SeparationError(f"unknown metrics backend {backend!r}: choose one of {', '.join(BACKENDS)}")
     return {m: np.asarray(values[m], dtype=np.float64) for m in METRICS}
 
 
@@ -209,7 +217,7 @@ def score_track(
         values = framewise(
             ref, est, backend=backend, device=device, window=int(window * sample_rate), hop=int(hop * sample_rate)
         )
-    except ValueError as exc:  # all-zero source: BSSEval is undefined
+    except ValueError as exc:  # an all-zero source, or too short: BSSEval is undefined
         raise SeparationError(f"{track}: {exc}") from exc
     frames = {s: {m: values[m][i] for m in METRICS} for i, s in enumerate(sources)}
     return TrackScores(track, frames, window, hop, dict(info or {}, backend=backend))

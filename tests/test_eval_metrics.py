@@ -14,7 +14,7 @@ import torch
 from eval import bsseval
 from eval.scores import METRICS, TrackScores, framewise, score_track
 from separation.errors import SeparationError
-from training.synthetic import make_track
+from training.synthetic import Traits, make_track
 
 SR = 44100
 TOL_DB = 0.01
@@ -26,7 +26,9 @@ def museval_scores(refs: np.ndarray, ests: np.ndarray, window=SR, hop=SR) -> dic
     return {"SDR": sdr, "ISR": isr, "SIR": sir, "SAR": sar}
 
 
-def assert_same(expected: dict, got: dict, tol: float = TOL_DB) -> float:
+def assert_same(expected: dict, got: dict, tol: float = TOL_DB, floor: float | None = None) -> float:
+    """Same NaN and inf frames, finite values within `tol` dB. Above `floor` (when given), both
+    values must be round-off (a term that is exactly zero in exact arithmetic), not compared."""
     worst = 0.0
     for m in ("SDR", "ISR", "SIR", "SAR"):
         a, b = np.asarray(expected[m]), np.asarray(got[m])
@@ -34,6 +36,9 @@ def assert_same(expected: dict, got: dict, tol: float = TOL_DB) -> float:
         np.testing.assert_array_equal(np.isnan(a), np.isnan(b), err_msg=f"{m}: NaN frames differ")
         np.testing.assert_array_equal(np.isinf(a), np.isinf(b), err_msg=f"{m}: inf frames differ")
         finite = np.isfinite(a)
+        if floor is not None:
+            np.testing.assert_array_equal(a[finite] > floor, b[finite] > floor, err_msg=f"{m}: round-off frames differ")
+            finite &= a < floor
         if finite.any():
             diff = np.abs(a[finite] - b[finite]).max()
             assert diff < tol, f"{m}: max difference {diff:.3g} dB"
@@ -147,6 +152,126 @@ def test_round_off_floor_of_exact_linear_combinations():
             assert (sar[~np.isnan(sar)] > 120).all()
         for metric in ("SDR", "SIR", "ISR"):  # the rest is not at the floor: equal
             np.testing.assert_allclose(fast.frames[source][metric], slow.frames[source][metric], atol=TOL_DB)
+
+
+# ---------------------------------------------------------------------------- rank-deficient systems
+# Real stems make BSSEval's least-squares systems singular or nearly so. museval solves
+# (G + eps I) x = d with numpy and falls back to least squares when LU meets an exact zero.
+
+
+def song_references(seed: int = 3, seconds: float = 6.0) -> np.ndarray:
+    """`(2, 2, T)` vocals and accompaniment of a synthetic song, 16-bit values, as on disk."""
+    song = make_track(seed, seconds, Traits.none())
+    return np.stack([song["vocals"].T, (song["mixture"] - song["vocals"]).T]).astype(np.float64)
+
+
+def imperfect(refs: np.ndarray, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    return 0.8 * refs + 0.15 * refs[::-1] + 0.01 * rng.standard_normal(refs.shape)
+
+
+def test_dual_mono_reference_matches_museval():
+    refs = song_references()
+    refs[0, 1] = refs[0, 0]  # vocals exactly left == right: G has two identical block rows
+    g, _ = bsseval._correlations(torch.from_numpy(refs), torch.from_numpy(refs), 512)
+    assert int(torch.linalg.lu_factor_ex(g).info) > 0  # an exactly zero pivot: plain LU cannot solve it
+    ests = imperfect(refs)
+    got = bsseval.bss_eval(refs, ests)
+    assert_same(museval_scores(refs, ests), got)
+    assert np.isfinite(got["SDR"]).all() and np.nanmedian(got["SDR"][0]) > 5
+
+
+def test_every_reference_dual_mono_matches_museval():
+    refs = song_references(4)
+    refs[:, 1] = refs[:, 0]
+    ests = imperfect(refs, 1)
+    assert_same(museval_scores(refs, ests), bsseval.bss_eval(refs, ests))
+
+
+def test_a_silent_channel_matches_museval():
+    refs = song_references(5)
+    refs[1, 0] = 0.0  # accompaniment hard-panned right: its left channel is exactly zero
+    ests = imperfect(refs, 2)
+    assert_same(museval_scores(refs, ests), bsseval.bss_eval(refs, ests))
+
+
+def test_a_source_silent_for_the_whole_track_is_refused_like_museval():
+    refs = song_references(6)
+    refs[0] = 0.0
+    with pytest.raises(ValueError, match="all 0s"):
+        museval_scores(refs, imperfect(refs))
+    with pytest.raises(ValueError, match="all zeros"):
+        bsseval.bss_eval(refs, imperfect(refs))
+    ests = imperfect(song_references(6))
+    ests[1] = 0.0  # a silent estimate: refused by both as well
+    with pytest.raises(ValueError, match="all 0s"):
+        museval_scores(song_references(6), ests)
+    with pytest.raises(ValueError, match="all zeros"):
+        bsseval.bss_eval(song_references(6), ests)
+
+
+@pytest.mark.parametrize("quantised", [False, True])
+def test_a_band_limited_source_matches_museval(quantised):
+    t = np.arange(4 * SR) / SR
+    bass = sum(np.sin(2 * np.pi * f * t + k) / k for k, f in enumerate((55.0, 110.0, 165.0), 1))  # all below 200 Hz
+    rng = np.random.default_rng(8)
+    refs = np.stack([np.stack([bass, 0.7 * bass]) * 0.3, 0.1 * rng.standard_normal((2, t.size))])
+    if quantised:
+        refs = np.round(refs * 32768) / 32768
+    ests = refs + 0.02 * rng.standard_normal(refs.shape) + 0.1 * refs[::-1]
+    assert_same(museval_scores(refs, ests), bsseval.bss_eval(refs, ests))
+
+
+def test_two_sources_with_identical_content_match_museval():
+    rng = np.random.default_rng(9)
+    same = 0.1 * rng.standard_normal((2, 3 * SR))
+    refs = np.stack([same, same.copy()])
+    ests = refs + 0.02 * rng.standard_normal(refs.shape)
+    got = bsseval.bss_eval(refs, ests)
+    # the interference of each is exactly zero (the other reference is itself): SIR is round-off
+    assert_same(museval_scores(refs, ests), got, floor=100.0)
+    assert (got["SIR"] > 100).all() and np.isfinite(got["SDR"]).all()
+
+
+@pytest.mark.parametrize("samples", [4096, 5000, int(0.3 * SR), SR + 123])  # the shortest scored, one window, one and a bit
+def test_very_short_tracks_match_museval(samples):
+    rng = np.random.default_rng(samples)
+    refs = 0.1 * rng.standard_normal((2, 2, samples))
+    refs[0, 1] = refs[0, 0]  # dual-mono too
+    ests = refs + 0.03 * rng.standard_normal(refs.shape)
+    assert_same(museval_scores(refs, ests), bsseval.bss_eval(refs, ests))
+
+
+@pytest.mark.parametrize("backend", ["fast", "museval"])
+def test_tracks_shorter_than_the_filters_can_fit_are_refused(backend):
+    """With 2 sources x 2 channels x 512 taps, 700 samples fit any estimate almost exactly:
+    museval returns round-off (its SAR and ours differ by ~50 dB there), so both backends refuse."""
+    assert bsseval.min_samples(2, 2) == 4096
+    rng = np.random.default_rng(0)
+    refs = {"vocals": 0.1 * rng.standard_normal((2, 700)), "accompaniment": 0.1 * rng.standard_normal((2, 700))}
+    with pytest.raises(SeparationError, match="700 samples are too short .* at least 4096"):
+        score_track(refs, refs, backend=backend)
+
+
+def test_the_singular_fallback_is_museval_least_squares(monkeypatch):
+    """Where LU meets an exact zero, both take numpy's minimum-norm `lstsq(G, D)`: force museval
+    onto that path and compare (museval's own fallback needs the numpy-2 alias in `eval.scores`)."""
+    refs = song_references(7, 3.0)
+    refs[0, 1] = refs[0, 0]
+    ests = imperfect(refs, 3)
+
+    def singular(*args, **kwargs):
+        raise np.linalg.LinAlgError("Singular matrix")
+
+    fast = score_track(dict(zip(("vocals", "accompaniment"), refs)), dict(zip(("vocals", "accompaniment"), ests)))
+    monkeypatch.setattr(np.linalg, "solve", singular)
+    slow = score_track(dict(zip(("vocals", "accompaniment"), refs)), dict(zip(("vocals", "accompaniment"), ests)),
+                       backend="museval")
+    for source in ("vocals", "accompaniment"):
+        assert_same(slow.frames[source], fast.frames[source], tol=1e-6)
+    g = torch.tensor([[2.0, 2.0, 0.0], [2.0, 2.0, 0.0], [0.0, 0.0, 1.0]], dtype=torch.float64)
+    d = torch.tensor([[1.0], [1.0], [3.0]], dtype=torch.float64)
+    np.testing.assert_allclose(bsseval.solve_like_museval(g, d).numpy(), [[0.25], [0.25], [3.0]], atol=1e-12)
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="no GPU here")

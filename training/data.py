@@ -70,8 +70,12 @@ def read_source(track, source: str, start: int = 0, frames: int = -1) -> np.ndar
     else:
         track.chunk_start = start / track.rate
         track.chunk_duration = None if frames < 0 else frames / track.rate
-        data = track.sources[source].audio.astype(np.float32)
-        track.chunk_start, track.chunk_duration = 0, None
+        try:
+            data = track.sources[source].audio.astype(np.float32)
+        finally:
+            track.chunk_start, track.chunk_duration = 0, None
+        if frames >= 0:  # AAC decodes to a few samples more or less than asked: exactly `frames`
+            data = np.pad(data[:frames], ((0, max(0, frames - data.shape[0])), (0, 0)))
     return data.T
 
 

@@ -12,14 +12,26 @@ The task is made hard enough to mean something: the voice is harmonic with vowel
 vibrato, syllables, consonant noise and pauses between phrases; the band has chords, a pad
 and sometimes a lead synth in the same frequency range as the voice; voice and band have
 similar energy, so the mixture as a vocals estimate scores near 0 dB SDR.
+
+It also carries the traits of real MUSDB18 stems that break code tested only on randomly
+panned, always-busy stems (`Traits`, each can be turned off):
+- vocals exactly dual-mono (left == right, sample for sample) in most tracks, bass in many:
+  BSSEval's projection systems are then singular;
+- hard-panned instruments (a stem with one channel exactly zero) and exactly centred leads;
+- vocal-free stretches (intro, an instrumental break, outro) of 30-70 % of every track, with
+  the vocal stem exactly zero there, so whole 1-s evaluation windows are silent (NaN scores);
+- one track per subset whose drums are silent throughout (an acoustic song).
+
 Everything is numpy and deterministic by seed, about 1 s per 15-s track.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -39,6 +51,25 @@ VOWELS = {
 }
 MAJOR = (0, 2, 4, 5, 7, 9, 11)
 PROGRESSIONS = ((0, 5, 3, 4), (0, 3, 4, 4), (5, 3, 0, 4), (0, 4, 5, 3))
+
+
+@dataclass(frozen=True)
+class Traits:
+    """Real data's traits and how often they occur (shares of tracks); see the module docstring."""
+
+    dual_mono_vocals: float = 0.75  # vocals with left == right exactly
+    mono_bass: float = 0.6  # bass with left == right exactly
+    hard_pan: float = 0.25  # `other` entirely on one side: its other channel is exactly zero
+    vocal_free: tuple[float, float] | None = (0.3, 0.7)  # share of a track without vocals; None: sing throughout
+    silent_source: bool = True  # the second track of each subset has silent drums
+
+    @classmethod
+    def none(cls) -> "Traits":
+        """The set as it was before real data's traits: panned stems, a singer who never stops for long."""
+        return cls(dual_mono_vocals=0.0, mono_bass=0.0, hard_pan=0.0, vocal_free=None, silent_source=False)
+
+
+REAL = Traits()
 
 
 def _hz(midi: np.ndarray | float) -> np.ndarray | float:
@@ -81,7 +112,7 @@ def voice(rng: np.random.Generator, n: int, key: int, beat: float) -> np.ndarray
     out = np.zeros(n)
     register = key + rng.choice([-12, 0]) + 12  # midi note of the tonic in the singer's octave
     vib_rate, vib_depth = rng.uniform(4.5, 6.5), rng.uniform(0.008, 0.025)
-    t = rng.uniform(0.0, 2.0)
+    t = rng.uniform(0.0, min(2.0, 0.1 * n / SR))  # the first entry, not too late in a short excerpt
     prev = _hz(register)
     while t < n / SR:
         phrase_end = t + rng.uniform(2.0, 5.0)
@@ -184,29 +215,94 @@ def _rms(x: np.ndarray) -> float:
 
 
 def _stereo(x: np.ndarray, pan: float, width: float = 0.0, rng: np.random.Generator | None = None) -> np.ndarray:
+    """Constant-power pan (-1 left .. +1 right; at +-1 the other channel is exactly zero), and
+    optionally a little width from a short delay on the right channel."""
     left, right = x * np.sqrt(0.5 - pan / 2), x * np.sqrt(0.5 + pan / 2)
-    if width and rng is not None:  # decorrelate a little: a short delay on one side
+    if width and rng is not None:
         d = int(rng.uniform(0.0005, 0.0015) * SR)
         right = (1 - width) * right + width * np.concatenate([np.zeros(d), right[:-d]])
     return np.stack([left, right], axis=1)
 
 
-def make_track(seed: int, seconds: float = 15.0) -> dict[str, np.ndarray]:
+def _dual_mono(x: np.ndarray) -> np.ndarray:
+    """Left == right, sample for sample (a mono recording placed in the centre)."""
+    return np.stack([x, x], axis=1) * np.sqrt(0.5)
+
+
+FRAME = 2205  # 50 ms: the resolution at which "vocal-free" is measured
+
+
+def vocal_free_share(vocals: np.ndarray) -> float:
+    """Share of 50-ms frames whose RMS is below -60 dB re the loudest frame: `(T,)` or `(T, C)`."""
+    x = vocals.reshape(vocals.shape[0], -1)[: vocals.shape[0] // FRAME * FRAME]
+    rms = np.sqrt((x.reshape(-1, FRAME, x.shape[-1]) ** 2).mean(axis=(1, 2)))
+    return float((rms <= 1e-3 * rms.max()).mean()) if rms.size and rms.max() > 0 else 1.0
+
+
+def _vocal_free_sections(rng: np.random.Generator, voice: np.ndarray, share: tuple[float, float]) -> np.ndarray:
+    """Mute an intro, an instrumental break and an outro so that `share` of the track is vocal-free.
+
+    The singer's own pauses count towards the target; the sections make up the rest. The
+    vocal stem is exactly zero inside them (10-ms fades at their edges), as in many MUSDB stems.
+    """
+    n = voice.size
+    lo, hi = share
+    target = rng.uniform(lo + 0.05 * (hi - lo), hi - 0.05 * (hi - lo))
+    weights = rng.dirichlet([2.0, 1.5, 2.0])  # intro, break, outro
+    where = rng.uniform(0.3, 0.7)  # the break's position in what is left between intro and outro
+
+    def muted(length: float) -> np.ndarray:
+        intro, brk, outro = (int(w * length) for w in weights)
+        gain = np.ones(n)
+        fade = int(0.01 * SR)
+        b0 = intro + int(where * max(0, n - intro - outro - brk))
+        for start, stop in ((0, intro), (b0, b0 + brk), (n - outro, n)):
+            if stop - start <= 0:
+                continue
+            gain[start:stop] = 0.0
+            if start > 0:  # fade out into the section
+                gain[max(0, start - fade) : start] *= np.linspace(1, 0, start - max(0, start - fade))
+            if stop < n:  # and back in after it
+                gain[stop : stop + fade] *= np.linspace(0, 1, min(fade, n - stop))
+        return voice * gain
+
+    # The share grows with the sections' total length: bisect for the target (the singer's own
+    # pauses count too, so short sections may already be enough).
+    low, high = 0.0, float(n)
+    for _ in range(16):
+        mid = (low + high) / 2
+        low, high = (mid, high) if vocal_free_share(muted(mid)) < target else (low, mid)
+    return muted(high)
+
+
+def make_track(seed: int, seconds: float = 15.0, traits: Traits = REAL, *, silent_drums: bool = False) -> dict[str, np.ndarray]:
     """One song: `{source: (T, 2) float32}` for the four stems and `mixture` (their exact sum).
 
     Stems are quantised to 16 bits *before* mixing, so that the mixture is exactly the sum
-    of the stems also after writing 16-bit wav files.
+    of the stems also after writing 16-bit wav files. `traits` decides the real-data traits
+    (dual-mono, hard panning, vocal-free sections); `silent_drums` makes the drums stem zero.
     """
     rng = np.random.default_rng(seed)
     n = int(seconds * SR)
     key = 48 + int(rng.integers(0, 12))  # C3..B3
     beat = 60.0 / rng.uniform(80, 140)
     chords = list(PROGRESSIONS[rng.integers(len(PROGRESSIONS))])
+    sung = voice(rng, n, key, beat)
+    # The traits draw from their own generator: turning them off leaves the notes as they are.
+    trng = np.random.default_rng([seed, 1])
+    if traits.vocal_free is not None:
+        sung = _vocal_free_sections(trng, sung, traits.vocal_free)
+    low = bass(rng, n, key, beat, chords)
+    band = other(rng, n, key, beat, chords)
+    kit = _stereo(drums(rng, n, beat), rng.uniform(-0.1, 0.1), 0.3, rng)
+    vocal_pan, band_pan = rng.uniform(-0.2, 0.2), rng.uniform(-0.4, 0.4)
+    if trng.random() < traits.hard_pan:
+        band_pan = float(trng.choice([-1.0, 1.0]))
     raw = {
-        "vocals": _stereo(voice(rng, n, key, beat), rng.uniform(-0.2, 0.2)),
-        "drums": _stereo(drums(rng, n, beat), rng.uniform(-0.1, 0.1), 0.3, rng),
-        "bass": _stereo(bass(rng, n, key, beat, chords), 0.0),
-        "other": _stereo(other(rng, n, key, beat, chords), rng.uniform(-0.4, 0.4), 0.5, rng),
+        "vocals": _dual_mono(sung) if trng.random() < traits.dual_mono_vocals else _stereo(sung, vocal_pan),
+        "drums": np.zeros_like(kit) if silent_drums else kit,
+        "bass": _dual_mono(low) if trng.random() < traits.mono_bass else _stereo(low, 0.0, 0.2, trng),
+        "other": _stereo(band, band_pan, 0.5, trng),
     }
     levels = {"drums": rng.uniform(0.7, 1.2), "bass": rng.uniform(0.5, 0.9), "other": rng.uniform(0.7, 1.2)}
     stems = {k: raw[k] / _rms(raw[k]) * levels.get(k, 1.0) for k in raw}
@@ -230,16 +326,45 @@ def validation_names() -> list[str]:
 
 
 def write_track(folder: Path, track: dict[str, np.ndarray]) -> None:
+    """MUSDB18-HQ: a folder of 16-bit wav files, one per source and one for the mixture."""
     folder.mkdir(parents=True, exist_ok=True)
     for name, audio in track.items():
         sf.write(folder / f"{name}.wav", np.round(audio * 32768).astype(np.int16), SR, subtype="PCM_16")
 
 
+# MUSDB18's stream order inside a .stem.mp4 (musdb's mus.yaml: mixture 0, drums 1, bass 2, other 3, vocals 4)
+STEM_ORDER = ("mixture", "drums", "bass", "other", "vocals")
+
+
+def write_stem_mp4(path: Path, track: dict[str, np.ndarray], bitrate: int = 256_000) -> None:
+    """MUSDB18: one `.stem.mp4` with five AAC streams, written with stempeg/ffmpeg as the real
+    set was. AAC is lossy: the decoded mixture is no longer exactly the sum of the decoded stems,
+    and the decoder returns a few hundred samples more than the header's duration; both are
+    true of the real MUSDB18 as well."""
+    import stempeg
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    data = np.stack([track[name] for name in STEM_ORDER])
+    stempeg.write_stems(str(path), data, SR, writer=stempeg.StreamsWriter(codec="aac", bitrate=bitrate))
+
+
 def write_musdb_folder(
-    root: str | os.PathLike, *, train: int = 40, valid: int = 4, test: int = 10, seconds: float = 15.0, seed: int = 0
+    root: str | os.PathLike,
+    *,
+    train: int = 40,
+    valid: int = 4,
+    test: int = 10,
+    seconds: float = 15.0,
+    seed: int = 0,
+    traits: Traits = REAL,
+    stems_mp4: bool = False,
 ) -> Path:
-    """Write a MUSDB18-HQ-shaped folder; returns its root. Track i of a split uses seed
-    `seed * 100003 + offset + i`, so the same arguments always give the same files."""
+    """Write a MUSDB18-HQ-shaped folder (or MUSDB18-shaped with `stems_mp4`); returns its root.
+
+    Track i of a split uses seed `seed * 100003 + offset + i`, so the same arguments always
+    give the same files. With `traits.silent_source`, the second track of each subset has
+    silent drums.
+    """
     root = Path(root)
     names = validation_names()
     if valid > len(names):
@@ -247,25 +372,48 @@ def write_musdb_folder(
     plan = [("train", f"Synthetic {i:03d} - Train Song", i) for i in range(train)]
     plan += [("train", names[i], 10_000 + i) for i in range(valid)]
     plan += [("test", f"Synthetic {i:03d} - Test Song", 20_000 + i) for i in range(test)]
+    position: dict[str, int] = {}
     for subset, name, offset in plan:
-        write_track(root / subset / name, make_track(seed * 100_003 + offset, seconds))
+        position[subset] = position.get(subset, -1) + 1
+        silent = traits.silent_source and position[subset] == 1
+        track = make_track(seed * 100_003 + offset, seconds, traits, silent_drums=silent)
+        if stems_mp4:
+            write_stem_mp4(root / subset / f"{name}.stem.mp4", track)
+        else:
+            write_track(root / subset / name, track)
     # Marks the folder as synthetic, for the model cards of what is trained on it.
-    meta = {"train": train, "valid": valid, "test": test, "seconds": seconds, "seed": seed}
+    meta = {"train": train, "valid": valid, "test": test, "seconds": seconds, "seed": seed,
+            "traits": dataclasses.asdict(traits), "format": "stem.mp4" if stems_mp4 else "wav"}
     (root / "synthetic.json").write_text(json.dumps(meta) + "\n")
     return root
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(prog="python -m training.synthetic", description=__doc__.splitlines()[0])
-    p.add_argument("root", type=Path)
-    p.add_argument("--train", type=int, default=40)
-    p.add_argument("--valid", type=int, default=4)
-    p.add_argument("--test", type=int, default=10)
-    p.add_argument("--seconds", type=float, default=15.0)
+    p = argparse.ArgumentParser(prog="python -m training.synthetic", description=__doc__.splitlines()[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("root", type=Path, help="folder to write train/ and test/ into")
+    p.add_argument("--train", type=int, default=40, help="training tracks")
+    p.add_argument("--valid", type=int, default=4, help="validation tracks (named as musdb's own)")
+    p.add_argument("--test", type=int, default=10, help="test tracks")
+    p.add_argument("--seconds", type=float, default=15.0, help="length of every track")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--stems-mp4", action="store_true", help="MUSDB18 layout (.stem.mp4, AAC) instead of MUSDB18-HQ wav folders")
+    p.add_argument("--no-dual-mono", action="store_true", help="no exactly dual-mono vocals or bass")
+    p.add_argument("--no-hard-pan", action="store_true", help="no hard-panned stems")
+    p.add_argument("--no-vocal-free", action="store_true", help="no vocal-free sections (the singer only breathes)")
+    p.add_argument("--no-silent-source", action="store_true", help="no track with silent drums")
+    p.add_argument("--no-traits", action="store_true", help="all of the four above")
     a = p.parse_args()
-    write_musdb_folder(a.root, train=a.train, valid=a.valid, test=a.test, seconds=a.seconds, seed=a.seed)
-    print(f"wrote {a.train} train, {a.valid} validation and {a.test} test tracks of {a.seconds:.0f} s to {a.root}")
+    traits = Traits.none() if a.no_traits else Traits(
+        dual_mono_vocals=0.0 if a.no_dual_mono else REAL.dual_mono_vocals,
+        mono_bass=0.0 if a.no_dual_mono else REAL.mono_bass,
+        hard_pan=0.0 if a.no_hard_pan else REAL.hard_pan,
+        vocal_free=None if a.no_vocal_free else REAL.vocal_free,
+        silent_source=not a.no_silent_source,
+    )
+    write_musdb_folder(a.root, train=a.train, valid=a.valid, test=a.test, seconds=a.seconds, seed=a.seed,
+                       traits=traits, stems_mp4=a.stems_mp4)
+    print(f"wrote {a.train} train, {a.valid} validation and {a.test} test tracks of {a.seconds:g} s to {a.root}")
 
 
 if __name__ == "__main__":
