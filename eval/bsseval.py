@@ -35,7 +35,6 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
-import scipy.fft
 import torch
 from torch import Tensor
 
@@ -61,6 +60,23 @@ class Frames:
         return x[..., : (self.count - 1) * self.hop + self.length].unfold(-1, self.length, self.hop)
 
 
+def next_fast_len(n: int) -> int:
+    """The smallest 5-smooth number (2^a 3^b 5^c) >= n: an FFT length pocketfft and cuFFT do fast
+    (`scipy.fft.next_fast_len(n, real=True)`, without importing scipy.fft for one number)."""
+    best = 1 << max(0, (n - 1).bit_length())
+    p5 = 1
+    while p5 < best:
+        p35 = p5
+        while p35 < best:
+            m = p35
+            while m < n:
+                m *= 2
+            best = min(best, m)
+            p35 *= 3
+        p5 *= 5
+    return best
+
+
 def pad_or_truncate(references: Tensor, estimates: Tensor) -> Tensor:
     """museval's `pad_or_truncate`: estimates cut or zero-padded to the references' length."""
     t = references.shape[-1]
@@ -82,20 +98,27 @@ def _short_lags(x: Tensor, ys: list[Tensor], filters_len: int, block: int = 8192
     t = x.shape[-1]
     hop = block - 2 * filters_len + 2
     count = max(1, -(-t // hop))
-    pad = count * hop - t
-    # y blocks: y[b*hop : (b+1)*hop]; x blocks: x[b*hop - (L-1) : (b+1)*hop + (L-1)]
-    ybs = [torch.nn.functional.pad(y, (0, pad)).unfold(-1, hop, hop) for y in ys]
-    xb = torch.nn.functional.pad(x, (filters_len - 1, pad + filters_len - 1)).unfold(-1, block, hop)
     q = sum(y.shape[0] for y in ys)
     spectrum = torch.zeros((block // 2 + 1, x.shape[0], q), dtype=torch.complex128, device=x.device)
     # a few blocks at a time: small temporaries stay in the allocator's heap and in cache
-    # (one pass over a minute of audio at once spends as long in page faults as in FFTs)
+    # (one pass over a minute of audio at once spends as long in page faults as in FFTs), and
+    # only they are float64: the signals stay as they came (float32 audio: half the memory)
     for start in range(0, count, group):
-        xf = torch.fft.rfft(xb[:, start : start + group], block).permute(2, 0, 1)  # (F, P, B)
-        yf = torch.cat([torch.fft.rfft(yb[:, start : start + group], block) for yb in ybs])
-        yf = yf.conj_physical().permute(2, 1, 0)  # (F, B, Q)
+        stop = min(count, start + group)
+        # y blocks: y[b*hop : (b+1)*hop]; x blocks: x[b*hop - (L-1) : (b+1)*hop + (L-1)], zero outside
+        xb = _segment(x, start * hop - filters_len + 1, stop * hop + filters_len - 1).unfold(-1, block, hop)
+        xf = torch.fft.rfft(xb, block).permute(2, 0, 1)  # (F, P, B)
+        yb = torch.cat([_segment(y, start * hop, stop * hop) for y in ys]).unflatten(-1, (stop - start, hop))
+        yf = torch.fft.rfft(yb, block).conj_physical().permute(2, 1, 0)  # (F, B, Q)
         spectrum.baddbmm_(xf, yf)  # sum over blocks as one small matrix product per frequency
     return torch.fft.irfft(spectrum.permute(1, 2, 0), block)[..., : 2 * filters_len - 1]
+
+
+def _segment(x: Tensor, start: int, stop: int) -> Tensor:
+    """`x[..., start:stop]` as float64, zero where the range leaves `[0, T)`."""
+    t = x.shape[-1]
+    inside = x[..., max(0, start) : min(t, stop)].to(torch.float64)
+    return torch.nn.functional.pad(inside, (max(0, -start), max(0, stop - t)))
 
 
 def _correlations(refs: Tensor, ests: Tensor, filters_len: int) -> tuple[Tensor, Tensor]:
@@ -186,6 +209,22 @@ def _db(num: Tensor, den: Tensor) -> Tensor:
     return torch.where(den == 0, torch.full_like(out, math.inf), out)
 
 
+def _as_float(x: Tensor | np.ndarray, device: torch.device) -> Tensor:
+    """A float tensor on `device`, without copying float32/float64 input that is already there."""
+    x = torch.as_tensor(np.asarray(x) if not isinstance(x, Tensor) else x).to(device)
+    return x if x.dtype in (torch.float32, torch.float64) else x.to(torch.float64)
+
+
+def _any_source_silent(x: Tensor, block: int = 1 << 20) -> bool:
+    """museval's `_any_source_silent` on a whole `(S, C, T)` signal, summed in float64 a block
+    at a time: is there a source whose channel sum is exactly zero at every sample?"""
+    for source in x:
+        if not any(bool((source[:, a : a + block].to(torch.float64).sum(dim=0) != 0).any())
+                   for a in range(0, source.shape[-1], block)):
+            return True
+    return False
+
+
 def _silent(x: Tensor) -> Tensor:
     """`(S, C, N, W)` frames -> `(N,)`: is any source silent (museval's `_any_source_silent`)?"""
     return (x.sum(dim=1) == 0).all(dim=-1).any(dim=0)
@@ -225,16 +264,16 @@ def bss_eval(
     windows (SI-SDR as `si_sdr`, from the same inner products).
     """
     device = torch.device(device)
-    refs = torch.as_tensor(np.asarray(references) if not isinstance(references, Tensor) else references)
-    ests = torch.as_tensor(np.asarray(estimates) if not isinstance(estimates, Tensor) else estimates)
-    refs = refs.to(device, torch.float64)
-    ests = pad_or_truncate(refs, ests.to(device, torch.float64))
+    # The signals stay in their own precision (float32 audio: half the memory of a float64 copy
+    # of a whole track); every computation converts its block or window to float64.
+    refs, ests = (_as_float(x, device) for x in (references, estimates))
+    ests = pad_or_truncate(refs, ests)
     if refs.ndim != 3 or refs.shape[:2] != ests.shape[:2]:
         raise ValueError(f"references {tuple(refs.shape)} and estimates {tuple(ests.shape)} must both be (S, C, T)")
     s, c, t = refs.shape
     check_length(s, c, t, filters_len)
     for name, x in (("reference", refs), ("estimated", ests)):
-        if t and bool(_silent(x[:, :, None, :]).item()):
+        if t and _any_source_silent(x):
             # museval refuses this too: the projection onto a zero source is undetermined
             raise ValueError(f"a {name} source is all zeros: BSSEval needs every source to be non-silent")
     frames = Frames.of(t, window, hop)
@@ -244,7 +283,7 @@ def bss_eval(
     interference, own = distortion_filters(refs, ests, filters_len)
 
     w = frames.length
-    n = scipy.fft.next_fast_len(w + filters_len - 1, real=True)
+    n = next_fast_len(w + filters_len - 1)
     # filters in the frequency domain, indexed [e, j, cj, c, f] and [e, cj, c, f]
     cf = torch.fft.rfft(interference.movedim(3, -1), n)
     cjf = torch.fft.rfft(own.movedim(2, -1), n)
@@ -259,7 +298,7 @@ def bss_eval(
     est_frames = frames.unfold(ests)
     for start in range(0, frames.count, frames_per_batch):
         sl = slice(start, min(start + frames_per_batch, frames.count))
-        rf, ef = ref_frames[:, :, sl], est_frames[:, :, sl]
+        rf, ef = ref_frames[:, :, sl].to(torch.float64), est_frames[:, :, sl].to(torch.float64)
         b = rf.shape[2]
         silent = _silent(rf) | _silent(ef)
         spec = torch.fft.rfft(rf, n)  # (S, C, B, F)

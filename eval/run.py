@@ -29,7 +29,7 @@ import torch
 from separation.errors import SeparationError
 
 from .methods import load_method, split_spec
-from .scores import METRICS, TrackScores, score_track
+from .scores import METRICS, TrackScores, score_stacked
 
 TARGETS = ("vocals", "accompaniment")
 
@@ -99,17 +99,18 @@ def load_eval_track(track, targets: tuple[str, ...] = TARGETS) -> tuple[torch.Te
     The mixture is the track's own mixture file (what a user would separate), the references
     its stems with accompaniment = drums + bass + other; all cut to the shortest.
     """
-    from training.data import load_track
+    from training.data import load_targets
 
-    _, refs = load_track(track)
+    refs = load_targets(track)
     if track.is_wav:
         mix, _ = sf.read(track.path, dtype="float32", always_2d=True)
         mix = torch.from_numpy(mix.T.copy())
     else:
         mix = torch.from_numpy(track.audio.T.astype(np.float32))
     length = min(mix.shape[-1], refs.shape[-1])
-    index = [TARGETS.index(t) for t in targets]
-    return mix[:, :length], refs[index, :, :length]
+    if tuple(targets) != TARGETS:  # a subset or another order: a copy (the default is a view)
+        refs = refs[[TARGETS.index(t) for t in targets]]
+    return mix[:, :length], refs[..., :length]
 
 
 # ---------------------------------------------------------------------------- results
@@ -225,9 +226,10 @@ def evaluate_track(cfg: RunConfig, track, todo: list[str]) -> list[tuple[str, st
         start = time.perf_counter()
         try:
             est = method.estimate(mix, refs)
-            scores = score_track(
-                dict(zip(cfg.targets, refs)),
-                dict(zip(cfg.targets, est)),
+            scores = score_stacked(
+                refs,
+                est,
+                list(cfg.targets),
                 track=track.name,
                 backend=cfg.backend,
                 device=cfg.device,

@@ -10,6 +10,7 @@ implementation, `museval.evaluate`). Both give the same numbers (see tests/test_
 
 from __future__ import annotations
 
+import importlib.metadata
 import json
 import math
 import os
@@ -55,16 +56,19 @@ def framewise(
     window: int = SAMPLE_RATE,
     hop: int = SAMPLE_RATE,
 ) -> dict[str, np.ndarray]:
-    """All metrics per source and window: {metric: `(S, N)`}; inputs `(S, C, T)`."""
-    refs = np.asarray(references.cpu() if isinstance(references, torch.Tensor) else references, dtype=np.float64)
-    ests = np.asarray(estimates.cpu() if isinstance(estimates, torch.Tensor) else estimates, dtype=np.float64)
+    """All metrics per source and window: {metric: `(S, N)`}; inputs `(S, C, T)`.
+
+    The fast backend takes the signals as they are (float32 audio stays float32: it converts
+    blocks to float64 itself); museval gets float64 copies, as it makes itself.
+    """
     if backend not in BACKENDS:
         raise SeparationError(f"unknown metrics backend {backend!r}: choose one of {', '.join(BACKENDS)}")
     # museval does not refuse too-short signals; its numbers there are round-off noise
-    bsseval.check_length(*refs.shape)
+    bsseval.check_length(*references.shape)
     if backend == "fast":
-        values = bsseval.bss_eval(refs, ests, window=window, hop=hop, device=device)  # SI-SDR included
+        values = bsseval.bss_eval(references, estimates, window=window, hop=hop, device=device)  # SI-SDR included
     else:
+        refs, ests = (np.asarray(x.cpu() if isinstance(x, torch.Tensor) else x, dtype=np.float64) for x in (references, estimates))
         values = _bss_museval(refs, ests, window, hop)
         values["SI-SDR"] = bsseval.si_sdr(refs, ests, window=window, hop=hop)
     return {m: np.asarray(values[m], dtype=np.float64) for m in METRICS}
@@ -166,11 +170,11 @@ class TrackScores:
 
 
 def _museval_version() -> str:
+    """museval's version for the JSON's `museval_version`, from the package metadata: importing
+    museval (2-3 s, for its pandas and jsonschema) only to read it would dominate a fast run."""
     try:
-        from museval.version import version
-
-        return str(version)
-    except ImportError:  # pragma: no cover - museval is a requirement
+        return importlib.metadata.version("museval")
+    except importlib.metadata.PackageNotFoundError:
         return "unknown"
 
 
@@ -206,13 +210,36 @@ def score_track(
                 f"{s}: reference {tuple(r.shape)} and estimate {tuple(e.shape)} must be (channels, samples) "
                 "with the same number of channels"
             )
-        if not (torch.isfinite(r).all() and torch.isfinite(e).all()):
-            raise SeparationError(f"{s}: the reference or the estimate contains NaN or infinite samples")
     length = min(r.shape[-1] for r in refs)
     if any(r.shape[-1] != length for r in refs):
         raise SeparationError(f"the references differ in length: {[r.shape[-1] for r in refs]} samples")
-    ref = torch.stack(refs).double()
-    est = torch.stack([bsseval.pad_or_truncate(ref[0], e.double()) for e in ests])
+    ref = torch.stack(refs)
+    est = torch.stack([bsseval.pad_or_truncate(ref[0], e) for e in ests])
+    return score_stacked(ref, est, sources, track=track, backend=backend, device=device, window=window, hop=hop,
+                         sample_rate=sample_rate, info=info)
+
+
+def score_stacked(
+    references: torch.Tensor,
+    estimates: torch.Tensor,
+    sources: list[str],
+    *,
+    track: str = "track",
+    backend: str = "fast",
+    device: str | torch.device = "cpu",
+    window: float = 1.0,
+    hop: float = 1.0,
+    sample_rate: int = SAMPLE_RATE,
+    info: dict | None = None,
+) -> TrackScores:
+    """`score_track` for signals already stacked as `(S, C, T)` in `sources` order: no copies
+    of whole tracks (a 7-minute stereo pair of sources is 0.3 GB per copy in float32)."""
+    for i, s in enumerate(sources):
+        if not (torch.isfinite(references[i]).all() and torch.isfinite(estimates[i]).all()):
+            raise SeparationError(f"{s}: the reference or the estimate contains NaN or infinite samples")
+    ref, est = references, bsseval.pad_or_truncate(references, estimates)
+    if ref.dtype != est.dtype:  # float32 audio stays float32 (bss_eval computes in float64 per block)
+        ref, est = ref.double(), est.double()
     try:
         values = framewise(
             ref, est, backend=backend, device=device, window=int(window * sample_rate), hop=int(hop * sample_rate)

@@ -69,6 +69,26 @@ class STFT(torch.nn.Module):
         return wave.reshape(*shape[:-2], length)
 
 
+def stft_segments(stft: STFT, signals: list[Tensor], frames_per_segment: int = 1024):
+    """The STFT of long signals `(..., T)` a segment of frames at a time: yields lists of
+    `(..., F, n)` spectra whose frames, concatenated, are exactly the whole-signal STFT's.
+
+    Each segment is computed from the samples its frames' windows cover plus a margin (on the
+    hop grid, so frames fall where the whole STFT puts them, and the signal's own ends are
+    padded as the whole STFT pads them): memory depends on the segment, not on the track
+    (a 7-minute stereo pair of sources is ~0.6 GB of complex spectrogram at once).
+    """
+    length = signals[0].shape[-1]
+    total = 1 + length // stft.hop  # frames of a centred STFT
+    margin = -(-stft.n_fft // stft.hop)  # frames' worth of samples around a segment
+    for k0 in range(0, total, frames_per_segment):
+        k1 = min(total, k0 + frames_per_segment)
+        a = max(0, k0 - margin) * stft.hop
+        b = min(length, (k1 - 1 + margin) * stft.hop)
+        first = k0 - a // stft.hop
+        yield [stft(x[..., a:b])[..., first : first + k1 - k0] for x in signals]
+
+
 def apply_mixture_phase(magnitudes: Tensor, mix_spec: Tensor) -> Tensor:
     """Magnitude estimates `(B, S, C, F, N)` + mixture STFT `(B, C, F, N)` -> complex `(B, S, C, F, N)`."""
     return magnitudes * unit_phase(mix_spec).unsqueeze(1)

@@ -155,6 +155,25 @@ def test_no_augmentation_reads_the_track_as_is(musdb_root):
     torch.testing.assert_close(targets, full_targets[..., : mix.shape[-1]])
 
 
+def test_musdb18_stem_mp4_is_read_by_the_training_loader(tmp_path):
+    """MUSDB18 (not HQ): one AAC .stem.mp4 per track, decoded through musdb/stempeg/ffmpeg."""
+    root = write_musdb_folder(tmp_path / "musdb18", train=2, valid=1, test=0, seconds=3.0, seed=2, stems_mp4=True)
+    assert sorted(p.name for p in (root / "train").iterdir())[0].endswith(".stem.mp4")
+    tracks = open_musdb(root, is_wav=False, subset="train", split="train")
+    assert len(tracks) == 2 and not tracks[0].is_wav
+    ds = ChunkDataset(tracks, DataConfig(seconds=1.0, samples_per_track=2), seed=1)
+    mix, targets = ds[1]
+    assert mix.shape == (2, SR) and targets.shape == (2, 2, SR)  # exactly the chunk, whatever AAC's padding
+    torch.testing.assert_close(targets.sum(dim=0), mix)
+    full_mix, full_targets = load_track(tracks[0])
+    reference = make_track(2 * 100_003, 3.0)["vocals"].T  # what was encoded
+    decoded = full_targets[0, :, : reference.shape[-1]].numpy()
+    snr = 10 * np.log10((reference**2).sum() / ((reference - decoded) ** 2).sum())
+    assert snr > 25  # AAC at 256 kbit/s, aligned (no decoder delay left in)
+    run = Trainer(_cfg(root, tmp_path / "run", is_wav=False, max_steps=1)).run()
+    assert run["step"] == 1 and (tmp_path / "run" / "last" / "trainer.pt").exists()
+
+
 def test_epoch_batches_partition_across_ranks():
     single = epoch_batches(10, 2, seed=0, epoch=3)
     assert sorted(i for b in single for i in b) == list(range(10))

@@ -79,13 +79,31 @@ def read_source(track, source: str, start: int = 0, frames: int = -1) -> np.ndar
     return data.T
 
 
+def load_targets(track) -> torch.Tensor:
+    """A whole track's targets `(2, C, T)`: vocals, and accompaniment = drums + bass + other.
+
+    The accompaniment is summed stem by stem into the output, so a 7-minute track needs its
+    result and one stem at a time (~0.6 GB), not all four stems and their copies at once.
+    """
+    vocals = read_source(track, "vocals")
+    length = vocals.shape[-1]
+    targets = None
+    for source in ("drums", "bass", "other"):
+        stem = read_source(track, source)
+        length = min(length, stem.shape[-1])  # decoded AAC streams can differ by a few samples
+        if targets is None:
+            targets = torch.empty((2, vocals.shape[0], vocals.shape[-1]), dtype=torch.float32)
+            targets[0] = torch.from_numpy(vocals)
+            targets[1, :, :length] = torch.from_numpy(stem[:, :length])
+        else:
+            targets[1, :, :length] += torch.from_numpy(stem[:, :length])
+        del stem
+    return targets[..., :length]
+
+
 def load_track(track) -> tuple[torch.Tensor, torch.Tensor]:
-    """A whole track: mixture `(2, T)` and targets `(2, 2, T)` (vocals, accompaniment)."""
-    stems = {s: read_source(track, s) for s in SOURCES}
-    length = min(x.shape[-1] for x in stems.values())
-    stems = {k: torch.from_numpy(v[:, :length]) for k, v in stems.items()}
-    accompaniment = stems["drums"] + stems["bass"] + stems["other"]
-    targets = torch.stack([stems["vocals"], accompaniment])
+    """A whole track: mixture `(2, T)` (the sum of the targets) and targets `(2, 2, T)`."""
+    targets = load_targets(track)
     return targets.sum(dim=0), targets
 
 

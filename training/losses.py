@@ -26,7 +26,7 @@ import torch
 from torch import Tensor, nn
 
 from separation.models.base import MaskModel, SeparationModel
-from separation.spectral import unit_phase, wiener_filter
+from separation.spectral import stft_segments, unit_phase, wiener_filter
 
 
 @dataclass(frozen=True)
@@ -79,11 +79,37 @@ def masked_spectral_loss(mags: Tensor, mix_spec: Tensor, target: Tensor, cfg: Lo
 
 
 def _combine(mag: Tensor, tmag: Tensor, err: Tensor, mix_spec: Tensor, cfg: LossConfig) -> tuple[Tensor, dict]:
-    log_l2 = (torch.log(mag + cfg.log_eps) - torch.log(tmag + cfg.log_eps)).square().mean()
-    mix_energy = mix_spec.abs().square().sum(dim=(-3, -2, -1)).unsqueeze(1)  # (B, 1)
-    phase = (err.sum(dim=(-3, -2, -1)) / (mix_energy + 1e-3)).mean()
+    return combine_sums(loss_sums(mag, tmag, err, mix_spec, cfg), cfg)
+
+
+def loss_sums(mag: Tensor, tmag: Tensor, err: Tensor, mix_spec: Tensor, cfg: LossConfig) -> dict[str, Tensor]:
+    """The sums the loss is made of, per batch item: they add up over segments of a long track
+    (`training.loop` validates whole tracks a segment of frames at a time)."""
+    return {
+        "log_sq": (torch.log(mag + cfg.log_eps) - torch.log(tmag + cfg.log_eps)).square().flatten(1).sum(dim=1),
+        "bins": torch.full((mag.shape[0],), mag[0].numel(), dtype=torch.float64, device=mag.device),
+        "err": err.sum(dim=(-3, -2, -1)),  # (B, S)
+        "mix_energy": mix_spec.abs().square().sum(dim=(-3, -2, -1)),
+    }
+
+
+def combine_sums(sums: dict[str, Tensor], cfg: LossConfig) -> tuple[Tensor, dict]:
+    log_l2 = sums["log_sq"].sum() / sums["bins"].sum()  # mean over every bin of the batch
+    phase = (sums["err"] / (sums["mix_energy"][:, None] + 1e-3)).mean()  # misattributed share of the energy
     loss = cfg.log_weight * log_l2 + cfg.phase_weight * phase
     return loss, {"log_l2": float(log_l2.detach()), "phase": float(phase.detach())}
+
+
+def whole_track_spectral_loss(est: Tensor, target: Tensor, mix: Tensor, stft, cfg: LossConfig) -> float:
+    """`spectral_loss` of one whole track, `(S, C, T)` estimates and targets and a `(C, T)`
+    mixture, taken a segment of STFT frames at a time: the same number, in bounded memory."""
+    total: dict[str, Tensor] | None = None
+    for e, t, m in stft_segments(stft, [est, target, mix]):
+        part = loss_sums(e.abs()[None], t.abs()[None], (e - t).abs().square()[None], m[None], cfg)
+        part = {k: v.double() for k, v in part.items()}
+        total = part if total is None else {k: total[k] + v for k, v in part.items()}
+    assert total is not None
+    return float(combine_sums(total, cfg)[0])
 
 
 class TrainingObjective(nn.Module):
