@@ -17,11 +17,16 @@ import sys
 import time
 from pathlib import Path
 
+import torch
+
 from separation.__main__ import dispatch, setup_logging
-from separation.audio import read_audio
+from separation.audio import AUDIO_SUFFIXES, read_audio
 from separation.errors import SeparationError
+from separation.separator import select_device
 
 from .scores import BACKENDS, METRICS, score_track
+
+MAX_LENGTH_DIFFERENCE = 1.0  # seconds between an estimate and its reference before it is refused
 
 
 def _add_common(p: argparse.ArgumentParser) -> None:
@@ -48,7 +53,10 @@ def build_run_parser() -> argparse.ArgumentParser:
     p.add_argument("--tracks", help="comma-separated track names (default: all of the subset)")
     p.add_argument("--limit", type=int, help="the first N tracks, or N random ones with --seed")
     p.add_argument("--seed", type=int, help="draw --limit tracks at random with this seed")
-    p.add_argument("--jobs", type=int, default=1, help="tracks in parallel, one process each (default: 1)")
+    p.add_argument("--jobs", type=int, default=1, help="tracks in parallel, one process each (default: 1); fewer "
+                   "run when that many would not fit in --max-memory")
+    p.add_argument("--max-memory", type=float, metavar="GB",
+                   help="memory that parallel jobs may take together (default: 80%% of what is free now)")
     p.add_argument("--wiener", type=int, help="EM iterations for mask models (default: each model's own)")
     p.add_argument("--window", type=float, default=1.0, help="BSSEval window in seconds (default: 1, SiSEC)")
     p.add_argument("--hop", type=float, default=1.0, help="BSSEval hop in seconds (default: 1, SiSEC)")
@@ -61,6 +69,7 @@ def run_eval(argv: list[str]) -> int:
 
     args = build_run_parser().parse_args(argv)
     setup_logging(args.quiet, args.verbose)
+    select_device(args.device)  # before any folder is made: "cuda" without a GPU is one line
     if args.jobs < 1:
         raise SeparationError(f"--jobs must be >= 1, not {args.jobs}")
     if args.window <= 0 or args.hop <= 0:
@@ -81,6 +90,7 @@ def run_eval(argv: list[str]) -> int:
         wiener=args.wiener,
         window=args.window,
         hop=args.hop,
+        max_memory=args.max_memory,
     )
     if not cfg.methods:
         raise SeparationError("--methods is empty")
@@ -111,48 +121,88 @@ def run_report(argv: list[str]) -> int:
     return 0
 
 
+def stem_files(folder: Path) -> dict[str, Path]:
+    """`{stem: file}` of the audio files in a folder, whatever their format (vocals.wav and
+    vocals.flac are both "vocals"; both in one folder is ambiguous and refused)."""
+    if not folder.is_dir():
+        raise SeparationError(f"{folder}: no such folder")
+    files: dict[str, Path] = {}
+    for path in sorted(folder.iterdir()):
+        if not path.is_file() or path.suffix.lower() not in AUDIO_SUFFIXES:
+            continue
+        stem = path.name[: -len(path.suffix)]
+        if stem in files:
+            raise SeparationError(f"{folder}: both {files[stem].name} and {path.name} are {stem!r}: keep one")
+        files[stem] = path
+    return files
+
+
+ACCOMPANIMENT_PARTS = ("drums", "bass", "other")  # a MUSDB track folder's stems that make the accompaniment
+
+
 def run_metrics(argv: list[str]) -> int:
     p = argparse.ArgumentParser(
         prog="python -m eval metrics",
-        description="Score the estimates in EST_DIR (<source>.wav) against the references of the same name in REF_DIR.",
+        description="Score the estimates in EST_DIR (<source>.wav, .flac, ...) against the references of the same "
+        "name in REF_DIR. A MUSDB track folder (vocals, drums, bass, other) also serves as references for an "
+        "accompaniment estimate (drums + bass + other).",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     p.add_argument("references", type=Path, help="folder of reference stems, e.g. vocals.wav, accompaniment.wav")
-    p.add_argument("estimates", type=Path, help="folder of estimates with the same file names")
+    p.add_argument("estimates", type=Path, help="folder of estimates with the same stem names (any audio format)")
     p.add_argument("--json", type=Path, help="write the framewise scores here (museval's JSON format)")
-    p.add_argument("--window", type=float, default=1.0)
-    p.add_argument("--hop", type=float, default=1.0)
+    p.add_argument("--window", type=float, default=1.0, help="BSSEval window in seconds")
+    p.add_argument("--hop", type=float, default=1.0, help="BSSEval hop in seconds")
+    p.add_argument("--max-length-difference", type=float, default=MAX_LENGTH_DIFFERENCE, metavar="SECONDS",
+                   help="refuse estimates whose length differs more than this from the references' "
+                        "(shorter differences are cut or zero-padded, as museval does)")
     _add_common(p)
     args = p.parse_args(argv)
     setup_logging(args.quiet, args.verbose)
-    for folder in (args.references, args.estimates):
-        if not folder.is_dir():
-            raise SeparationError(f"{folder}: no such folder")
-    audio_ext = {".wav", ".flac", ".ogg", ".mp3", ".m4a", ".aiff", ".aif"}
-    estimates = {f.name: f for f in sorted(args.estimates.iterdir()) if f.suffix.lower() in audio_ext}
-    pairs = {name: (args.references / name, path) for name, path in estimates.items() if (args.references / name).is_file()}
-    if not pairs:
+    select_device(args.device)  # before any work: "cuda" without a GPU is one line, not a traceback
+    log = logging.getLogger("separation")
+    ref_files, est_files = stem_files(args.references), stem_files(args.estimates)
+    wanted = [s for s in est_files if s in ref_files or (s == "accompaniment" and set(ACCOMPANIMENT_PARTS) <= set(ref_files))]
+    if not wanted:
         raise SeparationError(
-            f"no file of {args.estimates} has a reference of the same name in {args.references} "
-            f"(estimates: {', '.join(estimates) or 'none'})"
+            f"no estimate in {args.estimates} has a reference of the same name in {args.references} "
+            f"(estimates: {', '.join(est_files) or 'none'}; references: {', '.join(ref_files) or 'none'})"
         )
-    for name in sorted(set(estimates) - set(pairs)):
-        logging.getLogger("separation").warning("%s has no reference in %s: skipped", name, args.references)
+    for stem in sorted(set(est_files) - set(wanted)):
+        log.warning("%s has no reference in %s: skipped", est_files[stem].name, args.references)
     refs, ests, rate = {}, {}, None
-    for name, (ref_path, est_path) in pairs.items():
-        ref, ref_rate = read_audio(ref_path)
-        est, est_rate = read_audio(est_path)
+    for stem in wanted:
+        parts = [ref_files[stem]] if stem in ref_files else [ref_files[s] for s in ACCOMPANIMENT_PARTS]
+        decoded = [read_audio(path) for path in parts]
+        ref_rate = decoded[0][1]
+        if any(r != ref_rate for _, r in decoded):
+            raise SeparationError(f"{stem}: the reference stems have different sample rates")
+        reference = decoded[0][0] if len(decoded) == 1 else _sum_stems([w for w, _ in decoded])
+        est, est_rate = read_audio(est_files[stem])
         if ref_rate != est_rate:
-            raise SeparationError(f"{name}: the reference is at {ref_rate} Hz, the estimate at {est_rate} Hz")
+            raise SeparationError(f"{est_files[stem].name}: the reference is at {ref_rate} Hz, the estimate at {est_rate} Hz")
         if rate is not None and ref_rate != rate:
-            raise SeparationError(f"{name}: the references have different sample rates ({rate} and {ref_rate} Hz)")
+            raise SeparationError(f"{stem}: the references have different sample rates ({rate} and {ref_rate} Hz)")
         rate = ref_rate
-        source = Path(name).stem
-        refs[source], ests[source] = ref, est
+        refs[stem], ests[stem] = reference, est
+        if stem not in ref_files:
+            log.info("accompaniment reference: %s", " + ".join(p.name for p in parts))
     lengths = {s: r.shape[-1] for s, r in refs.items()}
     if len(set(lengths.values())) > 1:
         shortest = min(lengths.values())
-        logging.getLogger("separation").warning("references differ in length %s: all cut to %d samples", lengths, shortest)
+        log.warning("references differ in length %s: all cut to %d samples", lengths, shortest)
         refs = {s: r[:, :shortest] for s, r in refs.items()}
+    for stem in wanted:
+        have, want = ests[stem].shape[-1], refs[stem].shape[-1]
+        if abs(have - want) > args.max_length_difference * rate:
+            raise SeparationError(
+                f"{est_files[stem].name} lasts {have / rate:.2f} s but its reference {want / rate:.2f} s: "
+                f"more than {args.max_length_difference:g} s apart, so it is not an estimate of that recording "
+                "(cut or pad it yourself, or raise --max-length-difference)"
+            )
+        if have != want:
+            log.warning("%s: %d samples %s than the reference, %s as museval does", est_files[stem].name,
+                        abs(have - want), "longer" if have > want else "shorter", "cut" if have > want else "zero-padded")
     scores = score_track(
         refs, ests, track=args.estimates.name, backend=args.backend, device=args.device,
         window=args.window, hop=args.hop, sample_rate=rate,
@@ -166,6 +216,14 @@ def run_metrics(argv: list[str]) -> int:
         scores.save(args.json)
         print(f"framewise scores: {args.json}")
     return 0
+
+
+def _sum_stems(waves: list[torch.Tensor]) -> torch.Tensor:
+    length = min(w.shape[-1] for w in waves)
+    total = waves[0][:, :length].clone()
+    for w in waves[1:]:
+        total += w[:, :length]
+    return total
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -19,6 +19,7 @@ import torch
 from torch import Tensor
 
 from separation import Separator
+from separation.checkpoints import weights_digest
 from separation.errors import SeparationError
 from separation.spectral import STFT
 
@@ -106,6 +107,7 @@ def load_method(spec: str, sources: tuple[str, ...], *, device: str = "cpu", wie
         "trained": info.trained,
         "origin": info.origin,
         "wiener": getattr(separator.model, "wiener_iterations", None),
+        "weights": weights_digest(separator.model),  # `training export --scores` matches checkpoints by it
     }
     if Path(location).exists():
         description["method"] = str(Path(location).resolve())

@@ -27,6 +27,7 @@ import soundfile as sf
 import torch
 
 from separation.errors import SeparationError
+from separation.separator import select_device
 
 from .methods import load_method, split_spec
 from .scores import METRICS, TrackScores, score_stacked
@@ -52,6 +53,7 @@ class RunConfig:
     window: float = 1.0
     hop: float = 1.0
     targets: tuple[str, ...] = TARGETS
+    max_memory: float | None = None  # GB that parallel jobs may take together (default: 80 % of what is free)
 
     @property
     def method_names(self) -> list[str]:
@@ -132,6 +134,8 @@ def check_method_folder(folder: Path, record: dict) -> None:
         old = json.loads(path.read_text())
         keys = ("method", "backend", "window", "hop", "wiener", "targets", "model", "architecture")
         diff = [k for k in keys if old.get(k) != record.get(k)]
+        if "weights" in old and old["weights"] != record.get("weights"):  # folders written before weights were recorded lack it
+            diff.append("weights")
         if diff:
             changes = "; ".join(f"{k}: {old.get(k)!r} -> {record.get(k)!r}" for k in diff)
             raise SeparationError(
@@ -192,6 +196,53 @@ def format_table(table: dict, targets: tuple[str, ...] = TARGETS) -> str:
             lines.append(f"  {method:<{width - 2}} {cells}  {row['tracks']:>6}")
         lines.append("")
     return "\n".join(lines).rstrip() + "\n"
+
+
+# ---------------------------------------------------------------------------- memory
+
+
+def track_memory(samples: int, backend: str) -> int:
+    """Peak bytes one job needs to separate and score a track of `samples` per channel.
+
+    Measured with `bench/eval_memory.py` on a 7-minute track: ~2 GB with the fast backend
+    (DPRNN separation included), 9 GB with museval, whose whole-track FFTs of the next power of
+    two samples dominate; the figures below are those with some headroom.
+    """
+    base = 800 << 20  # the interpreter, torch, a model and its segment buffers
+    if backend == "museval":
+        return base + 300 * 2 ** math.ceil(math.log2(samples + 511))
+    return base + 80 * samples
+
+
+def available_memory() -> int:
+    """Bytes the kernel says can be allocated without swapping (`MemAvailable`)."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_AVPHYS_PAGES")
+
+
+def affordable_jobs(cfg: RunConfig, tracks: list, echo=print) -> int:
+    """`cfg.jobs`, or fewer when that many jobs on the longest track would not fit in memory."""
+    from training.data import track_frames
+
+    longest = max(tracks, key=track_frames)
+    samples = track_frames(longest)
+    need = track_memory(samples, cfg.backend)
+    budget = cfg.max_memory * 2**30 if cfg.max_memory else 0.8 * available_memory()
+    fit = max(1, int(budget // need))
+    gb = 2**30
+    if fit < cfg.jobs:
+        echo(f"--jobs {cfg.jobs}: a job may need ~{need / gb:.1f} GB ({cfg.backend} metrics, {longest.name}: "
+             f"{samples / 44100 / 60:.1f} min) and {budget / gb:.1f} GB allow {fit}: running {fit} at a time")
+    if need > budget:
+        echo(f"warning: {longest.name} may need ~{need / gb:.1f} GB ({cfg.backend} metrics), more than the "
+             f"{budget / gb:.1f} GB budget" + ("; the fast backend needs far less" if cfg.backend == "museval" else ""))
+    return min(cfg.jobs, fit)
 
 
 # ---------------------------------------------------------------------------- running
@@ -259,6 +310,7 @@ def _tracks_cached(cfg: RunConfig) -> list:
 
 def run(cfg: RunConfig, *, echo=print) -> tuple[dict, list[str]]:
     """Evaluate every (method, track) not yet on disk. Returns (medians table, errors)."""
+    select_device(cfg.device)  # refuse a device that is not there before anything is written
     tracks = open_tracks(cfg)
     methods = _methods(cfg)  # load everything before the first track: fail fast on a bad name
     for name, method in methods.items():
@@ -289,12 +341,13 @@ def run(cfg: RunConfig, *, echo=print) -> tuple[dict, list[str]]:
             else:
                 echo(f"  {method:12s} {track} ({seconds:.1f} s)")
 
-    if cfg.jobs <= 1 or len(plan) <= 1:
+    jobs = affordable_jobs(cfg, [t for t, _ in plan.values()], echo) if plan else 1
+    if jobs <= 1 or len(plan) <= 1:
         for track, todo in plan.values():
             report(evaluate_track(cfg, track, todo))
     else:
-        threads = max(1, (os.cpu_count() or 1) // cfg.jobs)
-        with ProcessPoolExecutor(cfg.jobs, mp_context=get_context("spawn"), initializer=_worker_init, initargs=(threads,)) as pool:
+        threads = max(1, (os.cpu_count() or 1) // jobs)
+        with ProcessPoolExecutor(jobs, mp_context=get_context("spawn"), initializer=_worker_init, initargs=(threads,)) as pool:
             futures = [pool.submit(_evaluate_track_by_name, cfg, name, todo) for name, (_, todo) in plan.items()]
             for future in as_completed(futures):
                 report(future.result())

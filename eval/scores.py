@@ -89,12 +89,15 @@ class TrackScores:
         return list(self.frames)
 
     def medians(self) -> dict[str, dict[str, float]]:
-        """Median over windows, skipping NaN windows (museval's `np.nanmedian`); NaN if none."""
+        """Median over windows, skipping NaN windows (museval's `np.nanmedian`); NaN if none.
+
+        Infinite values (a zero error term) are skipped too: museval's JSON stores them as NaN,
+        so this is what its aggregation of the saved file gives, and what the table shows."""
         out = {}
         for source, metrics in self.frames.items():
             out[source] = {}
             for m, v in metrics.items():
-                finite = v[~np.isnan(v)]
+                finite = v[np.isfinite(v)]
                 out[source][m] = float(np.median(finite)) if finite.size else math.nan
         return out
 

@@ -12,6 +12,7 @@ first resolved to a folder in the HF cache by `snapshot_download`, which honours
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -96,6 +97,17 @@ def save_checkpoint(
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return directory
+
+
+def weights_digest(model: torch.nn.Module) -> str:
+    """SHA-256 of a model's weights as loaded (float32 values, sorted names): what eval records
+    with its scores and the app with every rating, so that a score or a rating always says
+    exactly which weights it belongs to. The same for a checkpoint and its float32 reload."""
+    digest = hashlib.sha256()
+    for key, tensor in sorted(model.state_dict().items()):
+        digest.update(key.encode())
+        digest.update(tensor.detach().to("cpu").contiguous().numpy().tobytes())
+    return digest.hexdigest()
 
 
 def resolve(location: str | os.PathLike, *, revision: str | None = None) -> Path:

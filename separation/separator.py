@@ -42,7 +42,7 @@ def select_device(device: str | torch.device = "auto") -> torch.device:
         raise DeviceError(f"unknown device {device!r}: use auto, cpu or cuda[:N]") from None
     if dev.type == "cuda":
         if not torch.cuda.is_available():
-            raise DeviceError("CUDA was requested but no GPU is usable here (torch.cuda.is_available() is False)")
+            raise DeviceError(f"device {str(device)!r}: CUDA was requested but no GPU is usable here (torch.cuda.is_available() is False); use cpu")
         if dev.index is not None and dev.index >= torch.cuda.device_count():
             raise DeviceError(f"{dev} requested but only {torch.cuda.device_count()} GPU(s) are present")
     elif dev.type != "cpu":

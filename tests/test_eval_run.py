@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import signal
 import subprocess
@@ -14,11 +15,14 @@ import museval
 import numpy as np
 import pytest
 import soundfile as sf
+import torch
 
 from eval.__main__ import main as eval_main
 from eval.report import holm, wilcoxon_tests, write_report
 from eval.run import RunConfig, load_results, run, select_tracks
-from eval.scores import TrackScores
+from eval.scores import TrackScores, score_track
+from separation.checkpoints import read_config
+from separation.errors import SeparationError
 from training.synthetic import write_musdb_folder
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -80,6 +84,40 @@ def test_musdb18_stem_mp4_through_eval(tmp_path):
     assert table["irm"]["vocals"]["SDR"] > table["mixture"]["vocals"]["SDR"] + 10
     # lossy streams: the mixture is no longer an exact sum of the references, as in MUSDB18
     assert 15 < table["mixture"]["vocals"]["SAR"] < 100
+
+
+def test_full_length_tracks_in_bounded_memory(tmp_path):
+    """Two 7-minute songs (the longest in MUSDB run ~7 min), two jobs at once: the whole process
+    tree stays within 6 GB (it took ~12 GB when the oracle masks and the metrics held whole-track
+    spectrograms and float64 copies); peak measured from /proc every 20 ms."""
+    from bench.procmem import run_measured
+    from training.synthetic import make_track, write_track
+
+    root = tmp_path / "full"
+    for i, seed in enumerate((11, 12)):
+        song = make_track(seed, 30.0)  # repeated to 7 minutes: the traits, and the length
+        write_track(root / "test" / f"Full {i} - Seven Minutes", {k: np.tile(v, (14, 1)) for k, v in song.items()})
+    cmd = [sys.executable, "-m", "eval", "--methods", "mixture,irm", "--musdb-root", str(root), "--is-wav",
+           "--out", str(tmp_path / "res"), "--jobs", "2", "--max-memory", "8", "-q"]
+    peak, code = run_measured(cmd, cwd=ROOT, env=dict(os.environ, PYTHONPATH=str(ROOT)), stdout=subprocess.DEVNULL)
+    assert code == 0
+    assert peak < 6 * 2**30, f"peak {peak / 2**30:.2f} GB"
+    results = load_results(tmp_path / "res")
+    assert len(results["irm"]) == 2 and results["irm"]["Full 0 - Seven Minutes"].frames["vocals"]["SDR"].size == 420
+
+
+def test_parallel_jobs_are_limited_by_memory(musdb_root, capsys):
+    from eval.run import affordable_jobs, open_tracks, track_memory
+
+    seven_minutes = 7 * 60 * 44100
+    assert 8 * 2**30 < track_memory(seven_minutes, "museval") < 12 * 2**30  # measured: 9.0 GB
+    assert track_memory(seven_minutes, "fast") < 2.5 * 2**30  # measured: 1.4-2.0 GB
+    cfg = RunConfig(methods=["irm"], musdb_root=str(musdb_root), is_wav=True, jobs=4, max_memory=2.0)
+    assert affordable_jobs(cfg, open_tracks(cfg)) == 2  # ~0.8 GB each for 6-s tracks
+    assert "--jobs 4: a job may need ~0.8 GB" in capsys.readouterr().out
+    cfg = RunConfig(methods=["irm"], musdb_root=str(musdb_root), is_wav=True, jobs=2, max_memory=0.5, backend="museval")
+    assert affordable_jobs(cfg, open_tracks(cfg)) == 1
+    assert "more than the 0.5 GB budget; the fast backend needs far less" in capsys.readouterr().out
 
 
 def test_a_killed_run_resumes_to_the_same_table(musdb_root, tmp_path):
@@ -193,6 +231,68 @@ def test_metrics_command_bad_inputs(tmp_path, capsys):
     assert "no such folder" in capsys.readouterr().err
 
 
+def test_metrics_command_takes_a_musdb_track_folder_and_any_audio_format(musdb_root, tmp_path, capsys):
+    """References straight from a MUSDB track folder (vocals, drums, bass, other, mixture):
+    an accompaniment estimate is scored against drums + bass + other; a .flac estimate is
+    matched to vocals.wav by its stem name."""
+    track = sorted((musdb_root / "test").iterdir())[0]
+    stems = {s: sf.read(track / f"{s}.wav", dtype="float32")[0].T for s in ("vocals", "drums", "bass", "other")}
+    accompaniment = stems["drums"] + stems["bass"] + stems["other"]
+    rng = np.random.default_rng(4)
+    est = {"vocals": stems["vocals"] + 0.05 * accompaniment, "accompaniment": 0.95 * accompaniment + 0.01 * rng.standard_normal(accompaniment.shape)}
+    est_dir = tmp_path / "est"
+    est_dir.mkdir()
+    sf.write(est_dir / "vocals.flac", est["vocals"].T, 44100, subtype="PCM_24")
+    sf.write(est_dir / "accompaniment.wav", est["accompaniment"].T, 44100, subtype="FLOAT")
+    out = tmp_path / "scores.json"
+    assert eval_main(["metrics", str(track), str(est_dir), "--json", str(out)]) == 0
+    printed = capsys.readouterr().out
+    scores = TrackScores.load(out)
+    assert set(scores.frames) == {"vocals", "accompaniment"}
+    flac_vocals = sf.read(est_dir / "vocals.flac", dtype="float32")[0].T
+    expected = museval.evaluate(np.stack([stems["vocals"].T, accompaniment.T]), np.stack([flac_vocals.T, est["accompaniment"].T]))
+    np.testing.assert_allclose(scores.frames["accompaniment"]["SDR"], expected[0][1], atol=1e-4, equal_nan=True)
+    line = next(x for x in printed.splitlines() if x.startswith("accompaniment"))
+    assert float(line.split()[1]) == pytest.approx(np.nanmedian(expected[0][1]), abs=0.01)
+
+
+def test_metrics_command_refuses_an_estimate_of_another_length(tmp_path, capsys):
+    rng = np.random.default_rng(2)
+    refs = {"vocals": 0.1 * rng.standard_normal((2, 15 * 44100)), "accompaniment": 0.1 * rng.standard_normal((2, 15 * 44100))}
+    ref_dir = write_stems(tmp_path / "ref", refs)
+    short = write_stems(tmp_path / "short", {k: v[:, : 5 * 44100] for k, v in refs.items()})
+    assert eval_main(["metrics", str(ref_dir), str(short)]) == 2
+    err = capsys.readouterr().err
+    assert "lasts 5.00 s but its reference 15.00 s" in err and len(err.strip().splitlines()) == 1
+    # half a second short: zero-padded as museval does, and said so
+    near = write_stems(tmp_path / "near", {k: v[:, : 14 * 44100 + 22050] + 0.01 for k, v in refs.items()})
+    out = tmp_path / "near.json"
+    assert eval_main(["metrics", str(ref_dir), str(near), "--json", str(out)]) == 0
+    assert "zero-padded as museval does" in capsys.readouterr().err
+    padded = {k: np.pad(v[:, : 14 * 44100 + 22050] + 0.01, ((0, 0), (0, 22050))) for k, v in refs.items()}
+    expected = score_track(refs, {k: v.astype(np.float32) for k, v in padded.items()})
+    np.testing.assert_allclose(TrackScores.load(out).frames["vocals"]["SDR"], expected.frames["vocals"]["SDR"], atol=1e-4)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without a GPU")
+@pytest.mark.parametrize("device", ["cuda", "gpu"])
+def test_a_device_that_is_not_there_is_one_line_and_writes_nothing(musdb_root, tmp_path, capsys, device):
+    ref_dir = write_stems(tmp_path / "ref", {"vocals": np.full((2, 44100), 0.1)})
+    assert eval_main(["metrics", str(ref_dir), str(ref_dir), "--device", device]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error:") and len(err.strip().splitlines()) == 1 and "device" in err.lower()
+    out = tmp_path / "results"
+    assert eval_main(["--methods", "irm", "--musdb-root", str(musdb_root), "--is-wav", "--out", str(out), "--device", device]) == 2
+    assert not out.exists()
+
+
+def test_table_and_json_agree_on_infinite_scores(tmp_path):
+    frames = {"vocals": {m: np.array([3.0, math.inf, 5.0, math.inf, math.nan]) for m in ("SDR", "SIR", "ISR", "SAR", "SI-SDR")}}
+    scores = TrackScores("x", frames)
+    again = TrackScores.load(scores.save(tmp_path / "x.json"))
+    assert scores.medians() == again.medians() == {"vocals": {m: 4.0 for m in frames["vocals"]}}
+
+
 # ---------------------------------------------------------------------------- report
 
 
@@ -227,8 +327,55 @@ def test_report_writes_tables_plots_and_tests(musdb_root, tmp_path):
         assert (out / f"boxplot-{source}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def test_export_takes_only_the_scores_of_the_exported_weights(musdb_root, tmp_path):
+    """Results of the shipped `dprnn` must not end up in the card of another DPRNN: export finds
+    the results folder whose recorded weights are the checkpoint's, and refuses otherwise."""
+    import dataclasses
+
+    from separation.checkpoints import save_checkpoint, weights_digest
+    from separation.models.dprnn import DPRNN
+    from training.hub import export
+
+    from conftest import TINY_CONFIGS
+
+    other = tmp_path / "other"
+    torch.manual_seed(0)
+    model = DPRNN(dataclasses.replace(TINY_CONFIGS["dprnn"], segment_seconds=2.0))
+    save_checkpoint(model, other, training={"data": "synthetic test stand-in"})
+    results = tmp_path / "results"
+    run(RunConfig(methods=["mixture", "irm", "dprnn"], musdb_root=str(musdb_root), is_wav=True, out=str(results)), echo=quiet)
+    with pytest.raises(SeparationError, match="no results .* are of this checkpoint"):
+        export(other, tmp_path / "x", scores=results)
+    with pytest.raises(SeparationError, match="scores of other weights"):
+        export(other, tmp_path / "x", scores=results, method="dprnn")
+    assert not (tmp_path / "x").exists()
+    table, _ = run(RunConfig(methods=[f"mine={other}", "mixture", "irm"], musdb_root=str(musdb_root), is_wav=True,
+                             out=str(results)), echo=quiet)
+    dest = export(other, tmp_path / "x", scores=results)
+    test = read_config(dest)["training"]["test"]
+    assert test["method"] == "mine" and test["weights"] == weights_digest(model)
+    assert test["medians"]["mine"]["vocals"] == pytest.approx(table["mine"]["vocals"]["SDR"])
+    assert "dprnn" not in test["medians"]
+    card = (dest / "README.md").read_text()
+    gain = table["mine"]["vocals"]["SDR"] - table["mixture"]["vocals"]["SDR"]
+    assert f"{gain:+.2f} dB over the mixture itself" in card
+    assert "a clear separation" not in card  # random weights separate nothing: the card must not say otherwise
+
+
+def test_card_verdicts_follow_the_measured_scores():
+    from training.hub import verdict
+
+    def test(model, mixture=-4.0, irm=15.0):
+        return {"data": "synthetic", "tracks": 3, "medians": {"mixture": {"vocals": mixture}, "irm": {"vocals": irm}, "m": {"vocals": model}}}
+
+    assert "a clear separation" in verdict(test(9.0), "m") and "6.00 dB below the ideal ratio mask" in verdict(test(9.0), "m")
+    assert "a partial separation" in verdict(test(1.0), "m")
+    assert "barely better than the unprocessed mixture" in verdict(test(-3.0), "m")
+    assert "worse than the unprocessed mixture" in verdict(test(-6.0), "m")
+    assert "has not been scored" in verdict(None)
+
+
 def test_export_puts_eval_scores_in_the_model_card(musdb_root, tmp_path):
-    from separation.checkpoints import read_config
     from training.hub import export
 
     results = tmp_path / "results"

@@ -4,6 +4,7 @@ early stopping, checkpoints, Hub upload, CLI and DDP."""
 from __future__ import annotations
 
 import dataclasses
+import os
 import shutil
 import subprocess
 import sys
@@ -19,7 +20,7 @@ from separation.errors import CheckpointError, SeparationError
 from training.data import ChunkDataset, DataConfig, epoch_batches, load_track, open_musdb
 from training.loop import TrainConfig, Trainer, load_run, resume_config
 from training.losses import LossConfig
-from training.synthetic import SOURCES, Traits, make_track, vocal_free_share, write_musdb_folder
+from training.synthetic import SOURCES, Traits, make_track, vocal_free_share, write_musdb_folder, write_track
 
 from conftest import HF_CACHE, ROOT, SR, TINY_CONFIGS
 
@@ -174,6 +175,28 @@ def test_musdb18_stem_mp4_is_read_by_the_training_loader(tmp_path):
     assert run["step"] == 1 and (tmp_path / "run" / "last" / "trainer.pt").exists()
 
 
+def test_training_on_full_length_tracks_in_bounded_memory(tmp_path):
+    """A 7-minute training track and a 7-minute validation track: chunks are read a few seconds
+    at a time and validation goes a segment at a time, so a step and a validation of a tiny
+    model stay within 3 GB (it took ~7.7 GB when validation held whole-track spectrograms)."""
+    from bench.procmem import run_measured
+
+    root = tmp_path / "full"
+    for name, seed in (("Full - Train Song", 21), ("Actions - One Minute Smile", 22)):
+        song = make_track(seed, 30.0)
+        write_track(root / "train" / name, {k: np.tile(v, (14, 1)) for k, v in song.items()})
+    (root / "test").mkdir()
+    cmd = [sys.executable, "-m", "training", "--musdb-root", str(root), "--is-wav", "--out", str(tmp_path / "run"),
+           "--epochs", "1", "--samples-per-track", "2", "--batch-size", "2", "--seconds", "2",
+           "--set", "hidden_size=16", "feature_dim=16", "num_blocks=1"]
+    peak, code = run_measured(cmd, cwd=ROOT, env=dict(os.environ, PYTHONPATH=str(ROOT)),
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    assert code == 0
+    assert peak < 3 * 2**30, f"peak {peak / 2**30:.2f} GB"
+    state = load_run(tmp_path / "run")[1]
+    assert state["step"] == 1 and np.isfinite(state["history"][0]["valid_loss"])
+
+
 def test_epoch_batches_partition_across_ranks():
     single = epoch_batches(10, 2, seed=0, epoch=3)
     assert sorted(i for b in single for i in b) == list(range(10))
@@ -230,6 +253,43 @@ def test_resume_equals_a_straight_run(musdb_root, tmp_path):
     timing = {"data_wait_per_step", "compute_per_step"}
     scores = [[{k: v for k, v in h.items() if k not in timing} for h in load_run(tmp_path / r)[1]["history"]] for r in "ab"]
     assert scores[0] == scores[1]
+
+
+# stopped after epoch 0's last step (before its validation), and in the middle of epoch 1
+@pytest.mark.parametrize("stop_at,epoch,batch", [(3, 0, 3), (4, 1, 1)])
+def test_epoch_means_after_a_resume_cover_the_whole_epoch(musdb_root, tmp_path, stop_at, epoch, batch, caplog):
+    straight = Trainer(_cfg(musdb_root, tmp_path / "a", epochs=2)).run()
+    assert Trainer(_cfg(musdb_root, tmp_path / "b", epochs=2, max_steps=stop_at)).run()["status"] == "max_steps"
+    caplog.set_level("INFO", logger="training.loop")
+    resumed = Trainer(resume_config(tmp_path / "b", max_steps=100), resume=True).run()
+    assert f"from epoch {epoch}, step {stop_at} (batch {batch} of the epoch)" in caplog.text
+    assert resumed["status"] == "finished" and resumed["step"] == 6
+    for a, b in zip(straight["history"], resumed["history"], strict=True):
+        assert a["train_loss"] == pytest.approx(b["train_loss"], rel=1e-5)
+        assert a["valid_loss"] == pytest.approx(b["valid_loss"], rel=1e-5)
+
+
+def test_a_finished_run_says_so_on_resume_and_trains_nothing(musdb_root, tmp_path, caplog):
+    run = tmp_path / "run"
+    Trainer(_cfg(musdb_root, run, max_steps=3)).run()
+    before = _weights(run)
+    caplog.set_level("INFO", logger="training.loop")
+    for _ in range(2):  # resuming again and again stays at step 3
+        result = Trainer(resume_config(run), resume=True).run()
+        assert result["status"] == "max_steps" and result["step"] == 3
+    assert "reached --max-steps 3 (step 3); raise --max-steps to go on" in caplog.text
+    after = _weights(run)
+    assert all(torch.equal(before[k], after[k]) for k in before)
+    assert Trainer(resume_config(run, max_steps=5), resume=True).run()["step"] == 5  # a raised limit goes on
+    flat = tmp_path / "flat"
+    Trainer(_cfg(musdb_root, flat, lr=0.0, epochs=10, patience=1)).run()
+    again = Trainer(resume_config(flat), resume=True).run()
+    assert again["status"] == "early_stopped" and again["epoch"] == 2
+    assert "without a better validation loss (--patience 1); raise --patience" in caplog.text
+    done = tmp_path / "done"
+    Trainer(_cfg(musdb_root, done, epochs=1)).run()
+    assert Trainer(resume_config(done), resume=True).run()["step"] == 3
+    assert "trained all 1 epochs; raise --epochs" in caplog.text
 
 
 def test_early_stopping_on_a_flat_validation_curve(musdb_root, tmp_path):

@@ -109,7 +109,8 @@ def main(argv: list[str] | None = None) -> int:
             p.add_argument("dest", type=Path)
             p.add_argument("--full-precision", action="store_true", help="keep float32 weights (default: float16)")
             p.add_argument("--scores", type=Path, help="an eval results folder (python -m eval ... --out DIR) with this model's test scores")
-            p.add_argument("--method", help="this checkpoint's method name in --scores (default: its architecture)")
+            p.add_argument("--method", help="the results folder in --scores to take (default: the one whose recorded "
+                                            "weights are this checkpoint's; other weights are refused)")
             a = p.parse_args(argv[1:])
             from .hub import export
 
@@ -127,7 +128,9 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         args = build_parser().parse_args(argv)
         if args.resume:
-            cfg = resume_config(args.resume, max_steps=args.max_steps, epochs=args.epochs if "--epochs" in argv else None)
+            given = {name: getattr(args, name) for name in ("epochs", "patience")
+                     if f"--{name}" in argv or any(a.startswith(f"--{name}=") for a in argv)}
+            cfg = resume_config(args.resume, max_steps=args.max_steps, **given)
             result = Trainer(cfg, resume=True).run()
         else:
             cfg = config_from_args(args)

@@ -7,11 +7,37 @@ exactly the folder that `Separator.from_pretrained` loads, card included.
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 
 from separation.checkpoints import CARD_NAME, read_config
 from separation.errors import SeparationError
 from separation.models.base import count_parameters
+
+log = logging.getLogger(__name__)
+
+
+def verdict(test: dict | None, name: str | None = None) -> str:
+    """One sentence on how well the model separates, from the measured test scores only."""
+    if not test:
+        return ("It has not been scored on held-out songs yet: `python -m eval --methods NAME=<this folder>,mixture,irm ...` "
+                "then `python -m training export ... --scores RESULTS` puts the measured scores here.")
+    medians = test["medians"]
+    own = medians.get(name) if name else None
+    if own is None:  # the model's row is the one that is neither an oracle nor the mixture
+        own = next((v for k, v in medians.items() if k not in ("mixture", "irm", "ibm")), None)
+    if own is None or "vocals" not in own:
+        return "Its test results hold no vocals score."
+    vocals = own["vocals"]
+    sentence = f"On {test.get('tracks', '?')} held-out tracks ({test.get('data', '?')}) it scores {vocals:.2f} dB vocals SDR"
+    if "mixture" in medians and "vocals" in medians["mixture"]:
+        gain = vocals - medians["mixture"]["vocals"]
+        quality = ("a clear separation" if gain >= 8 else "a partial separation" if gain >= 3
+                   else "barely better than the unprocessed mixture" if gain >= 0 else "worse than the unprocessed mixture")
+        sentence += f", {gain:+.2f} dB over the mixture itself: {quality}"
+    if "irm" in medians and "vocals" in medians["irm"]:
+        sentence += f" ({medians['irm']['vocals'] - vocals:.2f} dB below the ideal ratio mask)"
+    return sentence + "."
 
 
 def model_card(model, training: dict) -> str:
@@ -25,21 +51,23 @@ def model_card(model, training: dict) -> str:
             + "\n".join(f"| {m} | {v['vocals']:.2f} | {v['accompaniment']:.2f} |" for m, v in test["medians"].items())
             + "\n"
         )
+        if test.get("weights"):
+            test_rows += f"\nScored weights: sha256 `{test['weights'][:16]}...` (float32, as evaluated).\n"
     scores = "\n".join(f"| {k.removeprefix('valid_')} | {v:.3f} |" for k, v in valid.items()) or "| - | - |"
     synthetic = training.get("data", "").startswith("synthetic")
-    warning = (
-        "\n> **Trained on synthetic data** (sung-like vowels over a synthetic band), to demonstrate the pipeline "
-        "offline. It separates the synthetic songs well and real songs poorly: for real music, train on MUSDB18-HQ.\n"
-        if synthetic
-        else ""
-    )
+    summary = verdict(test, test.get("method") if test else None)
+    if synthetic:
+        summary = ("**Trained on synthetic data** (sung-like vowels over a synthetic band), to demonstrate the pipeline "
+                   f"offline. {summary} Real music needs a model trained on MUSDB18-HQ.")
     return f"""---
 library_name: pytorch
 tags: [audio, music-source-separation, vocals, karaoke, {model.architecture}]
 datasets: [{'synthetic' if synthetic else 'musdb18-hq'}]
 ---
 # {model.architecture}: vocals / accompaniment separation
-{warning}
+
+> {summary}
+
 - architecture: `{model.architecture}` ({count_parameters(model) / 1e6:.2f} M parameters), sources {', '.join(model.sources)}
 - training data: {training.get('data', '?')}
 - trained for {training.get('epochs', '?')} epochs ({training.get('steps', '?')} steps, batch {training.get('batch_size', '?')}, {training.get('chunk_seconds', '?')}-s chunks)
@@ -94,9 +122,14 @@ def push_to_hub(checkpoint: str | Path, repo_id: str, *, private: bool = False, 
 
 def export(source: str | Path, dest: str | Path, *, half: bool = True, scores: str | Path | None = None, method: str | None = None) -> Path:
     """Copy a run's best checkpoint (or any checkpoint) to `dest`, optionally in float16 and
-    with held-out test scores (an `eval` results folder: `python -m eval ... --out DIR`) in
-    its config and model card: SDR medians of the method and of `mixture`/`irm` if present."""
-    from separation.checkpoints import load_checkpoint, save_checkpoint
+    with held-out test scores in its config and model card.
+
+    `scores` is an `eval` results folder (`python -m eval ... --out DIR`). The scores taken are
+    those of the method whose recorded weights (`weights` in its method.json, a SHA-256 of the
+    state dict) are this checkpoint's: scores of another model are refused, not copied into the
+    card. `method` names the folder to use when several hold these weights.
+    """
+    from separation.checkpoints import load_checkpoint, save_checkpoint, weights_digest
 
     folder = Path(source)
     if (folder / "best").is_dir():
@@ -106,18 +139,48 @@ def export(source: str | Path, dest: str | Path, *, half: bool = True, scores: s
     if scores:
         from eval.run import load_results, medians_table
 
+        digest = weights_digest(model)
         results = load_results(scores)
-        name = method or model.architecture
-        if name not in results:
-            raise SeparationError(f"{scores} has no results of {name!r} (it has {', '.join(results)}): pass --method NAME")
+        name = _scored_method(Path(scores), results, digest, method)
         table = medians_table(results, sorted(results[name]))
         keep = [m for m in ("mixture", "irm", name) if m in table]
         medians = {m: {s: table[m][s]["SDR"] for s in ("vocals", "accompaniment") if s in table[m]} for m in keep}
-        record = Path(scores) / name / "method.json"
-        data = json.loads(record.read_text()).get("data") if record.exists() else None
+        record = json.loads((Path(scores) / name / "method.json").read_text())
         training["test"] = {
-            "data": data or f"{Path(scores).resolve().name}/ (eval results)",
+            "data": record.get("data") or f"{Path(scores).resolve().name}/ (eval results)",
             "tracks": len(results[name]),
+            "method": name,
+            "weights": digest,
+            "backend": record.get("backend"),
             "medians": medians,
         }
     return save_checkpoint(model, dest, training=training, half=half, card=model_card(model, training))
+
+
+def _scored_method(scores: Path, results: dict, digest: str, method: str | None) -> str:
+    """The results folder whose method.json records these weights."""
+    recorded = {}
+    for name in results:
+        path = scores / name / "method.json"
+        recorded[name] = json.loads(path.read_text()).get("weights") if path.exists() else None
+    if method is not None:
+        if method not in results:
+            raise SeparationError(f"{scores} has no results of {method!r} (it has {', '.join(results) or 'none'})")
+        if recorded[method] != digest:
+            what = f"weights {recorded[method][:12]}..." if recorded[method] else "no record of its weights (re-run eval)"
+            raise SeparationError(
+                f"{scores / method} holds scores of other weights ({what}), not of this checkpoint "
+                f"({digest[:12]}...): evaluate this checkpoint, e.g. --methods NAME=<checkpoint>"
+            )
+        return method
+    matching = [name for name, d in recorded.items() if d == digest]
+    if not matching:
+        known = ", ".join(f"{n} ({(d or 'unrecorded')[:12]})" for n, d in recorded.items()) or "none"
+        raise SeparationError(
+            f"no results in {scores} are of this checkpoint (weights {digest[:12]}...; there: {known}): "
+            "evaluate it first, e.g. `python -m eval --methods mine=<checkpoint>,mixture,irm ... --out "
+            f"{scores}`"
+        )
+    if len(matching) > 1:
+        log.info("results of these weights in %s: %s; using %s (choose with --method)", scores, ", ".join(matching), matching[0])
+    return matching[0]

@@ -120,6 +120,7 @@ class Trainer:
         self.epoch = self.batch = self.step = self.bad_epochs = 0
         self.best = math.inf
         self.history: list[dict] = []
+        self.epoch_sums = _empty_sums()  # train loss and timings of the current epoch so far
         torch.manual_seed(cfg.seed)
         if resume:
             self.model, state = load_run(self.out)
@@ -147,6 +148,7 @@ class Trainer:
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
         if state is not None:
             self._restore(state)
+            log.info("resuming %s from epoch %d, step %d (batch %d of the epoch)", self.out, self.epoch, self.step, self.batch)
         self.stop_requested = False
         self.timing = {"steps": 0, "data_wait": 0.0, "compute": 0.0}  # this process, for benchmarks
         self.writer = None
@@ -164,6 +166,7 @@ class Trainer:
             "best": self.best,
             "bad_epochs": self.bad_epochs,
             "history": self.history,
+            "epoch_sums": dict(self.epoch_sums),
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
             "scaler": self.scaler.state_dict(),
@@ -174,6 +177,7 @@ class Trainer:
     def _restore(self, state: dict) -> None:
         self.epoch, self.batch, self.step = state["epoch"], state["batch"], state["step"]
         self.best, self.bad_epochs, self.history = state["best"], state["bad_epochs"], state["history"]
+        self.epoch_sums = {**_empty_sums(), **state.get("epoch_sums", {})}
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         self.scaler.load_state_dict(state["scaler"])
@@ -232,8 +236,29 @@ class Trainer:
         self.stop_requested = True
         log.warning("stopping after this step (Ctrl-C again to stop at once)")
 
+    def finished(self) -> str | None:
+        """Why this run has nothing left to train (a resumed finished run), or None."""
+        cfg = self.cfg
+        if cfg.max_steps is not None and self.step >= cfg.max_steps:
+            return "max_steps"
+        if self.bad_epochs >= cfg.patience:
+            return "early_stopped"
+        if self.epoch >= cfg.epochs:
+            return "finished"
+        return None
+
     def _run(self) -> dict:
         cfg = self.cfg
+        done = self.finished()
+        if done is not None:
+            why = {
+                "max_steps": f"it reached --max-steps {cfg.max_steps} (step {self.step}); raise --max-steps to go on",
+                "early_stopped": f"it stopped early after {self.bad_epochs} epochs without a better validation loss "
+                f"(--patience {cfg.patience}); raise --patience to go on",
+                "finished": f"it trained all {cfg.epochs} epochs; raise --epochs to go on",
+            }[done]
+            log.warning("%s: nothing to train: %s", self.out, why)
+            return self._summary(done)
         status = "finished"
         while self.epoch < cfg.epochs:
             batches = epoch_batches(len(self.dataset), cfg.batch_size, seed=cfg.seed, epoch=self.epoch, rank=self.rank, world=self.world)
@@ -246,19 +271,20 @@ class Trainer:
             )
             self.model.train()
             bar = tqdm(total=len(batches), initial=self.batch, desc=f"epoch {self.epoch}", disable=not self.is_main, leave=False)
-            waited = computed = 0.0
-            losses = []
+            sums = self.epoch_sums  # the whole epoch's, also across a resume in its middle
             tick = time.perf_counter()
             for mix, targets in loader:
                 got = time.perf_counter()
                 loss, parts = self._train_step(mix, targets)
-                done = time.perf_counter()
-                wait, compute, tick = got - tick, done - got, done
-                waited, computed = waited + wait, computed + compute
+                finished_at = time.perf_counter()
+                wait, compute, tick = got - tick, finished_at - got, finished_at
                 self.timing["steps"] += 1
                 self.timing["data_wait"] += wait
                 self.timing["compute"] += compute
-                losses.append(loss)
+                sums["loss"] += loss
+                sums["steps"] += 1
+                sums["data_wait"] += wait
+                sums["compute"] += compute
                 self.batch += 1
                 self.step += 1
                 bar.update()
@@ -271,9 +297,11 @@ class Trainer:
                     return self._summary("stopped" if self.stop_requested else "max_steps")
             bar.close()
             self.batch = 0
-            record = {"epoch": self.epoch, "train_loss": float(np.mean(losses)) if losses else float("nan")}
-            record["data_wait_per_step"] = waited / max(1, len(losses))
-            record["compute_per_step"] = computed / max(1, len(losses))
+            steps = max(1, sums["steps"])
+            record = {"epoch": self.epoch, "train_loss": sums["loss"] / steps if sums["steps"] else float("nan")}
+            record["data_wait_per_step"] = sums["data_wait"] / steps
+            record["compute_per_step"] = sums["compute"] / steps
+            self.epoch_sums = _empty_sums()
             record.update(self.validate())
             self.scheduler.step(record["valid_loss"])
             record["lr"] = self.optimizer.param_groups[0]["lr"]
@@ -401,6 +429,10 @@ class Trainer:
         for i, s in enumerate(TARGETS):
             w.add_audio(f"example/{s}", est[i].mean(0).clamp(-1, 1), self.epoch, sample_rate=sr)
         w.add_image("example/vocals_estimate_vs_reference", _spectrogram_image(est[0], targets[0]), self.epoch)
+
+
+def _empty_sums() -> dict:
+    return {"loss": 0.0, "steps": 0, "data_wait": 0.0, "compute": 0.0}
 
 
 def _spectrogram_image(estimate: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:

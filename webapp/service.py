@@ -7,7 +7,6 @@ the pipeline is tested without a browser. Shapes: waveforms are `(2, T)` float32
 from __future__ import annotations
 
 import copy
-import hashlib
 import logging
 import random
 import shutil
@@ -25,6 +24,7 @@ from scipy import signal
 
 from eval.scores import METRICS, score_track
 from separation import Separator, save_audio
+from separation.checkpoints import weights_digest
 from separation.errors import SeparationError
 from separation.separator import OutOfMemory
 
@@ -67,11 +67,7 @@ def one_line(text: str, limit: int = 110) -> str:
 
 def model_version(sep: Separator) -> str:
     """`name@origin#sha` of the weights: ratings say exactly which checkpoint they judged."""
-    digest = hashlib.sha256()
-    for key, tensor in sorted(sep.model.state_dict().items()):
-        digest.update(key.encode())
-        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
-    return f"{sep.info.name}@{sep.info.origin}#{digest.hexdigest()[:12]}"
+    return f"{sep.info.name}@{sep.info.origin}#{weights_digest(sep.model)[:12]}"
 
 
 class ModelPool:
