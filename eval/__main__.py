@@ -19,7 +19,7 @@ from pathlib import Path
 
 import torch
 
-from separation.__main__ import dispatch, setup_logging
+from separation.__main__ import dispatch, exit_now, setup_logging
 from separation.audio import AUDIO_SUFFIXES, read_audio
 from separation.errors import SeparationError
 from separation.separator import select_device
@@ -232,4 +232,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    exit_now(main())

@@ -171,16 +171,59 @@ def distortion_filters(references: Tensor, estimates: Tensor, filters_len: int =
     g, d = _correlations(references, estimates, filters_len)
     size = s * c * filters_len
     rhs = d.reshape(s, size, c).permute(1, 0, 2).reshape(size, s * c)
+    twins = Twins(references.reshape(s * c, -1))
     # one factorisation for every estimate (museval solves the same system once per estimate)
-    interference = solve_like_museval(g, rhs).reshape(size, s, c).permute(1, 0, 2)
-    interference = interference.reshape(s, s, c, filters_len, c)
+    interference = _solve_channels(g, rhs, list(range(s * c)), twins, filters_len)
+    interference = interference.reshape(size, s, c).permute(1, 0, 2).reshape(s, s, c, filters_len, c)
     own = []
     block = c * filters_len
     for j in range(s):
         gj = g[j * block : (j + 1) * block, j * block : (j + 1) * block]
         dj = d[j, j].reshape(block, c)
-        own.append(solve_like_museval(gj, dj).reshape(c, filters_len, c))
+        own.append(_solve_channels(gj, dj, list(range(j * c, (j + 1) * c)), twins, filters_len).reshape(c, filters_len, c))
     return interference, torch.stack(own)
+
+
+class Twins:
+    """Which reference channels are sample-for-sample identical (a dual-mono source's left and
+    right, two sources with the same content): compared once each, on the signals themselves."""
+
+    def __init__(self, channels: Tensor):
+        self.channels = channels  # (K, T)
+        self._same: dict[tuple[int, int], bool] = {}
+
+    def same(self, a: int, b: int) -> bool:
+        key = (min(a, b), max(a, b))
+        if key not in self._same:
+            self._same[key] = bool(torch.equal(self.channels[a], self.channels[b]))
+        return self._same[key]
+
+
+def _solve_channels(g: Tensor, rhs: Tensor, channels: list[int], twins: Twins, filters_len: int) -> Tensor:
+    """Solve the block system of reference `channels` (block k of `g` and `rhs` is channel
+    `channels[k]`, `filters_len` rows each), as museval's least squares would.
+
+    Identical channels make identical block rows and columns: G is exactly singular, and its
+    minimum-norm least-squares solution (museval's fallback) gives each copy an equal share of
+    the filter that one copy alone needs. So the system is solved with one copy of each channel
+    (an LU of a smaller, regular matrix: a dual-mono track is then faster to score, not 5x
+    slower as an SVD of the whole system would make it) and the filter is split between the
+    copies. What else is singular goes to `solve_like_museval`.
+    """
+    first: list[int] = []  # one position per distinct channel
+    owner: list[int] = []  # for each position, the position of its first copy
+    for k, channel in enumerate(channels):
+        twin = next((f for f in first if twins.same(channels[f], channel)), None)
+        if twin is None:
+            first.append(k)
+        owner.append(k if twin is None else twin)
+    if len(first) == len(channels):
+        return solve_like_museval(g, rhs)
+    rows = torch.cat([torch.arange(k * filters_len, (k + 1) * filters_len, device=g.device) for k in first])
+    reduced = solve_like_museval(g[rows][:, rows], rhs[rows]).reshape(len(first), filters_len, -1)
+    copies = torch.tensor([owner.count(f) for f in first], dtype=g.dtype, device=g.device)
+    shares = reduced / copies[:, None, None]
+    return shares[[first.index(o) for o in owner]].reshape(len(channels) * filters_len, -1)
 
 
 def _filter(spec: Tensor, filters: Tensor, own: bool = False) -> Tensor:

@@ -124,7 +124,20 @@ def result_path(out: str | os.PathLike, method: str, subset: str, track: str) ->
 
 def _method_record(cfg: RunConfig, description: dict) -> dict:
     return {**description, "backend": cfg.backend, "window": cfg.window, "hop": cfg.hop, "targets": list(cfg.targets),
-            "data": f"{cfg.subset} subset of {Path(cfg.musdb_root).resolve().name}/"}
+            "data": describe_data(cfg.musdb_root, cfg.subset)}
+
+
+def describe_data(root: str | os.PathLike, subset: str) -> str:
+    """What the scores were measured on, for method.json and the model cards made from it."""
+    root = Path(root).resolve()
+    text = f"{subset} subset of {root.name}/"
+    marker = root / "synthetic.json"  # written by training.synthetic
+    if marker.exists():
+        meta = json.loads(marker.read_text())
+        traits = meta.get("traits") or {}
+        real = traits.get("vocal_free") is not None or traits.get("dual_mono_vocals", 0) > 0
+        text += f" (training.synthetic, seed {meta.get('seed', '?')}, {'with' if real else 'without'} real data's traits)"
+    return text
 
 
 def check_method_folder(folder: Path, record: dict) -> None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 import time
 from pathlib import Path
@@ -177,8 +178,6 @@ def run_download(argv: list[str]) -> int:
     p.add_argument("--revision")
     args = p.parse_args(argv)
     setup_logging(False, False)
-    import os
-
     from .checkpoints import resolve
     from .models.umx import fetch_upstream, upstream_cache_path
     from .registry import NAMED_MODELS
@@ -250,5 +249,16 @@ def main(argv: list[str] | None = None) -> int:
                     "stems already written are complete; the current one was not written")
 
 
+def exit_now(code: int) -> None:
+    """End a finished command without the interpreter's teardown: with torch loaded, tearing the
+    modules down takes ~0.35 s, a third of a short `eval metrics`. Everything the command wrote
+    is closed by then (files are written atomically, pools joined); streams and log handlers are
+    flushed here."""
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    exit_now(main())

@@ -268,7 +268,7 @@ def test_the_singular_fallback_is_museval_least_squares(monkeypatch):
     slow = score_track(dict(zip(("vocals", "accompaniment"), refs)), dict(zip(("vocals", "accompaniment"), ests)),
                        backend="museval")
     for source in ("vocals", "accompaniment"):
-        assert_same(slow.frames[source], fast.frames[source], tol=1e-6)
+        assert_same(slow.frames[source], fast.frames[source], tol=1e-4)
     g = torch.tensor([[2.0, 2.0, 0.0], [2.0, 2.0, 0.0], [0.0, 0.0, 1.0]], dtype=torch.float64)
     d = torch.tensor([[1.0], [1.0], [3.0]], dtype=torch.float64)
     np.testing.assert_allclose(bsseval.solve_like_museval(g, d).numpy(), [[0.25], [0.25], [3.0]], atol=1e-12)

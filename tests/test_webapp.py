@@ -128,6 +128,22 @@ def test_anchor_is_low_passed(separated, tmp_path):
         assert spectrum(anchor)[high].sum() < 1e-3 * spectrum(reference)[high].sum()
 
 
+def test_trial_excerpts_avoid_long_silences(tmp_path):
+    """Vocals are absent from much of a real song: a 10-s vocals trial must not be drawn from an
+    instrumental stretch (listeners would rate silence)."""
+    from webapp.service import audible_excerpt
+
+    wave = np.zeros((40 * SR, 2), dtype=np.float32)
+    wave[25 * SR : 35 * SR] = 0.1 * np.random.default_rng(0).standard_normal((10 * SR, 2))  # sung from 25 s to 35 s
+    path = tmp_path / "vocals.wav"
+    sf.write(path, wave, SR, subtype="FLOAT")
+    starts = {audible_excerpt([path], 10 * SR, random.Random(seed)) for seed in range(30)}
+    assert all(21 * SR <= s <= 29 * SR for s in starts) and len(starts) > 3  # >= 6 of the 10 s sung, and varied
+    silent = tmp_path / "silent.wav"
+    sf.write(silent, np.zeros((20 * SR, 2), dtype=np.float32), SR)
+    assert 0 <= audible_excerpt([silent], 10 * SR, random.Random(1)) <= 10 * SR  # nothing audible: any excerpt
+
+
 def test_ab_trial_without_references(pool, tmp_path):
     mix = torch.randn(2, 3 * SR) * 0.05
     sep = run_separation(mix, None, pool=pool, workdir=tmp_path, clip="upload.wav", figures=False)

@@ -29,15 +29,16 @@ def verdict(test: dict | None, name: str | None = None) -> str:
     if own is None or "vocals" not in own:
         return "Its test results hold no vocals score."
     vocals = own["vocals"]
-    sentence = f"On {test.get('tracks', '?')} held-out tracks ({test.get('data', '?')}) it scores {vocals:.2f} dB vocals SDR"
+    sentence = f"On the {test.get('data', '?')}, {test.get('tracks', '?')} held-out tracks, it scores {vocals:.2f} dB vocals SDR"
+    quality = None
     if "mixture" in medians and "vocals" in medians["mixture"]:
         gain = vocals - medians["mixture"]["vocals"]
         quality = ("a clear separation" if gain >= 8 else "a partial separation" if gain >= 3
                    else "barely better than the unprocessed mixture" if gain >= 0 else "worse than the unprocessed mixture")
-        sentence += f", {gain:+.2f} dB over the mixture itself: {quality}"
+        sentence += f", {gain:+.2f} dB over the mixture itself"
     if "irm" in medians and "vocals" in medians["irm"]:
-        sentence += f" ({medians['irm']['vocals'] - vocals:.2f} dB below the ideal ratio mask)"
-    return sentence + "."
+        sentence += f" and {medians['irm']['vocals'] - vocals:.2f} dB below the ideal ratio mask"
+    return sentence + (f": {quality}." if quality else ".")
 
 
 def model_card(model, training: dict) -> str:

@@ -289,6 +289,43 @@ def _read(path: Path, start: int, frames: int) -> np.ndarray:
     return sf.read(path, start=start, frames=frames, dtype="float32", always_2d=True)[0].T
 
 
+def fade_edges(wave: np.ndarray, seconds: float = 0.02) -> np.ndarray:
+    """`(C, T)` with raised-cosine fades of `seconds` at both ends (the same for every condition)."""
+    n = min(int(seconds * SR), wave.shape[-1] // 2)
+    if n == 0:
+        return wave
+    ramp = (np.sin(np.linspace(0.0, np.pi / 2, n)) ** 2).astype(wave.dtype)
+    out = wave.copy()
+    out[..., :n] *= ramp
+    out[..., -n:] *= ramp[::-1]
+    return out
+
+
+def audible_excerpt(paths: list[Path], frames: int, rng: random.Random, min_active: float = 0.6) -> int:
+    """Start of a random `frames`-long excerpt in which the source is audible most of the time.
+
+    Real songs have long vocal-free stretches (intros, breaks, outros: 30-70 % of a track); a
+    vocals trial drawn from one would ask listeners to rate silence. Each second counts as
+    active when its RMS (summed over `paths`, e.g. the reference) is within 40 dB of the
+    loudest second; starts whose excerpt is at least `min_active` active are drawn from, else
+    the most active excerpt is taken. Read a block at a time: uploads can be 10 minutes long.
+    """
+    energy = None
+    for path in paths:
+        per_second = np.array([float(np.square(b).sum()) for b in sf.blocks(str(path), blocksize=SR, dtype="float32")])
+        energy = per_second if energy is None else energy[: len(per_second)] + per_second[: len(energy)]
+    total = int(sf.info(str(paths[0])).frames) if paths else frames
+    if energy is None or total <= frames or energy.max() <= 0:
+        return rng.randrange(0, max(0, total - frames) + 1)
+    active = (energy > energy.max() * 1e-4).astype(float)  # -40 dB
+    window = max(1, frames // SR)
+    starts = np.arange(0, max(1, len(active) - window + 1))
+    share = np.array([active[s : s + window].mean() for s in starts])
+    good = starts[share >= min(min_active, share.max())]
+    second = int(good[rng.randrange(len(good))])
+    return min(second * SR, total - frames)
+
+
 def make_trial(separation: Separation, store, listener: str, *, rng: random.Random | None = None,
                seconds: float = TRIAL_SECONDS) -> TrialAudio:
     """A blind trial from a separation: MUSHRA when the references are known (hidden
@@ -299,7 +336,8 @@ def make_trial(separation: Separation, store, listener: str, *, rng: random.Rand
     source = rng.choice(SOURCES)
     total = int(separation.seconds * SR)
     frames = min(total, int(seconds * SR))
-    start = rng.randrange(0, total - frames + 1)
+    heard = [separation.references[source]] if separation.references else [separation.stems[m][source] for m in models]
+    start = audible_excerpt(heard, frames, rng)
     if separation.references:
         if not models:
             raise SeparationError("no model separated this clip: nothing to rate")
@@ -315,6 +353,11 @@ def make_trial(separation: Separation, store, listener: str, *, rng: random.Rand
         signals = {a: _read(separation.stems[a][source], start, frames), b: _read(separation.stems[b][source], start, frames)}
         reference = None
         kind = "ab"
+    # The excerpt is cut out of running music: without a fade, every sample starts and ends
+    # with a click, and the clicks' high frequencies leak through the anchor's low-pass.
+    signals = {c: fade_edges(x) for c, x in signals.items()}
+    if reference is not None:
+        reference = fade_edges(reference)
     conditions = list(signals)
     rng.shuffle(conditions)
     labels = [chr(ord("A") + i) for i in range(len(conditions))]
