@@ -15,11 +15,16 @@ window, runs S*C*C*(S+1) `fftconvolve` calls. Here the same algebra is re-arrang
    domain with all filters at once, and transformed back; the energy ratios (and SI-SDR)
    follow from one batched Gram matrix of the explicitly formed error terms.
 
-Everything is float64, so the results agree with museval to ~1e-13 dB in the tests and ~1e-6
-dB on a 60-s song (tested: within 0.01 dB on random signals, synthetic songs, silent
-stretches and nearly perfect estimates). Same conventions: a window where any reference or
-any estimate is "silent" (its channel sum is exactly 0 at every sample) is NaN for every
+Every computation is float64 (the signals are kept as given, float32 audio included, and
+converted a block or window at a time), so the results agree with museval to ~1e-13 dB in the
+tests and ~1e-6 dB on a 60-s song (tested: within 0.01 dB on random signals, synthetic songs,
+silent stretches and nearly perfect estimates). Same conventions: a window where any reference
+or any estimate is "silent" (its channel sum is exactly 0 at every sample) is NaN for every
 source; a zero denominator gives +inf (museval's JSON then stores NaN).
+
+Real stems make the least-squares systems singular (dual-mono references, identical sources)
+or nearly so (band-limited sources); see `_solve_channels` and `solve_like_museval` for how
+they are solved as museval does, and `min_samples` for the shortest signal that can be scored.
 
 Round-off floor: a term that is exactly zero in exact arithmetic (e.g. the artifacts of an
 estimate that is an exact mix of the references) comes out at ~1e-14 of the signal, i.e. a

@@ -182,22 +182,14 @@ def _museval_version() -> str:
 
 
 def score_track(
-    references: dict[str, torch.Tensor | np.ndarray],
-    estimates: dict[str, torch.Tensor | np.ndarray],
-    *,
-    track: str = "track",
-    backend: str = "fast",
-    device: str | torch.device = "cpu",
-    window: float = 1.0,
-    hop: float = 1.0,
-    sample_rate: int = SAMPLE_RATE,
-    info: dict | None = None,
+    references: dict[str, torch.Tensor | np.ndarray], estimates: dict[str, torch.Tensor | np.ndarray], **options
 ) -> TrackScores:
     """Score the estimates of the sources they share with the references, jointly.
 
     references/estimates: {source: `(C, T)`} at `sample_rate`. Like museval's
     `eval_mus_track`, all sources are evaluated together (interference is measured against
     the other references), and estimates are cut or zero-padded to the references' length.
+    `options` are those of `score_stacked` (track, backend, device, window, hop, sample_rate, info).
     """
     sources = [s for s in references if s in estimates]
     if not sources:
@@ -218,8 +210,7 @@ def score_track(
         raise SeparationError(f"the references differ in length: {[r.shape[-1] for r in refs]} samples")
     ref = torch.stack(refs)
     est = torch.stack([bsseval.pad_or_truncate(ref[0], e) for e in ests])
-    return score_stacked(ref, est, sources, track=track, backend=backend, device=device, window=window, hop=hop,
-                         sample_rate=sample_rate, info=info)
+    return score_stacked(ref, est, sources, **options)
 
 
 def score_stacked(

@@ -216,6 +216,20 @@ def test_metrics_command_scores_folders_and_writes_museval_json(tmp_path, capsys
     assert float(line.split()[1]) == pytest.approx(np.median(expected[0][1]), abs=0.01)
 
 
+def test_the_fast_backend_does_not_import_museval(tmp_path):
+    """museval's import (pandas, jsonschema: ~2.7 s) once took half of a fast `eval metrics`; its
+    version for the JSON comes from the package metadata."""
+    rng = np.random.default_rng(3)
+    folder = write_stems(tmp_path / "ref", {"vocals": 0.1 * rng.standard_normal((2, 44100)), "accompaniment": 0.1 * rng.standard_normal((2, 44100))})
+    code = ("import sys; from eval.__main__ import main; "
+            f"assert main(['metrics', {str(folder)!r}, {str(folder)!r}, '--json', {str(tmp_path / 's.json')!r}, '-q']) == 0; "
+            "assert 'museval' not in sys.modules, 'museval was imported'")
+    res = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
+                         env=dict(os.environ, PYTHONPATH=str(ROOT)))
+    assert res.returncode == 0, res.stderr
+    assert json.loads((tmp_path / "s.json").read_text().replace("NaN", "null"))["museval_version"] == "0.4.1"  # as pinned
+
+
 def test_metrics_command_bad_inputs(tmp_path, capsys):
     rng = np.random.default_rng(1)
     ref_dir = write_stems(tmp_path / "ref", {"vocals": rng.standard_normal((2, 44100)) * 0.1})
