@@ -13,7 +13,9 @@ first start, ratings in a local SQLite file. Settings come from the environment 
 
 from __future__ import annotations
 
+import contextlib
 import hmac
+import html
 import logging
 import math
 import os
@@ -26,12 +28,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import gradio as gr
+import torch
 
 from eval.ratings import summary
-from separation.audio import prepare, read_audio
+from separation.audio import SAMPLE_RATE, load_audio
 from separation.errors import SeparationError
-from webapp.clips import Clip, ensure_demo_clips, load_clip, musdb_clips
+from separation.models.umx import offline
+from webapp.clips import MIN_SECONDS, Clip, check_excerpt, ensure_demo_clips, load_clip, musdb_clips
 from webapp.config import AppConfig
+from webapp.gpu import gpu_seconds, on_gpu, zero_gpu
 from webapp.service import (
     SOURCES,
     ModelPool,
@@ -41,6 +46,7 @@ from webapp.service import (
     make_trial,
     metrics_rows,
     new_workdir,
+    public_message,
     run_separation,
 )
 from webapp.store import RatingError, RatingsStore
@@ -73,7 +79,10 @@ class LabApp:
         self.work_root.mkdir(parents=True, exist_ok=True)
         cleanup(self.work_root, max_age_s=WORK_MAX_AGE_S)
         self._last_cleanup = time.monotonic()
-        self.pool = pool or ModelPool(config.models, device=config.device)
+        self.zero_gpu = zero_gpu()
+        # On ZeroGPU there is no CUDA outside `spaces.GPU` functions: load on the CPU, move inside.
+        self.pool = pool or ModelPool(config.models, device="cpu" if self.zero_gpu else config.device)
+        self._separate_on_gpu = on_gpu(self._separate_now, duration=self._gpu_seconds)
         self.clips: dict[str, Clip] = {}
         self.clip_note = ""
         if config.musdb_path:
@@ -96,19 +105,47 @@ class LabApp:
     # ------------------------------------------------------------------ inputs
 
     def read_upload(self, path: str | None):
+        """An upload as `(2, T)` at 44.1 kHz, within the caps: bytes, minutes, samples to decode
+        (all checked from the header before decoding where it says them, while decoding where it
+        does not), and at least `MIN_SECONDS` long."""
         if not path:
             raise SeparationError("no audio: upload a file or record from the microphone first")
-        max_bytes = int(self.config.max_upload_mb * 1e6)
-        wave, rate = read_audio(path, max_seconds=self.config.max_minutes * 60, max_bytes=max_bytes)
-        return prepare(wave, rate, name=Path(path).name)
+        mix = load_audio(path, max_seconds=self.config.max_minutes * 60, max_bytes=self.config.max_upload_bytes)
+        if mix.shape[-1] < MIN_SECONDS * SAMPLE_RATE:
+            lasts = f"{mix.shape[-1] / SAMPLE_RATE:.6f}".rstrip("0")  # 0.999977, not 1.00; 0.000023, not 2.3e-05
+            raise SeparationError(f"{Path(path).name}: the audio lasts {lasts} s; "
+                                  f"the app separates {MIN_SECONDS:g} s or more")
+        return mix
 
-    def separate(self, mix, references, clip: str, progress=None) -> Separation:
+    def check_models(self, which: str | None) -> list[str] | None:
+        """The models an API call asks for, checked before any work (None: all of them)."""
+        if which is None or str(which).strip() in ("", "all"):
+            return None
+        wanted = [m.strip() for m in str(which).split(",") if m.strip()]
+        if not wanted or any(m not in self.pool.slots for m in wanted):
+            raise SeparationError(f"unknown model name: choose from {', '.join(self.pool.slots)}, or all")
+        return wanted
+
+    def separate(self, mix, references, clip: str, progress=None, models: list[str] | None = None) -> Separation:
         # every request writes ~6 files of the input's length: old ones go (Gradio has copies of what it served)
         if time.monotonic() - self._last_cleanup > 600:
             self._last_cleanup = time.monotonic()
             cleanup(self.work_root, max_age_s=WORK_MAX_AGE_S)
-        return run_separation(mix, references, pool=self.pool, workdir=new_workdir(self.work_root), clip=clip,
-                              progress=progress)
+        return self._separate_on_gpu(mix, references, clip, models, progress)
+
+    def _gpu_seconds(self, mix, references, clip, models=None, progress=None) -> int:
+        """What to ask ZeroGPU for (called with the separation's own arguments)."""
+        count = len(models) if models else max(1, len(self.pool.ready()))
+        return gpu_seconds(mix.shape[-1] / SAMPLE_RATE, count)
+
+    def _separate_now(self, mix, references, clip, models=None, progress=None) -> Separation:
+        """The separation and its metrics: on ZeroGPU this runs inside `spaces.GPU`, the only
+        place CUDA exists, so the models (loaded on the CPU) are moved there for the call."""
+        workdir = new_workdir(self.work_root)
+        on = self.pool.on("cuda") if self.zero_gpu and torch.cuda.is_available() else contextlib.nullcontext()
+        with on:
+            return run_separation(mix, references, pool=self.pool, workdir=workdir, clip=clip, progress=progress,
+                                  models=models)
 
     def demo_separation(self) -> Separation:
         """A separated clip with references, shared by sessions that rate before separating."""
@@ -157,8 +194,12 @@ class LabApp:
 
 
 def _error(exc: Exception) -> gr.Error:
+    """The error a page or an API client sees: the public text (no server paths), HTML-escaped
+    (it may quote a file name the client chose); a bug's text stays in the server log."""
     if isinstance(exc, (SeparationError, RatingError)):
-        return gr.Error(str(exc), print_exception=False)
+        log.info("refused: %s", exc)
+        return gr.Error(html.escape(public_message(exc) if isinstance(exc, SeparationError) else str(exc)),
+                        print_exception=False)
     log.exception("unexpected error")
     return gr.Error(f"something went wrong ({type(exc).__name__}); the app is still running, please try again")
 
@@ -181,7 +222,8 @@ def build_ui(lab: LabApp) -> gr.Blocks:
                 with gr.Column():
                     with gr.Tab("Upload or record"):
                         upload = gr.Audio(sources=["upload", "microphone"], type="filepath", label="Your song (wav, flac, mp3, ogg, m4a)")
-                        gr.Markdown(f"Up to {cfg.max_upload_mb:g} MB and {cfg.max_minutes:g} minutes.")
+                        gr.Markdown(f"From {MIN_SECONDS:g} s up to {cfg.max_minutes:g} minutes and {cfg.max_upload_mb:g} MB "
+                                    f"({cfg.max_upload_bytes:,} bytes).")
                         upload_btn = gr.Button("Separate my song", variant="primary")
                     with gr.Tab("Example clips (with true stems)"):
                         clip = gr.Dropdown(clip_ids, value=clip_ids[0], label="Clip")
@@ -406,20 +448,22 @@ def build_ui(lab: LabApp) -> gr.Blocks:
         def api_separate(path, which):
             """Separate an audio file with the app's models; returns the stem files and a JSON summary."""
             try:
+                wanted = lab.check_models(which)
                 mix = lab.read_upload(path)
-                sep = lab.separate(mix, None, Path(path).name)
+                sep = lab.separate(mix, None, Path(path).name, models=wanted)
             except Exception as exc:
                 raise _error(exc) from None
-            return api_result(sep, which)
+            return api_result(sep, wanted)
 
         def api_separate_clip(clip_id, start_s, length_s):
             """Separate an excerpt of a clip with known stems; the JSON summary includes the metrics."""
             try:
-                mix, refs, label = clip_excerpt(lab, clip_id, float(start_s or 0), float(length_s or 30))
+                mix, refs, label = clip_excerpt(lab, clip_id, 0 if start_s is None else start_s,
+                                                30 if length_s is None else length_s)
                 sep = lab.separate(mix, refs, label)
             except Exception as exc:
                 raise _error(exc) from None
-            return api_result(sep, "all")
+            return api_result(sep, None)
 
         sep_limits = {"concurrency_limit": cfg.concurrency, "concurrency_id": "separate"}
         upload_btn.click(on_upload, [upload, guide], separate_outputs, api_visibility="private", **sep_limits)
@@ -458,10 +502,11 @@ def new_listener_id() -> str:
     return uuid.uuid4().hex
 
 
-def clip_excerpt(lab: LabApp, clip_id: str, start_s: float, length_s: float):
-    clip = lab.clips.get(clip_id)
+def clip_excerpt(lab: LabApp, clip_id: str, start_s, length_s):
+    clip = lab.clips.get(clip_id) if isinstance(clip_id, str) else None
     if clip is None:
-        raise SeparationError(f"unknown clip {clip_id!r}; choose one of: {', '.join(lab.clips)}")
+        raise SeparationError(f"unknown clip: choose one of: {', '.join(lab.clips)}")
+    start_s, length_s = check_excerpt(start_s, length_s, clip.duration, name=clip.id)  # before anything is read
     if length_s > lab.config.max_minutes * 60:
         raise SeparationError(f"the excerpt is {length_s:.0f} s long, over the {lab.config.max_minutes:g}-minute limit")
     mix, refs = load_clip(clip, start_s, length_s)
@@ -477,12 +522,12 @@ def summary_line(sep: Separation) -> str:
     return "  \n".join(lines)
 
 
-def api_result(sep: Separation, which: str) -> tuple[list[str], dict]:
-    wanted = list(sep.stems) if which in (None, "", "all") else [m.strip() for m in which.split(",")]
-    unknown = [m for m in wanted if m not in sep.stems]
-    if unknown and not any(m in sep.stems for m in wanted):
-        raise gr.Error(f"no separation by {', '.join(unknown)}: available {', '.join(sep.stems) or 'none'}; "
-                       + "; ".join(f"{k}: {v}" for k, v in sep.errors.items()), print_exception=False)
+def api_result(sep: Separation, wanted: list[str] | None) -> tuple[list[str], dict]:
+    """The stem files and the JSON summary of the models asked for (None: all that ran)."""
+    wanted = list(sep.stems) if wanted is None else wanted
+    if not any(m in sep.stems for m in wanted):
+        raise gr.Error(html.escape("no model could separate this: " + ("; ".join(f"{k}: {v}" for k, v in sep.errors.items())
+                                                                         or "none is loaded")), print_exception=False)
     files, stems = [], {}
     for m in wanted:
         if m in sep.stems:
@@ -528,11 +573,9 @@ def results_view(lab: LabApp) -> list:
 
 
 def about_markdown(lab: LabApp) -> str:
-    details = "\n".join(f"- {s.name}: {s.detail}" for s in lab.pool.slots.values() if s.detail)
     return f"""
 ### Models
 {lab.status_markdown()}
-{details}
 
 - **dprnn**: a Dual-Path RNN on spectrograms (this project); `DPRNN_REPO` selects a Hub checkpoint,
   otherwise the shipped demo checkpoint, trained on synthetic songs only: it works on the demo
@@ -562,16 +605,25 @@ def main() -> None:
     for noisy in ("httpx", "httpcore", "urllib3"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     config = AppConfig.from_env()
+    if offline():  # offline means no request at all: Gradio's usage statistics and version check included
+        os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
     lab = LabApp(config)
     demo = build_ui(lab)
     demo.queue(default_concurrency_limit=4, max_size=config.queue_size)
     demo.launch(
         server_name=os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"),
         server_port=int(os.environ.get("GRADIO_SERVER_PORT", "7860")),
-        max_file_size=f"{config.max_upload_mb:g}mb",
-        allowed_paths=[str(lab.work_root)],
         theme=gr.themes.Soft(),
+        **launch_options(lab),
     )
+
+
+def launch_options(lab: LabApp) -> dict:
+    """What `launch` needs from the app's settings (the tests launch with the same)."""
+    return {
+        "max_file_size": lab.config.max_upload_bytes,  # in bytes: Gradio's "50mb" would be MiB, the page says MB
+        "allowed_paths": [str(lab.work_root)],
+    }
 
 
 if __name__ == "__main__":

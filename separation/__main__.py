@@ -111,8 +111,8 @@ def plan_outputs(files: list[Path], args, model_name: str, stems: list[str]) -> 
 
 def separate_one(sep, path: Path, targets: dict[str, Path], args) -> None:
     max_seconds = args.max_minutes * 60 if args.max_minutes else None
-    wave, rate = audio.read_audio(path, offset=args.offset, duration=args.duration, max_seconds=max_seconds)
-    seconds = wave.shape[-1] / rate
+    mix = audio.load_audio(path, offset=args.offset, duration=args.duration, max_seconds=max_seconds)
+    seconds = mix.shape[-1] / audio.SAMPLE_RATE
     bar = tqdm(total=round(seconds, 1), unit="s", desc=path.name[:30], disable=args.quiet, leave=False)
 
     def progress(done: int, total: int) -> None:
@@ -120,7 +120,7 @@ def separate_one(sep, path: Path, targets: dict[str, Path], args) -> None:
         bar.refresh()
 
     start = time.perf_counter()
-    stems = sep.separate(wave, rate, progress=progress)
+    stems = sep.separate(mix, audio.SAMPLE_RATE, progress=progress)
     bar.close()
     stems = {k: v for k, v in stems.items() if k in targets}
     if args.bit_depth != "float" or args.format != "wav":

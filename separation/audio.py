@@ -18,6 +18,7 @@ import shutil
 import struct
 import subprocess
 import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -38,6 +39,7 @@ from .errors import (
 )
 
 SAMPLE_RATE = 44100
+MB = 1_000_000  # the unit of every size the project states (not MiB)
 SOUNDFILE_SUFFIXES = {".wav", ".wave", ".flac", ".ogg", ".oga", ".mp3", ".aif", ".aiff"}
 FFMPEG_SUFFIXES = {".m4a", ".aac", ".mp4", ".webm", ".opus", ".mka", ".mkv", ".wma"}
 AUDIO_SUFFIXES = SOUNDFILE_SUFFIXES | FFMPEG_SUFFIXES
@@ -80,9 +82,7 @@ def _sniff(path: Path, max_bytes: int | None) -> bytes:
     if size == 0:
         raise EmptyAudioError(f"{path.name}: the file is empty (0 bytes)")
     if max_bytes is not None and size > max_bytes:
-        raise AudioTooLargeError(
-            f"{path.name}: the file is {size / 2**20:.1f} MB, over the {max_bytes / 2**20:.0f} MB limit"
-        )
+        raise AudioTooLargeError(f"{path.name}: the file is {size / MB:.1f} MB, over the {max_bytes / MB:g} MB limit")
     with open(path, "rb") as f:
         head = f.read(4096)
     if _looks_like_text(head):
@@ -204,30 +204,157 @@ def _check_complete(path: Path, info: AudioInfo, decoded_frames: int) -> None:
 
 # --------------------------------------------------------------------------- decoding
 
+BLOCK_FRAMES = 1 << 16  # frames decoded, checked, downmixed and resampled at a time
+# What may be decoded, in samples (frames x channels): the longest allowed input as 7.1
+# surround at 48 kHz. A small file can hold far more (a 9 MB FLAC of 8 channels at 384 kHz
+# is 369 M samples in two minutes): such a file is refused from its header, before decoding.
+BUDGET_RATE, BUDGET_CHANNELS = 48_000, 8
+# mp3 and AAC encoders pad the last frame: a "10:00" song decodes to 10:00.03
+DURATION_GRACE_S = 0.5
 
-def _decode_soundfile(path: Path, info: AudioInfo, start: int, frames: int) -> np.ndarray:
+
+def decode_budget(max_seconds: float | None) -> int | None:
+    """Samples (frames x channels) that may be decoded for a cap of `max_seconds`."""
+    return None if max_seconds is None else int((max_seconds + DURATION_GRACE_S) * BUDGET_RATE * BUDGET_CHANNELS)
+
+
+def _seconds(value, what: str) -> float:
     try:
-        data, _ = sf.read(str(path), start=start, frames=frames, dtype="float32", always_2d=True)
+        value = float(value)
+    except (TypeError, ValueError):
+        raise AudioError(f"the excerpt's {what} must be a number of seconds, not {value!r}") from None
+    if not math.isfinite(value):
+        raise AudioError(f"the excerpt's {what} must be a number of seconds, not {value}")
+    return value
+
+
+@dataclass(frozen=True)
+class _Selection:
+    """What to decode from a probed file, checked against the caps before any decoding."""
+
+    info: AudioInfo
+    start: int  # first frame
+    frames: int  # frames wanted; -1: to the end
+    max_seconds: float | None  # the duration cap, for files whose header has no length
+    budget: int | None  # samples (frames x channels)
+
+    @property
+    def max_frames(self) -> int | None:
+        return None if self.max_seconds is None else int((self.max_seconds + DURATION_GRACE_S) * self.info.sample_rate)
+
+
+def _select(path: Path, *, offset, duration, max_seconds: float | None, max_bytes: int | None) -> _Selection:
+    info = probe(path, max_bytes=max_bytes)
+    offset = _seconds(offset, "start")
+    if offset < 0:
+        raise AudioError(f"{path.name}: the excerpt must start at 0 s or later, not {offset:g} s")
+    if duration is not None:
+        duration = _seconds(duration, "length")
+        if duration <= 0:
+            raise AudioError(f"{path.name}: the excerpt must last more than 0 s, not {duration:g} s")
+    rate = info.sample_rate
+    start = int(round(offset * rate))
+    if info.frames and start >= info.frames:
+        raise AudioError(f"{path.name}: the excerpt starts at {offset:.1f} s but the audio lasts {info.duration:.1f} s")
+    frames = -1 if duration is None else int(round(duration * rate))
+    wanted = (info.frames - start if frames < 0 else min(frames, info.frames - start)) if info.frames else frames
+    what = "the excerpt" if duration is not None else "the audio"
+    if max_seconds is not None and wanted != -1 and wanted > (max_seconds + DURATION_GRACE_S) * rate:
+        raise AudioTooLongError(
+            f"{path.name}: {what} lasts {_fmt_time(wanted / rate)}, over the {_fmt_time(max_seconds)} limit; "
+            "choose an excerpt (start and duration) or raise the limit"
+        )
+    budget = decode_budget(max_seconds)
+    if budget is not None and wanted != -1 and wanted * info.channels > budget:
+        raise AudioTooLargeError(
+            f"{path.name}: {what} is {_fmt_time(wanted / rate)} of {info.channels} channels at {rate / 1000:g} kHz, "
+            f"{wanted * info.channels / 1e6:.0f} million samples to decode, over the {budget / 1e6:.0f} million this "
+            f"decodes ({_fmt_time(max_seconds)} of {BUDGET_CHANNELS} channels at {BUDGET_RATE / 1000:g} kHz); "
+            "convert it to stereo at 44.1 or 48 kHz first"
+        )
+    return _Selection(info, start, frames, max_seconds, budget)
+
+
+def _soundfile_blocks(path: Path, sel: _Selection) -> Iterator[np.ndarray]:
+    try:
+        with sf.SoundFile(str(path)) as f:
+            if sel.start:
+                f.seek(sel.start)
+            left = sel.frames
+            while left != 0:
+                n = BLOCK_FRAMES if left < 0 else min(BLOCK_FRAMES, left)
+                data = f.read(n, dtype="float32", always_2d=True)
+                if data.shape[0] == 0:
+                    return
+                yield data.T
+                if left > 0:
+                    left -= data.shape[0]
     except (sf.LibsndfileError, RuntimeError) as e:
         raise CorruptAudioError(f"{path.name}: the audio data is damaged or truncated ({e})") from None
-    return data.T
 
 
-def _decode_ffmpeg(path: Path, info: AudioInfo, start: int, frames: int) -> np.ndarray:
+def _ffmpeg_blocks(path: Path, sel: _Selection) -> Iterator[np.ndarray]:
+    """Decode through an ffmpeg pipe, a block at a time: a file is never decoded whole first,
+    so one whose header has no duration can be stopped at the cap."""
     if shutil.which("ffmpeg") is None:
         raise AudioError(f"{path.name}: decoding this format needs ffmpeg, which is not installed")
-    cmd = ["ffmpeg", "-nostdin", "-v", "error", "-i", str(path)]
-    if start:
-        cmd[4:4] = ["-ss", f"{start / info.sample_rate:.6f}"]  # input seeking: fast and exact for audio
-    if frames >= 0:
-        cmd += ["-t", f"{frames / info.sample_rate:.6f}"]
+    info = sel.info
+    cmd = ["ffmpeg", "-nostdin", "-v", "error"]
+    if sel.start:
+        cmd += ["-ss", f"{sel.start / info.sample_rate:.6f}"]  # input seeking: fast and exact for audio
+    cmd += ["-i", str(path)]
+    if sel.frames >= 0:
+        cmd += ["-t", f"{sel.frames / info.sample_rate:.6f}"]
     cmd += ["-map", "0:a:0", "-f", "f32le", "-acodec", "pcm_f32le", "-"]
-    res = subprocess.run(cmd, capture_output=True)
-    if res.returncode != 0:
-        msg = res.stderr.decode("utf-8", "replace").strip().splitlines()
-        raise CorruptAudioError(f"{path.name}: ffmpeg could not decode it ({msg[-1] if msg else 'no detail'})")
-    data = np.frombuffer(res.stdout, dtype="<f4")
-    return data[: data.size - data.size % info.channels].reshape(-1, info.channels).T.copy()
+    frame_bytes = 4 * info.channels
+    with tempfile.TemporaryFile() as errors:
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=errors)
+        try:
+            while True:
+                chunk = proc.stdout.read(BLOCK_FRAMES * frame_bytes)
+                usable = len(chunk) - len(chunk) % frame_bytes
+                if usable:
+                    yield np.frombuffer(chunk[:usable], dtype="<f4").reshape(-1, info.channels).T.copy()
+                if len(chunk) < BLOCK_FRAMES * frame_bytes:
+                    break
+            if proc.wait() != 0:
+                errors.seek(0)
+                lines = errors.read().decode("utf-8", "replace").strip().splitlines()
+                raise CorruptAudioError(f"{path.name}: ffmpeg could not decode it ({lines[-1] if lines else 'no detail'})")
+        finally:
+            if proc.poll() is None:  # stopped early (the cap, a bad block): no orphan decoder
+                proc.kill()
+            proc.wait()
+            proc.stdout.close()
+
+
+def _decoded_blocks(path: Path, sel: _Selection) -> Iterator[np.ndarray]:
+    """The selection's `(C, n)` float32 blocks, checked as they come: NaN/inf, the duration cap
+    and the decode budget (which bind files whose header does not say how long they are),
+    then, at the end, emptiness and truncation."""
+    info = sel.info
+    blocks = _soundfile_blocks if info.backend == "soundfile" else _ffmpeg_blocks
+    done = 0
+    for block in blocks(path, sel):
+        check_finite(torch.from_numpy(block), info.sample_rate, name=path.name, offset=done)
+        done += block.shape[-1]
+        if sel.max_frames is not None and done > sel.max_frames:
+            raise AudioTooLongError(
+                f"{path.name}: the audio lasts more than the {_fmt_time(sel.max_seconds)} limit (its header does not "
+                "say how long it is: decoding stopped there); choose an excerpt or raise the limit"
+            )
+        if sel.budget is not None and done * info.channels > sel.budget:
+            raise AudioTooLargeError(
+                f"{path.name}: more than {sel.budget / 1e6:.0f} million samples of {info.channels} channels at "
+                f"{info.sample_rate / 1000:g} kHz, over what this decodes (decoding stopped there)"
+            )
+        yield block
+    if done == 0:
+        if sel.start:
+            raise AudioError(f"{path.name}: the excerpt starts at {sel.start / info.sample_rate:.1f} s, after the end of the audio")
+        raise EmptyAudioError(f"{path.name}: the file decodes to no samples")
+    if sel.start == 0 and sel.frames < 0:
+        _check_complete(path, info, done)
 
 
 def read_audio(
@@ -242,43 +369,40 @@ def read_audio(
 
     `offset`/`duration` (seconds) select an excerpt, decoded without reading the rest.
     `max_seconds` caps what may be decoded: a longer file (or excerpt) is refused *before*
-    decoding, so a 2-hour upload costs a header read, not 2.5 GB of memory.
+    decoding when its header says how long it is, and decoding stops at the cap when it does
+    not; so does a file with more samples to decode than `decode_budget(max_seconds)` (a few
+    MB of FLAC can hold 8 channels at 384 kHz). A 2-hour upload costs a header read.
     """
     path = Path(path)
-    info = probe(path, max_bytes=max_bytes)
-    if offset < 0 or (duration is not None and duration <= 0):
-        raise AudioError(f"{path.name}: the excerpt must start at >= 0 s and last > 0 s")
-    start = int(round(offset * info.sample_rate))
-    if info.frames and start >= info.frames:
-        raise AudioError(f"{path.name}: the excerpt starts at {offset:.1f} s but the audio lasts {info.duration:.1f} s")
-    frames = -1 if duration is None else int(round(duration * info.sample_rate))
-    wanted = (info.frames - start if frames < 0 else min(frames, info.frames - start)) if info.frames else frames
-    if max_seconds is not None and wanted != -1 and wanted > max_seconds * info.sample_rate:
-        what = "the excerpt" if duration is not None else "the audio"
-        raise AudioTooLongError(
-            f"{path.name}: {what} lasts {_fmt_time(wanted / info.sample_rate)}, over the "
-            f"{_fmt_time(max_seconds)} limit; choose an excerpt (start and duration) or raise the limit"
-        )
-    decode = _decode_soundfile if info.backend == "soundfile" else _decode_ffmpeg
-    data = decode(path, info, start, frames)
-    if data.shape[-1] == 0:
-        raise EmptyAudioError(f"{path.name}: the file decodes to no samples")
-    if start == 0 and frames < 0:
-        _check_complete(path, info, data.shape[-1])
-    if max_seconds is not None and data.shape[-1] > max_seconds * info.sample_rate:
-        raise AudioTooLongError(
-            f"{path.name}: the audio lasts {_fmt_time(data.shape[-1] / info.sample_rate)}, "
-            f"over the {_fmt_time(max_seconds)} limit"
-        )
-    wave = torch.from_numpy(np.ascontiguousarray(data, dtype=np.float32))
-    check_finite(wave, info.sample_rate, name=path.name)
-    return wave, info.sample_rate
+    sel = _select(path, offset=offset, duration=duration, max_seconds=max_seconds, max_bytes=max_bytes)
+    blocks = list(_decoded_blocks(path, sel))
+    wave = torch.from_numpy(np.concatenate(blocks, axis=-1) if len(blocks) > 1 else np.ascontiguousarray(blocks[0]))
+    return wave, sel.info.sample_rate
 
 
-def load_audio(path: str | os.PathLike, **kwargs) -> torch.Tensor:
-    """Decode a file and bring it to the project's format: `(2, samples)` at 44.1 kHz."""
-    wave, rate = read_audio(path, **kwargs)
-    return prepare(wave, rate)
+def load_audio(
+    path: str | os.PathLike,
+    *,
+    offset: float = 0.0,
+    duration: float | None = None,
+    max_seconds: float | None = None,
+    max_bytes: int | None = None,
+) -> torch.Tensor:
+    """Decode a file into the project's format, `(2, samples)` float32 at 44.1 kHz.
+
+    The same checks as `read_audio`, and the file is downmixed and resampled a block at a time
+    as it is decoded: memory holds the 44.1-kHz stereo result and one block, whatever the
+    file's rate and channel count (the same numbers as `prepare` on the whole signal).
+    """
+    path = Path(path)
+    sel = _select(path, offset=offset, duration=duration, max_seconds=max_seconds, max_bytes=max_bytes)
+    try:
+        resampler = Resampler(sel.info.sample_rate, SAMPLE_RATE)
+    except AudioError as e:
+        raise AudioError(f"{path.name}: {e}") from None
+    out = [resampler.push(to_stereo(torch.from_numpy(block))) for block in _decoded_blocks(path, sel)]
+    out.append(resampler.finish())
+    return torch.cat(out, dim=-1)
 
 
 def _fmt_time(seconds: float) -> str:
@@ -309,10 +433,12 @@ def as_waveform(waveform, *, name: str = "waveform") -> torch.Tensor:
     return wave
 
 
-def check_finite(wave: torch.Tensor, sample_rate: int, *, name: str = "waveform") -> None:
+def check_finite(wave: torch.Tensor, sample_rate: int, *, name: str = "waveform", offset: int = 0) -> None:
+    """Refuse NaN or infinite samples, saying where the first is (`offset`: frames before `wave`,
+    when a file is checked a block at a time; the count is then the first bad block's)."""
     bad = ~torch.isfinite(wave)
     if bad.any():
-        first = int(bad.any(dim=0).nonzero()[0, 0])
+        first = offset + int(bad.any(dim=0).nonzero()[0, 0])
         raise NonFiniteAudioError(
             f"{name}: {int(bad.sum())} samples are NaN or infinite (the first at {first / sample_rate:.2f} s)"
         )
@@ -347,12 +473,79 @@ def to_stereo(wave: torch.Tensor) -> torch.Tensor:
     return matrix @ wave
 
 
+MAX_KERNEL = 1 << 22  # resampling filter coefficients (16 MB); every common rate needs < 0.3 M
+
+
+class Resampler:
+    """`torchaudio.functional.resample` of a signal that arrives in blocks, holding one block and
+    a margin: the output equals one call on the whole signal, up to float rounding.
+
+    torchaudio's windowed-sinc resampler works in steps of `o = orig / gcd` input samples, each
+    giving `n = new / gcd` outputs from the inputs within `width + o` of the step (its kernel
+    spans `[-width, width + o)`, width = ceil(6 o / (0.99 min(o, n)))). So the signal is cut at
+    multiples of `o`, each piece resampled with a margin of at least `width + o` samples on both
+    sides (zeros beyond the signal's ends, as torchaudio pads), and the margin's output dropped.
+    """
+
+    def __init__(self, orig_rate: int, new_rate: int = SAMPLE_RATE, *, step_seconds: float = 2.0):
+        if orig_rate <= 0 or new_rate <= 0:
+            raise AudioError(f"invalid sample rate {orig_rate if orig_rate <= 0 else new_rate}")
+        self.orig, self.new = int(orig_rate), int(new_rate)
+        g = math.gcd(self.orig, self.new)
+        self.o, self.n = self.orig // g, self.new // g
+        width = math.ceil(6 * self.o / (0.99 * min(self.o, self.n)))
+        if self.n * (2 * width + self.o) > MAX_KERNEL:
+            # e.g. 44101 Hz: the ratio does not reduce and the filter bank would take gigabytes
+            raise AudioError(
+                f"{self.orig} Hz is not a sample rate this can convert to {self.new} Hz (the ratio "
+                f"{self.n}/{self.o} needs a {self.n * (2 * width + self.o) * 4 / 1e6:.0f} MB filter): "
+                "convert the file to 44.1 or 48 kHz first"
+            )
+        self.margin = -(-(width + self.o) // self.o) * self.o
+        self.step = max(1, int(step_seconds * self.orig) // self.o) * self.o
+        self.buffer: torch.Tensor | None = None
+        self.base = 0  # signal index of buffer[..., 0]
+        self.done = 0  # input samples whose output was returned (a multiple of o)
+
+    def push(self, block: torch.Tensor) -> torch.Tensor:
+        """Add `(C, n)` input; return the output that is now final, `(C, m)`."""
+        if self.orig == self.new:
+            return block
+        self.buffer = block if self.buffer is None else torch.cat([self.buffer, block], dim=-1)
+        out = []
+        while self.base + self.buffer.shape[-1] >= self.done + self.step + self.margin:
+            out.append(self._piece(self.done + self.step, final=False))
+        return torch.cat(out, dim=-1) if out else self.buffer[..., :0]
+
+    def finish(self) -> torch.Tensor:
+        """The rest of the output, once the whole input has been pushed."""
+        if self.orig == self.new or self.buffer is None:
+            return torch.zeros(0) if self.buffer is None else self.buffer[..., :0]
+        end = self.base + self.buffer.shape[-1]
+        return self._piece(end, final=True) if end > self.done else self.buffer[..., :0]
+
+    def _piece(self, stop: int, *, final: bool) -> torch.Tensor:
+        first = max(0, self.done - self.margin)
+        last = stop if final else stop + self.margin
+        piece = AF.resample(self.buffer[..., first - self.base : last - self.base], self.orig, self.new)
+        lead = (self.done - first) // self.o * self.n
+        count = None if final else (stop - self.done) // self.o * self.n
+        out = piece[..., lead:] if count is None else piece[..., lead : lead + count]
+        self.done = stop
+        keep = max(0, self.done - self.margin)
+        self.buffer, self.base = self.buffer[..., keep - self.base :], keep
+        return out
+
+
 def resample(wave: torch.Tensor, orig_rate: int, new_rate: int = SAMPLE_RATE) -> torch.Tensor:
+    """`(C, T)` at `orig_rate` -> `(C, T')` at `new_rate`, a few seconds at a time (bounded memory)."""
     if orig_rate == new_rate:
         return wave
-    if orig_rate <= 0:
-        raise AudioError(f"invalid sample rate {orig_rate}")
-    return AF.resample(wave, int(orig_rate), int(new_rate))
+    resampler = Resampler(orig_rate, new_rate)
+    block = resampler.step
+    out = [resampler.push(wave[..., a : a + block]) for a in range(0, wave.shape[-1], block)]
+    out.append(resampler.finish())
+    return torch.cat(out, dim=-1)
 
 
 def prepare(waveform, sample_rate: int, *, name: str = "waveform") -> torch.Tensor:
@@ -361,10 +554,6 @@ def prepare(waveform, sample_rate: int, *, name: str = "waveform") -> torch.Tens
     check_finite(wave, sample_rate, name=name)
     # Downmix before resampling: half the work for surround input, same result (both linear).
     return resample(to_stereo(wave), sample_rate, SAMPLE_RATE).contiguous()
-
-
-def resampled_length(samples: int, orig_rate: int, new_rate: int = SAMPLE_RATE) -> int:
-    return int(math.ceil(samples * new_rate / orig_rate))
 
 
 # --------------------------------------------------------------------------- writing

@@ -7,9 +7,29 @@ line; anything else is a bug and keeps its traceback.
 
 from __future__ import annotations
 
+import re
+
+# An absolute path (or ~/...) in a message: a server's folders are nobody else's business.
+# Not inside URLs ("https://host/path": the slash follows a colon or a slash).
+_PATH = re.compile(r"(?<![\w:/.~-])~?/(?:[^\s'\"`<>|:;,()/]+/)+([^\s'\"`<>|:;,()]*)")
+
+
+def scrub_paths(text: str) -> str:
+    """`text` with every absolute path cut to its last part: `/root/.cache/x/y.pth` -> `y.pth`."""
+    return _PATH.sub(lambda m: m.group(1) or "(a folder)", text)
+
 
 class SeparationError(Exception):
-    """An error caused by input or environment, with a message meant for the user."""
+    """An error caused by input or environment, with a message meant for the user.
+
+    `str(error)` is the full message, for a command line or a server log. `error.public` is
+    what a public web page may show: by default the same without server paths; an error that
+    knows better (a missing download) passes its own.
+    """
+
+    def __init__(self, message: str = "", *, public: str | None = None):
+        super().__init__(message)
+        self.public = public if public is not None else scrub_paths(message)
 
 
 class AudioError(SeparationError):

@@ -21,7 +21,7 @@ from typing import Callable
 import torch
 from torch import Tensor
 
-from .audio import SAMPLE_RATE, prepare, read_audio
+from .audio import SAMPLE_RATE, load_audio, prepare
 from .errors import DeviceError, SeparationError, UntrainedModelWarning
 from .models.base import ModelInfo, SeparationModel
 from .registry import NAMED_MODELS, get_named_model
@@ -242,9 +242,8 @@ class Separator:
     def separate_file(
         self, path: str | Path, *, progress: ProgressFn | None = None, **read_kwargs
     ) -> dict[str, Tensor]:
-        """Decode (see `audio.read_audio` for offset/duration/max_seconds) and separate."""
-        wave, rate = read_audio(path, **read_kwargs)
-        return self.separate(wave, rate, progress=progress)
+        """Decode (see `audio.load_audio` for offset/duration/max_seconds/max_bytes) and separate."""
+        return self._separate_prepared(load_audio(path, **read_kwargs), progress)
 
     def _separate_prepared(self, mix: Tensor, progress: ProgressFn | None) -> dict[str, Tensor]:
         if not self.info.trained:

@@ -53,7 +53,7 @@ def lab(tmp_path_factory):
     demo = app_module.build_ui(lab)
     demo.queue(default_concurrency_limit=4)
     _, url, _ = demo.launch(prevent_thread_lock=True, server_name="127.0.0.1", server_port=None, quiet=True,
-                            allowed_paths=[str(lab.work_root)], max_file_size="5mb")
+                            **app_module.launch_options(lab))
     lab.url = url
     yield lab
     demo.close()

@@ -14,6 +14,7 @@ import torch
 
 from separation import audio
 from separation.errors import (
+    AudioError,
     AudioTooLargeError,
     AudioTooLongError,
     AudioWriteError,
@@ -146,7 +147,7 @@ def test_two_hour_file_is_refused_before_decoding(tmp_path):
 def test_size_cap(tmp_path):
     path = tmp_path / "clip.wav"
     sf.write(path, _clip(1.0).T, SR)
-    with pytest.raises(AudioTooLargeError, match="over the 0 MB limit"):
+    with pytest.raises(AudioTooLargeError, match=r"the file is 0\.\d MB, over the 0.001 MB limit"):
         audio.read_audio(path, max_bytes=1000)
 
 
@@ -243,3 +244,96 @@ def test_check_writable(tmp_path):
     with pytest.raises(AudioWriteError, match="FLAC has no float"):
         audio.check_writable(tmp_path, "flac", "float")
     assert audio.check_writable(tmp_path / "new", "mp3").is_dir()
+
+
+# --------------------------------------------------------------------------- bounded decoding
+
+
+@pytest.mark.parametrize("rate", [8000, 11025, 22050, 32000, 48000, 96000, 192000, 384000])
+def test_block_resampling_equals_one_whole_call(rate):
+    """The streaming resampler gives torchaudio's whole-signal result, whatever the blocks."""
+    import torchaudio.functional as AF
+
+    gen = torch.Generator().manual_seed(rate)
+    x = torch.randn(2, int(rate * 2.3) + 7, generator=gen)
+    whole = AF.resample(x, rate, SR)
+    resampler = audio.Resampler(rate, SR, step_seconds=0.25)
+    rng = np.random.default_rng(rate)
+    out, a = [], 0
+    while a < x.shape[-1]:
+        b = a + int(rng.integers(1, rate // 3))
+        out.append(resampler.push(x[:, a:b]))
+        a = b
+    out.append(resampler.finish())
+    torch.testing.assert_close(torch.cat(out, dim=-1), whole, atol=0, rtol=0)
+    torch.testing.assert_close(audio.resample(x, rate, SR), whole, atol=0, rtol=0)
+
+
+def test_a_rate_whose_filter_would_take_gigabytes_is_refused(tmp_path):
+    path = tmp_path / "odd.wav"
+    sf.write(path, np.zeros((44101, 2), np.float32), 44101)  # 44100/44101 does not reduce: a 7.8 GB filter
+    with pytest.raises(AudioError, match=r"odd.wav: 44101 Hz is not a sample rate this can convert"):
+        audio.load_audio(path)
+
+
+def test_load_audio_decodes_downmixes_and_resamples_a_block_at_a_time(tmp_path, monkeypatch):
+    """Six channels at 96 kHz, decoded in small blocks: the same as decoding it whole and preparing."""
+    monkeypatch.setattr(audio, "BLOCK_FRAMES", 5000)
+    rng = np.random.default_rng(1)
+    x = (0.1 * rng.standard_normal((6, int(96000 * 1.7)))).astype(np.float32)
+    path = tmp_path / "surround.wav"
+    sf.write(path, x.T, 96000, subtype="FLOAT")
+    streamed = audio.load_audio(path)
+    whole = audio.prepare(torch.from_numpy(x), 96000)
+    assert streamed.shape == whole.shape == (2, math.ceil(1.7 * SR))
+    torch.testing.assert_close(streamed, whole, atol=1e-6, rtol=0)
+
+
+def test_many_channels_at_a_high_rate_are_refused_before_decoding(tmp_path):
+    path = tmp_path / "eight.flac"
+    with sf.SoundFile(path, "w", 384_000, 8, "PCM_16") as f:
+        for _ in range(5):
+            f.write(np.zeros((384_000, 8), np.float32))
+    assert audio.decode_budget(60) == int(60.5 * 48_000 * 8)
+    with pytest.raises(AudioTooLargeError, match=r"0:05 of 8 channels at 384 kHz, 15 million samples to decode, over the 12 million"):
+        audio.load_audio(path, max_seconds=30)
+    assert audio.load_audio(path, max_seconds=60).shape == (2, 5 * SR)  # within a larger budget: decoded
+
+
+@pytest.mark.skipif(shutil.which("ffmpeg") is None, reason="needs ffmpeg")
+def test_a_stream_without_a_duration_is_stopped_at_the_cap(tmp_path):
+    path = tmp_path / "piped.webm"
+    with open(path, "wb") as out:
+        subprocess.run(["ffmpeg", "-v", "error", "-f", "lavfi", "-i", "sine=frequency=440:duration=20", "-ac", "2",
+                        "-c:a", "libopus", "-f", "webm", "pipe:1"], stdout=out, check=True)
+    assert audio.probe(path).frames == 0  # the header does not say how long it is
+    with pytest.raises(AudioTooLongError, match=r"more than the 0:10 limit \(its header does not say"):
+        audio.load_audio(path, max_seconds=10)
+    wave = audio.load_audio(path, max_seconds=30)
+    assert abs(wave.shape[-1] / SR - 20.0) < 0.05
+    with pytest.raises(AudioError, match="after the end of the audio"):
+        audio.load_audio(path, offset=25.0)
+
+
+def test_nan_in_a_later_block_says_where(tmp_path, monkeypatch):
+    monkeypatch.setattr(audio, "BLOCK_FRAMES", 4096)
+    x = np.zeros((2, 3 * SR), np.float32)
+    x[0, 2 * SR + 100] = np.inf
+    path = tmp_path / "late.wav"
+    sf.write(path, x.T, SR, subtype="FLOAT")
+    with pytest.raises(NonFiniteAudioError, match=r"the first at 2.00 s"):
+        audio.load_audio(path)
+
+
+@pytest.mark.parametrize("offset,duration,match", [
+    (float("nan"), None, "start must be a number of seconds, not nan"),
+    (-0.5, None, "must start at 0 s or later"),
+    (0.0, 0.0, "must last more than 0 s"),
+    (0.0, float("inf"), "length must be a number of seconds, not inf"),
+    (9.0, 1.0, "starts at 9.0 s but the audio lasts 3.0 s"),
+])
+def test_excerpt_bounds(tmp_path, offset, duration, match):
+    path = tmp_path / "three.wav"
+    sf.write(path, np.zeros((3 * SR, 2), np.float32), SR)
+    with pytest.raises(AudioError, match=match):
+        audio.load_audio(path, offset=offset, duration=duration)

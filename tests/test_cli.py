@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 
@@ -130,3 +131,21 @@ def test_models_command(capsys):
     assert main(["models"]) == 0
     out = capsys.readouterr().out
     assert "umxhq" in out and "dprnn" in out
+
+
+def test_a_file_with_too_much_to_decode_is_one_line_and_the_others_are_separated(tmp_path, clip, capsys):
+    """8 channels at 384 kHz for 10 s: 31 M samples, over what a 0.5-minute cap lets decode (12 M);
+    refused from the header, and the rest of the batch goes on."""
+    big = tmp_path / "batch" / "eight-channels.flac"
+    big.parent.mkdir()
+    with sf.SoundFile(big, "w", 384_000, 8, "PCM_16") as f:
+        for _ in range(10):
+            f.write(np.zeros((384_000, 8), np.float32))
+    shutil.copy(clip, big.parent / "song.wav")
+    out = tmp_path / "out"
+    code = main([str(big.parent), "--model", "conv1d", "-o", str(out), "-q", "--max-minutes", "0.5"])
+    err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
+    assert code == 1
+    assert err[0].startswith("error: eight-channels.flac: the audio is 0:10 of 8 channels at 384 kHz, 31 million samples")
+    assert err[1] == "error: 1 of 2 file(s) failed"
+    assert (out / "song" / "vocals.wav").exists() and not (out / "eight-channels").exists()

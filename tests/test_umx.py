@@ -130,6 +130,8 @@ def test_download_command_uses_the_same_loader(monkeypatch, tmp_path):
     monkeypatch.setattr(torch.hub, "download_url_to_file", fake_download)
     from separation.__main__ import main
 
+    assert main(["download", "umxhq"]) == 2  # HF_HUB_OFFLINE=1 (as in every test): no download is tried
+    monkeypatch.delenv("HF_HUB_OFFLINE")  # online, with the download served by the stand-in
     assert main(["download", "umxhq"]) == 0
     loaded = Separator.from_name("umxhq", device="cpu")
     torch.testing.assert_close(loaded.model.targets["vocals"].fc1.weight, net.fc1.weight)

@@ -17,6 +17,7 @@ from training.synthetic import write_musdb_folder
 from webapp.clips import ensure_demo_clips, load_clip, musdb_clips
 from webapp.config import AppConfig
 from webapp.figures import FLOOR_DB, spectrogram_figure
+from separation.models.umx import UPSTREAM
 from webapp.service import ModelPool, karaoke, make_trial, run_separation
 from webapp.store import RatingsStore
 from webapp.sync import JsonlSync
@@ -152,16 +153,26 @@ def test_ab_trial_without_references(pool, tmp_path):
     assert audio.kind == "ab" and audio.labels == ["A", "B"] and audio.reference is None
 
 
-def test_unavailable_umxhq_says_why_offline(monkeypatch):
+@pytest.mark.parametrize("hub_offline", [True, False])
+def test_unavailable_umxhq_says_why_without_server_paths(monkeypatch, isolated_caches, hub_offline):
+    tried = []
+
     def refuse(url, *args, **kwargs):
+        tried.append(url)
         raise urllib.error.URLError("network disabled in tests")
 
     monkeypatch.setattr(torch.hub, "download_url_to_file", refuse)
+    if not hub_offline:
+        monkeypatch.delenv("HF_HUB_OFFLINE")
     pool = ModelPool(["umxhq", "dprnn"], device="cpu", background=False)
     slot = pool.slots["umxhq"]
-    assert slot.state == "unavailable" and "\n" not in slot.message and len(slot.message) < 160
-    assert "umxhq weights are not cached" in slot.message and "download umxhq" in slot.detail
-    assert pool.slots["dprnn"].ready
+    assert slot.state == "unavailable" and "\n" not in slot.message
+    assert slot.message == ("unavailable: umxhq weights are not available offline "
+                            "(run `python -m separation download umxhq` where there is internet)")
+    assert str(isolated_caches) in slot.detail and "download umxhq" in slot.detail  # the server log has the path
+    assert tried == ([] if hub_offline else [UPSTREAM["umxhq"]["url"]])  # offline means no request at all
+    assert pool.slots["dprnn"].ready and "/" not in pool.slots["dprnn"].version
+    assert pool.slots["dprnn"].version.startswith("dprnn#") and len(pool.slots["dprnn"].version) == len("dprnn#") + 12
 
 
 def test_settings_from_the_environment(tmp_path):

@@ -9,6 +9,7 @@ the start and length of the excerpt.
 from __future__ import annotations
 
 import logging
+import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -71,12 +72,40 @@ def musdb_clips(root: str | os.PathLike, is_wav: bool | None = None) -> list[Cli
     return [Clip(f"MUSDB: {t.name}", float(t.duration), None, t) for t in db.tracks]
 
 
+MIN_SECONDS = 1.0  # the shortest excerpt or upload the app separates
+
+
+def seconds(value, what: str) -> float:
+    """A finite number of seconds from a form field or an API argument, or a clear error."""
+    try:
+        value = float(value)
+    except (TypeError, ValueError):
+        raise SeparationError(f"the {what} must be a number of seconds") from None
+    if not math.isfinite(value):
+        raise SeparationError(f"the {what} must be a number of seconds, not {value}")
+    return value
+
+
+def check_excerpt(start, length, duration: float, *, name: str, min_seconds: float = MIN_SECONDS) -> tuple[float, float]:
+    """`(start, length)` checked against a clip of `duration` seconds, before anything is read:
+    a number, not negative, inside the clip, and at least `min_seconds` long where it ends."""
+    start = seconds(start, "excerpt's start")
+    length = duration - start if length is None else seconds(length, "excerpt's length")
+    if start < 0:
+        raise SeparationError(f"the excerpt must start at 0 s or later, not {start:g} s")
+    if length < min_seconds:
+        raise SeparationError(f"the excerpt lasts {length:g} s: it must last at least {min_seconds:g} s")
+    if start > duration - min_seconds:
+        raise SeparationError(
+            f"the excerpt starts at {start:g} s but {name} lasts {duration:.2f} s: start at "
+            f"{max(0.0, duration - min_seconds):.2f} s at the latest (an excerpt lasts at least {min_seconds:g} s)"
+        )
+    return start, min(length, duration - start)
+
+
 def load_clip(clip: Clip, start: float = 0.0, length: float | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """`(mixture (2, T), {"vocals", "accompaniment"}: (2, T))` of an excerpt, float32 at 44.1 kHz."""
-    if start < 0 or (length is not None and length <= 0):
-        raise SeparationError("the excerpt must start at >= 0 s and last > 0 s")
-    if start >= clip.duration:
-        raise SeparationError(f"the excerpt starts at {start:.0f} s but {clip.id} lasts {clip.duration:.0f} s")
+    start, length = check_excerpt(start, length, clip.duration, name=clip.id)
     first = int(start * SR)
     frames = -1 if length is None else int(length * SR)
     if clip.mixture is not None:

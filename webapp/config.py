@@ -7,7 +7,7 @@
 | `MUSDB_PATH` | - | MUSDB18(-HQ) root: its test tracks become the clips |
 | `APP_DATA_DIR` | `/data` on a Space with persistent storage, else `out/app` | ratings database, demo clips, outputs |
 | `RATINGS_DB` | `$APP_DATA_DIR/ratings.sqlite` | the SQLite file |
-| `APP_MAX_UPLOAD_MB` | 50 | upload size cap |
+| `APP_MAX_UPLOAD_MB` | 50 | upload size cap, in MB of 1,000,000 bytes |
 | `APP_MAX_MINUTES` | 10 | longest input separated (uploads and excerpts) |
 | `APP_CONCURRENCY` | 1 | separations running at once (each takes ~2 GB RAM for a 10-minute song) |
 | `APP_QUEUE_SIZE` | 20 | requests waiting beyond that get "queue full" |
@@ -69,6 +69,12 @@ class AppConfig:
             if env.get(name):
                 kwargs[key] = kind(env[name])
         return cls(**kwargs)
+
+    @property
+    def max_upload_bytes(self) -> int:
+        """The upload cap in bytes. One unit everywhere: MB = 1,000,000 bytes (the page, Gradio's
+        upload limit, the app's own check and the README all say and use it)."""
+        return int(self.max_upload_mb * 1_000_000)
 
     @property
     def version(self) -> str:

@@ -17,6 +17,8 @@ import plotly.graph_objects as go
 import torch
 from plotly.subplots import make_subplots
 
+from separation.spectral import STFT, stft_segments
+
 SR = 44100
 N_FFT = 2048
 HOP = 512
@@ -47,23 +49,26 @@ _BANDS_CACHE: dict[int, tuple[torch.Tensor, np.ndarray]] = {}
 def band_power(wave: torch.Tensor | np.ndarray, max_frames: int = MAX_FRAMES) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Power of a `(C, T)` or `(T,)` signal (channels averaged) in log bands and pooled frames.
 
-    Returns `(power (BANDS, N), times (N,) s, centres (BANDS,) Hz)`, N <= max_frames.
+    Returns `(power (BANDS, N), times (N,) s, centres (BANDS,) Hz)`, N <= max_frames. The STFT
+    goes a few thousand frames at a time, each reduced to bands and pooled at once: a 10-minute
+    upload's full spectrogram would be ~0.8 GB per panel.
     """
     x = torch.as_tensor(np.asarray(wave, dtype=np.float32) if not isinstance(wave, torch.Tensor) else wave).float()
     if x.ndim == 1:
         x = x[None]
-    spec = torch.stft(x, N_FFT, HOP, window=torch.hann_window(N_FFT), return_complex=True)
-    power = spec.abs().square().mean(dim=0)  # (bins, frames)
-    if N_FFT not in _BANDS_CACHE:
-        _BANDS_CACHE[N_FFT] = _band_matrix(power.shape[0])
-    matrix, centres = _BANDS_CACHE[N_FFT]
-    banded = matrix @ power  # (bands, frames)
-    frames = banded.shape[1]
+    stft = STFT(N_FFT, HOP)
+    frames = 1 + x.shape[-1] // HOP
     pool = max(1, math.ceil(frames / max_frames))
-    if pool > 1:
-        pad = (-frames) % pool
+    if N_FFT not in _BANDS_CACHE:
+        _BANDS_CACHE[N_FFT] = _band_matrix(N_FFT // 2 + 1)
+    matrix, centres = _BANDS_CACHE[N_FFT]
+    pooled = []
+    for (spec,) in stft_segments(stft, [x], frames_per_segment=pool * max(1, 4096 // pool)):  # whole pools
+        banded = matrix @ spec.abs().square().mean(dim=0)  # (bands, frames of this segment)
+        pad = (-banded.shape[1]) % pool  # only the last segment can be short
         banded = torch.nn.functional.pad(banded, (0, pad))
-        banded = banded.reshape(banded.shape[0], -1, pool).mean(dim=-1)
+        pooled.append(banded.reshape(banded.shape[0], -1, pool).mean(dim=-1))
+    banded = torch.cat(pooled, dim=1)
     times = (np.arange(banded.shape[1]) * pool + pool / 2) * HOP / SR
     return banded.numpy(), times, centres
 
@@ -77,8 +82,9 @@ def to_db(power: np.ndarray, reference: float) -> np.ndarray:
 def spectrogram_figure(panels: dict[str, torch.Tensor | np.ndarray], *, title: str = "", columns: int = 2) -> go.Figure:
     """One heatmap per named signal, all on the first panel's dB scale, with linked zoom.
 
-    `panels`: {title: `(C, T)` waveform}; the first is the reference of the colour scale
-    (the mixture): 0 dB is its loudest cell, so estimates and errors read in the same units.
+    `panels`: {title: `(C, T)` waveform, or its `band_power` when computed earlier}; the first
+    is the reference of the colour scale (the mixture): 0 dB is its loudest cell, so estimates
+    and errors read in the same units.
     """
     names = list(panels)
     rows = math.ceil(len(names) / columns)
@@ -86,7 +92,8 @@ def spectrogram_figure(panels: dict[str, torch.Tensor | np.ndarray], *, title: s
                         horizontal_spacing=0.04, vertical_spacing=0.22 / max(rows, 1))
     reference = None
     for i, name in enumerate(names):
-        power, times, centres = band_power(panels[name])
+        panel = panels[name]
+        power, times, centres = panel if isinstance(panel, tuple) else band_power(panel)
         if reference is None:
             reference = float(power.max())
         z = to_db(power, reference)

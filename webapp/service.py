@@ -6,6 +6,7 @@ the pipeline is tested without a browser. Shapes: waveforms are `(2, T)` float32
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import logging
 import random
@@ -28,7 +29,7 @@ from separation.checkpoints import weights_digest
 from separation.errors import SeparationError
 from separation.separator import OutOfMemory
 
-from .figures import framewise_figure, spectrogram_figure
+from .figures import band_power, framewise_figure, spectrogram_figure
 
 log = logging.getLogger("webapp")
 
@@ -47,33 +48,42 @@ Progress = Callable[[float, str], None]
 class ModelSlot:
     name: str
     state: str = "loading"  # loading | ready | unavailable
-    message: str = "loading..."
+    message: str = "loading..."  # public: shown in the page and the API
     separator: Separator | None = None
-    version: str = ""  # what made the audio, stored with every rating
-    detail: str = ""  # the whole error message, for the About tab and the logs
+    version: str = ""  # `name#sha` of the weights, stored with every rating
+    detail: str = ""  # the whole error message: the server log only (it names server paths)
 
     @property
     def ready(self) -> bool:
         return self.state == "ready"
 
 
-def one_line(text: str, limit: int = 110) -> str:
+def one_line(text: str, limit: int = 160) -> str:
     """A reason short enough for a column header: the first line, cut at a word."""
     text = text.splitlines()[0] if text else ""
     if len(text) <= limit:
         return text
-    return text[:limit].rsplit(" ", 1)[0] + " ... (details in About)"
+    return text[:limit].rsplit(" ", 1)[0] + " ..."
+
+
+def public_message(exc: BaseException) -> str:
+    """What a public page may say about an error: a `SeparationError`'s public text (no server
+    paths), nothing of anything else (a bug: its text stays in the server log)."""
+    if isinstance(exc, SeparationError):
+        return exc.public
+    return f"an internal error ({type(exc).__name__}); the details are in the server log"
 
 
 def model_version(sep: Separator) -> str:
-    """`name@origin#sha` of the weights: ratings say exactly which checkpoint they judged."""
-    return f"{sep.info.name}@{sep.info.origin}#{weights_digest(sep.model)[:12]}"
+    """`name#sha` of the weights (the first 12 hex digits of `weights_digest`): ratings and API
+    answers say exactly which checkpoint made the audio, without saying where it is stored."""
+    return f"{sep.info.name}#{weights_digest(sep.model)[:12]}"
 
 
 class ModelPool:
     """The app's models, loaded in background threads so the UI is up at once; a model that
     cannot load (no weights offline, a broken checkpoint) is `unavailable` with a one-line
-    reason, and the others work."""
+    public reason (the full one goes to the server log), and the others work."""
 
     def __init__(self, names: list[str], *, device: str = "auto", loader: Callable[[str], Separator] | None = None,
                  background: bool = True):
@@ -90,11 +100,12 @@ class ModelPool:
             sep = self.loader(name)
             slot.version = model_version(sep)
             slot.separator = sep
-            slot.message = f"{sep.info.architecture}, {'trained' if sep.info.trained else 'RANDOM WEIGHTS'}, on {sep.device}"
+            slot.message = f"{sep.info.architecture}, {'trained' if sep.info.trained else 'RANDOM WEIGHTS'}, on {sep.device.type}"
             slot.state = "ready"
+            log.info("%s: %s from %s on %s", name, slot.version, sep.info.origin, sep.device)
         except Exception as exc:  # one model failing must not take the app down
             slot.detail = str(exc) or type(exc).__name__
-            slot.message = "unavailable: " + one_line(slot.detail)
+            slot.message = "unavailable: " + one_line(public_message(exc))
             slot.state = "unavailable"
             log.warning("%s is unavailable: %s", name, slot.detail)
 
@@ -104,6 +115,25 @@ class ModelPool:
 
     def ready(self) -> list[ModelSlot]:
         return [s for s in self.slots.values() if s.ready]
+
+    @contextlib.contextmanager
+    def on(self, device: torch.device | str):
+        """The ready models moved to `device` for the duration (ZeroGPU: CUDA exists only inside
+        the `spaces.GPU` function), and back to where they were after."""
+        device = torch.device(device)
+        moved = []
+        for slot in self.ready():
+            sep = slot.separator
+            if sep is not None and sep.device != device:
+                moved.append((slot, sep))
+                slot.separator = Separator(sep.model.to(device), sep.info, device=device, segment=sep.segment,
+                                           overlap=sep.overlap, batch_size=sep.batch_size)
+        try:
+            yield
+        finally:
+            for slot, sep in moved:
+                sep.model.to(sep.device)
+                slot.separator = sep
 
 
 def separate_with_fallback(slot: ModelSlot, mix: torch.Tensor, progress: Callable[[int, int], None] | None = None) -> dict[str, torch.Tensor]:
@@ -183,19 +213,40 @@ def run_separation(
     clip: str,
     progress: Progress | None = None,
     figures: bool = True,
+    models: list[str] | None = None,
 ) -> Separation:
-    """Separate `mix` with every ready model; score against `references` when given."""
+    """Separate `mix` with every ready model (or those in `models`); score against `references`.
+
+    Each model's stems are written, scored and reduced to their spectrogram panels as soon as
+    they exist, then let go: memory holds the mixture, the references and one model's stems,
+    not every model's (a 10-minute upload is 0.2 GB per stereo signal).
+    """
     t0 = time.perf_counter()
-    slots = pool.ready()
+    wanted = [name for name in pool.slots if models is None or name in models]
+    slots = [pool.slots[name] for name in wanted if pool.slots[name].ready]
     result = Separation(uuid.uuid4().hex, workdir, clip, mix.shape[-1] / SR, write_wav(workdir / "mixture.wav", mix), None)
     if references:
         result.references = {s: write_wav(workdir / f"reference-{s}.wav", references[s]) for s in SOURCES}
-    for slot in pool.slots.values():
+    for name in wanted:
+        slot = pool.slots[name]
         if not slot.ready:
-            result.errors[slot.name] = slot.message if slot.state == "unavailable" else "still loading, try again in a moment"
-            result.unavailable.add(slot.name)
+            result.errors[name] = slot.message if slot.state == "unavailable" else "still loading, try again in a moment"
+            result.unavailable.add(name)
     result.timings["write inputs"] = time.perf_counter() - t0
-    estimates: dict[str, dict[str, torch.Tensor]] = {}
+    panels: dict[str, dict[str, tuple]] = {source: {} for source in SOURCES}  # band powers, in display order
+    errors: dict[str, dict[str, tuple]] = {source: {} for source in SOURCES}
+
+    def timed(stage: str, started: float) -> None:
+        result.timings[stage] = result.timings.get(stage, 0.0) + time.perf_counter() - started
+
+    if figures:
+        start = time.perf_counter()
+        mix_panel = band_power(mix)
+        for source in SOURCES:
+            panels[source]["mixture"] = mix_panel
+            if references:
+                panels[source][f"reference {source}"] = band_power(references[source])
+        timed("spectrograms", start)
     for i, slot in enumerate(slots):
         start = time.perf_counter()
 
@@ -206,44 +257,44 @@ def run_separation(
         try:
             stems = separate_with_fallback(slot, mix, step)
         except SeparationError as exc:
-            result.errors[slot.name] = str(exc)
+            result.errors[slot.name] = exc.public
+            log.warning("%s failed on %s: %s", slot.name, clip, exc)
             continue
-        estimates[slot.name] = stems
         result.versions[slot.name] = slot.version
         result.stems[slot.name] = {s: write_wav(workdir / f"{slot.name}-{s}.wav", stems[s]) for s in SOURCES}
-        result.timings[f"separate {slot.name}"] = time.perf_counter() - start
-    if progress is not None:
-        progress(1.0, "metrics and spectrograms")
-    if references and estimates:
-        start = time.perf_counter()
-        for name, stems in estimates.items():
+        timed(f"separate {slot.name}", start)
+        if references:
+            start = time.perf_counter()
             try:
                 scores = score_track(references, stems, track=clip)
             except SeparationError as exc:  # e.g. a silent reference excerpt: BSSEval is undefined
-                result.errors[f"{name} metrics"] = str(exc)
-                continue
-            medians = scores.medians()
+                result.errors[f"{slot.name} metrics"] = exc.public
+            else:
+                medians = scores.medians()
+                for source in SOURCES:
+                    result.metrics.append({"model": slot.name, "source": source, **{m: medians[source][m] for m in METRICS}})
+                result.framewise[slot.name] = {s: scores.frames[s]["SDR"].tolist() for s in SOURCES}
+            timed("metrics", start)
+        if figures:
+            start = time.perf_counter()
             for source in SOURCES:
-                result.metrics.append({"model": name, "source": source, **{m: medians[source][m] for m in METRICS}})
-            result.framewise[name] = {s: scores.frames[s]["SDR"].tolist() for s in SOURCES}
-        result.timings["metrics"] = time.perf_counter() - start
+                panels[source][f"{slot.name} {source}"] = band_power(stems[source])
+                if references:
+                    errors[source][f"{slot.name} error"] = band_power(stems[source] - references[source])
+            timed("spectrograms", start)
+        del stems
+    if progress is not None:
+        progress(1.0, "figures")
     if figures:
         start = time.perf_counter()
         for source in SOURCES:
-            panels = {"mixture": mix}
-            if references:
-                panels[f"reference {source}"] = references[source]
-            for name, stems in estimates.items():
-                panels[f"{name} {source}"] = stems[source]
-            if references:
-                for name, stems in estimates.items():
-                    panels[f"{name} error"] = stems[source] - references[source]
-            result.figures[source] = spectrogram_figure(panels, title=f"{source}: dB re the mixture's peak; zoom one, all follow")
-        result.timings["spectrograms"] = time.perf_counter() - start
+            result.figures[source] = spectrogram_figure({**panels[source], **errors[source]},
+                                                        title=f"{source}: dB re the mixture's peak; zoom one, all follow")
+        timed("spectrograms", start)
         if result.framewise:
             start = time.perf_counter()
             result.figures["framewise"] = framewise_figure(result.framewise)
-            result.timings["framewise plot"] = time.perf_counter() - start
+            timed("framewise plot", start)
     result.timings["total"] = time.perf_counter() - t0
     return result
 

@@ -13,6 +13,7 @@ Upstream weights are fetched from Zenodo through the torch hub cache
 from __future__ import annotations
 
 import logging
+import os
 import pickle
 import urllib.error
 import zipfile
@@ -82,10 +83,22 @@ def upstream_cache_path(variant: str) -> Path:
     return Path(torch.hub.get_dir()) / "checkpoints" / UPSTREAM[variant]["url"].rsplit("/", 1)[-1]
 
 
+def offline() -> bool:
+    """`HF_HUB_OFFLINE=1` (huggingface_hub's switch) means no download of any weights at all."""
+    return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
+
+
 def fetch_upstream(variant: str, *, progress: bool = False) -> dict[str, Tensor]:
     """The upstream vocals state dict, from the torch hub cache or downloaded into it."""
     url = UPSTREAM[variant]["url"]
     cached = upstream_cache_path(variant)
+    public = f"{variant} weights are not available offline (run `python -m separation download {variant}` where there is internet)"
+    if not cached.exists() and offline():
+        raise WeightsUnavailableError(
+            f"{variant} weights are not cached at {cached}, and HF_HUB_OFFLINE is set: no download was tried. "
+            f"Run `python -m separation download {variant}` where there is internet, or put the file there by hand",
+            public=public,
+        )
     if not cached.exists():
         log.info("downloading %s weights from %s to %s", variant, url, cached)
         cached.parent.mkdir(parents=True, exist_ok=True)
@@ -97,7 +110,8 @@ def fetch_upstream(variant: str, *, progress: bool = False) -> dict[str, Tensor]
             reason = getattr(e, "reason", e)
             raise WeightsUnavailableError(
                 f"{variant} weights are not cached at {cached} and could not be downloaded from {url} ({reason}). "
-                f"Run `python -m separation download {variant}` where there is internet, or put the file there by hand"
+                f"Run `python -m separation download {variant}` where there is internet, or put the file there by hand",
+                public=public,
             ) from None
     try:
         return torch.load(cached, map_location="cpu", weights_only=True)
