@@ -218,14 +218,15 @@ def decode_budget(max_seconds: float | None) -> int | None:
     return None if max_seconds is None else int((max_seconds + DURATION_GRACE_S) * BUDGET_RATE * BUDGET_CHANNELS)
 
 
-def _seconds(value, what: str) -> float:
+def seconds(value, what: str) -> float:
+    """A finite number of seconds from an argument, a form field or an API call, or a clear error."""
     try:
-        value = float(value)
+        number = float(value)
     except (TypeError, ValueError):
-        raise AudioError(f"the excerpt's {what} must be a number of seconds, not {value!r}") from None
-    if not math.isfinite(value):
-        raise AudioError(f"the excerpt's {what} must be a number of seconds, not {value}")
-    return value
+        raise AudioError(f"the {what} must be a number of seconds, not {str(value)[:20]!r}") from None
+    if not math.isfinite(number):
+        raise AudioError(f"the {what} must be a number of seconds, not {number}")
+    return number
 
 
 @dataclass(frozen=True)
@@ -245,11 +246,11 @@ class _Selection:
 
 def _select(path: Path, *, offset, duration, max_seconds: float | None, max_bytes: int | None) -> _Selection:
     info = probe(path, max_bytes=max_bytes)
-    offset = _seconds(offset, "start")
+    offset = seconds(offset, "excerpt's start")
     if offset < 0:
         raise AudioError(f"{path.name}: the excerpt must start at 0 s or later, not {offset:g} s")
     if duration is not None:
-        duration = _seconds(duration, "length")
+        duration = seconds(duration, "excerpt's length")
         if duration <= 0:
             raise AudioError(f"{path.name}: the excerpt must last more than 0 s, not {duration:g} s")
     rate = info.sample_rate

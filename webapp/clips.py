@@ -9,7 +9,6 @@ the start and length of the excerpt.
 from __future__ import annotations
 
 import logging
-import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +18,7 @@ import soundfile as sf
 import torch
 
 from separation import save_audio
+from separation.audio import seconds
 from separation.errors import SeparationError
 
 log = logging.getLogger("webapp")
@@ -73,17 +73,6 @@ def musdb_clips(root: str | os.PathLike, is_wav: bool | None = None) -> list[Cli
 
 
 MIN_SECONDS = 1.0  # the shortest excerpt or upload the app separates
-
-
-def seconds(value, what: str) -> float:
-    """A finite number of seconds from a form field or an API argument, or a clear error."""
-    try:
-        value = float(value)
-    except (TypeError, ValueError):
-        raise SeparationError(f"the {what} must be a number of seconds") from None
-    if not math.isfinite(value):
-        raise SeparationError(f"the {what} must be a number of seconds, not {value}")
-    return value
 
 
 def check_excerpt(start, length, duration: float, *, name: str, min_seconds: float = MIN_SECONDS) -> tuple[float, float]:
