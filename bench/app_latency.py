@@ -17,14 +17,14 @@ import tempfile
 import time
 from pathlib import Path
 
-import common  # noqa: F401  (puts the project on sys.path)
-
 from gradio_client import Client
 
-import app as app_module
+import common  # noqa: F401  (puts the project on sys.path)
 from separation import Separator
 from separation.errors import SeparationError
-from separation.registry import build_model
+from separation.models import build_model
+from webapp import lab as lab_module
+from webapp import ui as ui_module
 from webapp.config import AppConfig
 from webapp.figures import figure_bytes
 from webapp.service import ModelPool
@@ -43,8 +43,8 @@ def main() -> None:
     args = p.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         pool = ModelPool(["dprnn", "umxhq"], loader=load, background=False)
-        lab = app_module.LabApp(AppConfig(data_dir=Path(tmp)), pool=pool)
-        demo = app_module.build_ui(lab)
+        lab = lab_module.LabApp(AppConfig(data_dir=Path(tmp)), pool=pool)
+        demo = ui_module.build_ui(lab)
         demo.queue()
         _, url, _ = demo.launch(prevent_thread_lock=True, quiet=True, allowed_paths=[str(lab.work_root)])
         client = Client(url, verbose=False)
@@ -54,7 +54,7 @@ def main() -> None:
         files, info = client.predict(clip, 0, args.seconds, api_name="/separate_clip")
         total = time.perf_counter() - start
         # the figures of that same request, as the UI sends them
-        mix, refs, label = app_module.clip_excerpt(lab, clip, 0, args.seconds)
+        mix, refs, label = lab_module.clip_excerpt(lab, clip, 0, args.seconds)
         sep = lab.separate(mix, refs, label)
         demo.close()
     print(f"{args.seconds:.0f}-s clip, models dprnn + umxhq, CPU ({info['seconds']:.0f} s of audio):")

@@ -29,11 +29,10 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 import torch
+from gradio_client import Client, handle_file
 
 import common  # noqa: F401  (puts the project on sys.path)
 from procmem import tree_rss
-
-from gradio_client import Client, handle_file
 
 ROOT = Path(__file__).resolve().parents[1]
 GB = 2**30
@@ -42,9 +41,29 @@ GB = 2**30
 def hostile_files(folder: Path) -> dict[str, Path]:
     files = {}
     mp3 = folder / "ten-minutes.mp3"  # a tone and noise, 128 kbit/s: ~9.6 MB
-    subprocess.run(["ffmpeg", "-v", "error", "-f", "lavfi", "-i", "sine=frequency=220:duration=597",
-                    "-f", "lavfi", "-i", "anoisesrc=d=597:a=0.05", "-filter_complex", "amerge", "-ac", "2",
-                    "-b:a", "128k", str(mp3)], check=True)
+    subprocess.run(
+        [
+            "ffmpeg",
+            "-v",
+            "error",
+            "-f",
+            "lavfi",
+            "-i",
+            "sine=frequency=220:duration=597",
+            "-f",
+            "lavfi",
+            "-i",
+            "anoisesrc=d=597:a=0.05",
+            "-filter_complex",
+            "amerge",
+            "-ac",
+            "2",
+            "-b:a",
+            "128k",
+            str(mp3),
+        ],
+        check=True,
+    )
     files["10-min stereo mp3"] = mp3
     rate = 384_000
     t = np.arange(rate) / rate
@@ -57,8 +76,28 @@ def hostile_files(folder: Path) -> dict[str, Path]:
     files["2-min 8-ch 384 kHz FLAC"] = flac
     webm = folder / "piped.webm"
     with open(webm, "wb") as out:  # through a pipe: the muxer cannot go back to write the duration
-        subprocess.run(["ffmpeg", "-v", "error", "-f", "lavfi", "-i", "sine=frequency=440:duration=1200", "-ac", "8",
-                        "-c:a", "libopus", "-b:a", "16k", "-f", "webm", "pipe:1"], stdout=out, check=True)
+        subprocess.run(
+            [
+                "ffmpeg",
+                "-v",
+                "error",
+                "-f",
+                "lavfi",
+                "-i",
+                "sine=frequency=440:duration=1200",
+                "-ac",
+                "8",
+                "-c:a",
+                "libopus",
+                "-b:a",
+                "16k",
+                "-f",
+                "webm",
+                "pipe:1",
+            ],
+            stdout=out,
+            check=True,
+        )
     files["20-min 8-ch webm, no duration"] = webm
     return files
 
@@ -74,14 +113,21 @@ def start_app(folder: Path) -> tuple[subprocess.Popen, str]:
 
     torch_home = folder / "torch"
     os.environ["TORCH_HOME"] = str(torch_home)
-    from separation.models.umx import upstream_cache_path
+    from separation.pretrained import upstream_cache_path
 
     path = upstream_cache_path("umxhq")
     path.parent.mkdir(parents=True, exist_ok=True)
     torch.save(OpenUnmix(nb_bins=2049, nb_channels=2, hidden_size=512, max_bin=1487).state_dict(), path)
     port = free_port()
-    env = dict(os.environ, GRADIO_SERVER_PORT=str(port), APP_DATA_DIR=str(folder / "data"), HF_HUB_OFFLINE="1",
-               TORCH_HOME=str(torch_home), APP_MODELS="dprnn,umxhq", GRADIO_ANALYTICS_ENABLED="False")
+    env = dict(
+        os.environ,
+        GRADIO_SERVER_PORT=str(port),
+        APP_DATA_DIR=str(folder / "data"),
+        HF_HUB_OFFLINE="1",
+        TORCH_HOME=str(torch_home),
+        APP_MODELS="dprnn,umxhq",
+        GRADIO_ANALYTICS_ENABLED="False",
+    )
     log = open(folder / "app.log", "w")
     proc = subprocess.Popen([sys.executable, "app.py"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}/"
@@ -92,7 +138,7 @@ def start_app(folder: Path) -> tuple[subprocess.Popen, str]:
             return proc, url
         except OSError:
             if proc.poll() is not None:
-                raise SystemExit(f"the app stopped: see {folder / 'app.log'}")
+                raise SystemExit(f"the app stopped: see {folder / 'app.log'}") from None
             time.sleep(0.5)
     proc.kill()
     raise SystemExit("the app did not start in 3 minutes")
@@ -129,9 +175,11 @@ def main() -> None:
             rest = tree_rss(proc.pid) / GB
             rows = {}
             for name, path in files.items():
+
                 def call(path=path):
                     stems, info = client.predict(handle_file(str(path)), "all", api_name="/separate")
                     return f"accepted: {info['seconds']:.0f} s separated by {', '.join(info['stems'])}"
+
                 rows[name] = (path.stat().st_size / 1e6, *measured(proc.pid, call))
         finally:
             proc.terminate()

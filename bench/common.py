@@ -9,7 +9,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from separation.registry import build_model  # noqa: E402
+from separation.models import build_model  # noqa: E402
 from separation.separator import Separator  # noqa: E402
 
 SR = 44100

@@ -24,7 +24,6 @@ import numpy as np
 
 import common  # noqa: F401  (puts the project on sys.path)
 from procmem import run_measured
-
 from training.synthetic import make_track, write_track
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -59,7 +58,9 @@ def main() -> None:
             "irm, fast": measure(root, Path(tmp) / "a", "--methods", "irm", *one),
             "irm, museval": measure(root, Path(tmp) / "b", "--methods", "irm", "--backend", "museval", *one),
             "dprnn, fast": measure(root, Path(tmp) / "c", "--methods", "dprnn", *one),
-            "irm, fast, 2 tracks, --jobs 2": measure(root, Path(tmp) / "d", "--methods", "irm", "--jobs", "2", "--max-memory", "64"),
+            "irm, fast, 2 tracks, --jobs 2": measure(
+                root, Path(tmp) / "d", "--methods", "irm", "--jobs", "2", "--max-memory", "64"
+            ),
         }
     print(f"python -m eval on {args.minutes:g}-minute stereo tracks: peak resident memory of the process tree")
     for name, (peak, seconds) in rows.items():

@@ -24,7 +24,6 @@ import soundfile as sf
 import torch
 
 import common  # noqa: F401  (puts the project on sys.path)
-
 from eval.methods import oracle_masks
 from training.synthetic import make_track
 
@@ -40,7 +39,7 @@ def write_folders(folder: Path, seconds: float) -> tuple[Path, Path]:
     ref_dir, est_dir = folder / "references", folder / "estimates"
     for d, data in ((ref_dir, refs), (est_dir, ests)):
         d.mkdir()
-        for name, wave in zip(("vocals", "accompaniment"), data):
+        for name, wave in zip(("vocals", "accompaniment"), data, strict=True):
             sf.write(d / f"{name}.wav", wave.numpy().T, 44100, subtype="FLOAT")
     return ref_dir, est_dir
 
@@ -52,7 +51,11 @@ def timed(cmd: list[str]) -> tuple[float, str]:
 
 
 def table(text: str) -> np.ndarray:
-    rows = [line.split()[1:] for line in text.splitlines() if line.split() and line.split()[0] in ("vocals", "accompaniment")]
+    rows = [
+        line.split()[1:]
+        for line in text.splitlines()
+        if line.split() and line.split()[0] in ("vocals", "accompaniment")
+    ]
     return np.array(rows, dtype=float)
 
 
@@ -70,8 +73,10 @@ def main() -> None:
             times[backend] = statistics.median(t for t, _ in runs)
             outputs[backend] = runs[0][1]
     diff = np.abs(table(outputs["fast"]) - table(outputs["museval"]))
-    print(f"python -m eval metrics, {args.seconds:.0f}-s stereo track, 2 sources (dual-mono vocals), whole process, "
-          f"median of {args.runs} runs, {torch.get_num_threads()} CPU threads")
+    print(
+        f"python -m eval metrics, {args.seconds:.0f}-s stereo track, 2 sources (dual-mono vocals), whole process, "
+        f"median of {args.runs} runs, {torch.get_num_threads()} CPU threads"
+    )
     print(f"  --backend museval {times['museval']:6.2f} s")
     print(f"  --backend fast    {times['fast']:6.2f} s")
     print(f"  ratio museval / fast = {times['museval'] / times['fast']:.1f}x   (target >= 5)")

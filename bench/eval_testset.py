@@ -17,7 +17,6 @@ import time
 from pathlib import Path
 
 import common  # noqa: F401  (puts the project on sys.path)
-
 from eval.run import RunConfig, format_table, run
 from training.synthetic import write_musdb_folder
 
@@ -39,8 +38,13 @@ def main() -> None:
         tables, times = {}, {}
         for backend in ("fast", "museval"):
             cfg = RunConfig(
-                methods=args.methods.split(","), musdb_root=root, is_wav=is_wav, out=str(Path(tmp) / backend),
-                backend=backend, jobs=args.jobs, limit=args.limit,
+                methods=args.methods.split(","),
+                musdb_root=root,
+                is_wav=is_wav,
+                out=str(Path(tmp) / backend),
+                backend=backend,
+                jobs=args.jobs,
+                limit=args.limit,
             )
             start = time.perf_counter()
             tables[backend], errors = run(cfg, echo=lambda *a, **k: None)
@@ -56,12 +60,20 @@ def main() -> None:
     # exact sum of the references, without artifacts) and are not expected to agree
     pairs = [
         (tables["fast"][m][s][k], tables["museval"][m][s][k])
-        for m in tables["fast"] for s in ("vocals", "accompaniment") for k in ("SDR", "SIR", "ISR", "SAR")
+        for m in tables["fast"]
+        for s in ("vocals", "accompaniment")
+        for k in ("SDR", "SIR", "ISR", "SAR")
     ]
     diff = max(abs(a - b) for a, b in pairs if not math.isnan(a) and max(a, b) < 100)
     floor = [(a, b) for a, b in pairs if max(a, b) >= 100]
-    print(f"  largest difference between the two median tables: {diff:.2e} dB"
-          + (f" ({len(floor)} round-off-floor values > 100 dB left out, e.g. {floor[0][0]:.1f} vs {floor[0][1]:.1f})" if floor else ""))
+    print(
+        f"  largest difference between the two median tables: {diff:.2e} dB"
+        + (
+            f" ({len(floor)} round-off-floor values > 100 dB left out, e.g. {floor[0][0]:.1f} vs {floor[0][1]:.1f})"
+            if floor
+            else ""
+        )
+    )
     print(format_table(tables["fast"]), end="")
 
 

@@ -20,7 +20,6 @@ import numpy as np
 import torch
 
 import common  # noqa: F401  (puts the project on sys.path)
-
 from eval.methods import oracle_masks
 from eval.scores import BSS_METRICS, framewise
 from training.synthetic import Traits, make_track
@@ -59,17 +58,25 @@ def main() -> None:
     p.add_argument("--seconds", type=float, default=60.0)
     p.add_argument("--device", default="cpu")
     args = p.parse_args()
-    where = torch.cuda.get_device_name() if args.device.startswith("cuda") else f"{platform.processor() or 'cpu'}, {torch.get_num_threads()} threads"
-    print(f"BSSEval v4 of a {args.seconds:.0f}-s stereo track, 2 sources, IRM estimates; fast on {args.device} ({where}); "
-          "both include SI-SDR")
+    where = (
+        torch.cuda.get_device_name()
+        if args.device.startswith("cuda")
+        else f"{platform.processor() or 'cpu'}, {torch.get_num_threads()} threads"
+    )
+    print(
+        f"BSSEval v4 of a {args.seconds:.0f}-s stereo track, 2 sources, IRM estimates; "
+        f"fast on {args.device} ({where}); both include SI-SDR"
+    )
     for dual_mono in (False, True):
         refs, ests = track(args.seconds, dual_mono)
         framewise(refs[..., : 3 * 44100], ests[..., : 3 * 44100], backend="fast", device=args.device)  # warm-up
         times, diff, floor = compare(refs, ests, args.device)
         assert dual_mono == bool(np.array_equal(refs[0, 0], refs[0, 1]))
-        print(f"  {'dual-mono vocals' if dual_mono else 'panned vocals':17s} museval {times['museval']:6.2f} s  "
-              f"fast {times['fast']:5.2f} s  ratio {times['museval'] / times['fast']:5.1f}x (target >= 10)  "
-              f"largest difference {diff:.1e} dB (target < 0.01; {floor} round-off values > 100 dB left out)")
+        print(
+            f"  {'dual-mono vocals' if dual_mono else 'panned vocals':17s} museval {times['museval']:6.2f} s  "
+            f"fast {times['fast']:5.2f} s  ratio {times['museval'] / times['fast']:5.1f}x (target >= 10)  "
+            f"largest difference {diff:.1e} dB (target < 0.01; {floor} round-off values > 100 dB left out)"
+        )
 
 
 if __name__ == "__main__":

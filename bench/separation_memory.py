@@ -46,10 +46,16 @@ def main() -> None:
             check=True,
         )
         results[name] = json.loads(out.stdout.strip().splitlines()[-1])
-    print(f"{args.seconds / 60:.0f}-minute stereo 44.1 kHz track; one stereo track = {results[name]['track']:.2f} GB float32")
+    print(
+        f"{args.seconds / 60:.0f}-minute stereo 44.1 kHz track; "
+        f"one stereo track = {results[name]['track']:.2f} GB float32"
+    )
     for name, r in results.items():
         ok = "ok" if r["peak"] <= LIMIT_GB else f"OVER {LIMIT_GB} GB"
-        print(f"  {name:7s} peak RSS {r['peak']:.2f} GB (peak before separating: import, model, input {r['before']:.2f} GB)  {ok}")
+        print(
+            f"  {name:7s} peak RSS {r['peak']:.2f} GB "
+            f"(peak before separating: import, model, input {r['before']:.2f} GB)  {ok}"
+        )
         if "umxhq" in results:
             print(f"  {name:7s} peak / umxhq peak = {r['peak'] / results['umxhq']['peak']:.2f}")
 

@@ -38,7 +38,10 @@ def main() -> None:
     args = p.parse_args()
     x = test_signal(args.seconds)
     names = args.models.split(",")
-    print(f"{args.seconds:.0f}-s stereo 44.1 kHz track on {args.device} ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)")
+    print(
+        f"{args.seconds:.0f}-s stereo 44.1 kHz track on {args.device} "
+        f"({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
+    )
     for wiener in args.wiener:
         times = {}
         for name in names:

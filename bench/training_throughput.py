@@ -14,7 +14,6 @@ import tempfile
 from pathlib import Path
 
 import common  # noqa: F401  (puts the project on sys.path)
-
 from training.data import DataConfig
 from training.loop import TrainConfig, Trainer
 from training.synthetic import write_musdb_folder
@@ -52,15 +51,22 @@ def main() -> None:
     args = p.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         root = write_musdb_folder(Path(tmp) / "musdb", train=6, valid=1, test=0, seconds=12.0)
-        print(f"batch {args.batch_size} x {args.seconds:.0f}-s stereo chunks on {args.device}, {args.steps} steps after {args.warmup} warm-up")
+        print(
+            f"batch {args.batch_size} x {args.seconds:.0f}-s stereo chunks on {args.device}, "
+            f"{args.steps} steps after {args.warmup} warm-up"
+        )
         for workers in args.workers:
             res = {m: measure(m, root, Path(tmp) / f"{m}-{workers}", args, workers) for m in ("dprnn", "umx")}
             for m, r in res.items():
                 print(
-                    f"  workers={workers} {m:6s} {r['examples_per_s']:6.2f} examples/s   step {r['step'] * 1000:6.0f} ms, "
+                    f"  workers={workers} {m:6s} {r['examples_per_s']:6.2f} examples/s   "
+                    f"step {r['step'] * 1000:6.0f} ms, "
                     f"waiting on data {r['wait'] * 1000:5.0f} ms/step ({100 * r['wait'] / r['step']:.0f}%)"
                 )
-            print(f"  workers={workers} ratio dprnn/umx examples/s = {res['dprnn']['examples_per_s'] / res['umx']['examples_per_s']:.2f}")
+            print(
+                f"  workers={workers} ratio dprnn/umx examples/s = "
+                f"{res['dprnn']['examples_per_s'] / res['umx']['examples_per_s']:.2f}"
+            )
 
 
 if __name__ == "__main__":

@@ -19,10 +19,11 @@ from pathlib import Path
 
 import torch
 
-from separation.__main__ import dispatch, exit_now, setup_logging
 from separation.audio import AUDIO_SUFFIXES, read_audio
+from separation.cli import dispatch, exit_now, setup_logging
 from separation.errors import SeparationError
 from separation.separator import select_device
+from separation.tracks import ACCOMPANIMENT, accompaniment
 
 from .scores import BACKENDS, METRICS, score_track
 
@@ -30,7 +31,9 @@ MAX_LENGTH_DIFFERENCE = 1.0  # seconds between an estimate and its reference bef
 
 
 def _add_common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--backend", choices=BACKENDS, default="fast", help="BSSEval implementation (default: fast; identical numbers)")
+    p.add_argument(
+        "--backend", choices=BACKENDS, default="fast", help="BSSEval implementation (default: fast; identical numbers)"
+    )
     p.add_argument("--device", default="cpu", help="torch device for separation and the fast metrics (cpu, cuda)")
     p.add_argument("-q", "--quiet", action="store_true")
     p.add_argument("-v", "--verbose", action="store_true")
@@ -42,9 +45,12 @@ def build_run_parser() -> argparse.ArgumentParser:
         description="Separate and score MUSDB tracks (BSSEval v4 + SI-SDR). "
         "Other commands: `python -m eval report RESULTS`, `python -m eval metrics REF_DIR EST_DIR`.",
     )
-    p.add_argument("--methods", required=True,
-                   help="comma-separated: mixture, irm, ibm, dprnn, conv1d, umxhq, umxl, a checkpoint folder, "
-                        "a Hub repo id, or NAME=LOCATION to choose the results folder name")
+    p.add_argument(
+        "--methods",
+        required=True,
+        help="comma-separated: mixture, irm, ibm, dprnn, conv1d, umxhq, umxl, a checkpoint folder, "
+        "a Hub repo id, or NAME=LOCATION to choose the results folder name",
+    )
     p.add_argument("--musdb-root", required=True, help="MUSDB18 (stems) or MUSDB18-HQ (with --is-wav) folder")
     p.add_argument("--is-wav", action="store_true", help="MUSDB18-HQ layout (one wav per source)")
     p.add_argument("--subset", default="test", choices=["train", "test"])
@@ -53,10 +59,19 @@ def build_run_parser() -> argparse.ArgumentParser:
     p.add_argument("--tracks", help="comma-separated track names (default: all of the subset)")
     p.add_argument("--limit", type=int, help="the first N tracks, or N random ones with --seed")
     p.add_argument("--seed", type=int, help="draw --limit tracks at random with this seed")
-    p.add_argument("--jobs", type=int, default=1, help="tracks in parallel, one process each (default: 1); fewer "
-                   "run when that many would not fit in --max-memory")
-    p.add_argument("--max-memory", type=float, metavar="GB",
-                   help="memory that parallel jobs may take together (default: 80%% of what is free now)")
+    p.add_argument(
+        "--jobs",
+        type=int,
+        default=1,
+        help="tracks in parallel, one process each (default: 1); fewer "
+        "run when that many would not fit in --max-memory",
+    )
+    p.add_argument(
+        "--max-memory",
+        type=float,
+        metavar="GB",
+        help="memory that parallel jobs may take together (default: 80%% of what is free now)",
+    )
     p.add_argument("--wiener", type=int, help="EM iterations for mask models (default: each model's own)")
     p.add_argument("--window", type=float, default=1.0, help="BSSEval window in seconds (default: 1, SiSEC)")
     p.add_argument("--hop", type=float, default=1.0, help="BSSEval hop in seconds (default: 1, SiSEC)")
@@ -65,7 +80,7 @@ def build_run_parser() -> argparse.ArgumentParser:
 
 
 def run_eval(argv: list[str]) -> int:
-    from .run import RunConfig, format_table, run
+    from .run import RunConfig, format_table, run  # per subcommand: `eval metrics` needs neither musdb nor this
 
     args = build_run_parser().parse_args(argv)
     setup_logging(args.quiet, args.verbose)
@@ -106,9 +121,11 @@ def run_eval(argv: list[str]) -> int:
 
 
 def run_report(argv: list[str]) -> int:
-    from .report import write_report
+    from .report import write_report  # per subcommand: plotly and kaleido only for reports
 
-    p = argparse.ArgumentParser(prog="python -m eval report", description="Tables, box plots and Wilcoxon tests of a results folder.")
+    p = argparse.ArgumentParser(
+        prog="python -m eval report", description="Tables, box plots and Wilcoxon tests of a results folder."
+    )
     p.add_argument("results", type=Path)
     p.add_argument("--to", type=Path, help="output folder (default: RESULTS/report)")
     p.add_argument("--subset", default="test")
@@ -137,9 +154,6 @@ def stem_files(folder: Path) -> dict[str, Path]:
     return files
 
 
-ACCOMPANIMENT_PARTS = ("drums", "bass", "other")  # a MUSDB track folder's stems that make the accompaniment
-
-
 def run_metrics(argv: list[str]) -> int:
     p = argparse.ArgumentParser(
         prog="python -m eval metrics",
@@ -153,16 +167,21 @@ def run_metrics(argv: list[str]) -> int:
     p.add_argument("--json", type=Path, help="write the framewise scores here (museval's JSON format)")
     p.add_argument("--window", type=float, default=1.0, help="BSSEval window in seconds")
     p.add_argument("--hop", type=float, default=1.0, help="BSSEval hop in seconds")
-    p.add_argument("--max-length-difference", type=float, default=MAX_LENGTH_DIFFERENCE, metavar="SECONDS",
-                   help="refuse estimates whose length differs more than this from the references' "
-                        "(shorter differences are cut or zero-padded, as museval does)")
+    p.add_argument(
+        "--max-length-difference",
+        type=float,
+        default=MAX_LENGTH_DIFFERENCE,
+        metavar="SECONDS",
+        help="refuse estimates whose length differs more than this from the references' "
+        "(shorter differences are cut or zero-padded, as museval does)",
+    )
     _add_common(p)
     args = p.parse_args(argv)
     setup_logging(args.quiet, args.verbose)
     select_device(args.device)  # before any work: "cuda" without a GPU is one line, not a traceback
     log = logging.getLogger("separation")
     ref_files, est_files = stem_files(args.references), stem_files(args.estimates)
-    wanted = [s for s in est_files if s in ref_files or (s == "accompaniment" and set(ACCOMPANIMENT_PARTS) <= set(ref_files))]
+    wanted = [s for s in est_files if s in ref_files or (s == "accompaniment" and set(ACCOMPANIMENT) <= set(ref_files))]
     if not wanted:
         raise SeparationError(
             f"no estimate in {args.estimates} has a reference of the same name in {args.references} "
@@ -172,7 +191,7 @@ def run_metrics(argv: list[str]) -> int:
         log.warning("%s has no reference in %s: skipped", est_files[stem].name, args.references)
     refs, ests, rate = {}, {}, None
     for stem in wanted:
-        parts = [ref_files[stem]] if stem in ref_files else [ref_files[s] for s in ACCOMPANIMENT_PARTS]
+        parts = [ref_files[stem]] if stem in ref_files else [ref_files[s] for s in ACCOMPANIMENT]
         decoded = [read_audio(path) for path in parts]
         ref_rate = decoded[0][1]
         if any(r != ref_rate for _, r in decoded):
@@ -180,7 +199,9 @@ def run_metrics(argv: list[str]) -> int:
         reference = decoded[0][0] if len(decoded) == 1 else _sum_stems([w for w, _ in decoded])
         est, est_rate = read_audio(est_files[stem])
         if ref_rate != est_rate:
-            raise SeparationError(f"{est_files[stem].name}: the reference is at {ref_rate} Hz, the estimate at {est_rate} Hz")
+            raise SeparationError(
+                f"{est_files[stem].name}: the reference is at {ref_rate} Hz, the estimate at {est_rate} Hz"
+            )
         if rate is not None and ref_rate != rate:
             raise SeparationError(f"{stem}: the references have different sample rates ({rate} and {ref_rate} Hz)")
         rate = ref_rate
@@ -201,15 +222,28 @@ def run_metrics(argv: list[str]) -> int:
                 "(cut or pad it yourself, or raise --max-length-difference)"
             )
         if have != want:
-            log.warning("%s: %d samples %s than the reference, %s as museval does", est_files[stem].name,
-                        abs(have - want), "longer" if have > want else "shorter", "cut" if have > want else "zero-padded")
+            log.warning(
+                "%s: %d samples %s than the reference, %s as museval does",
+                est_files[stem].name,
+                abs(have - want),
+                "longer" if have > want else "shorter",
+                "cut" if have > want else "zero-padded",
+            )
     scores = score_track(
-        refs, ests, track=args.estimates.name, backend=args.backend, device=args.device,
-        window=args.window, hop=args.hop, sample_rate=rate,
+        refs,
+        ests,
+        track=args.estimates.name,
+        backend=args.backend,
+        device=args.device,
+        window=args.window,
+        hop=args.hop,
+        sample_rate=rate,
     )
     medians = scores.medians()
     width = max(len(s) for s in medians) + 2
-    print(f"{'source':<{width}}" + " ".join(f"{m:>7}" for m in METRICS) + f"   median over {args.window:g}-s windows (dB)")
+    print(
+        f"{'source':<{width}}" + " ".join(f"{m:>7}" for m in METRICS) + f"   median over {args.window:g}-s windows (dB)"
+    )
     for source, row in medians.items():
         print(f"{source:<{width}}" + " ".join(f"{row[m]:7.2f}" for m in METRICS))
     if args.json:
@@ -220,15 +254,16 @@ def run_metrics(argv: list[str]) -> int:
 
 def _sum_stems(waves: list[torch.Tensor]) -> torch.Tensor:
     length = min(w.shape[-1] for w in waves)
-    total = waves[0][:, :length].clone()
-    for w in waves[1:]:
-        total += w[:, :length]
-    return total
+    return accompaniment(w[:, :length] for w in waves)
 
 
 def main(argv: list[str] | None = None) -> int:
-    return dispatch(argv, {"report": run_report, "metrics": run_metrics, "run": run_eval}, run_eval,
-                    "finished tracks are saved; run the same command again to resume")
+    return dispatch(
+        argv,
+        {"report": run_report, "metrics": run_metrics, "run": run_eval},
+        run_eval,
+        "finished tracks are saved; run the same command again to resume",
+    )
 
 
 if __name__ == "__main__":

@@ -55,7 +55,7 @@ class Frames:
     count: int
 
     @classmethod
-    def of(cls, samples: int, window: int, hop: int) -> "Frames":
+    def of(cls, samples: int, window: int, hop: int) -> Frames:
         if window < samples:
             return cls(window, hop, int(math.floor((samples - window + hop) / hop)))
         return cls(samples, hop, 1)  # one window: the whole signal
@@ -185,7 +185,9 @@ def distortion_filters(references: Tensor, estimates: Tensor, filters_len: int =
     for j in range(s):
         gj = g[j * block : (j + 1) * block, j * block : (j + 1) * block]
         dj = d[j, j].reshape(block, c)
-        own.append(_solve_channels(gj, dj, list(range(j * c, (j + 1) * c)), twins, filters_len).reshape(c, filters_len, c))
+        own.append(
+            _solve_channels(gj, dj, list(range(j * c, (j + 1) * c)), twins, filters_len).reshape(c, filters_len, c)
+        )
     return interference, torch.stack(own)
 
 
@@ -242,9 +244,11 @@ def _filter(spec: Tensor, filters: Tensor, own: bool = False) -> Tensor:
     e, c_out = filters.shape[0], filters.shape[-2]
     out = spec.new_zeros((e, c_out) + spec.shape[2:])
     for i in range(e):
-        terms = [(spec[i, k], filters[i, k]) for k in range(spec.shape[1])] if own else [
-            (spec[j, k], filters[i, j, k]) for j in range(spec.shape[0]) for k in range(spec.shape[1])
-        ]
+        terms = (
+            [(spec[i, k], filters[i, k]) for k in range(spec.shape[1])]
+            if own
+            else [(spec[j, k], filters[i, j, k]) for j in range(spec.shape[0]) for k in range(spec.shape[1])]
+        )
         for o in range(c_out):
             for x, f in terms:
                 out[i, o].addcmul_(x, f[o, None])
@@ -267,8 +271,10 @@ def _any_source_silent(x: Tensor, block: int = 1 << 20) -> bool:
     """museval's `_any_source_silent` on a whole `(S, C, T)` signal, summed in float64 a block
     at a time: is there a source whose channel sum is exactly zero at every sample?"""
     for source in x:
-        if not any(bool((source[:, a : a + block].to(torch.float64).sum(dim=0) != 0).any())
-                   for a in range(0, source.shape[-1], block)):
+        if not any(
+            bool((source[:, a : a + block].to(torch.float64).sum(dim=0) != 0).any())
+            for a in range(0, source.shape[-1], block)
+        ):
             return True
     return False
 

@@ -20,8 +20,8 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass
-from typing import Iterable
 
 from scipy import stats
 
@@ -139,8 +139,18 @@ def preference(rows: Iterable[dict], confidence: float = 0.95) -> list[dict]:
         p = stats.binomtest(wx, n, 0.5).pvalue if n else math.nan
         low, high = wilson_interval(wx, n, confidence)
         out.append(
-            {"x": x, "y": y, "wins_x": wx, "wins_y": wy, "ties": ties, "n": n,
-             "rate_x": wx / n if n else math.nan, "low": low, "high": high, "p": float(p)}
+            {
+                "x": x,
+                "y": y,
+                "wins_x": wx,
+                "wins_y": wy,
+                "ties": ties,
+                "n": n,
+                "rate_x": wx / n if n else math.nan,
+                "low": low,
+                "high": high,
+                "p": float(p),
+            }
         )
     return out
 

@@ -68,10 +68,18 @@ def wilcoxon_tests(tracks: dict, sources: list[str]) -> list[dict]:
                     result = stats.wilcoxon([x for x, _ in pairs], [y for _, y in pairs])
                     statistic, p = float(result.statistic), float(result.pvalue)
                 group.append(
-                    {"source": source, "metric": metric, "a": a, "b": b, "tracks": len(diff),
-                     "median_diff": float(np.median(diff)), "statistic": statistic, "p": p}
+                    {
+                        "source": source,
+                        "metric": metric,
+                        "a": a,
+                        "b": b,
+                        "tracks": len(diff),
+                        "median_diff": float(np.median(diff)),
+                        "statistic": statistic,
+                        "p": p,
+                    }
                 )
-            for row, adjusted in zip(group, holm([r["p"] for r in group])):
+            for row, adjusted in zip(group, holm([r["p"] for r in group]), strict=True):
                 row["p_holm"] = adjusted
             rows.extend(group)
     return rows
@@ -100,23 +108,35 @@ def boxplot_figures(tracks: dict, sources: list[str]) -> dict:
                 values = [tracks[method][t][source][metric] for t in names]
                 fig.add_trace(
                     go.Box(
-                        y=values, x=[method] * len(values), name=method, text=names, boxpoints="all", jitter=0.4, pointpos=0,
+                        y=values,
+                        x=[method] * len(values),
+                        name=method,
+                        text=names,
+                        boxpoints="all",
+                        jitter=0.4,
+                        pointpos=0,
                         marker={"color": palette[i % len(palette)], "size": 4},
-                        legendgroup=method, showlegend=j == 0,
+                        legendgroup=method,
+                        showlegend=j == 0,
                         hovertemplate="%{text}: %{y:.2f} dB<extra>" + method + "</extra>",
                     ),
-                    row=1, col=j + 1,
+                    row=1,
+                    col=j + 1,
                 )
         fig.update_layout(
             title=f"{source}: per-track medians over 1-s windows",
-            height=450, width=300 * len(METRICS), template="plotly_white",
+            height=450,
+            width=300 * len(METRICS),
+            template="plotly_white",
         )
         fig.update_xaxes(tickangle=-30)
         figures[source] = fig
     return figures
 
 
-def write_report(results_dir: str | Path, to: str | Path | None = None, *, subset: str = "test", png: bool = True) -> Path:
+def write_report(
+    results_dir: str | Path, to: str | Path | None = None, *, subset: str = "test", png: bool = True
+) -> Path:
     results = load_results(results_dir, subset)
     out = Path(to) if to else Path(results_dir) / "report"
     out.mkdir(parents=True, exist_ok=True)
@@ -149,21 +169,40 @@ def write_report(results_dir: str | Path, to: str | Path | None = None, *, subse
             w.writerow([row[k] for k in keys])
 
     lines = [f"# Evaluation of {Path(results_dir).resolve().name}/ ({subset} subset)", ""]
-    lines.append("BSSEval v4 (1-s windows, 512-tap filters) and SI-SDR, dB: median over windows per track, "
-                 "then median over tracks. Higher is better.")
+    lines.append(
+        "BSSEval v4 (1-s windows, 512-tap filters) and SI-SDR, dB: median over windows per track, "
+        "then median over tracks. Higher is better."
+    )
     for src in sources:
-        lines += ["", f"## {src}", "", "| method | " + " | ".join(METRICS) + " | tracks |",
-                  "|---|" + "---:|" * (len(METRICS) + 1)]
-        for method, row in sorted(table.items(), key=lambda kv: -np.nan_to_num(kv[1].get(src, {}).get("SDR", -1e9), nan=-1e9)):
+        lines += [
+            "",
+            f"## {src}",
+            "",
+            "| method | " + " | ".join(METRICS) + " | tracks |",
+            "|---|" + "---:|" * (len(METRICS) + 1),
+        ]
+        for method, row in sorted(
+            table.items(), key=lambda kv: -np.nan_to_num(kv[1].get(src, {}).get("SDR", -1e9), nan=-1e9)
+        ):
             if src in row:
-                lines.append(f"| {method} | " + " | ".join(_fmt(row[src][m]) for m in METRICS) + f" | {row['tracks']} |")
-    lines += ["", "## Is the difference real? Paired Wilcoxon signed-rank tests (SDR)", "",
-              "Two-sided, over the tracks both methods have; p adjusted with Holm's method per source.", "",
-              "| source | a | b | tracks | median a - b (dB) | p | p (Holm) |", "|---|---|---|---:|---:|---:|---:|"]
+                lines.append(
+                    f"| {method} | " + " | ".join(_fmt(row[src][m]) for m in METRICS) + f" | {row['tracks']} |"
+                )
+    lines += [
+        "",
+        "## Is the difference real? Paired Wilcoxon signed-rank tests (SDR)",
+        "",
+        "Two-sided, over the tracks both methods have; p adjusted with Holm's method per source.",
+        "",
+        "| source | a | b | tracks | median a - b (dB) | p | p (Holm) |",
+        "|---|---|---|---:|---:|---:|---:|",
+    ]
     for row in tests:
         if row["metric"] == "SDR":
-            lines.append(f"| {row['source']} | {row['a']} | {row['b']} | {row['tracks']} | "
-                         f"{row['median_diff']:+.2f} | {_p(row['p'])} | {_p(row['p_holm'])} |")
+            lines.append(
+                f"| {row['source']} | {row['a']} | {row['b']} | {row['tracks']} | "
+                f"{row['median_diff']:+.2f} | {_p(row['p'])} | {_p(row['p_holm'])} |"
+            )
     lines += ["", "All metrics: `wilcoxon.csv`. Per-track medians: `tracks.csv`. Box plots: `boxplots.html`."]
 
     figures = boxplot_figures(tracks, sources)

@@ -23,16 +23,16 @@ from multiprocessing import get_context
 from pathlib import Path
 
 import numpy as np
-import soundfile as sf
 import torch
 
 from separation.errors import SeparationError
+from separation.files import atomic_write_text
+from separation.results import write_summary
 from separation.separator import select_device
+from separation.tracks import TARGETS, load_targets, open_musdb, read_mixture, track_frames
 
 from .methods import load_method, split_spec
 from .scores import METRICS, TrackScores, score_stacked
-
-TARGETS = ("vocals", "accompaniment")
 
 
 @dataclass
@@ -63,7 +63,9 @@ class RunConfig:
     def __post_init__(self):
         dupes = {n for n in self.method_names if self.method_names.count(n) > 1}
         if dupes:
-            raise SeparationError(f"two methods would share the results folder {', '.join(sorted(dupes))}: name them NAME=LOCATION")
+            raise SeparationError(
+                f"two methods would share the results folder {', '.join(sorted(dupes))}: name them NAME=LOCATION"
+            )
 
 
 # ---------------------------------------------------------------------------- tracks
@@ -71,13 +73,13 @@ class RunConfig:
 
 def open_tracks(cfg: RunConfig) -> list:
     """The musdb tracks to evaluate, in musdb's order (sorted names)."""
-    from training.data import open_musdb
-
     tracks = open_musdb(cfg.musdb_root, is_wav=cfg.is_wav, subset=cfg.subset, split=cfg.split)
     return select_tracks(tracks, names=cfg.tracks, limit=cfg.limit, seed=cfg.seed)
 
 
-def select_tracks(tracks: list, *, names: list[str] | None = None, limit: int | None = None, seed: int | None = None) -> list:
+def select_tracks(
+    tracks: list, *, names: list[str] | None = None, limit: int | None = None, seed: int | None = None
+) -> list:
     """`names` picks by name; `seed` draws `limit` tracks at random (the seed's random 25);
     otherwise the first `limit`."""
     if names:
@@ -101,14 +103,8 @@ def load_eval_track(track, targets: tuple[str, ...] = TARGETS) -> tuple[torch.Te
     The mixture is the track's own mixture file (what a user would separate), the references
     its stems with accompaniment = drums + bass + other; all cut to the shortest.
     """
-    from training.data import load_targets
-
     refs = load_targets(track)
-    if track.is_wav:
-        mix, _ = sf.read(track.path, dtype="float32", always_2d=True)
-        mix = torch.from_numpy(mix.T.copy())
-    else:
-        mix = torch.from_numpy(track.audio.T.astype(np.float32))
+    mix = torch.from_numpy(np.ascontiguousarray(read_mixture(track)))
     length = min(mix.shape[-1], refs.shape[-1])
     if tuple(targets) != TARGETS:  # a subset or another order: a copy (the default is a view)
         refs = refs[[TARGETS.index(t) for t in targets]]
@@ -123,8 +119,14 @@ def result_path(out: str | os.PathLike, method: str, subset: str, track: str) ->
 
 
 def _method_record(cfg: RunConfig, description: dict) -> dict:
-    return {**description, "backend": cfg.backend, "window": cfg.window, "hop": cfg.hop, "targets": list(cfg.targets),
-            "data": describe_data(cfg.musdb_root, cfg.subset)}
+    return {
+        **description,
+        "backend": cfg.backend,
+        "window": cfg.window,
+        "hop": cfg.hop,
+        "targets": list(cfg.targets),
+        "data": describe_data(cfg.musdb_root, cfg.subset),
+    }
 
 
 def describe_data(root: str | os.PathLike, subset: str) -> str:
@@ -136,7 +138,9 @@ def describe_data(root: str | os.PathLike, subset: str) -> str:
         meta = json.loads(marker.read_text())
         traits = meta.get("traits") or {}
         real = traits.get("vocal_free") is not None or traits.get("dual_mono_vocals", 0) > 0
-        text += f" (training.synthetic, seed {meta.get('seed', '?')}, {'with' if real else 'without'} real data's traits)"
+        text += (
+            f" (training.synthetic, seed {meta.get('seed', '?')}, {'with' if real else 'without'} real data's traits)"
+        )
     return text
 
 
@@ -147,16 +151,18 @@ def check_method_folder(folder: Path, record: dict) -> None:
         old = json.loads(path.read_text())
         keys = ("method", "backend", "window", "hop", "wiener", "targets", "model", "architecture")
         diff = [k for k in keys if old.get(k) != record.get(k)]
-        if "weights" in old and old["weights"] != record.get("weights"):  # folders written before weights were recorded lack it
+        if "weights" in old and old["weights"] != record.get(
+            "weights"
+        ):  # folders written before weights were recorded lack it
             diff.append("weights")
         if diff:
             changes = "; ".join(f"{k}: {old.get(k)!r} -> {record.get(k)!r}" for k in diff)
             raise SeparationError(
-                f"{folder} holds results of a different setup ({changes}): use another --out, or name the method NAME=LOCATION"
+                f"{folder} holds results of a different setup ({changes}): "
+                "use another --out, or name the method NAME=LOCATION"
             )
         return
-    folder.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(record, indent=2))
+    atomic_write_text(path, json.dumps(record, indent=2) + "\n")
 
 
 def load_results(out: str | os.PathLike, subset: str = "test") -> dict[str, dict[str, TrackScores]]:
@@ -241,8 +247,6 @@ def available_memory() -> int:
 
 def affordable_jobs(cfg: RunConfig, tracks: list, echo=print) -> int:
     """`cfg.jobs`, or fewer when that many jobs on the longest track would not fit in memory."""
-    from training.data import track_frames
-
     longest = max(tracks, key=track_frames)
     samples = track_frames(longest)
     need = track_memory(samples, cfg.backend)
@@ -250,11 +254,15 @@ def affordable_jobs(cfg: RunConfig, tracks: list, echo=print) -> int:
     fit = max(1, int(budget // need))
     gb = 2**30
     if fit < cfg.jobs:
-        echo(f"--jobs {cfg.jobs}: a job may need ~{need / gb:.1f} GB ({cfg.backend} metrics, {longest.name}: "
-             f"{samples / 44100 / 60:.1f} min) and {budget / gb:.1f} GB allow {fit}: running {fit} at a time")
+        echo(
+            f"--jobs {cfg.jobs}: a job may need ~{need / gb:.1f} GB ({cfg.backend} metrics, {longest.name}: "
+            f"{samples / 44100 / 60:.1f} min) and {budget / gb:.1f} GB allow {fit}: running {fit} at a time"
+        )
     if need > budget:
-        echo(f"warning: {longest.name} may need ~{need / gb:.1f} GB ({cfg.backend} metrics), more than the "
-             f"{budget / gb:.1f} GB budget" + ("; the fast backend needs far less" if cfg.backend == "museval" else ""))
+        echo(
+            f"warning: {longest.name} may need ~{need / gb:.1f} GB ({cfg.backend} metrics), more than the "
+            f"{budget / gb:.1f} GB budget" + ("; the fast backend needs far less" if cfg.backend == "museval" else "")
+        )
     return min(cfg.jobs, fit)
 
 
@@ -274,7 +282,7 @@ def _methods(cfg: RunConfig) -> dict:
         _WORKER["methods_key"] = key
         _WORKER["methods"] = {}
     cache = _WORKER["methods"]
-    for spec, name in zip(cfg.methods, cfg.method_names):
+    for spec, name in zip(cfg.methods, cfg.method_names, strict=True):
         if name not in cache:
             cache[name] = load_method(spec, cfg.targets, device=cfg.device, wiener=cfg.wiener)
     return cache
@@ -360,13 +368,36 @@ def run(cfg: RunConfig, *, echo=print) -> tuple[dict, list[str]]:
             report(evaluate_track(cfg, track, todo))
     else:
         threads = max(1, (os.cpu_count() or 1) // jobs)
-        with ProcessPoolExecutor(jobs, mp_context=get_context("spawn"), initializer=_worker_init, initargs=(threads,)) as pool:
+        with ProcessPoolExecutor(
+            jobs, mp_context=get_context("spawn"), initializer=_worker_init, initargs=(threads,)
+        ) as pool:
             futures = [pool.submit(_evaluate_track_by_name, cfg, name, todo) for name, (_, todo) in plan.items()]
             for future in as_completed(futures):
                 report(future.result())
     results = load_results(cfg.out, cfg.subset)
     chosen = {m: results.get(m, {}) for m in cfg.method_names}
+    for name in cfg.method_names:
+        if chosen[name]:
+            write_method_summary(Path(cfg.out) / name, chosen[name])
     return medians_table(chosen, [t.name for t in tracks]), errors
+
+
+def write_method_summary(folder: Path, tracks: dict[str, TrackScores]) -> Path:
+    """`summary.json` of a method folder: its record and the medians over all its tracks (what
+    a model card quotes; see `separation.results`)."""
+    record = json.loads((folder / "method.json").read_text())
+    table = medians_table({folder.name: tracks})[folder.name]
+    return write_summary(
+        folder,
+        {
+            "method": folder.name,
+            "weights": record.get("weights"),
+            "data": record.get("data"),
+            "backend": record.get("backend"),
+            "tracks": sorted(tracks),
+            "medians": {source: row for source, row in table.items() if source != "tracks"},
+        },
+    )
 
 
 __all__ = ["RunConfig", "run", "load_results", "medians_table", "format_table", "select_tracks"]

@@ -14,7 +14,6 @@ import importlib.metadata
 import json
 import math
 import os
-import tempfile
 from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
@@ -23,6 +22,7 @@ import numpy as np
 import torch
 
 from separation.errors import SeparationError
+from separation.files import atomic_write_text
 
 from . import bsseval
 
@@ -68,7 +68,9 @@ def framewise(
     if backend == "fast":
         values = bsseval.bss_eval(references, estimates, window=window, hop=hop, device=device)  # SI-SDR included
     else:
-        refs, ests = (np.asarray(x.cpu() if isinstance(x, torch.Tensor) else x, dtype=np.float64) for x in (references, estimates))
+        refs, ests = (
+            np.asarray(x.cpu() if isinstance(x, torch.Tensor) else x, dtype=np.float64) for x in (references, estimates)
+        )
         values = _bss_museval(refs, ests, window, hop)
         values["SI-SDR"] = bsseval.si_sdr(refs, ests, window=window, hop=hop)
     return {m: np.asarray(values[m], dtype=np.float64) for m in METRICS}
@@ -132,7 +134,7 @@ class TrackScores:
         return text.replace(": null", ": NaN")
 
     @classmethod
-    def from_json(cls, text: str, track: str | None = None) -> "TrackScores":
+    def from_json(cls, text: str, track: str | None = None) -> TrackScores:
         data = json.loads(text)
         frames: dict[str, dict[str, np.ndarray]] = {}
         window = hop = 1.0
@@ -151,20 +153,10 @@ class TrackScores:
 
     def save(self, path: str | os.PathLike) -> Path:
         """Atomic write: a killed run leaves either the whole file or none."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "w") as f:
-                f.write(self.to_json())
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-        return path
+        return atomic_write_text(path, self.to_json())
 
     @classmethod
-    def load(cls, path: str | os.PathLike) -> "TrackScores":
+    def load(cls, path: str | os.PathLike) -> TrackScores:
         path = Path(path)
         try:
             return cls.from_json(path.read_text(), track=path.stem)
@@ -197,9 +189,15 @@ def score_track(
             f"no source in common: references have {', '.join(references) or 'none'}, "
             f"estimates have {', '.join(estimates) or 'none'}"
         )
-    refs = [torch.as_tensor(np.asarray(references[s]) if not isinstance(references[s], torch.Tensor) else references[s]) for s in sources]
-    ests = [torch.as_tensor(np.asarray(estimates[s]) if not isinstance(estimates[s], torch.Tensor) else estimates[s]) for s in sources]
-    for s, r, e in zip(sources, refs, ests):
+    refs = [
+        torch.as_tensor(np.asarray(references[s]) if not isinstance(references[s], torch.Tensor) else references[s])
+        for s in sources
+    ]
+    ests = [
+        torch.as_tensor(np.asarray(estimates[s]) if not isinstance(estimates[s], torch.Tensor) else estimates[s])
+        for s in sources
+    ]
+    for s, r, e in zip(sources, refs, ests, strict=True):
         if r.ndim != 2 or e.ndim != 2 or r.shape[0] != e.shape[0]:
             raise SeparationError(
                 f"{s}: reference {tuple(r.shape)} and estimate {tuple(e.shape)} must be (channels, samples) "

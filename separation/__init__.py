@@ -1,10 +1,8 @@
 """Music source separation: vocals and accompaniment (karaoke) from any song.
 
-    from separation import Separator
-    stems = Separator.from_name("dprnn").separate(waveform, sample_rate)
+from separation import Separator
+stems = Separator.from_name("dprnn").separate(waveform, sample_rate)
 """
-
-import warnings
 
 from .audio import SAMPLE_RATE, load_audio, read_audio, save_audio
 from .errors import SeparationError, UntrainedModelWarning
@@ -12,7 +10,12 @@ from .separator import Separator
 
 __version__ = "0.1.0"
 
-# A model with random weights must say so on every call, not once per process.
-warnings.simplefilter("always", UntrainedModelWarning)
-
-__all__ = ["SAMPLE_RATE", "Separator", "SeparationError", "UntrainedModelWarning", "load_audio", "read_audio", "save_audio"]
+__all__ = [
+    "SAMPLE_RATE",
+    "Separator",
+    "SeparationError",
+    "UntrainedModelWarning",
+    "load_audio",
+    "read_audio",
+    "save_audio",
+]

@@ -37,6 +37,7 @@ from .errors import (
     NonFiniteAudioError,
     NotAudioError,
 )
+from .files import atomic_write
 
 SAMPLE_RATE = 44100
 MB = 1_000_000  # the unit of every size the project states (not MiB)
@@ -46,11 +47,6 @@ AUDIO_SUFFIXES = SOUNDFILE_SUFFIXES | FFMPEG_SUFFIXES
 WRITE_FORMATS = ("wav", "flac", "mp3")
 # Output sample encodings: 16/24-bit PCM, or 32-bit float which never clips.
 BIT_DEPTHS = {"16": "PCM_16", "24": "PCM_24", "float": "FLOAT"}
-# Permissions of ordinary new files and folders under the process umask, read once at import:
-# os.umask can only be read by setting it, which must not race with other threads later.
-_umask = os.umask(0)
-os.umask(_umask)
-FILE_MODE, DIR_MODE = 0o666 & ~_umask, 0o777 & ~_umask
 
 
 @dataclass(frozen=True)
@@ -321,7 +317,9 @@ def _ffmpeg_blocks(path: Path, sel: _Selection) -> Iterator[np.ndarray]:
             if proc.wait() != 0:
                 errors.seek(0)
                 lines = errors.read().decode("utf-8", "replace").strip().splitlines()
-                raise CorruptAudioError(f"{path.name}: ffmpeg could not decode it ({lines[-1] if lines else 'no detail'})")
+                raise CorruptAudioError(
+                    f"{path.name}: ffmpeg could not decode it ({lines[-1] if lines else 'no detail'})"
+                )
         finally:
             if proc.poll() is None:  # stopped early (the cap, a bad block): no orphan decoder
                 proc.kill()
@@ -352,7 +350,9 @@ def _decoded_blocks(path: Path, sel: _Selection) -> Iterator[np.ndarray]:
         yield block
     if done == 0:
         if sel.start:
-            raise AudioError(f"{path.name}: the excerpt starts at {sel.start / info.sample_rate:.1f} s, after the end of the audio")
+            raise AudioError(
+                f"{path.name}: the excerpt starts at {sel.start / info.sample_rate:.1f} s, after the end of the audio"
+            )
         raise EmptyAudioError(f"{path.name}: the file decodes to no samples")
     if sel.start == 0 and sel.frames < 0:
         _check_complete(path, info, done)
@@ -606,7 +606,12 @@ def check_writable(folder: str | os.PathLike, fmt: str = "wav", bit_depth: str =
 
 
 def save_audio(
-    path: str | os.PathLike, wave: torch.Tensor, sample_rate: int = SAMPLE_RATE, *, bit_depth: str = "24"
+    path: str | os.PathLike,
+    wave: torch.Tensor,
+    sample_rate: int = SAMPLE_RATE,
+    *,
+    bit_depth: str = "24",
+    mp3_kbps: int = 320,
 ) -> Path:
     """Write `(C, T)` to wav/flac/mp3 (format from the suffix), atomically.
 
@@ -620,17 +625,14 @@ def save_audio(
         raise AudioWriteError(f"{path.name}: unknown output format {fmt!r}; use .wav, .flac or .mp3")
     data = wave.detach().to("cpu", torch.float32).numpy().T
     if fmt == "mp3":
-        kwargs = {"format": "MP3", "subtype": "MPEG_LAYER_III", "compression_level": 0.0}  # ~320 kbit/s
+        # libsndfile sets a constant MP3 bit rate from a compression level: 0 -> 320 kbit/s, linearly
+        # down to 32 kbit/s, rounded by LAME to the nearest standard rate
+        level = min(0.95, max(0.0, (320 - mp3_kbps) / (320 - 32)))
+        kwargs = {"format": "MP3", "subtype": "MPEG_LAYER_III", "compression_level": level, "bitrate_mode": "CONSTANT"}
     else:
         kwargs = {"format": fmt.upper(), "subtype": BIT_DEPTHS[bit_depth]}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}-", suffix=path.suffix)
-    os.close(fd)
     try:
-        sf.write(tmp, data, sample_rate, **kwargs)
-        os.chmod(tmp, FILE_MODE)  # mkstemp makes 0600 files; stems are ordinary files
-        os.replace(tmp, path)
+        atomic_write(path, lambda tmp: sf.write(tmp, data, sample_rate, **kwargs))
     except (sf.LibsndfileError, OSError, RuntimeError) as e:
-        Path(tmp).unlink(missing_ok=True)
         raise AudioWriteError(f"cannot write {path}: {e}") from None
     return path

@@ -18,18 +18,18 @@ import os
 import re
 import shutil
 import tempfile
+from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from .audio import DIR_MODE, FILE_MODE
 from .errors import CheckpointError, UnknownModelError, WeightsUnavailableError
-from .models.base import ModelInfo, SeparationModel
-from .registry import config_from_dict, get_architecture
+from .files import dir_mode, file_mode
+from .models import ModelInfo, SeparationModel, config_from_dict, get_architecture
 
 FORMAT_VERSION = 1
 CONFIG_NAME = "config.json"
@@ -84,9 +84,9 @@ def save_checkpoint(
         for name, write in (extra or {}).items():
             write(tmp / name)
         # mkdtemp and safetensors create owner-only files; a checkpoint is an ordinary folder.
-        tmp.chmod(DIR_MODE)
+        tmp.chmod(dir_mode())
         for f in tmp.iterdir():
-            f.chmod(FILE_MODE)
+            f.chmod(file_mode())
         old = directory.with_name(f".{directory.name}-old")
         if directory.exists():
             shutil.rmtree(old, ignore_errors=True)
@@ -120,8 +120,9 @@ def resolve(location: str | os.PathLike, *, revision: str | None = None) -> Path
     location = str(location)
     if not _REPO_ID.match(location):
         raise CheckpointError(f"no checkpoint at {location!r}: not a folder, and not a Hub repo id (user/name)")
-    from huggingface_hub import snapshot_download
+    # imported here, not at the top: local checkpoints (the app's default) never pay its import
     from huggingface_hub import errors as hf_errors
+    from huggingface_hub import snapshot_download
 
     try:
         return Path(
@@ -151,7 +152,8 @@ def read_config(directory: Path) -> dict[str, Any]:
         raise CheckpointError(f"{cfg_path}: lacks 'architecture' and 'config' (not a checkpoint of this project)")
     if int(meta.get("format_version", 1)) > FORMAT_VERSION:
         raise CheckpointError(
-            f"{cfg_path}: format version {meta['format_version']} is newer than this code reads ({FORMAT_VERSION}); update"
+            f"{cfg_path}: format version {meta['format_version']} is newer than this code reads "
+            f"({FORMAT_VERSION}); update"
         )
     return meta
 
@@ -168,10 +170,13 @@ def check_state_dict(model: torch.nn.Module, state: dict[str, torch.Tensor], whe
     ]
     problems = []
     if missing:
-        problems.append(f"missing {len(missing)} tensor(s) ({', '.join(missing[:3])}{'...' if len(missing) > 3 else ''})")
+        problems.append(
+            f"missing {len(missing)} tensor(s) ({', '.join(missing[:3])}{'...' if len(missing) > 3 else ''})"
+        )
     if unexpected:
         problems.append(
-            f"{len(unexpected)} unexpected tensor(s) ({', '.join(unexpected[:3])}{'...' if len(unexpected) > 3 else ''})"
+            f"{len(unexpected)} unexpected tensor(s) "
+            f"({', '.join(unexpected[:3])}{'...' if len(unexpected) > 3 else ''})"
         )
     if shapes:
         problems.append(f"shape mismatch: {'; '.join(shapes[:3])}{'...' if len(shapes) > 3 else ''}")
@@ -189,8 +194,7 @@ def load_checkpoint(
         arch = get_architecture(meta["architecture"])
     except UnknownModelError as e:
         raise CheckpointError(f"{directory / CONFIG_NAME}: {e}") from None
-    config = config_from_dict(arch.config_class, meta["config"])
-    model = arch.model_class(config)
+    model = arch(config_from_dict(arch.config_class, meta["config"]))
     weights = directory / WEIGHTS_NAME
     if not weights.exists():
         raise CheckpointError(f"{directory}: no {WEIGHTS_NAME}")

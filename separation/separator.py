@@ -14,21 +14,39 @@ from __future__ import annotations
 
 import logging
 import math
+import sys
 import warnings
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import torch
 from torch import Tensor
 
 from .audio import SAMPLE_RATE, load_audio, prepare
+from .checkpoints import load_checkpoint
 from .errors import DeviceError, SeparationError, UntrainedModelWarning
-from .models.base import ModelInfo, SeparationModel
-from .registry import NAMED_MODELS, get_named_model
+from .models import ModelInfo, SeparationModel
+from .pretrained import NAMED_MODELS, get_named_model
 
 log = logging.getLogger(__name__)
 
 ProgressFn = Callable[[int, int], None]  # (segments done, segments in all)
+
+
+def warn_every_call(message: str, category: type[Warning], stacklevel: int = 2) -> None:
+    """`warnings.warn`, shown on every call rather than once per place: a model with random
+    weights must say so each time it is used. A fresh registry does it without touching the
+    process's warning filters (which `simplefilter` at import would change for everyone)."""
+    frame = sys._getframe(stacklevel)
+    warnings.warn_explicit(
+        message,
+        category,
+        frame.f_code.co_filename,
+        frame.f_lineno,
+        module=frame.f_globals.get("__name__"),
+        registry={},
+        module_globals=frame.f_globals,
+    )
 
 
 def select_device(device: str | torch.device = "auto") -> torch.device:
@@ -42,7 +60,10 @@ def select_device(device: str | torch.device = "auto") -> torch.device:
         raise DeviceError(f"unknown device {device!r}: use auto, cpu or cuda[:N]") from None
     if dev.type == "cuda":
         if not torch.cuda.is_available():
-            raise DeviceError(f"device {str(device)!r}: CUDA was requested but no GPU is usable here (torch.cuda.is_available() is False); use cpu")
+            raise DeviceError(
+                f"device {str(device)!r}: CUDA was requested but no GPU is usable here "
+                "(torch.cuda.is_available() is False); use cpu"
+            )
         if dev.index is not None and dev.index >= torch.cuda.device_count():
             raise DeviceError(f"{dev} requested but only {torch.cuda.device_count()} GPU(s) are present")
     elif dev.type != "cpu":
@@ -129,7 +150,7 @@ def overlap_add(
             continue
         if out is None:
             out = torch.zeros(est.shape[1], channels, length)
-        for o, y in zip(batch_offsets, est):
+        for o, y in zip(batch_offsets, est, strict=True):
             out[..., o : o + segment] += y * weight
             total_weight[o : o + segment] += weight
         done += len(batch_offsets)
@@ -160,7 +181,7 @@ class Separator:
             wiener: EM iterations for mask models (default: the model's config); refused by
                 models that have no spectrogram stage (conv1d).
         """
-        self.info = info or ModelInfo(type(model).__name__, getattr(model, "architecture", "?"), True, "in memory")
+        self.info = info or ModelInfo(type(model).__name__, model.architecture, True, "in memory")
         self.device = select_device(device)
         self.model = model.to(self.device).eval()
         if wiener is not None:
@@ -186,21 +207,19 @@ class Separator:
     # ------------------------------------------------------------------ construction
 
     @classmethod
-    def from_name(cls, name: str, **kwargs) -> "Separator":
-        """A named model: `dprnn`, `conv1d`, `umxhq`, `umxl` (see `separation.registry`)."""
+    def from_name(cls, name: str, **kwargs) -> Separator:
+        """A named model: `dprnn`, `conv1d`, `umxhq`, `umxl` (see `separation.pretrained`)."""
         model, info = get_named_model(name).load()
         return cls(model, info, **kwargs)
 
     @classmethod
-    def from_pretrained(cls, location: str | Path, *, revision: str | None = None, **kwargs) -> "Separator":
+    def from_pretrained(cls, location: str | Path, *, revision: str | None = None, **kwargs) -> Separator:
         """A checkpoint folder or a Hugging Face Hub repo id (`user/name`), same code path."""
-        from .checkpoints import load_checkpoint
-
         model, info = load_checkpoint(location, revision=revision)
         return cls(model, info, **kwargs)
 
     @classmethod
-    def load(cls, name_or_location: str | Path, *, revision: str | None = None, **kwargs) -> "Separator":
+    def load(cls, name_or_location: str | Path, *, revision: str | None = None, **kwargs) -> Separator:
         """`from_name` for a registered name, else `from_pretrained`."""
         if str(name_or_location) in NAMED_MODELS:
             if revision:
@@ -247,7 +266,7 @@ class Separator:
 
     def _separate_prepared(self, mix: Tensor, progress: ProgressFn | None) -> dict[str, Tensor]:
         if not self.info.trained:
-            warnings.warn(
+            warn_every_call(
                 f"{self.info.name} has RANDOM weights (no trained checkpoint): its output is not a separation",
                 UntrainedModelWarning,
                 stacklevel=3,

@@ -61,9 +61,9 @@ def mixture() -> torch.Tensor:
 @pytest.fixture
 def no_shipped_checkpoints(tmp_path, monkeypatch):
     """As on a checkout without assets/checkpoints: named models fall back to random weights."""
-    from separation import registry
+    from separation import pretrained
 
-    monkeypatch.setattr(registry, "ASSETS_DIR", tmp_path / "no-assets")
+    monkeypatch.setattr(pretrained, "ASSETS_DIR", tmp_path / "no-assets")
     monkeypatch.setenv("SEPARATION_ASSETS", str(tmp_path / "no-assets"))  # for subprocesses
     return tmp_path / "no-assets"
 

@@ -19,13 +19,14 @@ import torch
 from gradio_client import Client, handle_file
 from gradio_client.exceptions import AppError
 
-import app as app_module
+from conftest import voice_and_band
+from separation.errors import SeparationError
+from separation.separator import OutOfMemory
+from webapp import lab as lab_module
+from webapp import ui as ui_module
 from webapp.config import AppConfig
 from webapp.service import ModelPool, ModelSlot, separate_with_fallback
-from separation.errors import SeparationError
 from webapp.store import RatingError, RatingsStore, safe_cell
-
-from conftest import voice_and_band
 
 SR = 44100
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -39,7 +40,7 @@ def lab(tmp_path_factory):
     root = tmp_path_factory.mktemp("app")
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("TORCH_HOME", str(root / "torch"))
-        from separation.models.umx import upstream_cache_path
+        from separation.pretrained import upstream_cache_path
 
         torch.manual_seed(0)
         net = OpenUnmix(nb_bins=2049, nb_channels=2, hidden_size=512, max_bin=1487)
@@ -49,11 +50,16 @@ def lab(tmp_path_factory):
         pool = ModelPool(["dprnn", "umxhq"], device="cpu", background=False)
     assert all(s.ready for s in pool.slots.values()), [s.message for s in pool.slots.values()]
     config = AppConfig(data_dir=root / "data", admin_token="s3cret-token", max_minutes=2.0, max_upload_mb=5)
-    lab = app_module.LabApp(config, pool=pool)
-    demo = app_module.build_ui(lab)
+    lab = lab_module.LabApp(config, pool=pool)
+    demo = ui_module.build_ui(lab)
     demo.queue(default_concurrency_limit=4)
-    _, url, _ = demo.launch(prevent_thread_lock=True, server_name="127.0.0.1", server_port=None, quiet=True,
-                            **app_module.launch_options(lab))
+    _, url, _ = demo.launch(
+        prevent_thread_lock=True,
+        server_name="127.0.0.1",
+        server_port=None,
+        quiet=True,
+        **lab_module.launch_options(lab),
+    )
     lab.url = url
     yield lab
     demo.close()
@@ -90,7 +96,9 @@ def test_separate_a_demo_clip_with_both_models(lab, client):
 
 
 def test_separate_an_uploaded_file(client, tmp_path):
-    files, info = client.predict(handle_file(str(wav_file(tmp_path / "my song.wav", 5.0))), "dprnn", api_name="/separate")
+    files, info = client.predict(
+        handle_file(str(wav_file(tmp_path / "my song.wav", 5.0))), "dprnn", api_name="/separate"
+    )
     assert list(info["stems"]) == ["dprnn"] and info["metrics"] == []
     assert len(files) == 2 and sf.info(files[0]).frames == 5 * SR
 
@@ -141,10 +149,22 @@ def test_ratings_round_trip_through_the_api(lab, client):
 
 
 def test_admin_export_needs_the_token_and_is_formula_safe(lab):
-    lab.store.create_trial(listener="b" * 32, kind="mushra", clip="=HYPERLINK(\"http://x\")", source="vocals",
-                           conditions={"A": "dprnn"}, versions={"dprnn": "v"})
-    trial = lab.store.create_trial(listener="b" * 32, kind="mushra", clip="=cmd|' /C calc'!A0", source="vocals",
-                                   conditions={"A": "dprnn"}, versions={"dprnn": "v"})
+    lab.store.create_trial(
+        listener="b" * 32,
+        kind="mushra",
+        clip='=HYPERLINK("http://x")',
+        source="vocals",
+        conditions={"A": "dprnn"},
+        versions={"dprnn": "v"},
+    )
+    trial = lab.store.create_trial(
+        listener="b" * 32,
+        kind="mushra",
+        clip="=cmd|' /C calc'!A0",
+        source="vocals",
+        conditions={"A": "dprnn"},
+        versions={"dprnn": "v"},
+    )
     lab.store.submit("b" * 32, trial.id, scores={"A": 40})
     with pytest.raises(RatingError, match="wrong admin token"):
         lab.export_ratings("guess")
@@ -207,8 +227,14 @@ def test_store_under_load_loses_nothing_and_survives_a_restart(tmp_path):
         listener = f"listener{w:04d}"
         try:
             for i in range(50):
-                trial = store.create_trial(listener=listener, kind="mushra", clip=f"clip {i}", source="vocals",
-                                           conditions={"A": "dprnn"}, versions={"dprnn": "v1"})
+                trial = store.create_trial(
+                    listener=listener,
+                    kind="mushra",
+                    clip=f"clip {i}",
+                    source="vocals",
+                    conditions={"A": "dprnn"},
+                    versions={"dprnn": "v1"},
+                )
                 store.submit(listener, trial.id, scores={"A": float(i)})
         except Exception as exc:  # a "database is locked" would land here
             errors.append(repr(exc))
@@ -231,8 +257,14 @@ def test_submissions_are_validated(tmp_path):
     me, other = "c" * 32, "d" * 32
 
     def trial(kind="mushra", conditions=None):
-        return store.create_trial(listener=me, kind=kind, clip="x", source="vocals",
-                                  conditions=conditions or {"A": "dprnn", "B": "reference"}, versions={})
+        return store.create_trial(
+            listener=me,
+            kind=kind,
+            clip="x",
+            source="vocals",
+            conditions=conditions or {"A": "dprnn", "B": "reference"},
+            versions={},
+        )
 
     t = trial()
     with pytest.raises(RatingError, match="rate every sample"):
@@ -283,8 +315,10 @@ def test_out_of_memory_retries_with_smaller_segments(mixture):
                 raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
             return torch.stack([x * 0.25, x * 0.75], dim=1)
 
-    slot = ModelSlot("greedy", state="ready", separator=Separator(Greedy(), ModelInfo("greedy", "test", True, "here"), device="cpu"))
-    with pytest.raises(Exception):
+    slot = ModelSlot(
+        "greedy", state="ready", separator=Separator(Greedy(), ModelInfo("greedy", "test", True, "here"), device="cpu")
+    )
+    with pytest.raises(OutOfMemory, match="ran out of memory on one 2.0-s segment"):
         slot.separator.separate(mixture, SR)  # 2-s segments: out of memory
     stems = separate_with_fallback(slot, mixture)  # retried with 1-s segments
     assert torch.allclose(stems["vocals"] + stems["accompaniment"], mixture, atol=1e-5)
@@ -313,7 +347,7 @@ def test_an_upload_over_the_size_cap_is_refused(lab, client, tmp_path):
 def test_a_trial_falls_back_to_an_example_clip_when_the_upload_cannot_make_one(tmp_path):
     """One model and no true stems: no A/B is possible, so the trial is a MUSHRA on a demo clip."""
     pool = ModelPool(["dprnn"], device="cpu", background=False)
-    lab = app_module.LabApp(AppConfig(data_dir=tmp_path), pool=pool)
+    lab = lab_module.LabApp(AppConfig(data_dir=tmp_path), pool=pool)
     voice, band = voice_and_band(3.0)
     upload = lab.separate(torch.from_numpy(voice + band), None, "upload.wav")
     trial, used = lab.trial_for(upload, "k" * 32)

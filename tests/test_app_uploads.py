@@ -17,12 +17,12 @@ import soundfile as sf
 from gradio_client import Client, handle_file
 from gradio_client.exceptions import AppError
 
-import app as app_module
+from conftest import ROOT, voice_and_band
 from separation.errors import SeparationError, scrub_paths
+from webapp import lab as lab_module
+from webapp import ui as ui_module
 from webapp.config import AppConfig
 from webapp.service import ModelPool
-
-from conftest import ROOT, voice_and_band
 
 SR = 44100
 
@@ -35,10 +35,12 @@ def lab(tmp_path_factory):
         mp.setenv("TORCH_HOME", str(root / "torch"))  # an empty torch hub cache: umxhq is unavailable
         pool = ModelPool(["dprnn", "umxhq"], device="cpu", background=False)
     assert pool.slots["dprnn"].ready and pool.slots["umxhq"].state == "unavailable"
-    lab = app_module.LabApp(AppConfig(data_dir=root / "data", max_minutes=2.0, max_upload_mb=5), pool=pool)
-    demo = app_module.build_ui(lab)
+    lab = lab_module.LabApp(AppConfig(data_dir=root / "data", max_minutes=2.0, max_upload_mb=5), pool=pool)
+    demo = ui_module.build_ui(lab)
     demo.queue(default_concurrency_limit=2)
-    _, url, _ = demo.launch(prevent_thread_lock=True, server_name="127.0.0.1", quiet=True, **app_module.launch_options(lab))
+    _, url, _ = demo.launch(
+        prevent_thread_lock=True, server_name="127.0.0.1", quiet=True, **lab_module.launch_options(lab)
+    )
     lab.url = url
     lab.private = [str(root), str(ROOT), os.path.expanduser("~")]  # folders no answer may name
     yield lab
@@ -83,8 +85,12 @@ def test_many_channels_at_a_high_rate_are_refused_from_the_header(lab, client, s
             f.write(np.zeros((384_000, 8), np.float32))
     assert path.stat().st_size < 1_000_000
     before = work_folders(lab)
-    refused(client, r"0:20 of 8 channels at 384 kHz, 61 million samples to decode, over the 46 million",
-            handle_file(str(path)), "all")
+    refused(
+        client,
+        r"0:20 of 8 channels at 384 kHz, 61 million samples to decode, over the 46 million",
+        handle_file(str(path)),
+        "all",
+    )
     assert work_folders(lab) == before  # refused before any separation
     still_serves(client, song)
 
@@ -93,13 +99,40 @@ def test_a_file_without_a_duration_is_stopped_at_the_cap_while_decoding(lab, cli
     # 3 minutes of 8-channel Opus written through a pipe: the header has no duration (~0.2 MB)
     path = tmp_path / "piped.webm"
     with open(path, "wb") as out:
-        subprocess.run(["ffmpeg", "-v", "error", "-f", "lavfi", "-i", "sine=frequency=440:duration=180", "-ac", "8",
-                        "-c:a", "libopus", "-b:a", "8k", "-f", "webm", "pipe:1"], stdout=out, check=True)
-    probe = subprocess.run(["ffprobe", "-v", "error", "-show_entries", "format=duration", "-of", "csv=p=0", str(path)],
-                           capture_output=True, text=True)
+        subprocess.run(
+            [
+                "ffmpeg",
+                "-v",
+                "error",
+                "-f",
+                "lavfi",
+                "-i",
+                "sine=frequency=440:duration=180",
+                "-ac",
+                "8",
+                "-c:a",
+                "libopus",
+                "-b:a",
+                "8k",
+                "-f",
+                "webm",
+                "pipe:1",
+            ],
+            stdout=out,
+            check=True,
+        )
+    probe = subprocess.run(
+        ["ffprobe", "-v", "error", "-show_entries", "format=duration", "-of", "csv=p=0", str(path)],
+        capture_output=True,
+        text=True,
+    )
     assert probe.stdout.strip() in ("", "N/A")  # really no duration in the header
-    refused(client, r"lasts more than the 2:00 limit \(its header does not say how long it is: decoding stopped there\)",
-            handle_file(str(path)), "all")
+    refused(
+        client,
+        r"lasts more than the 2:00 limit \(its header does not say how long it is: decoding stopped there\)",
+        handle_file(str(path)),
+        "all",
+    )
     still_serves(client, song)
 
 
@@ -108,7 +141,9 @@ def test_too_short_an_upload_is_a_clear_message_before_any_work(lab, client, son
     path = tmp_path / "short.wav"
     sf.write(path, np.full((samples, 2), 0.1, np.float32), SR)
     before = work_folders(lab)
-    refused(client, r"short.wav: the audio lasts 0\.\d+ s; the app separates 1 s or more", handle_file(str(path)), "all")
+    refused(
+        client, r"short.wav: the audio lasts 0\.\d+ s; the app separates 1 s or more", handle_file(str(path)), "all"
+    )
     assert work_folders(lab) == before
     still_serves(client, song)
 
@@ -139,7 +174,7 @@ def test_excerpt_bounds_that_are_not_numbers(lab, start, length):
     """JSON clients cannot send NaN (gradio_client refuses to), but a form field or a raw request can."""
     clip = next(iter(lab.clips))
     with pytest.raises(SeparationError, match=r"must be a number of seconds"):
-        app_module.clip_excerpt(lab, clip, start, length)
+        lab_module.clip_excerpt(lab, clip, start, length)
 
 
 def test_sizes_are_in_one_unit_everywhere(lab, client, song, tmp_path):
@@ -147,7 +182,7 @@ def test_sizes_are_in_one_unit_everywhere(lab, client, song, tmp_path):
     a file between 5 MB and 5 MiB (5,242,880 bytes) used to pass the upload and then be refused
     as '4.9 MB, over the 5 MB limit'."""
     assert lab.config.max_upload_bytes == 5_000_000
-    assert app_module.launch_options(lab)["max_file_size"] == 5_000_000
+    assert lab_module.launch_options(lab)["max_file_size"] == 5_000_000
     between = tmp_path / "between.wav"
     frames = (5_100_000 - 44) // 4  # 16-bit stereo, a 44-byte header: 5,100,000 bytes
     sf.write(between, np.zeros((frames, 2), np.int16), SR, subtype="PCM_16")
@@ -156,18 +191,20 @@ def test_sizes_are_in_one_unit_everywhere(lab, client, song, tmp_path):
         client.predict(handle_file(str(between)), "all", api_name="/separate")
     with pytest.raises(Exception, match=r"5\.1 MB, over the 5 MB limit"):
         lab.read_upload(str(between))
-    page = app_module.build_ui(lab).config
+    page = ui_module.build_ui(lab).config
     assert "5 MB (5,000,000 bytes)" in str(page)
     still_serves(client, song)
 
 
 def test_public_answers_name_no_server_path(lab, client, song, tmp_path):
     files, info = client.predict(handle_file(str(song)), "all", api_name="/separate")
-    assert info["errors"] == {"umxhq": "unavailable: umxhq weights are not available offline "
-                                       "(run `python -m separation download umxhq` where there is internet)"}
+    assert info["errors"] == {
+        "umxhq": "unavailable: umxhq weights are not available offline "
+        "(run `python -m separation download umxhq` where there is internet)"
+    }
     assert re.fullmatch(r"dprnn#[0-9a-f]{12}", info["versions"]["dprnn"])
-    about = app_module.about_markdown(lab) + lab.status_markdown()
-    for text in (str(info), about, app_module.summary_line(lab.separate(*voice_and_band_mix(), "x.wav"))):
+    about = ui_module.about_markdown(lab) + lab.status_markdown()
+    for text in (str(info), about, ui_module.summary_line(lab.separate(*voice_and_band_mix(), "x.wav"))):
         assert scrub_paths(text) == text, text
         assert not any(folder in text for folder in lab.private), text
     # a damaged checkpoint's message, public: its file name without the folder
@@ -188,8 +225,12 @@ def voice_and_band_mix():
 
 def test_unknown_model_names_are_refused_before_any_work(lab, client, song):
     before = work_folders(lab)
-    message = refused(client, r"unknown model name: choose from dprnn, umxhq, or all", handle_file(str(song)),
-                      "<img src=x onerror=alert(1)>")
+    message = refused(
+        client,
+        r"unknown model name: choose from dprnn, umxhq, or all",
+        handle_file(str(song)),
+        "<img src=x onerror=alert(1)>",
+    )
     assert "<img" not in message  # not echoed
     assert work_folders(lab) == before
     files, info = client.predict(handle_file(str(song)), "dprnn", api_name="/separate")
@@ -226,10 +267,16 @@ def test_offline_means_no_outbound_request_at_all(tmp_path):
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     env = {k: v for k, v in os.environ.items() if k not in ("GRADIO_ANALYTICS_ENABLED",)}
-    env.update(HF_HUB_OFFLINE="1", PYTHONPATH=f"{guard}:{ROOT}", GRADIO_SERVER_PORT=str(port),
-               APP_DATA_DIR=str(tmp_path / "data"), TORCH_HOME=str(tmp_path / "torch"))
-    proc = subprocess.Popen([sys.executable, "app.py"], cwd=ROOT, env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True)
+    env.update(
+        HF_HUB_OFFLINE="1",
+        PYTHONPATH=f"{guard}:{ROOT}",
+        GRADIO_SERVER_PORT=str(port),
+        APP_DATA_DIR=str(tmp_path / "data"),
+        TORCH_HOME=str(tmp_path / "torch"),
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "app.py"], cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
     try:
         client = None
         for _ in range(240):
@@ -287,20 +334,22 @@ def test_on_zerogpu_the_separation_runs_inside_spaces_gpu_with_a_duration_from_t
                 def wrapper(*args, **kwargs):
                     calls.append({"duration": duration(*args, **kwargs), "function": fn.__name__})
                     return fn(*args, **kwargs)
+
                 return wrapper
+
             return decorate
 
     monkeypatch.setattr(gpu, "spaces_module", lambda: StandIn)
     monkeypatch.setenv("SPACES_ZERO_GPU", "true")
     pool = ModelPool(["dprnn"], device="cpu", background=False)
-    lab = app_module.LabApp(AppConfig(data_dir=tmp_path), pool=pool)
+    lab = lab_module.LabApp(AppConfig(data_dir=tmp_path), pool=pool)
     assert lab.zero_gpu
     voice, band = voice_and_band(3.0)
     sep = lab.separate(torch.from_numpy(voice + band), None, "song.wav")
     assert set(sep.stems) == {"dprnn"}
     assert calls == [{"duration": gpu.gpu_seconds(3.0, 1), "function": "_separate_now"}]
     clip = next(iter(lab.clips))
-    mix, refs, label = app_module.clip_excerpt(lab, clip, 0, 30)
+    mix, refs, label = lab_module.clip_excerpt(lab, clip, 0, 30)
     sep = lab.separate(mix, refs, label)  # the metrics run inside too
     assert sep.metrics and calls[-1]["duration"] == gpu.gpu_seconds(30.0, 1) == 23
     assert gpu.gpu_seconds(600, 2) == 140 and gpu.gpu_seconds(7200, 2) == gpu.MAX_SECONDS

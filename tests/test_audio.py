@@ -12,6 +12,7 @@ import pytest
 import soundfile as sf
 import torch
 
+from conftest import SR, voice_and_band
 from separation import audio
 from separation.errors import (
     AudioError,
@@ -23,8 +24,6 @@ from separation.errors import (
     NonFiniteAudioError,
     NotAudioError,
 )
-
-from conftest import SR, voice_and_band
 
 
 def _clip(seconds=2.0, sr=SR):
@@ -207,7 +206,9 @@ def test_waveform_shape_checks():
     assert audio.as_waveform(np.zeros(5)).shape == (1, 5)
 
 
-@pytest.mark.parametrize("fmt,bit_depth", [("wav", "16"), ("wav", "24"), ("wav", "float"), ("flac", "24"), ("mp3", "24")])
+@pytest.mark.parametrize(
+    "fmt,bit_depth", [("wav", "16"), ("wav", "24"), ("wav", "float"), ("flac", "24"), ("mp3", "24")]
+)
 def test_save_round_trip(tmp_path, fmt, bit_depth):
     x = torch.from_numpy(_clip(1.0))
     path = audio.save_audio(tmp_path / f"out.{fmt}", x, SR, bit_depth=bit_depth)
@@ -295,7 +296,9 @@ def test_many_channels_at_a_high_rate_are_refused_before_decoding(tmp_path):
         for _ in range(5):
             f.write(np.zeros((384_000, 8), np.float32))
     assert audio.decode_budget(60) == int(60.5 * 48_000 * 8)
-    with pytest.raises(AudioTooLargeError, match=r"0:05 of 8 channels at 384 kHz, 15 million samples to decode, over the 12 million"):
+    with pytest.raises(
+        AudioTooLargeError, match=r"0:05 of 8 channels at 384 kHz, 15 million samples to decode, over the 12 million"
+    ):
         audio.load_audio(path, max_seconds=30)
     assert audio.load_audio(path, max_seconds=60).shape == (2, 5 * SR)  # within a larger budget: decoded
 
@@ -304,8 +307,26 @@ def test_many_channels_at_a_high_rate_are_refused_before_decoding(tmp_path):
 def test_a_stream_without_a_duration_is_stopped_at_the_cap(tmp_path):
     path = tmp_path / "piped.webm"
     with open(path, "wb") as out:
-        subprocess.run(["ffmpeg", "-v", "error", "-f", "lavfi", "-i", "sine=frequency=440:duration=20", "-ac", "2",
-                        "-c:a", "libopus", "-f", "webm", "pipe:1"], stdout=out, check=True)
+        subprocess.run(
+            [
+                "ffmpeg",
+                "-v",
+                "error",
+                "-f",
+                "lavfi",
+                "-i",
+                "sine=frequency=440:duration=20",
+                "-ac",
+                "2",
+                "-c:a",
+                "libopus",
+                "-f",
+                "webm",
+                "pipe:1",
+            ],
+            stdout=out,
+            check=True,
+        )
     assert audio.probe(path).frames == 0  # the header does not say how long it is
     with pytest.raises(AudioTooLongError, match=r"more than the 0:10 limit \(its header does not say"):
         audio.load_audio(path, max_seconds=10)
@@ -325,13 +346,16 @@ def test_nan_in_a_later_block_says_where(tmp_path, monkeypatch):
         audio.load_audio(path)
 
 
-@pytest.mark.parametrize("offset,duration,match", [
-    (float("nan"), None, "start must be a number of seconds, not nan"),
-    (-0.5, None, "must start at 0 s or later"),
-    (0.0, 0.0, "must last more than 0 s"),
-    (0.0, float("inf"), "length must be a number of seconds, not inf"),
-    (9.0, 1.0, "starts at 9.0 s but the audio lasts 3.0 s"),
-])
+@pytest.mark.parametrize(
+    "offset,duration,match",
+    [
+        (float("nan"), None, "start must be a number of seconds, not nan"),
+        (-0.5, None, "must start at 0 s or later"),
+        (0.0, 0.0, "must last more than 0 s"),
+        (0.0, float("inf"), "length must be a number of seconds, not inf"),
+        (9.0, 1.0, "starts at 9.0 s but the audio lasts 3.0 s"),
+    ],
+)
 def test_excerpt_bounds(tmp_path, offset, duration, match):
     path = tmp_path / "three.wav"
     sf.write(path, np.zeros((3 * SR, 2), np.float32), SR)

@@ -10,13 +10,15 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from separation.__main__ import main
-
 from conftest import ROOT, SR, voice_and_band
+from separation.cli import main
 
 # Without assets/checkpoints, conv1d runs on random weights: its (expected) untrained warning
 # is asserted on, not shown; the shipped checkpoints have their own tests.
-pytestmark = [pytest.mark.filterwarnings("ignore::separation.UntrainedModelWarning"), pytest.mark.usefixtures("no_shipped_checkpoints")]
+pytestmark = [
+    pytest.mark.filterwarnings("ignore::separation.UntrainedModelWarning"),
+    pytest.mark.usefixtures("no_shipped_checkpoints"),
+]
 
 
 @pytest.fixture
@@ -96,7 +98,9 @@ def test_folder_with_a_bad_file_keeps_the_good_ones(tmp_path, clip, capsys):
     (clip.parent / "notes.mp3").write_text("lyrics, not audio")
     sf.write(clip.parent / "second.flac", np.zeros((SR // 2, 2), dtype=np.float32) + 0.1, SR)
     out = tmp_path / "out"
-    code = main([str(clip.parent), "--model", "conv1d", "-o", str(out), "-q", "--format", "flac", "--stems", "accompaniment"])
+    code = main(
+        [str(clip.parent), "--model", "conv1d", "-o", str(out), "-q", "--format", "flac", "--stems", "accompaniment"]
+    )
     err = capsys.readouterr().err
     assert code == 1
     assert "notes.mp3: this is a text file, not audio" in err and "1 of 3 file(s) failed" in err
@@ -108,7 +112,22 @@ def test_folder_with_a_bad_file_keeps_the_good_ones(tmp_path, clip, capsys):
 
 def test_filename_template_and_float_output(tmp_path, clip):
     out = tmp_path / "out"
-    code = main([str(clip), "--model", "conv1d", "-o", str(out), "-q", "--filename", "{model}-{track}-{stem}.{ext}", "--bit-depth", "float", "--clip", "none"])
+    code = main(
+        [
+            str(clip),
+            "--model",
+            "conv1d",
+            "-o",
+            str(out),
+            "-q",
+            "--filename",
+            "{model}-{track}-{stem}.{ext}",
+            "--bit-depth",
+            "float",
+            "--clip",
+            "none",
+        ]
+    )
     assert code == 0
     info = sf.info(out / "conv1d-song-vocals.wav")
     assert info.subtype == "FLOAT"
@@ -146,6 +165,8 @@ def test_a_file_with_too_much_to_decode_is_one_line_and_the_others_are_separated
     code = main([str(big.parent), "--model", "conv1d", "-o", str(out), "-q", "--max-minutes", "0.5"])
     err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
     assert code == 1
-    assert err[0].startswith("error: eight-channels.flac: the audio is 0:10 of 8 channels at 384 kHz, 31 million samples")
+    assert err[0].startswith(
+        "error: eight-channels.flac: the audio is 0:10 of 8 channels at 384 kHz, 31 million samples"
+    )
     assert err[1] == "error: 1 of 2 file(s) failed"
     assert (out / "song" / "vocals.wav").exists() and not (out / "eight-channels").exists()

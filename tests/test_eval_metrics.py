@@ -102,7 +102,7 @@ def test_estimates_are_cut_or_padded_like_museval():
     shorter = (refs + 0.3 * rng.standard_normal(refs.shape))[..., : 3 * SR - 5000]
     for ests in (longer, shorter):
         expected = museval.evaluate(refs.transpose(0, 2, 1), ests.transpose(0, 2, 1), win=SR, hop=SR)
-        assert_same(dict(zip(("SDR", "ISR", "SIR", "SAR"), expected)), bsseval.bss_eval(refs, ests))
+        assert_same(dict(zip(("SDR", "ISR", "SIR", "SAR"), expected, strict=True)), bsseval.bss_eval(refs, ests))
 
 
 def test_overlapping_windows_and_other_hops():
@@ -233,7 +233,9 @@ def test_two_sources_with_identical_content_match_museval():
     assert (got["SIR"] > 100).all() and np.isfinite(got["SDR"]).all()
 
 
-@pytest.mark.parametrize("samples", [4096, 5000, int(0.3 * SR), SR + 123])  # the shortest scored, one window, one and a bit
+@pytest.mark.parametrize(
+    "samples", [4096, 5000, int(0.3 * SR), SR + 123]
+)  # the shortest scored, one window, one and a bit
 def test_very_short_tracks_match_museval(samples):
     rng = np.random.default_rng(samples)
     refs = 0.1 * rng.standard_normal((2, 2, samples))
@@ -263,10 +265,11 @@ def test_the_singular_fallback_is_museval_least_squares(monkeypatch):
     def singular(*args, **kwargs):
         raise np.linalg.LinAlgError("Singular matrix")
 
-    fast = score_track(dict(zip(("vocals", "accompaniment"), refs)), dict(zip(("vocals", "accompaniment"), ests)))
+    sources = ("vocals", "accompaniment")
+    references, estimates = dict(zip(sources, refs, strict=True)), dict(zip(sources, ests, strict=True))
+    fast = score_track(references, estimates)
     monkeypatch.setattr(np.linalg, "solve", singular)
-    slow = score_track(dict(zip(("vocals", "accompaniment"), refs)), dict(zip(("vocals", "accompaniment"), ests)),
-                       backend="museval")
+    slow = score_track(references, estimates, backend="museval")
     for source in ("vocals", "accompaniment"):
         assert_same(slow.frames[source], fast.frames[source], tol=1e-4)
     g = torch.tensor([[2.0, 2.0, 0.0], [2.0, 2.0, 0.0], [0.0, 0.0, 1.0]], dtype=torch.float64)

@@ -38,7 +38,9 @@ def quiet(*args, **kwargs):
 
 
 def test_oracles_and_the_shipped_model_rank_as_expected(musdb_root, tmp_path):
-    cfg = RunConfig(methods=["mixture", "irm", "ibm", "dprnn"], musdb_root=str(musdb_root), is_wav=True, out=str(tmp_path))
+    cfg = RunConfig(
+        methods=["mixture", "irm", "ibm", "dprnn"], musdb_root=str(musdb_root), is_wav=True, out=str(tmp_path)
+    )
     table, errors = run(cfg, echo=quiet)
     assert errors == []
     sdr = {m: table[m]["vocals"]["SDR"] for m in table}
@@ -62,8 +64,13 @@ def test_default_backend_equals_museval_on_dual_mono_vocals(musdb_root, tmp_path
     assert any(np.array_equal(v[:, 0], v[:, 1]) for v in dual_mono)
     tables = {}
     for backend in ("fast", "museval"):
-        cfg = RunConfig(methods=["mixture", "irm", "dprnn"], musdb_root=str(musdb_root), is_wav=True,
-                        out=str(tmp_path / backend), backend=backend)
+        cfg = RunConfig(
+            methods=["mixture", "irm", "dprnn"],
+            musdb_root=str(musdb_root),
+            is_wav=True,
+            out=str(tmp_path / backend),
+            backend=backend,
+        )
         tables[backend], errors = run(cfg, echo=quiet)
         assert errors == []
     for method in ("mixture", "irm", "dprnn"):
@@ -79,7 +86,9 @@ def test_default_backend_equals_museval_on_dual_mono_vocals(musdb_root, tmp_path
 
 def test_musdb18_stem_mp4_through_eval(tmp_path):
     root = write_musdb_folder(tmp_path / "musdb18", train=0, valid=0, test=2, seconds=4.0, seed=3, stems_mp4=True)
-    table, errors = run(RunConfig(methods=["mixture", "irm"], musdb_root=str(root), out=str(tmp_path / "res")), echo=quiet)
+    table, errors = run(
+        RunConfig(methods=["mixture", "irm"], musdb_root=str(root), out=str(tmp_path / "res")), echo=quiet
+    )
     assert errors == [] and table["irm"]["tracks"] == 2
     assert table["irm"]["vocals"]["SDR"] > table["mixture"]["vocals"]["SDR"] + 10
     # lossy streams: the mixture is no longer an exact sum of the references, as in MUSDB18
@@ -97,8 +106,23 @@ def test_full_length_tracks_in_bounded_memory(tmp_path):
     for i, seed in enumerate((11, 12)):
         song = make_track(seed, 30.0)  # repeated to 7 minutes: the traits, and the length
         write_track(root / "test" / f"Full {i} - Seven Minutes", {k: np.tile(v, (14, 1)) for k, v in song.items()})
-    cmd = [sys.executable, "-m", "eval", "--methods", "mixture,irm", "--musdb-root", str(root), "--is-wav",
-           "--out", str(tmp_path / "res"), "--jobs", "2", "--max-memory", "8", "-q"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "eval",
+        "--methods",
+        "mixture,irm",
+        "--musdb-root",
+        str(root),
+        "--is-wav",
+        "--out",
+        str(tmp_path / "res"),
+        "--jobs",
+        "2",
+        "--max-memory",
+        "8",
+        "-q",
+    ]
     peak, code = run_measured(cmd, cwd=ROOT, env=dict(os.environ, PYTHONPATH=str(ROOT)), stdout=subprocess.DEVNULL)
     assert code == 0
     assert peak < 6 * 2**30, f"peak {peak / 2**30:.2f} GB"
@@ -123,10 +147,22 @@ def test_parallel_jobs_are_limited_by_memory(musdb_root, capsys):
 def test_a_killed_run_resumes_to_the_same_table(musdb_root, tmp_path):
     straight = tmp_path / "straight"
     killed = tmp_path / "killed"
-    cmd = [sys.executable, "-m", "eval", "--methods", "mixture,dprnn", "--musdb-root", str(musdb_root), "--is-wav", "-q"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "eval",
+        "--methods",
+        "mixture,dprnn",
+        "--musdb-root",
+        str(musdb_root),
+        "--is-wav",
+        "-q",
+    ]
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     subprocess.run(cmd + ["--out", str(straight)], check=True, cwd=ROOT, env=env, capture_output=True)
-    proc = subprocess.Popen(cmd + ["--out", str(killed)], cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        cmd + ["--out", str(killed)], cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
     deadline = time.time() + 120
     while time.time() < deadline and len(list(killed.glob("*/test/*.json"))) < 2:
         time.sleep(0.02)
@@ -156,7 +192,18 @@ def test_parallel_jobs_give_the_same_files(musdb_root, tmp_path):
 
 
 def test_a_results_folder_of_another_setup_is_refused(musdb_root, tmp_path, capsys):
-    args = ["--methods", "irm", "--musdb-root", str(musdb_root), "--is-wav", "--out", str(tmp_path), "--limit", "1", "-q"]
+    args = [
+        "--methods",
+        "irm",
+        "--musdb-root",
+        str(musdb_root),
+        "--is-wav",
+        "--out",
+        str(tmp_path),
+        "--limit",
+        "1",
+        "-q",
+    ]
     assert eval_main(args) == 0
     assert eval_main(args + ["--backend", "museval"]) == 2
     assert "different setup" in capsys.readouterr().err
@@ -198,7 +245,10 @@ def write_stems(folder: Path, stems: dict[str, np.ndarray], rate: int = 44100) -
 
 def test_metrics_command_scores_folders_and_writes_museval_json(tmp_path, capsys):
     rng = np.random.default_rng(0)
-    refs = {"vocals": rng.standard_normal((2, 3 * 44100)) * 0.1, "accompaniment": rng.standard_normal((2, 3 * 44100)) * 0.1}
+    refs = {
+        "vocals": rng.standard_normal((2, 3 * 44100)) * 0.1,
+        "accompaniment": rng.standard_normal((2, 3 * 44100)) * 0.1,
+    }
     ests = {k: v + 0.03 * rng.standard_normal(v.shape) for k, v in refs.items()}
     ref_dir = write_stems(tmp_path / "ref", refs)
     est_dir = write_stems(tmp_path / "est", {**ests, "drums": ests["vocals"]})  # no drums reference: skipped
@@ -220,14 +270,27 @@ def test_the_fast_backend_does_not_import_museval(tmp_path):
     """museval's import (pandas, jsonschema: ~2.7 s) once took half of a fast `eval metrics`; its
     version for the JSON comes from the package metadata."""
     rng = np.random.default_rng(3)
-    folder = write_stems(tmp_path / "ref", {"vocals": 0.1 * rng.standard_normal((2, 44100)), "accompaniment": 0.1 * rng.standard_normal((2, 44100))})
-    code = ("import sys; from eval.__main__ import main; "
-            f"assert main(['metrics', {str(folder)!r}, {str(folder)!r}, '--json', {str(tmp_path / 's.json')!r}, '-q']) == 0; "
-            "assert 'museval' not in sys.modules, 'museval was imported'")
-    res = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
-                         env=dict(os.environ, PYTHONPATH=str(ROOT)))
+    folder = write_stems(
+        tmp_path / "ref",
+        {"vocals": 0.1 * rng.standard_normal((2, 44100)), "accompaniment": 0.1 * rng.standard_normal((2, 44100))},
+    )
+    code = (
+        "import sys; from eval.__main__ import main; "
+        f"assert main(['metrics', {str(folder)!r}, {str(folder)!r}, "
+        f"'--json', {str(tmp_path / 's.json')!r}, '-q']) == 0; "
+        "assert 'museval' not in sys.modules, 'museval was imported'"
+    )
+    res = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        env=dict(os.environ, PYTHONPATH=str(ROOT)),
+    )
     assert res.returncode == 0, res.stderr
-    assert json.loads((tmp_path / "s.json").read_text().replace("NaN", "null"))["museval_version"] == "0.4.1"  # as pinned
+    assert (
+        json.loads((tmp_path / "s.json").read_text().replace("NaN", "null"))["museval_version"] == "0.4.1"
+    )  # as pinned
 
 
 def test_metrics_command_bad_inputs(tmp_path, capsys):
@@ -253,7 +316,10 @@ def test_metrics_command_takes_a_musdb_track_folder_and_any_audio_format(musdb_r
     stems = {s: sf.read(track / f"{s}.wav", dtype="float32")[0].T for s in ("vocals", "drums", "bass", "other")}
     accompaniment = stems["drums"] + stems["bass"] + stems["other"]
     rng = np.random.default_rng(4)
-    est = {"vocals": stems["vocals"] + 0.05 * accompaniment, "accompaniment": 0.95 * accompaniment + 0.01 * rng.standard_normal(accompaniment.shape)}
+    est = {
+        "vocals": stems["vocals"] + 0.05 * accompaniment,
+        "accompaniment": 0.95 * accompaniment + 0.01 * rng.standard_normal(accompaniment.shape),
+    }
     est_dir = tmp_path / "est"
     est_dir.mkdir()
     sf.write(est_dir / "vocals.flac", est["vocals"].T, 44100, subtype="PCM_24")
@@ -264,7 +330,9 @@ def test_metrics_command_takes_a_musdb_track_folder_and_any_audio_format(musdb_r
     scores = TrackScores.load(out)
     assert set(scores.frames) == {"vocals", "accompaniment"}
     flac_vocals = sf.read(est_dir / "vocals.flac", dtype="float32")[0].T
-    expected = museval.evaluate(np.stack([stems["vocals"].T, accompaniment.T]), np.stack([flac_vocals.T, est["accompaniment"].T]))
+    expected = museval.evaluate(
+        np.stack([stems["vocals"].T, accompaniment.T]), np.stack([flac_vocals.T, est["accompaniment"].T])
+    )
     np.testing.assert_allclose(scores.frames["accompaniment"]["SDR"], expected[0][1], atol=1e-4, equal_nan=True)
     line = next(x for x in printed.splitlines() if x.startswith("accompaniment"))
     assert float(line.split()[1]) == pytest.approx(np.nanmedian(expected[0][1]), abs=0.01)
@@ -272,7 +340,10 @@ def test_metrics_command_takes_a_musdb_track_folder_and_any_audio_format(musdb_r
 
 def test_metrics_command_refuses_an_estimate_of_another_length(tmp_path, capsys):
     rng = np.random.default_rng(2)
-    refs = {"vocals": 0.1 * rng.standard_normal((2, 15 * 44100)), "accompaniment": 0.1 * rng.standard_normal((2, 15 * 44100))}
+    refs = {
+        "vocals": 0.1 * rng.standard_normal((2, 15 * 44100)),
+        "accompaniment": 0.1 * rng.standard_normal((2, 15 * 44100)),
+    }
     ref_dir = write_stems(tmp_path / "ref", refs)
     short = write_stems(tmp_path / "short", {k: v[:, : 5 * 44100] for k, v in refs.items()})
     assert eval_main(["metrics", str(ref_dir), str(short)]) == 2
@@ -285,7 +356,9 @@ def test_metrics_command_refuses_an_estimate_of_another_length(tmp_path, capsys)
     assert "zero-padded as museval does" in capsys.readouterr().err
     padded = {k: np.pad(v[:, : 14 * 44100 + 22050] + 0.01, ((0, 0), (0, 22050))) for k, v in refs.items()}
     expected = score_track(refs, {k: v.astype(np.float32) for k, v in padded.items()})
-    np.testing.assert_allclose(TrackScores.load(out).frames["vocals"]["SDR"], expected.frames["vocals"]["SDR"], atol=1e-4)
+    np.testing.assert_allclose(
+        TrackScores.load(out).frames["vocals"]["SDR"], expected.frames["vocals"]["SDR"], atol=1e-4
+    )
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without a GPU")
@@ -296,12 +369,21 @@ def test_a_device_that_is_not_there_is_one_line_and_writes_nothing(musdb_root, t
     err = capsys.readouterr().err
     assert err.startswith("error:") and len(err.strip().splitlines()) == 1 and "device" in err.lower()
     out = tmp_path / "results"
-    assert eval_main(["--methods", "irm", "--musdb-root", str(musdb_root), "--is-wav", "--out", str(out), "--device", device]) == 2
+    assert (
+        eval_main(
+            ["--methods", "irm", "--musdb-root", str(musdb_root), "--is-wav", "--out", str(out), "--device", device]
+        )
+        == 2
+    )
     assert not out.exists()
 
 
 def test_table_and_json_agree_on_infinite_scores(tmp_path):
-    frames = {"vocals": {m: np.array([3.0, math.inf, 5.0, math.inf, math.nan]) for m in ("SDR", "SIR", "ISR", "SAR", "SI-SDR")}}
+    frames = {
+        "vocals": {
+            m: np.array([3.0, math.inf, 5.0, math.inf, math.nan]) for m in ("SDR", "SIR", "ISR", "SAR", "SI-SDR")
+        }
+    }
     scores = TrackScores("x", frames)
     again = TrackScores.load(scores.save(tmp_path / "x.json"))
     assert scores.medians() == again.medians() == {"vocals": {m: 4.0 for m in frames["vocals"]}}
@@ -346,25 +428,31 @@ def test_export_takes_only_the_scores_of_the_exported_weights(musdb_root, tmp_pa
     the results folder whose recorded weights are the checkpoint's, and refuses otherwise."""
     import dataclasses
 
+    from conftest import TINY_CONFIGS
     from separation.checkpoints import save_checkpoint, weights_digest
     from separation.models.dprnn import DPRNN
     from training.hub import export
-
-    from conftest import TINY_CONFIGS
 
     other = tmp_path / "other"
     torch.manual_seed(0)
     model = DPRNN(dataclasses.replace(TINY_CONFIGS["dprnn"], segment_seconds=2.0))
     save_checkpoint(model, other, training={"data": "synthetic test stand-in"})
     results = tmp_path / "results"
-    run(RunConfig(methods=["mixture", "irm", "dprnn"], musdb_root=str(musdb_root), is_wav=True, out=str(results)), echo=quiet)
+    run(
+        RunConfig(methods=["mixture", "irm", "dprnn"], musdb_root=str(musdb_root), is_wav=True, out=str(results)),
+        echo=quiet,
+    )
     with pytest.raises(SeparationError, match="no results .* are of this checkpoint"):
         export(other, tmp_path / "x", scores=results)
     with pytest.raises(SeparationError, match="scores of other weights"):
         export(other, tmp_path / "x", scores=results, method="dprnn")
     assert not (tmp_path / "x").exists()
-    table, _ = run(RunConfig(methods=[f"mine={other}", "mixture", "irm"], musdb_root=str(musdb_root), is_wav=True,
-                             out=str(results)), echo=quiet)
+    table, _ = run(
+        RunConfig(
+            methods=[f"mine={other}", "mixture", "irm"], musdb_root=str(musdb_root), is_wav=True, out=str(results)
+        ),
+        echo=quiet,
+    )
     dest = export(other, tmp_path / "x", scores=results)
     test = read_config(dest)["training"]["test"]
     assert test["method"] == "mine" and test["weights"] == weights_digest(model)
@@ -380,9 +468,15 @@ def test_card_verdicts_follow_the_measured_scores():
     from training.hub import verdict
 
     def test(model, mixture=-4.0, irm=15.0):
-        return {"data": "synthetic", "tracks": 3, "medians": {"mixture": {"vocals": mixture}, "irm": {"vocals": irm}, "m": {"vocals": model}}}
+        return {
+            "data": "synthetic",
+            "tracks": 3,
+            "medians": {"mixture": {"vocals": mixture}, "irm": {"vocals": irm}, "m": {"vocals": model}},
+        }
 
-    assert "a clear separation" in verdict(test(9.0), "m") and "6.00 dB below the ideal ratio mask" in verdict(test(9.0), "m")
+    assert "a clear separation" in verdict(test(9.0), "m") and "6.00 dB below the ideal ratio mask" in verdict(
+        test(9.0), "m"
+    )
     assert "a partial separation" in verdict(test(1.0), "m")
     assert "barely better than the unprocessed mixture" in verdict(test(-3.0), "m")
     assert "worse than the unprocessed mixture" in verdict(test(-6.0), "m")
@@ -393,7 +487,10 @@ def test_export_puts_eval_scores_in_the_model_card(musdb_root, tmp_path):
     from training.hub import export
 
     results = tmp_path / "results"
-    table, _ = run(RunConfig(methods=["mixture", "irm", "conv1d"], musdb_root=str(musdb_root), is_wav=True, out=str(results)), echo=quiet)
+    table, _ = run(
+        RunConfig(methods=["mixture", "irm", "conv1d"], musdb_root=str(musdb_root), is_wav=True, out=str(results)),
+        echo=quiet,
+    )
     dest = export(ROOT / "assets" / "checkpoints" / "conv1d", tmp_path / "ckpt", scores=results)
     test = read_config(dest)["training"]["test"]
     assert test["tracks"] == 3

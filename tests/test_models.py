@@ -12,13 +12,13 @@ import shutil
 import pytest
 import torch
 
+from conftest import HF_CACHE, SR, TINY_CONFIGS
 from separation import Separator
 from separation.checkpoints import load_checkpoint, save_checkpoint
 from separation.errors import CheckpointError, WeightsUnavailableError
+from separation.models import ARCHITECTURES, build_model
 from separation.models.dprnn import chunk_frames, merge_chunks
-from separation.registry import NAMED_MODELS, architectures, build_model
-
-from conftest import HF_CACHE, SR, TINY_CONFIGS
+from separation.pretrained import NAMED_MODELS
 
 
 def _model(arch, seed=0):
@@ -33,7 +33,7 @@ def _model(arch, seed=0):
 
 
 def test_every_architecture_is_registered_and_tested():
-    assert set(architectures()) == set(TINY_CONFIGS)
+    assert set(ARCHITECTURES) == set(TINY_CONFIGS)
     assert {"dprnn", "conv1d", "umxhq", "umxl"} <= set(NAMED_MODELS)
 
 
@@ -127,7 +127,9 @@ def test_save_replaces_atomically(tmp_path):
     save_checkpoint(_model("conv1d", seed=2), target)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ckpt"]  # no temporary or old folders left
     loaded, _ = load_checkpoint(target)
-    torch.testing.assert_close(loaded.state_dict()["net.0.weight"], _model("conv1d", seed=2).state_dict()["net.0.weight"])
+    torch.testing.assert_close(
+        loaded.state_dict()["net.0.weight"], _model("conv1d", seed=2).state_dict()["net.0.weight"]
+    )
 
 
 def _fill_hf_cache(repo_id, source, commit="0123456789abcdef0123456789abcdef01234567"):

@@ -68,7 +68,10 @@ def test_mushra_screening_boundary_is_strict():
 
 
 def test_preference_binomial_test_by_hand():
-    rows = [{"listener": f"l{i}", "trial": f"t{i}", "kind": "ab", "a": "dprnn", "b": "umxhq", "choice": "dprnn"} for i in range(8)]
+    rows = [
+        {"listener": f"l{i}", "trial": f"t{i}", "kind": "ab", "a": "dprnn", "b": "umxhq", "choice": "dprnn"}
+        for i in range(8)
+    ]
     rows += [{"listener": "x", "trial": "u1", "kind": "ab", "a": "umxhq", "b": "dprnn", "choice": "umxhq"}]
     rows += [{"listener": "y", "trial": "u2", "kind": "ab", "a": "umxhq", "b": "dprnn", "choice": "umxhq"}]
     rows += [{"listener": "z", "trial": "u3", "kind": "ab", "a": "umxhq", "b": "dprnn", "choice": None}]
@@ -85,7 +88,9 @@ def test_preference_binomial_test_by_hand():
 
 
 def test_summary_counts_everything():
-    rows = mushra_trial("a", "t1", 100) + [{"listener": "b", "trial": "t2", "kind": "ab", "a": "p", "b": "q", "choice": "q"}]
+    rows = mushra_trial("a", "t1", 100) + [
+        {"listener": "b", "trial": "t2", "kind": "ab", "a": "p", "b": "q", "choice": "q"}
+    ]
     s = summary(rows)
     assert s["ratings"] == 4 and s["listeners"] == 2
     assert s["preference"][0]["wins_y"] == 1

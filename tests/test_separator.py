@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
+import itertools
+import subprocess
+import sys
 import warnings
 
 import pytest
 import torch
 
+from conftest import ROOT, SR, TINY_CONFIGS
 from separation import Separator, UntrainedModelWarning
 from separation.errors import DeviceError, SeparationError
-from separation.registry import build_model
+from separation.models import build_model
 from separation.separator import overlap_add, segment_offsets, select_device, triangular_weight
-
-from conftest import SR, TINY_CONFIGS
 
 
 def identity(batch: torch.Tensor) -> torch.Tensor:
@@ -46,12 +48,14 @@ def test_short_input_is_padded_to_the_models_minimum():
 def test_segments_cover_the_signal_and_are_blended():
     offsets = segment_offsets(10_007, 1000, 0.25)
     assert offsets[0] == 0 and offsets[-1] == 10_007 - 1000
-    assert all(b - a <= 750 for a, b in zip(offsets, offsets[1:]))
+    assert all(b - a <= 750 for a, b in itertools.pairwise(offsets))
     w = triangular_weight(1000)
     assert float(w.min()) > 0 and float(w.max()) == 1.0
     # a model whose output depends on the segment (adds the segment's mean) is blended smoothly:
     x = torch.zeros(1, 5000)
-    y = overlap_add(lambda b: (b + torch.arange(b.shape[0]).float()[:, None, None]).unsqueeze(1), x, segment=1000, batch_size=8)
+    y = overlap_add(
+        lambda b: (b + torch.arange(b.shape[0]).float()[:, None, None]).unsqueeze(1), x, segment=1000, batch_size=8
+    )
     assert float(y.diff(dim=-1).abs().max()) < 0.01  # no seams: the jumps between segments are crossfaded
 
 
@@ -97,7 +101,9 @@ def test_separate_resamples_and_upmixes(tiny_dprnn):
 def test_long_input_uses_many_segments_and_matches_length(tiny_dprnn):
     x = torch.randn(2, int(3.3 * SR)) * 0.1
     calls = []
-    stems = Separator(tiny_dprnn, device="cpu", segment=1.0, batch_size=2).separate(x, SR, progress=lambda d, t: calls.append(t))
+    stems = Separator(tiny_dprnn, device="cpu", segment=1.0, batch_size=2).separate(
+        x, SR, progress=lambda d, t: calls.append(t)
+    )
     assert calls[0] == len(segment_offsets(x.shape[-1], SR, 0.25)) > 3
     assert stems["accompaniment"].shape == x.shape
 
@@ -111,9 +117,27 @@ def test_silence_gives_silence(tiny_dprnn, caplog):
 def test_untrained_model_warns_on_every_call(mixture, no_shipped_checkpoints):
     sep = Separator.from_name("conv1d", device="cpu")
     assert not sep.info.trained
-    for _ in range(2):
-        with pytest.warns(UntrainedModelWarning, match="RANDOM weights"):
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("default")  # Python's own action: once per place, unless the warning says otherwise
+        for _ in range(3):
             sep.separate(mixture, SR)
+    untrained = [w for w in caught if issubclass(w.category, UntrainedModelWarning)]
+    assert len(untrained) == 3 and "RANDOM weights" in str(untrained[0].message)
+    assert untrained[0].filename == __file__  # it points at the caller's line
+
+
+def test_importing_the_package_changes_no_global_state():
+    # (torch, scipy and others add warning filters of their own when imported; ours add none)
+    code = (
+        "import os, warnings; mask = os.umask(0o022); os.umask(mask); "
+        "import separation, eval.scores, training.loop, webapp.service; "
+        "ours = [f for f in warnings.filters "
+        "if f[2].__module__.split('.')[0] in ('separation', 'eval', 'training', 'webapp')]; "
+        "assert not ours, ours; "
+        "now = os.umask(0); os.umask(now); assert now == mask, 'umask changed'"
+    )
+    res = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr
 
 
 def test_trained_model_does_not_warn(tiny_dprnn, mixture):

@@ -9,12 +9,11 @@ import warnings
 import pytest
 import torch
 
+from conftest import SR
 from separation import Separator, UntrainedModelWarning
-from separation.registry import ASSETS_DIR
+from separation.pretrained import ASSETS_DIR
 from training.loop import usdr
 from training.synthetic import make_track
-
-from conftest import SR
 
 SHIPPED = ["dprnn", "conv1d"]
 

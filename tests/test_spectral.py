@@ -38,7 +38,10 @@ def _upstream(mags, mix, iterations, residual, window=300):
     for b in range(batch):
         m = mags[b].permute(3, 2, 1, 0)
         x = torch.view_as_real(mix[b].permute(2, 1, 0))
-        parts = [umx_wiener(m[s : s + window], x[s : s + window], iterations, residual=residual) for s in range(0, frames, window)]
+        parts = [
+            umx_wiener(m[s : s + window], x[s : s + window], iterations, residual=residual)
+            for s in range(0, frames, window)
+        ]
         y = torch.cat(parts, dim=0)  # (N, F, C, 2, S)
         out.append(torch.view_as_complex(y.permute(4, 2, 1, 0, 3).contiguous()))
     return torch.stack(out)
@@ -51,7 +54,12 @@ def _upstream(mags, mix, iterations, residual, window=300):
 def test_wiener_matches_openunmix(channels, sources, iterations, residual):
     gen = torch.Generator().manual_seed(channels * 10 + sources + iterations)
     frames, bins = 650, 129  # three windows, the last one ragged
-    mix = torch.complex(torch.randn(2, channels, bins, frames, generator=gen), torch.randn(2, channels, bins, frames, generator=gen)) * 30
+    mix = (
+        torch.complex(
+            torch.randn(2, channels, bins, frames, generator=gen), torch.randn(2, channels, bins, frames, generator=gen)
+        )
+        * 30
+    )
     mags = torch.rand(2, sources, channels, bins, frames, generator=gen) * 20
     mine = wiener_filter(mags, mix, iterations, residual=residual)
     ref = _upstream(mags, mix, iterations, residual)

@@ -15,14 +15,14 @@ import soundfile as sf
 import torch
 from safetensors.torch import load_file
 
+from conftest import HF_CACHE, ROOT, SR, TINY_CONFIGS
 from separation import Separator
 from separation.errors import CheckpointError, SeparationError
-from training.data import ChunkDataset, DataConfig, epoch_batches, load_track, open_musdb
+from separation.tracks import load_track, open_musdb
+from training.data import ChunkDataset, DataConfig, epoch_batches
 from training.loop import TrainConfig, Trainer, load_run, resume_config
 from training.losses import LossConfig
 from training.synthetic import SOURCES, Traits, make_track, vocal_free_share, write_musdb_folder, write_track
-
-from conftest import HF_CACHE, ROOT, SR, TINY_CONFIGS
 
 
 @pytest.fixture(scope="session")
@@ -149,7 +149,9 @@ def test_silent_vocal_rate(musdb_root):
 
 def test_no_augmentation_reads_the_track_as_is(musdb_root):
     tracks = open_musdb(musdb_root, is_wav=True, subset="train", split="train")
-    ds = ChunkDataset(tracks, DataConfig(seconds=4.0, samples_per_track=1, remix=False, gain=(1.0, 1.0), channel_swap=False))
+    ds = ChunkDataset(
+        tracks, DataConfig(seconds=4.0, samples_per_track=1, remix=False, gain=(1.0, 1.0), channel_swap=False)
+    )
     mix, targets = ds[0]
     full_mix, full_targets = load_track(tracks[0])
     torch.testing.assert_close(mix, full_mix[:, : mix.shape[-1]])
@@ -186,11 +188,31 @@ def test_training_on_full_length_tracks_in_bounded_memory(tmp_path):
         song = make_track(seed, 30.0)
         write_track(root / "train" / name, {k: np.tile(v, (14, 1)) for k, v in song.items()})
     (root / "test").mkdir()
-    cmd = [sys.executable, "-m", "training", "--musdb-root", str(root), "--is-wav", "--out", str(tmp_path / "run"),
-           "--epochs", "1", "--samples-per-track", "2", "--batch-size", "2", "--seconds", "2",
-           "--set", "hidden_size=16", "feature_dim=16", "num_blocks=1"]
-    peak, code = run_measured(cmd, cwd=ROOT, env=dict(os.environ, PYTHONPATH=str(ROOT)),
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    cmd = [
+        sys.executable,
+        "-m",
+        "training",
+        "--musdb-root",
+        str(root),
+        "--is-wav",
+        "--out",
+        str(tmp_path / "run"),
+        "--epochs",
+        "1",
+        "--samples-per-track",
+        "2",
+        "--batch-size",
+        "2",
+        "--seconds",
+        "2",
+        "--set",
+        "hidden_size=16",
+        "feature_dim=16",
+        "num_blocks=1",
+    ]
+    peak, code = run_measured(
+        cmd, cwd=ROOT, env=dict(os.environ, PYTHONPATH=str(ROOT)), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     assert code == 0
     assert peak < 3 * 2**30, f"peak {peak / 2**30:.2f} GB"
     state = load_run(tmp_path / "run")[1]
@@ -251,7 +273,9 @@ def test_resume_equals_a_straight_run(musdb_root, tmp_path):
     for k in a:
         torch.testing.assert_close(a[k], b[k], rtol=1e-5, atol=1e-6)
     timing = {"data_wait_per_step", "compute_per_step"}
-    scores = [[{k: v for k, v in h.items() if k not in timing} for h in load_run(tmp_path / r)[1]["history"]] for r in "ab"]
+    scores = [
+        [{k: v for k, v in h.items() if k not in timing} for h in load_run(tmp_path / r)[1]["history"]] for r in "ab"
+    ]
     assert scores[0] == scores[1]
 
 
@@ -357,8 +381,25 @@ def test_push_to_hub_uploads_a_loadable_checkpoint(musdb_root, tmp_path, monkeyp
 def test_cli_trains_resumes_and_refuses_to_overwrite(musdb_root, tmp_path):
     from training.__main__ import main
 
-    args = ["--model", "conv1d", "--set", "hidden=[4,4,4]", "--musdb-root", str(musdb_root), "--is-wav", "--out", str(tmp_path / "run"),
-            "--seconds", "0.5", "--samples-per-track", "2", "--batch-size", "2", "--epochs", "1"]
+    args = [
+        "--model",
+        "conv1d",
+        "--set",
+        "hidden=[4,4,4]",
+        "--musdb-root",
+        str(musdb_root),
+        "--is-wav",
+        "--out",
+        str(tmp_path / "run"),
+        "--seconds",
+        "0.5",
+        "--samples-per-track",
+        "2",
+        "--batch-size",
+        "2",
+        "--epochs",
+        "1",
+    ]
     assert main(args) == 0
     assert main(args) == 2  # the run exists: refuse, point to --resume
     assert main(["--resume", str(tmp_path / "run"), "--epochs", "2"]) == 0
@@ -372,9 +413,30 @@ def test_torchrun_ddp_on_cpu(musdb_root, tmp_path):
     if torchrun is None:
         pytest.skip("torchrun not found")
     cmd = [
-        sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "-m", "training",
-        "--model", "conv1d", "--set", "hidden=[4,4,4]", "--musdb-root", str(musdb_root), "--is-wav",
-        "--out", str(tmp_path / "ddp"), "--seconds", "0.5", "--samples-per-track", "4", "--batch-size", "2", "--epochs", "1",
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc-per-node",
+        "2",
+        "-m",
+        "training",
+        "--model",
+        "conv1d",
+        "--set",
+        "hidden=[4,4,4]",
+        "--musdb-root",
+        str(musdb_root),
+        "--is-wav",
+        "--out",
+        str(tmp_path / "ddp"),
+        "--seconds",
+        "0.5",
+        "--samples-per-track",
+        "4",
+        "--batch-size",
+        "2",
+        "--epochs",
+        "1",
     ]
     res = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert res.returncode == 0, res.stderr[-2000:]

@@ -10,12 +10,11 @@ import torch
 from openunmix.model import OpenUnmix
 from openunmix.model import Separator as UpstreamSeparator
 
-from separation import Separator
-from separation.errors import CheckpointError, WeightsUnavailableError
-from separation.models import umx as umx_module
-from separation.models.umx import upstream_cache_path
-
 from conftest import SR
+from separation import Separator
+from separation import pretrained as umx_module
+from separation.errors import CheckpointError, WeightsUnavailableError
+from separation.pretrained import upstream_cache_path
 
 
 def _upstream_net(hidden_size=512, seed=0):
@@ -70,7 +69,9 @@ def test_umxhq_without_em_stems_sum_to_the_mixture(cached_umxhq, mixture):
 def test_umxhq_long_input_is_chunked(cached_umxhq):
     x = torch.randn(2, int(2.5 * SR)) * 0.1
     calls = []
-    stems = Separator.from_name("umxhq", device="cpu", segment=1.0).separate(x, SR, progress=lambda d, t: calls.append(t))
+    stems = Separator.from_name("umxhq", device="cpu", segment=1.0).separate(
+        x, SR, progress=lambda d, t: calls.append(t)
+    )
     assert calls and calls[0] >= 3 and stems["vocals"].shape == x.shape
 
 
@@ -128,7 +129,7 @@ def test_download_command_uses_the_same_loader(monkeypatch, tmp_path):
         os.replace(dst_tmp, dst)
 
     monkeypatch.setattr(torch.hub, "download_url_to_file", fake_download)
-    from separation.__main__ import main
+    from separation.cli import main
 
     assert main(["download", "umxhq"]) == 2  # HF_HUB_OFFLINE=1 (as in every test): no download is tried
     monkeypatch.delenv("HF_HUB_OFFLINE")  # online, with the download served by the stand-in

@@ -13,11 +13,11 @@ import soundfile as sf
 import torch
 
 from separation import Separator
+from separation.pretrained import UPSTREAM
 from training.synthetic import write_musdb_folder
 from webapp.clips import ensure_demo_clips, load_clip, musdb_clips
 from webapp.config import AppConfig
 from webapp.figures import FLOOR_DB, spectrogram_figure
-from separation.models.umx import UPSTREAM
 from webapp.service import ModelPool, karaoke, make_trial, run_separation
 from webapp.store import RatingsStore
 from webapp.sync import JsonlSync
@@ -58,10 +58,16 @@ def test_musdb_test_tracks_become_clips(tmp_path):
     assert [c.id for c in clips] == ["MUSDB: Synthetic 000 - Test Song", "MUSDB: Synthetic 001 - Test Song"]
     mix, refs = load_clip(clips[1], 1.0, 2.5)
     assert mix.shape == (2, int(2.5 * SR)) and set(refs) == {"vocals", "accompaniment"}
-    stems = {n: sf.read(root / "test" / "Synthetic 001 - Test Song" / f"{n}.wav", start=SR, frames=int(2.5 * SR),
-                        dtype="float32")[0].T for n in ("vocals", "drums", "bass", "other")}
+    stems = {
+        n: sf.read(
+            root / "test" / "Synthetic 001 - Test Song" / f"{n}.wav", start=SR, frames=int(2.5 * SR), dtype="float32"
+        )[0].T
+        for n in ("vocals", "drums", "bass", "other")
+    }
     np.testing.assert_allclose(refs["vocals"].numpy(), stems["vocals"])
-    np.testing.assert_allclose(refs["accompaniment"].numpy(), stems["drums"] + stems["bass"] + stems["other"], atol=1e-6)
+    np.testing.assert_allclose(
+        refs["accompaniment"].numpy(), stems["drums"] + stems["bass"] + stems["other"], atol=1e-6
+    )
 
 
 def test_a_separation_has_stems_metrics_and_linked_spectrograms(separated):
@@ -105,7 +111,12 @@ def test_mushra_trial_hides_and_shuffles(separated, tmp_path):
     for seed in range(6):
         audio = make_trial(separated, store, "e" * 32, rng=random.Random(seed))
         trial = store.get_trial(audio.trial_id)
-        assert audio.kind == "mushra" and sorted(trial.conditions.values()) == ["anchor", "conv1d", "dprnn", "reference"]
+        assert audio.kind == "mushra" and sorted(trial.conditions.values()) == [
+            "anchor",
+            "conv1d",
+            "dprnn",
+            "reference",
+        ]
         assert all(sf.info(f).frames == 6 * SR for f in audio.files.values())  # whole 6-s clip (< 10 s)
         assert all(f.name == f"sample-{label}.wav" for label, f in audio.files.items())
         orders.add(tuple(trial.conditions[label] for label in audio.labels))
@@ -167,8 +178,10 @@ def test_unavailable_umxhq_says_why_without_server_paths(monkeypatch, isolated_c
     pool = ModelPool(["umxhq", "dprnn"], device="cpu", background=False)
     slot = pool.slots["umxhq"]
     assert slot.state == "unavailable" and "\n" not in slot.message
-    assert slot.message == ("unavailable: umxhq weights are not available offline "
-                            "(run `python -m separation download umxhq` where there is internet)")
+    assert slot.message == (
+        "unavailable: umxhq weights are not available offline "
+        "(run `python -m separation download umxhq` where there is internet)"
+    )
     assert str(isolated_caches) in slot.detail and "download umxhq" in slot.detail  # the server log has the path
     assert tried == ([] if hub_offline else [UPSTREAM["umxhq"]["url"]])  # offline means no request at all
     assert pool.slots["dprnn"].ready and "/" not in pool.slots["dprnn"].version
@@ -176,8 +189,15 @@ def test_unavailable_umxhq_says_why_without_server_paths(monkeypatch, isolated_c
 
 
 def test_settings_from_the_environment(tmp_path):
-    cfg = AppConfig.from_env({"APP_MODELS": "dprnn, user/repo", "APP_DATA_DIR": str(tmp_path), "APP_MAX_MINUTES": "3",
-                              "APP_CONCURRENCY": "2", "ADMIN_TOKEN": "t"})
+    cfg = AppConfig.from_env(
+        {
+            "APP_MODELS": "dprnn, user/repo",
+            "APP_DATA_DIR": str(tmp_path),
+            "APP_MAX_MINUTES": "3",
+            "APP_CONCURRENCY": "2",
+            "ADMIN_TOKEN": "t",
+        }
+    )
     assert cfg.models == ["dprnn", "user/repo"] and cfg.max_minutes == 3.0 and cfg.concurrency == 2
     assert cfg.ratings_db == tmp_path / "ratings.sqlite" and cfg.admin_token == "t"
     assert AppConfig.from_env({}).models == ["dprnn", "umxhq"]
@@ -189,8 +209,14 @@ def test_ratings_sync_appends_json_lines_under_the_scheduler_lock(tmp_path):
 
     sync = JsonlSync(tmp_path / "sync", Scheduler())
     store = RatingsStore(tmp_path / "r.sqlite", on_write=sync)
-    trial = store.create_trial(listener="h" * 32, kind="mushra", clip="c", source="vocals",
-                               conditions={"A": "dprnn", "B": "anchor"}, versions={})
+    trial = store.create_trial(
+        listener="h" * 32,
+        kind="mushra",
+        clip="c",
+        source="vocals",
+        conditions={"A": "dprnn", "B": "anchor"},
+        versions={},
+    )
     store.submit("h" * 32, trial.id, scores={"A": 70, "B": 20})
     lines = [json.loads(line) for line in sync.path.read_text().splitlines()]
     assert sorted((r["condition"], r["score"]) for r in lines) == [("anchor", 20.0), ("dprnn", 70.0)]

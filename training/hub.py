@@ -10,9 +10,10 @@ import json
 import logging
 from pathlib import Path
 
-from separation.checkpoints import CARD_NAME, read_config
+from separation.checkpoints import CARD_NAME, load_checkpoint, read_config, save_checkpoint, weights_digest
 from separation.errors import SeparationError
 from separation.models.base import count_parameters
+from separation.results import read_summaries
 
 log = logging.getLogger(__name__)
 
@@ -20,8 +21,11 @@ log = logging.getLogger(__name__)
 def verdict(test: dict | None, name: str | None = None) -> str:
     """One sentence on how well the model separates, from the measured test scores only."""
     if not test:
-        return ("It has not been scored on held-out songs yet: `python -m eval --methods NAME=<this folder>,mixture,irm ...` "
-                "then `python -m training export ... --scores RESULTS` puts the measured scores here.")
+        return (
+            "It has not been scored on held-out songs yet: "
+            "`python -m eval --methods NAME=<this folder>,mixture,irm ...` then "
+            "`python -m training export ... --scores RESULTS` puts the measured scores here."
+        )
     medians = test["medians"]
     own = medians.get(name) if name else None
     if own is None:  # the model's row is the one that is neither an oracle nor the mixture
@@ -29,12 +33,22 @@ def verdict(test: dict | None, name: str | None = None) -> str:
     if own is None or "vocals" not in own:
         return "Its test results hold no vocals score."
     vocals = own["vocals"]
-    sentence = f"On the {test.get('data', '?')}, {test.get('tracks', '?')} held-out tracks, it scores {vocals:.2f} dB vocals SDR"
+    sentence = (
+        f"On the {test.get('data', '?')}, {test.get('tracks', '?')} held-out tracks, "
+        f"it scores {vocals:.2f} dB vocals SDR"
+    )
     quality = None
     if "mixture" in medians and "vocals" in medians["mixture"]:
         gain = vocals - medians["mixture"]["vocals"]
-        quality = ("a clear separation" if gain >= 8 else "a partial separation" if gain >= 3
-                   else "barely better than the unprocessed mixture" if gain >= 0 else "worse than the unprocessed mixture")
+        quality = (
+            "a clear separation"
+            if gain >= 8
+            else "a partial separation"
+            if gain >= 3
+            else "barely better than the unprocessed mixture"
+            if gain >= 0
+            else "worse than the unprocessed mixture"
+        )
         sentence += f", {gain:+.2f} dB over the mixture itself"
     if "irm" in medians and "vocals" in medians["irm"]:
         sentence += f" and {medians['irm']['vocals'] - vocals:.2f} dB below the ideal ratio mask"
@@ -58,20 +72,24 @@ def model_card(model, training: dict) -> str:
     synthetic = training.get("data", "").startswith("synthetic")
     summary = verdict(test, test.get("method") if test else None)
     if synthetic:
-        summary = ("**Trained on synthetic data** (sung-like vowels over a synthetic band), to demonstrate the pipeline "
-                   f"offline. {summary} Real music needs a model trained on MUSDB18-HQ.")
+        summary = (
+            "**Trained on synthetic data** (sung-like vowels over a synthetic band), to demonstrate the pipeline "
+            f"offline. {summary} Real music needs a model trained on MUSDB18-HQ."
+        )
     return f"""---
 library_name: pytorch
 tags: [audio, music-source-separation, vocals, karaoke, {model.architecture}]
-datasets: [{'synthetic' if synthetic else 'musdb18-hq'}]
+datasets: [{"synthetic" if synthetic else "musdb18-hq"}]
 ---
 # {model.architecture}: vocals / accompaniment separation
 
 > {summary}
 
-- architecture: `{model.architecture}` ({count_parameters(model) / 1e6:.2f} M parameters), sources {', '.join(model.sources)}
-- training data: {training.get('data', '?')}
-- trained for {training.get('epochs', '?')} epochs ({training.get('steps', '?')} steps, batch {training.get('batch_size', '?')}, {training.get('chunk_seconds', '?')}-s chunks)
+- architecture: `{model.architecture}` ({count_parameters(model) / 1e6:.2f} M parameters), \
+sources {", ".join(model.sources)}
+- training data: {training.get("data", "?")}
+- trained for {training.get("epochs", "?")} epochs ({training.get("steps", "?")} steps, \
+batch {training.get("batch_size", "?")}, {training.get("chunk_seconds", "?")}-s chunks)
 
 ## Validation (when this checkpoint was saved; uSDR in dB, loss of the training objective)
 
@@ -121,7 +139,14 @@ def push_to_hub(checkpoint: str | Path, repo_id: str, *, private: bool = False, 
     return str(getattr(info, "commit_url", repo_id))
 
 
-def export(source: str | Path, dest: str | Path, *, half: bool = True, scores: str | Path | None = None, method: str | None = None) -> Path:
+def export(
+    source: str | Path,
+    dest: str | Path,
+    *,
+    half: bool = True,
+    scores: str | Path | None = None,
+    method: str | None = None,
+) -> Path:
     """Copy a run's best checkpoint (or any checkpoint) to `dest`, optionally in float16 and
     with held-out test scores in its config and model card.
 
@@ -130,7 +155,6 @@ def export(source: str | Path, dest: str | Path, *, half: bool = True, scores: s
     state dict) are this checkpoint's: scores of another model are refused, not copied into the
     card. `method` names the folder to use when several hold these weights.
     """
-    from separation.checkpoints import load_checkpoint, save_checkpoint, weights_digest
 
     folder = Path(source)
     if (folder / "best").is_dir():
@@ -138,37 +162,37 @@ def export(source: str | Path, dest: str | Path, *, half: bool = True, scores: s
     model, info = load_checkpoint(folder)
     training = dict(info.training)
     if scores:
-        from eval.run import load_results, medians_table
-
         digest = weights_digest(model)
-        results = load_results(scores)
-        name = _scored_method(Path(scores), results, digest, method)
-        table = medians_table(results, sorted(results[name]))
-        keep = [m for m in ("mixture", "irm", name) if m in table]
-        medians = {m: {s: table[m][s]["SDR"] for s in ("vocals", "accompaniment") if s in table[m]} for m in keep}
-        record = json.loads((Path(scores) / name / "method.json").read_text())
+        summaries = read_summaries(scores)
+        name = _scored_method(Path(scores), summaries, digest, method)
+        own = summaries[name]
+        medians = {}
+        for m in ("mixture", "irm", name):  # the reference points, when scored on the same tracks
+            if m in summaries and summaries[m].get("tracks") == own["tracks"]:
+                medians[m] = {
+                    s: row["SDR"] for s, row in summaries[m]["medians"].items() if s in ("vocals", "accompaniment")
+                }
         training["test"] = {
-            "data": record.get("data") or f"{Path(scores).resolve().name}/ (eval results)",
-            "tracks": len(results[name]),
+            "data": own.get("data") or f"{Path(scores).resolve().name}/ (eval results)",
+            "tracks": len(own["tracks"]),
             "method": name,
             "weights": digest,
-            "backend": record.get("backend"),
+            "backend": own.get("backend"),
             "medians": medians,
         }
     return save_checkpoint(model, dest, training=training, half=half, card=model_card(model, training))
 
 
-def _scored_method(scores: Path, results: dict, digest: str, method: str | None) -> str:
-    """The results folder whose method.json records these weights."""
-    recorded = {}
-    for name in results:
-        path = scores / name / "method.json"
-        recorded[name] = json.loads(path.read_text()).get("weights") if path.exists() else None
+def _scored_method(scores: Path, summaries: dict, digest: str, method: str | None) -> str:
+    """The results folder whose summary records these weights."""
+    recorded = {name: summary.get("weights") for name, summary in summaries.items()}
     if method is not None:
-        if method not in results:
-            raise SeparationError(f"{scores} has no results of {method!r} (it has {', '.join(results) or 'none'})")
+        if method not in summaries:
+            raise SeparationError(f"{scores} has no results of {method!r} (it has {', '.join(summaries) or 'none'})")
         if recorded[method] != digest:
-            what = f"weights {recorded[method][:12]}..." if recorded[method] else "no record of its weights (re-run eval)"
+            what = (
+                f"weights {recorded[method][:12]}..." if recorded[method] else "no record of its weights (re-run eval)"
+            )
             raise SeparationError(
                 f"{scores / method} holds scores of other weights ({what}), not of this checkpoint "
                 f"({digest[:12]}...): evaluate this checkpoint, e.g. --methods NAME=<checkpoint>"
@@ -183,5 +207,10 @@ def _scored_method(scores: Path, results: dict, digest: str, method: str | None)
             f"{scores}`"
         )
     if len(matching) > 1:
-        log.info("results of these weights in %s: %s; using %s (choose with --method)", scores, ", ".join(matching), matching[0])
+        log.info(
+            "results of these weights in %s: %s; using %s (choose with --method)",
+            scores,
+            ", ".join(matching),
+            matching[0],
+        )
     return matching[0]

@@ -37,12 +37,14 @@ from tqdm import tqdm
 
 from separation.checkpoints import WEIGHTS_NAME, load_checkpoint, save_checkpoint
 from separation.errors import CheckpointError
+from separation.models import build_model, get_architecture
 from separation.models.base import MaskModel
-from separation.registry import build_model, get_architecture
 from separation.separator import overlap_add, select_device
 from separation.spectral import STFT
+from separation.tracks import TARGETS, load_track, open_musdb
 
-from .data import TARGETS, ChunkDataset, DataConfig, epoch_batches, load_track, open_musdb
+from .data import ChunkDataset, DataConfig, epoch_batches
+from .hub import model_card
 from .losses import LossConfig, TrainingObjective, whole_track_spectral_loss
 
 log = logging.getLogger(__name__)
@@ -79,7 +81,7 @@ class TrainConfig:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict) -> "TrainConfig":
+    def from_dict(cls, d: dict) -> TrainConfig:
         d = dict(d)
         d["data"] = DataConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.get("data", {}).items()})
         d["loss"] = LossConfig(**d.get("loss", {}))
@@ -148,7 +150,13 @@ class Trainer:
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
         if state is not None:
             self._restore(state)
-            log.info("resuming %s from epoch %d, step %d (batch %d of the epoch)", self.out, self.epoch, self.step, self.batch)
+            log.info(
+                "resuming %s from epoch %d, step %d (batch %d of the epoch)",
+                self.out,
+                self.epoch,
+                self.step,
+                self.batch,
+            )
         self.stop_requested = False
         self.timing = {"steps": 0, "data_wait": 0.0, "compute": 0.0}  # this process, for benchmarks
         self.writer = None
@@ -201,11 +209,14 @@ class Trainer:
         if not self.is_main:
             return
         state = self._state()
-        save_checkpoint(self.model, self.out / "last", training=self._training_info(), extra={TRAINER_STATE: lambda p: torch.save(state, p)})
+        save_checkpoint(
+            self.model,
+            self.out / "last",
+            training=self._training_info(),
+            extra={TRAINER_STATE: lambda p: torch.save(state, p)},
+        )
 
     def save_best(self) -> None:
-        from .hub import model_card
-
         info = self._training_info()
         save_checkpoint(self.model, self.out / "best", training=info, card=model_card(self.model, info))
 
@@ -216,7 +227,7 @@ class Trainer:
         if self.is_main:
             self.out.mkdir(parents=True, exist_ok=True)
             (self.out / "train_config.json").write_text(json.dumps(cfg.to_dict(), indent=2) + "\n")
-            from torch.utils.tensorboard import SummaryWriter
+            from torch.utils.tensorboard import SummaryWriter  # heavy (~1 s): only when training starts
 
             self.writer = SummaryWriter(str(self.out / "tensorboard"))
         previous = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
@@ -261,7 +272,9 @@ class Trainer:
             return self._summary(done)
         status = "finished"
         while self.epoch < cfg.epochs:
-            batches = epoch_batches(len(self.dataset), cfg.batch_size, seed=cfg.seed, epoch=self.epoch, rank=self.rank, world=self.world)
+            batches = epoch_batches(
+                len(self.dataset), cfg.batch_size, seed=cfg.seed, epoch=self.epoch, rank=self.rank, world=self.world
+            )
             self.dataset.epoch = self.epoch
             loader = DataLoader(
                 self.dataset,
@@ -270,7 +283,13 @@ class Trainer:
                 pin_memory=self.device.type == "cuda",
             )
             self.model.train()
-            bar = tqdm(total=len(batches), initial=self.batch, desc=f"epoch {self.epoch}", disable=not self.is_main, leave=False)
+            bar = tqdm(
+                total=len(batches),
+                initial=self.batch,
+                desc=f"epoch {self.epoch}",
+                disable=not self.is_main,
+                leave=False,
+            )
             sums = self.epoch_sums  # the whole epoch's, also across a resume in its middle
             tick = time.perf_counter()
             for mix, targets in loader:
@@ -338,7 +357,9 @@ class Trainer:
         mix, targets = mix.to(self.device, non_blocking=True), targets.to(self.device, non_blocking=True)
         # SpecAugment's randomness, like the data's, is a function of the step: resumable.
         gen = torch.Generator().manual_seed(cfg.seed * 7919 + self.step * 31 + self.rank)
-        with torch.autocast(self.device.type, dtype=self.amp_dtype or torch.float32, enabled=self.amp_dtype is not None):
+        with torch.autocast(
+            self.device.type, dtype=self.amp_dtype or torch.float32, enabled=self.amp_dtype is not None
+        ):
             loss, parts = self.train_module(mix, targets, gen)
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
@@ -369,7 +390,7 @@ class Trainer:
         losses, sdrs = [], {s: [] for s in TARGETS}
         self._examples = None
         keep = int(self.cfg.log_audio_seconds * model.sample_rate)
-        for name, mix, targets in self._validation_tracks():
+        for _, mix, targets in self._validation_tracks():
             est = overlap_add(
                 model,
                 mix,
@@ -447,25 +468,12 @@ def _spectrogram_image(estimate: torch.Tensor, reference: torch.Tensor) -> torch
 
 
 def init_input_statistics(model, dataset: ChunkDataset, chunks: int = 16) -> None:
-    """Set the input normalisation from data, as Open-Unmix does before training: per-bin
-    mean and std of the log-magnitude (DPRNN) or magnitude (Open-Unmix) of some chunks."""
-    if not isinstance(model, MaskModel):
-        return
+    """Let the model set its input normalisation from some training mixtures, as Open-Unmix
+    does before training (`SeparationModel.init_from_data`)."""
     gen = np.random.default_rng(0)
     idx = gen.choice(len(dataset), size=min(chunks, len(dataset)), replace=False)
-    mix = torch.stack([dataset[int(i)][0] for i in idx])
     with torch.no_grad():
-        mag = model.stft(mix).abs()  # (B, C, F, N)
-        c = model.config
-        if hasattr(model, "input_mean") and hasattr(model, "masks"):  # DPRNN: per (channel, bin) of log|X|
-            x = torch.log(mag[:, :, : c.max_bin] + 1e-4)
-            model.input_mean.copy_(-x.mean(dim=(0, 3))[..., None])
-            model.input_scale.copy_(1.0 / (x.std(dim=(0, 3))[..., None] + 1e-5))
-        elif hasattr(model, "targets"):  # Open-Unmix: per bin of the channel-mean magnitude
-            x = mag.mean(dim=1)[:, : c.max_bin].transpose(1, 2).reshape(-1, c.max_bin)
-            for net in model.targets.values():
-                net.input_mean.copy_(-x.mean(dim=0))
-                net.input_scale.copy_(1.0 / (x.std(dim=0) + 1e-5))
+        model.init_from_data(torch.stack([dataset[int(i)][0] for i in idx]))
 
 
 def load_run(out: Path) -> tuple:
@@ -509,4 +517,3 @@ def _init_distributed() -> tuple[int, int, int]:
     if not dist.is_initialized():
         dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
     return dist.get_rank(), world, int(os.environ.get("LOCAL_RANK", "0"))
-

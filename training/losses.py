@@ -34,7 +34,7 @@ class LossConfig:
     log_weight: float = 1.0
     phase_weight: float = 10.0  # the complex term is a fraction (~0.1), the log term ~1
     log_eps: float = 1e-3
-    spec_augment: bool = True  # for models that expose `masks` (DPRNN)
+    spec_augment: bool = True  # for models whose `training_magnitudes` use it on their input (DPRNN)
     freq_masks: int = 2
     freq_width: int = 64  # bins (of 2049: ~1.4 kHz at n_fft 4096)
     time_masks: int = 2
@@ -130,11 +130,13 @@ class TrainingObjective(nn.Module):
             spec = model.stft(mix.float())
             target_spec = model.stft(targets.float())
         mag = spec.abs()
-        if hasattr(model, "masks"):
-            inp = spec_augment(mag, self.cfg, gen) if (self.cfg.spec_augment and gen is not None) else mag
-            mags = model.masks(inp).float() * mag.unsqueeze(1)
-        else:
-            mags = model.estimate(mag).float()
+        augment = None
+        if self.cfg.spec_augment and gen is not None:
+
+            def augment(x: Tensor) -> Tensor:
+                return spec_augment(x, self.cfg, gen)
+
+        mags = model.training_magnitudes(mag, augment).float()
         if not model.residual:
             return masked_spectral_loss(mags, spec, target_spec, self.cfg)
         est = wiener_filter(mags, spec, 0, residual=True)

@@ -64,7 +64,7 @@ class Traits:
     silent_source: bool = True  # the second track of each subset has silent drums
 
     @classmethod
-    def none(cls) -> "Traits":
+    def none(cls) -> Traits:
         """The set as it was before real data's traits: panned stems, a singer who never stops for long."""
         return cls(dual_mono_vocals=0.0, mono_bass=0.0, hard_pan=0.0, vocal_free=None, silent_source=False)
 
@@ -103,7 +103,8 @@ def _filtered_noise(rng: np.random.Generator, n: int, low: float, high: float) -
 
 def _formant_gains(freqs: np.ndarray, vowel: str) -> np.ndarray:
     centres, widths = VOWELS[vowel]
-    gain = sum(1.0 / (1 + ((freqs - c) / (w / 2)) ** 2) * (0.7**i) for i, (c, w) in enumerate(zip(centres, widths)))
+    peaks = enumerate(zip(centres, widths, strict=True))
+    gain = sum(1.0 / (1 + ((freqs - c) / (w / 2)) ** 2) * (0.7**i) for i, (c, w) in peaks)
     return (gain + 0.01) / np.maximum(freqs / 200, 1) ** 0.5
 
 
@@ -125,7 +126,9 @@ def voice(rng: np.random.Generator, n: int, key: int, beat: float) -> np.ndarray
             pitch = _hz(register + MAJOR[rng.integers(7)] + 12 * rng.choice([0, 0, 1, -1]) * (rng.random() < 0.2))
             tt = np.arange(m) / SR
             glide = prev + (pitch - prev) * (1 - np.exp(-tt / 0.04))  # portamento from the last note
-            f0 = glide * (1 + vib_depth * np.sin(2 * np.pi * vib_rate * tt + rng.uniform(0, 6)) * np.clip(tt / 0.2, 0, 1))
+            f0 = glide * (
+                1 + vib_depth * np.sin(2 * np.pi * vib_rate * tt + rng.uniform(0, 6)) * np.clip(tt / 0.2, 0, 1)
+            )
             f0 *= 1 + 0.003 * np.cumsum(rng.standard_normal(m)) / np.sqrt(np.arange(1, m + 1))  # jitter
             k = np.arange(1, 41)
             tone = _harmonic_tone(f0, _formant_gains(k * pitch, rng.choice(list(VOWELS))), rng.uniform(0, 6))
@@ -275,7 +278,9 @@ def _vocal_free_sections(rng: np.random.Generator, voice: np.ndarray, share: tup
     return muted(high)
 
 
-def make_track(seed: int, seconds: float = 15.0, traits: Traits = REAL, *, silent_drums: bool = False) -> dict[str, np.ndarray]:
+def make_track(
+    seed: int, seconds: float = 15.0, traits: Traits = REAL, *, silent_drums: bool = False
+) -> dict[str, np.ndarray]:
     """One song: `{source: (T, 2) float32}` for the four stems and `mixture` (their exact sum).
 
     Stems are quantised to 16 bits *before* mixing, so that the mixture is exactly the sum
@@ -382,37 +387,61 @@ def write_musdb_folder(
         else:
             write_track(root / subset / name, track)
     # Marks the folder as synthetic, for the model cards of what is trained on it.
-    meta = {"train": train, "valid": valid, "test": test, "seconds": seconds, "seed": seed,
-            "traits": dataclasses.asdict(traits), "format": "stem.mp4" if stems_mp4 else "wav"}
+    meta = {
+        "train": train,
+        "valid": valid,
+        "test": test,
+        "seconds": seconds,
+        "seed": seed,
+        "traits": dataclasses.asdict(traits),
+        "format": "stem.mp4" if stems_mp4 else "wav",
+    }
     (root / "synthetic.json").write_text(json.dumps(meta) + "\n")
     return root
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(prog="python -m training.synthetic", description=__doc__.splitlines()[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="python -m training.synthetic",
+        description=__doc__.splitlines()[0],
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
     p.add_argument("root", type=Path, help="folder to write train/ and test/ into")
     p.add_argument("--train", type=int, default=40, help="training tracks")
     p.add_argument("--valid", type=int, default=4, help="validation tracks (named as musdb's own)")
     p.add_argument("--test", type=int, default=10, help="test tracks")
     p.add_argument("--seconds", type=float, default=15.0, help="length of every track")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--stems-mp4", action="store_true", help="MUSDB18 layout (.stem.mp4, AAC) instead of MUSDB18-HQ wav folders")
+    p.add_argument(
+        "--stems-mp4", action="store_true", help="MUSDB18 layout (.stem.mp4, AAC) instead of MUSDB18-HQ wav folders"
+    )
     p.add_argument("--no-dual-mono", action="store_true", help="no exactly dual-mono vocals or bass")
     p.add_argument("--no-hard-pan", action="store_true", help="no hard-panned stems")
     p.add_argument("--no-vocal-free", action="store_true", help="no vocal-free sections (the singer only breathes)")
     p.add_argument("--no-silent-source", action="store_true", help="no track with silent drums")
     p.add_argument("--no-traits", action="store_true", help="all of the four above")
     a = p.parse_args()
-    traits = Traits.none() if a.no_traits else Traits(
-        dual_mono_vocals=0.0 if a.no_dual_mono else REAL.dual_mono_vocals,
-        mono_bass=0.0 if a.no_dual_mono else REAL.mono_bass,
-        hard_pan=0.0 if a.no_hard_pan else REAL.hard_pan,
-        vocal_free=None if a.no_vocal_free else REAL.vocal_free,
-        silent_source=not a.no_silent_source,
+    traits = (
+        Traits.none()
+        if a.no_traits
+        else Traits(
+            dual_mono_vocals=0.0 if a.no_dual_mono else REAL.dual_mono_vocals,
+            mono_bass=0.0 if a.no_dual_mono else REAL.mono_bass,
+            hard_pan=0.0 if a.no_hard_pan else REAL.hard_pan,
+            vocal_free=None if a.no_vocal_free else REAL.vocal_free,
+            silent_source=not a.no_silent_source,
+        )
     )
-    write_musdb_folder(a.root, train=a.train, valid=a.valid, test=a.test, seconds=a.seconds, seed=a.seed,
-                       traits=traits, stems_mp4=a.stems_mp4)
+    write_musdb_folder(
+        a.root,
+        train=a.train,
+        valid=a.valid,
+        test=a.test,
+        seconds=a.seconds,
+        seed=a.seed,
+        traits=traits,
+        stems_mp4=a.stems_mp4,
+    )
     print(f"wrote {a.train} train, {a.valid} validation and {a.test} test tracks of {a.seconds:g} s to {a.root}")
 
 

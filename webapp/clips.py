@@ -20,6 +20,8 @@ import torch
 from separation import save_audio
 from separation.audio import seconds
 from separation.errors import SeparationError
+from separation.tracks import ACCOMPANIMENT, SOURCES, accompaniment, read_mixture, read_source
+from training.synthetic import make_track
 
 log = logging.getLogger("webapp")
 
@@ -38,8 +40,6 @@ class Clip:
 
 def ensure_demo_clips(folder: str | os.PathLike, seeds=DEMO_SEEDS, seconds: float = DEMO_SECONDS) -> list[Clip]:
     """Write the demo songs (mixture, vocals, accompaniment) if they are not there yet."""
-    from training.synthetic import make_track
-
     folder = Path(folder)
     clips = []
     for i, seed in enumerate(seeds):
@@ -48,7 +48,11 @@ def ensure_demo_clips(folder: str | os.PathLike, seeds=DEMO_SEEDS, seconds: floa
             d.mkdir(parents=True, exist_ok=True)
             song = make_track(seed, seconds)
             accompaniment = song["mixture"] - song["vocals"]
-            for name, audio in (("vocals", song["vocals"]), ("accompaniment", accompaniment), ("mixture", song["mixture"])):
+            for name, audio in (
+                ("vocals", song["vocals"]),
+                ("accompaniment", accompaniment),
+                ("mixture", song["mixture"]),
+            ):
                 # lossless: the stems are multiples of 2**-15, which 24-bit FLAC stores exactly (~3x smaller
                 # than wav); written atomically, mixture last: its presence means "complete"
                 save_audio(d / f"{name}.flac", torch.from_numpy(audio.T), SR, bit_depth="24")
@@ -75,7 +79,9 @@ def musdb_clips(root: str | os.PathLike, is_wav: bool | None = None) -> list[Cli
 MIN_SECONDS = 1.0  # the shortest excerpt or upload the app separates
 
 
-def check_excerpt(start, length, duration: float, *, name: str, min_seconds: float = MIN_SECONDS) -> tuple[float, float]:
+def check_excerpt(
+    start, length, duration: float, *, name: str, min_seconds: float = MIN_SECONDS
+) -> tuple[float, float]:
     """`(start, length)` checked against a clip of `duration` seconds, before anything is read:
     a number, not negative, inside the clip, and at least `min_seconds` long where it ends."""
     start = seconds(start, "excerpt's start")
@@ -92,15 +98,21 @@ def check_excerpt(start, length, duration: float, *, name: str, min_seconds: flo
     return start, min(length, duration - start)
 
 
-def load_clip(clip: Clip, start: float = 0.0, length: float | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+def load_clip(
+    clip: Clip, start: float = 0.0, length: float | None = None
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """`(mixture (2, T), {"vocals", "accompaniment"}: (2, T))` of an excerpt, float32 at 44.1 kHz."""
     start, length = check_excerpt(start, length, clip.duration, name=clip.id)
     first = int(start * SR)
     frames = -1 if length is None else int(length * SR)
     if clip.mixture is not None:
         folder = clip.mixture.parent
-        read = {n: sf.read(folder / f"{n}{clip.mixture.suffix}", start=first, frames=frames, dtype="float32", always_2d=True)[0].T
-                for n in ("mixture", "vocals", "accompaniment")}
+        read = {
+            n: sf.read(
+                folder / f"{n}{clip.mixture.suffix}", start=first, frames=frames, dtype="float32", always_2d=True
+            )[0].T
+            for n in ("mixture", "vocals", "accompaniment")
+        }
     else:
         read = _musdb_excerpt(clip.track, first, frames)
     n = min(x.shape[-1] for x in read.values())
@@ -110,13 +122,9 @@ def load_clip(clip: Clip, start: float = 0.0, length: float | None = None) -> tu
 
 
 def _musdb_excerpt(track, first: int, frames: int) -> dict[str, np.ndarray]:
-    from training.data import SOURCES, read_source
-
     stems = {s: read_source(track, s, first, frames) for s in SOURCES}
-    if track.is_wav:
-        mix = sf.read(track.path, start=first, frames=frames, dtype="float32", always_2d=True)[0].T
-    else:
-        track.chunk_start, track.chunk_duration = first / SR, None if frames < 0 else frames / SR
-        mix = track.audio.T.astype(np.float32)
-        track.chunk_start, track.chunk_duration = 0, None
-    return {"mixture": mix, "vocals": stems["vocals"], "accompaniment": stems["drums"] + stems["bass"] + stems["other"]}
+    return {
+        "mixture": read_mixture(track, first, frames),
+        "vocals": stems["vocals"],
+        "accompaniment": accompaniment(stems[s] for s in ACCOMPANIMENT),
+    }

@@ -3,7 +3,7 @@
 | variable | default | meaning |
 |---|---|---|
 | `APP_MODELS` | `dprnn,umxhq` | side-by-side models (names, checkpoint folders or Hub ids) |
-| `DPRNN_REPO` | (shipped checkpoint) | Hub repo or folder of the DPRNN (read by `separation.registry`) |
+| `DPRNN_REPO` | (shipped checkpoint) | Hub repo or folder of the DPRNN (read by `separation.pretrained`) |
 | `MUSDB_PATH` | - | MUSDB18(-HQ) root: its test tracks become the clips |
 | `APP_DATA_DIR` | `/data` on a Space with persistent storage, else `out/app` | ratings database, demo clips, outputs |
 | `RATINGS_DB` | `$APP_DATA_DIR/ratings.sqlite` | the SQLite file |
@@ -21,6 +21,8 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from separation import __version__
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -55,16 +57,23 @@ class AppConfig:
         self.ratings_db = Path(self.ratings_db)
 
     @classmethod
-    def from_env(cls, env: dict | None = None) -> "AppConfig":
+    def from_env(cls, env: dict | None = None) -> AppConfig:
         env = os.environ if env is None else env
         kwargs = {}
         if env.get("APP_MODELS"):
             kwargs["models"] = [m.strip() for m in env["APP_MODELS"].split(",") if m.strip()]
         for key, name, kind in (
-            ("musdb_path", "MUSDB_PATH", str), ("data_dir", "APP_DATA_DIR", Path), ("ratings_db", "RATINGS_DB", Path),
-            ("max_upload_mb", "APP_MAX_UPLOAD_MB", float), ("max_minutes", "APP_MAX_MINUTES", float),
-            ("concurrency", "APP_CONCURRENCY", int), ("queue_size", "APP_QUEUE_SIZE", int), ("device", "APP_DEVICE", str),
-            ("admin_token", "ADMIN_TOKEN", str), ("ratings_repo", "RATINGS_REPO", str), ("hf_token", "HF_TOKEN", str),
+            ("musdb_path", "MUSDB_PATH", str),
+            ("data_dir", "APP_DATA_DIR", Path),
+            ("ratings_db", "RATINGS_DB", Path),
+            ("max_upload_mb", "APP_MAX_UPLOAD_MB", float),
+            ("max_minutes", "APP_MAX_MINUTES", float),
+            ("concurrency", "APP_CONCURRENCY", int),
+            ("queue_size", "APP_QUEUE_SIZE", int),
+            ("device", "APP_DEVICE", str),
+            ("admin_token", "ADMIN_TOKEN", str),
+            ("ratings_repo", "RATINGS_REPO", str),
+            ("hf_token", "HF_TOKEN", str),
         ):
             if env.get(name):
                 kwargs[key] = kind(env[name])
@@ -78,6 +87,4 @@ class AppConfig:
 
     @property
     def version(self) -> str:
-        from separation import __version__
-
         return __version__

@@ -28,7 +28,9 @@ FLOOR_DB = -90  # colour scale: 0 dB = the mixture's loudest cell
 COLORSCALE = "Magma"
 
 
-def _band_matrix(n_bins: int, bands: int = BANDS, low: float = 30.0, high: float = 20000.0) -> tuple[torch.Tensor, np.ndarray]:
+def _band_matrix(
+    n_bins: int, bands: int = BANDS, low: float = 30.0, high: float = 20000.0
+) -> tuple[torch.Tensor, np.ndarray]:
     """`(bands, n_bins)` averaging matrix over log-spaced bands, and the band centres in Hz."""
     freqs = torch.linspace(0, SR / 2, n_bins)
     edges = np.geomspace(low, high, bands + 1)
@@ -46,7 +48,9 @@ def _band_matrix(n_bins: int, bands: int = BANDS, low: float = 30.0, high: float
 _BANDS_CACHE: dict[int, tuple[torch.Tensor, np.ndarray]] = {}
 
 
-def band_power(wave: torch.Tensor | np.ndarray, max_frames: int = MAX_FRAMES) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def band_power(
+    wave: torch.Tensor | np.ndarray, max_frames: int = MAX_FRAMES
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Power of a `(C, T)` or `(T,)` signal (channels averaged) in log bands and pooled frames.
 
     Returns `(power (BANDS, N), times (N,) s, centres (BANDS,) Hz)`, N <= max_frames. The STFT
@@ -88,8 +92,15 @@ def spectrogram_figure(panels: dict[str, torch.Tensor | np.ndarray], *, title: s
     """
     names = list(panels)
     rows = math.ceil(len(names) / columns)
-    fig = make_subplots(rows=rows, cols=columns, subplot_titles=names, shared_xaxes="all", shared_yaxes="all",
-                        horizontal_spacing=0.04, vertical_spacing=0.22 / max(rows, 1))
+    fig = make_subplots(
+        rows=rows,
+        cols=columns,
+        subplot_titles=names,
+        shared_xaxes="all",
+        shared_yaxes="all",
+        horizontal_spacing=0.04,
+        vertical_spacing=0.22 / max(rows, 1),
+    )
     reference = None
     for i, name in enumerate(names):
         panel = panels[name]
@@ -99,19 +110,39 @@ def spectrogram_figure(panels: dict[str, torch.Tensor | np.ndarray], *, title: s
         z = to_db(power, reference)
         fig.add_trace(
             go.Heatmap(
-                z=z, x=np.round(times, 3).astype(np.float32), y=np.round(centres, 1).astype(np.float32),
-                zmin=0, zmax=-FLOOR_DB, colorscale=COLORSCALE, reversescale=True, showscale=i == 0,
-                colorbar={"title": {"text": "dB"}, "len": 0.8, "tickvals": list(range(0, -FLOOR_DB + 1, 15)),
-                          "ticktext": [str(-v) for v in range(0, -FLOOR_DB + 1, 15)]} if i == 0 else None,
+                z=z,
+                x=np.round(times, 3).astype(np.float32),
+                y=np.round(centres, 1).astype(np.float32),
+                zmin=0,
+                zmax=-FLOOR_DB,
+                colorscale=COLORSCALE,
+                reversescale=True,
+                showscale=i == 0,
+                colorbar={
+                    "title": {"text": "dB"},
+                    "len": 0.8,
+                    "tickvals": list(range(0, -FLOOR_DB + 1, 15)),
+                    "ticktext": [str(-v) for v in range(0, -FLOOR_DB + 1, 15)],
+                }
+                if i == 0
+                else None,
                 hovertemplate="%{x:.2f} s, %{y:.0f} Hz: -%{z} dB<extra>" + name + "</extra>",
             ),
-            row=i // columns + 1, col=i % columns + 1,
+            row=i // columns + 1,
+            col=i % columns + 1,
         )
-    fig.update_yaxes(type="log", tickvals=[50, 100, 200, 500, 1000, 2000, 5000, 10000, 20000],
-                     ticktext=["50", "100", "200", "500", "1k", "2k", "5k", "10k", "20k"])
+    fig.update_yaxes(
+        type="log",
+        tickvals=[50, 100, 200, 500, 1000, 2000, 5000, 10000, 20000],
+        ticktext=["50", "100", "200", "500", "1k", "2k", "5k", "10k", "20k"],
+    )
     fig.update_xaxes(title_text="time (s)", row=rows)
-    fig.update_layout(title=title or None, height=230 * rows + 80, margin={"l": 50, "r": 20, "t": 60, "b": 40},
-                      template="plotly_white")
+    fig.update_layout(
+        title=title or None,
+        height=230 * rows + 80,
+        margin={"l": 50, "r": 20, "t": 60, "b": 40},
+        template="plotly_white",
+    )
     return fig
 
 
@@ -121,8 +152,13 @@ def framewise_figure(curves: dict[str, dict[str, np.ndarray]], *, hop: float = 1
     `curves`: {model: {source: (N,) dB}}; NaN windows (silent) are gaps.
     """
     sources = list(dict.fromkeys(s for c in curves.values() for s in c))
-    fig = make_subplots(rows=1, cols=max(1, len(sources)), subplot_titles=[f"{s}: {metric} per {hop:g}-s window" for s in sources],
-                        shared_xaxes="all", shared_yaxes="all")
+    fig = make_subplots(
+        rows=1,
+        cols=max(1, len(sources)),
+        subplot_titles=[f"{s}: {metric} per {hop:g}-s window" for s in sources],
+        shared_xaxes="all",
+        shared_yaxes="all",
+    )
     palette = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728"]
     for i, (model, by_source) in enumerate(curves.items()):
         for j, source in enumerate(sources):
@@ -132,15 +168,28 @@ def framewise_figure(curves: dict[str, dict[str, np.ndarray]], *, hop: float = 1
             values = np.where(np.isfinite(values), values, np.nan)
             t = np.arange(values.size) * hop + hop / 2
             fig.add_trace(
-                go.Scatter(x=t, y=np.round(values, 2), mode="lines+markers", name=model, legendgroup=model,
-                           showlegend=j == 0, line={"color": palette[i % len(palette)]}, connectgaps=False,
-                           hovertemplate="%{x:.1f} s: %{y:.2f} dB<extra>" + model + "</extra>"),
-                row=1, col=j + 1,
+                go.Scatter(
+                    x=t,
+                    y=np.round(values, 2),
+                    mode="lines+markers",
+                    name=model,
+                    legendgroup=model,
+                    showlegend=j == 0,
+                    line={"color": palette[i % len(palette)]},
+                    connectgaps=False,
+                    hovertemplate="%{x:.1f} s: %{y:.2f} dB<extra>" + model + "</extra>",
+                ),
+                row=1,
+                col=j + 1,
             )
     fig.update_yaxes(title_text=f"{metric} (dB)", col=1)
     fig.update_xaxes(title_text="time (s)")
-    fig.update_layout(height=320, margin={"l": 50, "r": 20, "t": 50, "b": 40}, template="plotly_white",
-                      legend={"orientation": "h", "y": -0.25})
+    fig.update_layout(
+        height=320,
+        margin={"l": 50, "r": 20, "t": 50, "b": 40},
+        template="plotly_white",
+        legend={"orientation": "h", "y": -0.25},
+    )
     return fig
 
 

@@ -14,9 +14,9 @@ import shutil
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import soundfile as sf
@@ -85,8 +85,14 @@ class ModelPool:
     cannot load (no weights offline, a broken checkpoint) is `unavailable` with a one-line
     public reason (the full one goes to the server log), and the others work."""
 
-    def __init__(self, names: list[str], *, device: str = "auto", loader: Callable[[str], Separator] | None = None,
-                 background: bool = True):
+    def __init__(
+        self,
+        names: list[str],
+        *,
+        device: str = "auto",
+        loader: Callable[[str], Separator] | None = None,
+        background: bool = True,
+    ):
         self.device = device
         self.loader = loader or (lambda name: Separator.load(name, device=device))
         self.slots = {name: ModelSlot(name) for name in names}
@@ -100,7 +106,9 @@ class ModelPool:
             sep = self.loader(name)
             slot.version = model_version(sep)
             slot.separator = sep
-            slot.message = f"{sep.info.architecture}, {'trained' if sep.info.trained else 'RANDOM WEIGHTS'}, on {sep.device.type}"
+            slot.message = (
+                f"{sep.info.architecture}, {'trained' if sep.info.trained else 'RANDOM WEIGHTS'}, on {sep.device.type}"
+            )
             slot.state = "ready"
             log.info("%s: %s from %s on %s", name, slot.version, sep.info.origin, sep.device)
         except Exception as exc:  # one model failing must not take the app down
@@ -126,8 +134,14 @@ class ModelPool:
             sep = slot.separator
             if sep is not None and sep.device != device:
                 moved.append((slot, sep))
-                slot.separator = Separator(sep.model.to(device), sep.info, device=device, segment=sep.segment,
-                                           overlap=sep.overlap, batch_size=sep.batch_size)
+                slot.separator = Separator(
+                    sep.model.to(device),
+                    sep.info,
+                    device=device,
+                    segment=sep.segment,
+                    overlap=sep.overlap,
+                    batch_size=sep.batch_size,
+                )
         try:
             yield
         finally:
@@ -136,15 +150,22 @@ class ModelPool:
                 slot.separator = sep
 
 
-def separate_with_fallback(slot: ModelSlot, mix: torch.Tensor, progress: Callable[[int, int], None] | None = None) -> dict[str, torch.Tensor]:
+def separate_with_fallback(
+    slot: ModelSlot, mix: torch.Tensor, progress: Callable[[int, int], None] | None = None
+) -> dict[str, torch.Tensor]:
     """Separate; on out-of-memory retry with half-length segments, then on the CPU."""
     sep = slot.separator
     assert sep is not None
     try:
         return sep.separate(mix, SR, progress=progress)
     except OutOfMemory:
-        log.warning("%s: out of memory with %.1f-s segments on %s; retrying with %.1f-s segments",
-                    slot.name, sep.segment, sep.device, sep.segment / 2)
+        log.warning(
+            "%s: out of memory with %.1f-s segments on %s; retrying with %.1f-s segments",
+            slot.name,
+            sep.segment,
+            sep.device,
+            sep.segment / 2,
+        )
     if sep.device.type == "cuda":
         torch.cuda.empty_cache()
     try:
@@ -152,7 +173,9 @@ def separate_with_fallback(slot: ModelSlot, mix: torch.Tensor, progress: Callabl
         return smaller.separate(mix, SR, progress=progress)
     except OutOfMemory:
         if sep.device.type == "cpu":
-            raise OutOfMemory(f"{slot.name}: not enough memory for this input even in short segments; try a shorter excerpt") from None
+            raise OutOfMemory(
+                f"{slot.name}: not enough memory for this input even in short segments; try a shorter excerpt"
+            ) from None
         log.warning("%s: out of memory on %s again; retrying on the CPU", slot.name, sep.device)
     cpu = Separator(copy.deepcopy(sep.model).cpu(), sep.info, device="cpu", segment=sep.segment / 2, batch_size=1)
     return cpu.separate(mix, SR, progress=progress)
@@ -224,13 +247,17 @@ def run_separation(
     t0 = time.perf_counter()
     wanted = [name for name in pool.slots if models is None or name in models]
     slots = [pool.slots[name] for name in wanted if pool.slots[name].ready]
-    result = Separation(uuid.uuid4().hex, workdir, clip, mix.shape[-1] / SR, write_wav(workdir / "mixture.wav", mix), None)
+    result = Separation(
+        uuid.uuid4().hex, workdir, clip, mix.shape[-1] / SR, write_wav(workdir / "mixture.wav", mix), None
+    )
     if references:
         result.references = {s: write_wav(workdir / f"reference-{s}.wav", references[s]) for s in SOURCES}
     for name in wanted:
         slot = pool.slots[name]
         if not slot.ready:
-            result.errors[name] = slot.message if slot.state == "unavailable" else "still loading, try again in a moment"
+            result.errors[name] = (
+                slot.message if slot.state == "unavailable" else "still loading, try again in a moment"
+            )
             result.unavailable.add(name)
     result.timings["write inputs"] = time.perf_counter() - t0
     panels: dict[str, dict[str, tuple]] = {source: {} for source in SOURCES}  # band powers, in display order
@@ -272,7 +299,9 @@ def run_separation(
             else:
                 medians = scores.medians()
                 for source in SOURCES:
-                    result.metrics.append({"model": slot.name, "source": source, **{m: medians[source][m] for m in METRICS}})
+                    result.metrics.append(
+                        {"model": slot.name, "source": source, **{m: medians[source][m] for m in METRICS}}
+                    )
                 result.framewise[slot.name] = {s: scores.frames[s]["SDR"].tolist() for s in SOURCES}
             timed("metrics", start)
         if figures:
@@ -288,8 +317,9 @@ def run_separation(
     if figures:
         start = time.perf_counter()
         for source in SOURCES:
-            result.figures[source] = spectrogram_figure({**panels[source], **errors[source]},
-                                                        title=f"{source}: dB re the mixture's peak; zoom one, all follow")
+            result.figures[source] = spectrogram_figure(
+                {**panels[source], **errors[source]}, title=f"{source}: dB re the mixture's peak; zoom one, all follow"
+            )
         timed("spectrograms", start)
         if result.framewise:
             start = time.perf_counter()
@@ -314,7 +344,10 @@ def karaoke(separation: Separation, model: str, guide: float) -> Path:
 
 def metrics_rows(separation: Separation) -> list[list]:
     """The metrics table as rows for a Dataframe (2 decimals)."""
-    return [[r["model"], r["source"], *[None if np.isnan(r[m]) else round(r[m], 2) for m in METRICS]] for r in separation.metrics]
+    return [
+        [r["model"], r["source"], *[None if np.isnan(r[m]) else round(r[m], 2) for m in METRICS]]
+        for r in separation.metrics
+    ]
 
 
 # ---------------------------------------------------------------------------- blind trials
@@ -377,8 +410,9 @@ def audible_excerpt(paths: list[Path], frames: int, rng: random.Random, min_acti
     return min(second * SR, total - frames)
 
 
-def make_trial(separation: Separation, store, listener: str, *, rng: random.Random | None = None,
-               seconds: float = TRIAL_SECONDS) -> TrialAudio:
+def make_trial(
+    separation: Separation, store, listener: str, *, rng: random.Random | None = None, seconds: float = TRIAL_SECONDS
+) -> TrialAudio:
     """A blind trial from a separation: MUSHRA when the references are known (hidden
     reference, low-pass anchor, every model), otherwise A/B between two models. Labels are
     shuffled per trial; the files are cut to the same `seconds`-long excerpt."""
@@ -398,10 +432,15 @@ def make_trial(separation: Separation, store, listener: str, *, rng: random.Rand
         kind = "mushra"
     else:
         if len(models) < 2:
-            raise SeparationError("an A/B trial needs two models' separations (only "
-                                  f"{', '.join(models) or 'none'} worked); pick a clip with references for a MUSHRA trial")
+            raise SeparationError(
+                "an A/B trial needs two models' separations (only "
+                f"{', '.join(models) or 'none'} worked); pick a clip with references for a MUSHRA trial"
+            )
         a, b = rng.sample(models, 2)
-        signals = {a: _read(separation.stems[a][source], start, frames), b: _read(separation.stems[b][source], start, frames)}
+        signals = {
+            a: _read(separation.stems[a][source], start, frames),
+            b: _read(separation.stems[b][source], start, frames),
+        }
         reference = None
         kind = "ab"
     # The excerpt is cut out of running music: without a fade, every sample starts and ends
@@ -413,10 +452,19 @@ def make_trial(separation: Separation, store, listener: str, *, rng: random.Rand
     rng.shuffle(conditions)
     labels = [chr(ord("A") + i) for i in range(len(conditions))]
     versions = {c: separation.versions.get(c, c) for c in conditions}
-    trial = store.create_trial(listener=listener, kind=kind, clip=separation.clip, source=source,
-                               conditions=dict(zip(labels, conditions)), versions=versions)
+    trial = store.create_trial(
+        listener=listener,
+        kind=kind,
+        clip=separation.clip,
+        source=source,
+        conditions=dict(zip(labels, conditions, strict=True)),
+        versions=versions,
+    )
     folder = separation.workdir / "trials" / trial.id
     folder.mkdir(parents=True)
-    files = {label: write_wav(folder / f"sample-{label}.wav", signals[c]) for label, c in zip(labels, conditions)}
+    files = {
+        label: write_wav(folder / f"sample-{label}.wav", signals[c])
+        for label, c in zip(labels, conditions, strict=True)
+    }
     ref_path = write_wav(folder / "reference.wav", reference) if reference is not None else None
     return TrialAudio(trial.id, kind, source, labels, files, ref_path)

@@ -76,8 +76,15 @@ def safe_cell(value) -> str:
 
 
 class RatingsStore:
-    def __init__(self, path: str | os.PathLike, *, app_version: str = "dev", rate_limit: int = 30, rate_window: float = 60.0,
-                 on_write=None):
+    def __init__(
+        self,
+        path: str | os.PathLike,
+        *,
+        app_version: str = "dev",
+        rate_limit: int = 30,
+        rate_window: float = 60.0,
+        on_write=None,
+    ):
         """rate_limit: ratings submissions allowed per listener per `rate_window` seconds.
         on_write(rows): called after a committed submission (e.g. to sync a copy)."""
         self.path = Path(path)
@@ -104,13 +111,15 @@ class RatingsStore:
 
     # ------------------------------------------------------------------ trials
 
-    def create_trial(self, *, listener: str, kind: str, clip: str, source: str, conditions: dict[str, str],
-                     versions: dict[str, str]) -> Trial:
+    def create_trial(
+        self, *, listener: str, kind: str, clip: str, source: str, conditions: dict[str, str], versions: dict[str, str]
+    ) -> Trial:
         _check_listener(listener)
         trial = Trial(uuid.uuid4().hex, listener, kind, clip, source, dict(conditions), dict(versions))
         db = self._connect()
         db.execute(
-            "INSERT INTO trials (id, listener, kind, clip, source, conditions, versions, created) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            "INSERT INTO trials (id, listener, kind, clip, source, conditions, versions, created)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
             (trial.id, listener, kind, clip, source, json.dumps(conditions), json.dumps(versions), time.time()),
         )
         return trial
@@ -119,13 +128,27 @@ class RatingsStore:
         row = self._connect().execute("SELECT * FROM trials WHERE id = ?", (str(trial_id),)).fetchone()
         if row is None:
             return None
-        return Trial(row["id"], row["listener"], row["kind"], row["clip"], row["source"],
-                     json.loads(row["conditions"]), json.loads(row["versions"]))
+        return Trial(
+            row["id"],
+            row["listener"],
+            row["kind"],
+            row["clip"],
+            row["source"],
+            json.loads(row["conditions"]),
+            json.loads(row["versions"]),
+        )
 
     # ------------------------------------------------------------------ ratings
 
-    def submit(self, listener: str, trial_id: str, *, scores: dict[str, float] | None = None,
-               choice: str | None = None, mos: dict[str, float] | None = None) -> int:
+    def submit(
+        self,
+        listener: str,
+        trial_id: str,
+        *,
+        scores: dict[str, float] | None = None,
+        choice: str | None = None,
+        mos: dict[str, float] | None = None,
+    ) -> int:
         """Store a listener's answer to a trial; returns the number of rows written.
 
         MUSHRA trials: `scores` {label: 0..100} for every label of the trial.
@@ -162,24 +185,50 @@ class RatingsStore:
                 (listener, now - self.rate_window),
             ).fetchone()[0]
             if recent >= self.rate_limit:
-                raise RatingError(f"too many ratings in a short time: at most {self.rate_limit} trials per "
-                                  f"{self.rate_window:.0f} s; please wait a little")
-            if db.execute("SELECT 1 FROM ratings WHERE listener = ? AND trial = ? LIMIT 1", (listener, trial.id)).fetchone():
+                raise RatingError(
+                    f"too many ratings in a short time: at most {self.rate_limit} trials per "
+                    f"{self.rate_window:.0f} s; please wait a little"
+                )
+            if db.execute(
+                "SELECT 1 FROM ratings WHERE listener = ? AND trial = ? LIMIT 1", (listener, trial.id)
+            ).fetchone():
                 raise RatingError("this trial is already rated: start a new one")
             for kind, condition, score, chosen in rows:
                 db.execute(
-                    "INSERT INTO ratings (listener, trial, kind, clip, source, condition, score, choice, created, app_version, checkpoint)"
-                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    (listener, trial.id, kind, trial.clip, trial.source, condition, score, chosen, now, self.app_version,
-                     json.dumps(trial.versions) if kind == "ab" else trial.versions.get(condition, "-")),
+                    "INSERT INTO ratings (listener, trial, kind, clip, source, condition, score, choice, created,"
+                    " app_version, checkpoint) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (
+                        listener,
+                        trial.id,
+                        kind,
+                        trial.clip,
+                        trial.source,
+                        condition,
+                        score,
+                        chosen,
+                        now,
+                        self.app_version,
+                        json.dumps(trial.versions) if kind == "ab" else trial.versions.get(condition, "-"),
+                    ),
                 )
             db.execute("COMMIT")
         except BaseException:
             db.execute("ROLLBACK")
             raise
         if self.on_write is not None:
-            self.on_write([dict(zip(("kind", "condition", "score", "choice"), r), listener=listener, trial=trial.id,
-                                clip=trial.clip, source=trial.source, created=now) for r in rows])
+            self.on_write(
+                [
+                    dict(
+                        zip(("kind", "condition", "score", "choice"), r, strict=False),
+                        listener=listener,
+                        trial=trial.id,
+                        clip=trial.clip,
+                        source=trial.source,
+                        created=now,
+                    )
+                    for r in rows
+                ]
+            )
         return len(rows)
 
     def count(self) -> int:
@@ -189,8 +238,14 @@ class RatingsStore:
         """All ratings as dicts in the shape `eval.ratings` expects."""
         out = []
         for r in self._connect().execute("SELECT * FROM ratings ORDER BY id"):
-            row = {"listener": r["listener"], "trial": r["trial"], "kind": r["kind"], "source": r["source"],
-                   "clip": r["clip"], "score": r["score"]}
+            row = {
+                "listener": r["listener"],
+                "trial": r["trial"],
+                "kind": r["kind"],
+                "source": r["source"],
+                "clip": r["clip"],
+                "score": r["score"],
+            }
             if r["kind"] == "ab":
                 row["a"], row["b"] = r["condition"].split("|", 1)
                 row["choice"] = r["choice"]

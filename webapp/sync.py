@@ -41,9 +41,18 @@ def start_sync(folder: Path, repo_id: str, token: str, every_minutes: float = 5.
     try:
         from huggingface_hub import CommitScheduler
 
-        scheduler = CommitScheduler(repo_id=repo_id, repo_type="dataset", folder_path=folder, path_in_repo="ratings",
-                                    every=every_minutes, private=True, token=token)
+        scheduler = CommitScheduler(
+            repo_id=repo_id,
+            repo_type="dataset",
+            folder_path=folder,
+            path_in_repo="ratings",
+            every=every_minutes,
+            private=True,
+            token=token,
+        )
     except Exception as exc:  # no network, bad token: the local database still has everything
-        log.warning("ratings sync to %s is off: %s", repo_id, str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+        log.warning(
+            "ratings sync to %s is off: %s", repo_id, str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        )
         return None
     return JsonlSync(folder, scheduler)

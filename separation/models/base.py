@@ -11,18 +11,26 @@ Wiener/EM refinement, so an architecture only has to say how it estimates magnit
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from typing import Any, ClassVar
 
 from torch import Tensor, nn
 
+from ..audio import SAMPLE_RATE
 from ..spectral import STFT, wiener_filter
 
 
 class SeparationModel(nn.Module):
-    """Base class: a frozen config dataclass in, `(B, C, T) -> (B, S, C, T)` out."""
+    """Base class: a frozen config dataclass in, `(B, C, T) -> (B, S, C, T)` out.
 
+    Subclasses name their `architecture` (what checkpoints record) and `config_class`; the
+    table of architectures is built in `separation.models` from the classes themselves.
+    Training calls the hooks below, never looks inside a model.
+    """
+
+    architecture: ClassVar[str]
     config_class: ClassVar[type]
-    sample_rate: ClassVar[int] = 44100
+    sample_rate: ClassVar[int] = SAMPLE_RATE
     supports_wiener: ClassVar[bool] = False
 
     def __init__(self, config: Any):
@@ -52,6 +60,12 @@ class SeparationModel(nn.Module):
     def forward(self, mix: Tensor) -> Tensor:  # pragma: no cover - abstract
         raise NotImplementedError
 
+    # ------------------------------------------------------------------ training hooks
+
+    def init_from_data(self, mix: Tensor) -> None:
+        """Set data-dependent parameters from a batch of training mixtures `(B, C, T)` before
+        training (input normalisation); nothing by default."""
+
 
 class MaskModel(SeparationModel):
     """A time-frequency model: STFT -> magnitude estimates -> (Wiener) -> iSTFT.
@@ -76,6 +90,18 @@ class MaskModel(SeparationModel):
 
     def estimate(self, mag: Tensor) -> Tensor:  # pragma: no cover - abstract
         raise NotImplementedError
+
+    def init_from_data(self, mix: Tensor) -> None:
+        self.set_input_statistics(self.stft(mix).abs())
+
+    def set_input_statistics(self, mag: Tensor) -> None:
+        """Input normalisation from training mixture magnitudes `(B, C, F, N)`; nothing by default."""
+
+    def training_magnitudes(self, mag: Tensor, augment: Callable[[Tensor], Tensor] | None = None) -> Tensor:
+        """The magnitudes the training objective scores: `(B, C, F, N)` -> `(B, S', C, F, N)`.
+        `augment` (SpecAugment) is for models that can use it on their input; by default the
+        model's plain estimate."""
+        return self.estimate(mag)
 
     def forward(self, mix: Tensor) -> Tensor:
         """`(B, C, T)` mixture -> `(B, S, C, T)` source waveforms."""

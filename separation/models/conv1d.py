@@ -1,11 +1,11 @@
-"""The seed's milestone-1 baseline: four 1-D convolutions on the raw stereo waveform.
+"""A time-domain baseline: four 1-D convolutions on the raw stereo waveform.
 
     mix (B, C, T) -> Conv1d(C->32, k15) ReLU -> Conv1d(32->64, k15) ReLU
                   -> Conv1d(64->32, k15) ReLU -> Conv1d(32->C, k15) -> vocals (B, C, T)
     accompaniment = mix - vocals
 
-Kept so that its row of the results table can be measured, not as a separator anyone should
-use: its receptive field is 57 samples (1.3 ms), far too short to tell a voice from a guitar.
+A reference point for the results table, not a separator anyone should use: its receptive
+field is 57 samples (1.3 ms), far too short to tell a voice from a guitar.
 """
 
 from __future__ import annotations
@@ -15,7 +15,6 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from ..registry import register_architecture
 from .base import SeparationModel
 
 
@@ -35,8 +34,8 @@ class Conv1DConfig:
             raise ValueError("conv1d needs at least two sources (the last one is the residual)")
 
 
-@register_architecture("conv1d", Conv1DConfig)
 class Conv1D(SeparationModel):
+    architecture = "conv1d"
     config_class = Conv1DConfig
 
     def __init__(self, config: Conv1DConfig = Conv1DConfig()):
@@ -45,7 +44,7 @@ class Conv1D(SeparationModel):
         predicted = len(c.sources) - 1
         widths = [c.channels, *c.hidden, c.channels * predicted]
         layers: list[nn.Module] = []
-        for i, (w_in, w_out) in enumerate(zip(widths[:-1], widths[1:])):
+        for i, (w_in, w_out) in enumerate(zip(widths[:-1], widths[1:], strict=True)):
             layers.append(nn.Conv1d(w_in, w_out, c.kernel_size, padding=c.kernel_size // 2))
             if i < len(widths) - 2:
                 layers.append(nn.ReLU())

@@ -1,8 +1,8 @@
 """Dual-Path RNN mask estimator on stereo log-magnitude spectrograms.
 
-The seed's milestone-2 model, after Luo, Chen & Yoshioka, "Dual-path RNN: efficient long
-sequence modeling for time-domain single-channel speech separation" (ICASSP 2020,
-arXiv:1910.06379), moved from learned time-domain bases to the STFT as Open-Unmix does:
+After Luo, Chen & Yoshioka, "Dual-path RNN: efficient long sequence modeling for time-domain
+single-channel speech separation" (ICASSP 2020, arXiv:1910.06379), on the STFT as Open-Unmix
+(Stoeter et al. 2019) rather than on learned time-domain bases:
 
     |X| (B, C, F, N)
       -> log, per-bin affine, crop to `max_bin`      (B, N, C*Fb)
@@ -23,13 +23,13 @@ Non-causal: every frame sees the whole segment in both directions.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..registry import register_architecture
 from .base import MaskModel
 
 
@@ -116,10 +116,10 @@ class DualPathBlock(nn.Module):
         return x + y.reshape(batch, size, n_chunks, dim).permute(0, 3, 1, 2)
 
 
-@register_architecture("dprnn", DPRNNConfig)
 class DPRNN(MaskModel):
     """Dual-path RNN that predicts one magnitude mask per source."""
 
+    architecture = "dprnn"
     config_class = DPRNNConfig
 
     def __init__(self, config: DPRNNConfig = DPRNNConfig()):
@@ -142,12 +142,25 @@ class DPRNN(MaskModel):
             nn.Conv1d(c.feature_dim, len(c.sources) * c.channels * bins, 1),
         )
 
+    def features(self, mag: Tensor) -> Tensor:
+        """`(B, C, F, N)` -> `(B, C, max_bin, N)` log-magnitude, before the per-bin affine."""
+        return torch.log(mag[:, :, : self.config.max_bin] + 1e-4)
+
+    def set_input_statistics(self, mag: Tensor) -> None:
+        """Per (channel, bin) mean and std of the log-magnitude of training mixtures `(B, C, F, N)`."""
+        x = self.features(mag)
+        self.input_mean.copy_(-x.mean(dim=(0, 3))[..., None])
+        self.input_scale.copy_(1.0 / (x.std(dim=(0, 3))[..., None] + 1e-5))
+
+    def training_magnitudes(self, mag: Tensor, augment: Callable[[Tensor], Tensor] | None = None) -> Tensor:
+        """The masks see the augmented input (SpecAugment), and mask the clean mixture."""
+        return self.masks(augment(mag) if augment is not None else mag) * mag.unsqueeze(1)
+
     def masks(self, mag: Tensor) -> Tensor:
         """`(B, C, F, N)` mixture magnitude -> `(B, S', C, F, N)` masks in [0, 1]."""
         c = self.config
         batch, channels, bins, frames = mag.shape
-        x = torch.log(mag[:, :, : c.max_bin] + 1e-4)
-        x = (x + self.input_mean) * self.input_scale
+        x = (self.features(mag) + self.input_mean) * self.input_scale
         x = self.encoder(x.reshape(batch, channels * c.max_bin, frames).transpose(1, 2))
         x = chunk_frames(x.transpose(1, 2), c.chunk_size)
         for block in self.blocks:

@@ -1,35 +1,22 @@
 """Open-Unmix (Stöter et al. 2019) through the `openunmix` package: umxhq, umxl, or trained here.
 
 The spectrogram network is upstream's `openunmix.model.OpenUnmix`, unchanged, so upstream
-weights load into it as they are. One network per predicted source (vocals); the last source
-(accompaniment) is the complex residual mixture - vocals, refined by multichannel Wiener EM
-exactly as upstream's `Separator(residual=True, niter=1, wiener_win_len=300)`.
-
-Upstream weights are fetched from Zenodo through the torch hub cache
-(`$TORCH_HOME/hub/checkpoints/`, default `~/.cache/torch/hub/checkpoints/`) and read with
-`torch.load(weights_only=True)`: a tampered download can hold tensors, never code.
+weights load into it as they are (`separation.pretrained` fetches them). One network per
+predicted source (vocals); the last source (accompaniment) is the complex residual mixture -
+vocals, refined by multichannel Wiener EM exactly as upstream's
+`Separator(residual=True, niter=1, wiener_win_len=300)`.
 """
 
 from __future__ import annotations
 
-import logging
-import os
-import pickle
-import urllib.error
-import zipfile
 from dataclasses import dataclass
-from pathlib import Path
 from typing import ClassVar
 
 import torch
 from openunmix.model import OpenUnmix
 from torch import Tensor, nn
 
-from ..errors import CheckpointError, WeightsUnavailableError
-from ..registry import register_architecture
-from .base import MaskModel, ModelInfo
-
-log = logging.getLogger(__name__)
+from .base import MaskModel
 
 
 @dataclass(frozen=True)
@@ -46,8 +33,8 @@ class UMXConfig:
     segment_seconds: float = 30.0
 
 
-@register_architecture("umx", UMXConfig)
 class UMX(MaskModel):
+    architecture = "umx"
     config_class = UMXConfig
     residual: ClassVar[bool] = True
 
@@ -71,69 +58,10 @@ class UMX(MaskModel):
         """`(B, C, F, N)` -> `(B, S-1, C, F, N)` magnitudes of the predicted sources."""
         return torch.stack([net(mag) for net in self.targets.values()], dim=1)
 
-
-# Upstream's release files (openunmix/__init__.py, umxhq_spec / umxl_spec): vocals target only.
-UPSTREAM = {
-    "umxhq": {"hidden_size": 512, "url": "https://zenodo.org/records/3370489/files/vocals-b62c91ce.pth"},
-    "umxl": {"hidden_size": 1024, "url": "https://zenodo.org/records/5069601/files/vocals-bccbd9aa.pth"},
-}
-
-
-def upstream_cache_path(variant: str) -> Path:
-    return Path(torch.hub.get_dir()) / "checkpoints" / UPSTREAM[variant]["url"].rsplit("/", 1)[-1]
-
-
-def offline() -> bool:
-    """`HF_HUB_OFFLINE=1` (huggingface_hub's switch) means no download of any weights at all."""
-    return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
-
-
-def fetch_upstream(variant: str, *, progress: bool = False) -> dict[str, Tensor]:
-    """The upstream vocals state dict, from the torch hub cache or downloaded into it."""
-    url = UPSTREAM[variant]["url"]
-    cached = upstream_cache_path(variant)
-    public = f"{variant} weights are not available offline (run `python -m separation download {variant}` where there is internet)"
-    if not cached.exists() and offline():
-        raise WeightsUnavailableError(
-            f"{variant} weights are not cached at {cached}, and HF_HUB_OFFLINE is set: no download was tried. "
-            f"Run `python -m separation download {variant}` where there is internet, or put the file there by hand",
-            public=public,
-        )
-    if not cached.exists():
-        log.info("downloading %s weights from %s to %s", variant, url, cached)
-        cached.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            # Downloads to a temporary file and renames it when complete, so an interrupted
-            # download never poses as a cached file.
-            torch.hub.download_url_to_file(url, str(cached), progress=progress)
-        except (urllib.error.URLError, ConnectionError, TimeoutError, OSError) as e:
-            reason = getattr(e, "reason", e)
-            raise WeightsUnavailableError(
-                f"{variant} weights are not cached at {cached} and could not be downloaded from {url} ({reason}). "
-                f"Run `python -m separation download {variant}` where there is internet, or put the file there by hand",
-                public=public,
-            ) from None
-    try:
-        return torch.load(cached, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, zipfile.BadZipFile, ValueError) as e:
-        raise CheckpointError(f"{cached} is damaged or not an Open-Unmix state dict ({e}); delete it and retry") from None
-
-
-def load_upstream(variant: str) -> tuple[UMX, ModelInfo]:
-    spec = UPSTREAM[variant]
-    model = UMX(UMXConfig(hidden_size=spec["hidden_size"]))
-    state = fetch_upstream(variant)
-    net = model.targets["vocals"]
-    expected = net.state_dict()
-    # Older upstream releases also stored their STFT window; that is the only extra allowed.
-    unexpected = [k for k in state if k not in expected and not k.endswith("window")]
-    missing = [k for k in expected if k not in state]
-    shapes = [k for k in expected if k in state and state[k].shape != expected[k].shape]
-    if unexpected or missing or shapes:
-        raise CheckpointError(
-            f"{upstream_cache_path(variant)} does not fit {variant} (hidden_size {spec['hidden_size']}): "
-            f"missing {missing[:3]}, unexpected {unexpected[:3]}, wrong shape {shapes[:3]}"
-        )
-    net.load_state_dict({k: state[k] for k in expected})
-    info = ModelInfo(variant, "umx", trained=True, origin=spec["url"], training={"data": "MUSDB18-HQ" if variant == "umxhq" else "MUSDB18-HQ + extra (non-commercial)"})
-    return model.eval(), info
+    def set_input_statistics(self, mag: Tensor) -> None:
+        """Per-bin mean and std of the channel-mean magnitude, as upstream's training does."""
+        c = self.config
+        x = mag.mean(dim=1)[:, : c.max_bin].transpose(1, 2).reshape(-1, c.max_bin)
+        for net in self.targets.values():
+            net.input_mean.copy_(-x.mean(dim=0))
+            net.input_scale.copy_(1.0 / (x.std(dim=0) + 1e-5))
