@@ -9,10 +9,11 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from separation.audio import SAMPLE_RATE
 from separation.models import build_model  # noqa: E402
 from separation.separator import Separator  # noqa: E402
 
-SR = 44100
+SR = SAMPLE_RATE  # the project's one sample rate
 
 # What each benchmark compares: our DPRNN at its default config, the Conv1D baseline, and the
 # umxhq architecture (random weights: speed and memory do not depend on the weights).

@@ -19,8 +19,9 @@ from pathlib import Path
 
 import torch
 
+from separation import __version__
 from separation.audio import AUDIO_SUFFIXES, read_audio
-from separation.cli import dispatch, exit_now, setup_logging
+from separation.cli import HelpFormatter, dispatch, exit_now, setup_logging
 from separation.errors import SeparationError
 from separation.separator import select_device
 from separation.tracks import ACCOMPANIMENT, accompaniment
@@ -42,9 +43,13 @@ def _add_common(p: argparse.ArgumentParser) -> None:
 def build_run_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m eval",
-        description="Separate and score MUSDB tracks (BSSEval v4 + SI-SDR). "
-        "Other commands: `python -m eval report RESULTS`, `python -m eval metrics REF_DIR EST_DIR`.",
+        description="Separate and score MUSDB tracks (BSSEval v4 + SI-SDR).\n"
+        "Other commands:\n"
+        "  python -m eval report RESULTS            tables, box plots and Wilcoxon tests of a results folder\n"
+        "  python -m eval metrics REF_DIR EST_DIR   score any estimates against references",
+        formatter_class=HelpFormatter,
     )
+    p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     p.add_argument(
         "--methods",
         required=True,
@@ -160,7 +165,7 @@ def run_metrics(argv: list[str]) -> int:
         description="Score the estimates in EST_DIR (<source>.wav, .flac, ...) against the references of the same "
         "name in REF_DIR. A MUSDB track folder (vocals, drums, bass, other) also serves as references for an "
         "accompaniment estimate (drums + bass + other).",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=HelpFormatter,
     )
     p.add_argument("references", type=Path, help="folder of reference stems, e.g. vocals.wav, accompaniment.wav")
     p.add_argument("estimates", type=Path, help="folder of estimates with the same stem names (any audio format)")

@@ -43,6 +43,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from separation.audio import SAMPLE_RATE
+
 METRICS = ("SDR", "SIR", "ISR", "SAR")
 
 
@@ -297,7 +299,7 @@ def check_length(sources: int, channels: int, samples: int, filters_len: int = 5
     if 0 < samples < need:
         raise ValueError(
             f"{samples} samples are too short for BSSEval v4 with {sources} sources x {channels} channels "
-            f"x {filters_len}-tap filters: it needs at least {need} ({need / 44100 * 1000:.0f} ms at 44.1 kHz)"
+            f"x {filters_len}-tap filters: it needs at least {need} ({need / SAMPLE_RATE * 1000:.0f} ms at 44.1 kHz)"
         )
 
 
@@ -305,8 +307,8 @@ def bss_eval(
     references: Tensor | np.ndarray,
     estimates: Tensor | np.ndarray,
     *,
-    window: int = 44100,
-    hop: int = 44100,
+    window: int = SAMPLE_RATE,
+    hop: int = SAMPLE_RATE,
     filters_len: int = 512,
     device: str | torch.device = "cpu",
     frames_per_batch: int | None = None,
@@ -399,8 +401,8 @@ def si_sdr(
     references: Tensor | np.ndarray,
     estimates: Tensor | np.ndarray,
     *,
-    window: int = 44100,
-    hop: int = 44100,
+    window: int = SAMPLE_RATE,
+    hop: int = SAMPLE_RATE,
 ) -> np.ndarray:
     """Scale-invariant SDR (Le Roux et al. 2019) per source and window: `(S, N)` dB.
 

@@ -19,6 +19,7 @@ import torch
 from torch import Tensor
 
 from separation import Separator
+from separation.audio import SAMPLE_RATE
 from separation.checkpoints import weights_digest
 from separation.errors import SeparationError
 from separation.spectral import STFT
@@ -38,7 +39,7 @@ def oracle_masks(mix: Tensor, targets: Tensor, kind: str, *, segment_seconds: fl
     n_fft, hop = 4096, 1024
     stft = STFT(n_fft, hop)
     length = mix.shape[-1]
-    step = max(hop, int(segment_seconds * 44100) // hop * hop)
+    step = max(hop, int(segment_seconds * SAMPLE_RATE) // hop * hop)
     out = torch.empty((targets.shape[0], *mix.shape), dtype=mix.dtype)
     for start in range(0, length, step):
         stop = min(length, start + step)
@@ -95,7 +96,7 @@ def load_method(spec: str, sources: tuple[str, ...], *, device: str = "cpu", wie
         raise SeparationError(f"{location} separates {', '.join(separator.sources)}, not {', '.join(missing)}")
 
     def estimate(mix: Tensor, targets: Tensor) -> Tensor:
-        stems = separator.separate(mix, 44100)
+        stems = separator.separate(mix, SAMPLE_RATE)
         return torch.stack([stems[s] for s in sources])
 
     info = separator.info

@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from separation.audio import SAMPLE_RATE
 from separation.errors import SeparationError
 from separation.files import atomic_write_text
 from separation.results import write_summary
@@ -80,7 +81,7 @@ def open_tracks(cfg: RunConfig) -> list:
 def select_tracks(
     tracks: list, *, names: list[str] | None = None, limit: int | None = None, seed: int | None = None
 ) -> list:
-    """`names` picks by name; `seed` draws `limit` tracks at random (the seed's random 25);
+    """`names` picks by name; `seed` draws `limit` tracks at random (e.g. 25 of the 50 test tracks);
     otherwise the first `limit`."""
     if names:
         by_name = {t.name: t for t in tracks}
@@ -256,7 +257,7 @@ def affordable_jobs(cfg: RunConfig, tracks: list, echo=print) -> int:
     if fit < cfg.jobs:
         echo(
             f"--jobs {cfg.jobs}: a job may need ~{need / gb:.1f} GB ({cfg.backend} metrics, {longest.name}: "
-            f"{samples / 44100 / 60:.1f} min) and {budget / gb:.1f} GB allow {fit}: running {fit} at a time"
+            f"{samples / SAMPLE_RATE / 60:.1f} min) and {budget / gb:.1f} GB allow {fit}: running {fit} at a time"
         )
     if need > budget:
         echo(

@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from separation.audio import SAMPLE_RATE
 from separation.errors import SeparationError
 from separation.files import atomic_write_text
 
@@ -29,7 +30,6 @@ from . import bsseval
 BSS_METRICS = ("SDR", "SIR", "ISR", "SAR")
 METRICS = (*BSS_METRICS, "SI-SDR")
 BACKENDS = ("fast", "museval")
-SAMPLE_RATE = 44100
 
 
 def _bss_museval(references: np.ndarray, estimates: np.ndarray, window: int, hop: int) -> dict[str, np.ndarray]:

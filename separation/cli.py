@@ -49,7 +49,7 @@ def parse_time(text: str) -> float:
     return total
 
 
-class _Help(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
     """Defaults shown in every option's help; the description's own line breaks kept."""
 
 
@@ -58,7 +58,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="python -m separation",
         description="Separate songs into vocals and accompaniment (karaoke).\n"
         "Other commands: `python -m separation download MODEL`, `python -m separation models`.",
-        formatter_class=_Help,
+        formatter_class=HelpFormatter,
     )
     p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     p.add_argument("inputs", nargs="+", type=Path, help="audio files or folders (searched recursively)")
@@ -251,7 +251,7 @@ def run_separate(argv: list[str]) -> int:
 def run_download(argv: list[str]) -> int:
     p = argparse.ArgumentParser(
         prog="python -m separation download",
-        formatter_class=_Help,
+        formatter_class=HelpFormatter,
         description="Fetch weights now, for offline use later (HF_HUB_OFFLINE=1 forbids it).",
     )
     p.add_argument("models", nargs="+", help="umxhq, umxl, dprnn (its DPRNN_REPO), or a Hub repo id")
@@ -275,7 +275,7 @@ def run_download(argv: list[str]) -> int:
 def run_models(argv: list[str]) -> int:
     argparse.ArgumentParser(
         prog="python -m separation models",
-        formatter_class=_Help,
+        formatter_class=HelpFormatter,
         description="The models --model accepts, and whether their weights are here.",
     ).parse_args(argv)
     for m in NAMED_MODELS.values():

@@ -80,7 +80,7 @@ class ShippedCheckpoint:
             return f"${self.env} = {location}" + (
                 "" if Path(location).expanduser().exists() else " (Hub repo: cached or not)"
             )
-        return "shipped checkpoint" if (self.shipped / CONFIG_NAME).exists() else "no weights: random init"
+        return "shipped checkpoint" if (self.shipped / CONFIG_NAME).exists() else "none (random init)"
 
 
 @dataclass(frozen=True)

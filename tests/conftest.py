@@ -23,11 +23,12 @@ os.environ["HF_HUB_DISABLE_TELEMETRY"] = "1"
 os.environ["HF_HUB_CACHE"] = tempfile.mkdtemp(prefix="hf-cache-")
 HF_CACHE = Path(os.environ["HF_HUB_CACHE"])
 
+from separation.audio import SAMPLE_RATE  # noqa: E402
 from separation.models.conv1d import Conv1DConfig  # noqa: E402
 from separation.models.dprnn import DPRNNConfig  # noqa: E402
 from separation.models.umx import UMXConfig  # noqa: E402
 
-SR = 44100
+SR = SAMPLE_RATE  # the project's one sample rate
 
 TINY_CONFIGS = {
     "dprnn": DPRNNConfig(

@@ -12,6 +12,7 @@ import torch
 
 from conftest import ROOT, SR, TINY_CONFIGS
 from separation import Separator, UntrainedModelWarning
+from separation.audio import prepare
 from separation.errors import DeviceError, SeparationError
 from separation.models import build_model
 from separation.separator import overlap_add, segment_offsets, select_device, triangular_weight
@@ -94,8 +95,11 @@ def test_separate_returns_stems_of_the_input_duration(tiny_dprnn, mixture):
 
 def test_separate_resamples_and_upmixes(tiny_dprnn):
     mono_8k = torch.randn(8000) * 0.1  # 1 s
-    stems = Separator(tiny_dprnn, device="cpu").separate(mono_8k, 8000)
+    stems = Separator(tiny_dprnn, device="cpu", wiener=0).separate(mono_8k, 8000)
     assert stems["vocals"].shape == (2, SR)
+    mix = prepare(mono_8k, 8000)  # the 44.1-kHz stereo signal the model saw: mono on both sides
+    torch.testing.assert_close(mix[0], mix[1], atol=0, rtol=0)
+    torch.testing.assert_close(stems["vocals"] + stems["accompaniment"], mix, atol=1e-4, rtol=0)
 
 
 def test_long_input_uses_many_segments_and_matches_length(tiny_dprnn):
@@ -106,6 +110,8 @@ def test_long_input_uses_many_segments_and_matches_length(tiny_dprnn):
     )
     assert calls[0] == len(segment_offsets(x.shape[-1], SR, 0.25)) > 3
     assert stems["accompaniment"].shape == x.shape
+    # softmax masks sum to one in every segment, and the cross-fade weights sum to one: the mixture comes back
+    torch.testing.assert_close(stems["vocals"] + stems["accompaniment"], x, atol=1e-4, rtol=0)
 
 
 def test_silence_gives_silence(tiny_dprnn, caplog):

@@ -13,6 +13,8 @@ import soundfile as sf
 import torch
 
 from separation import Separator
+from separation.audio import SAMPLE_RATE
+from separation.errors import SeparationError
 from separation.pretrained import UPSTREAM
 from training.synthetic import write_musdb_folder
 from webapp.clips import ensure_demo_clips, load_clip, musdb_clips
@@ -22,7 +24,7 @@ from webapp.service import ModelPool, karaoke, make_trial, run_separation
 from webapp.store import RatingsStore
 from webapp.sync import JsonlSync
 
-SR = 44100
+SR = SAMPLE_RATE  # the project's one sample rate
 
 
 @pytest.fixture(scope="module")
@@ -48,7 +50,7 @@ def test_demo_clips_are_written_once_with_their_stems(tmp_path):
     assert mix.shape == (2, 3 * SR) and torch.allclose(refs["vocals"] + refs["accompaniment"], mix, atol=1e-6)
     (again,) = ensure_demo_clips(tmp_path, seeds=(9,), seconds=3.0)
     assert again.mixture.stat().st_mtime_ns == stamp  # not rewritten on the next start
-    with pytest.raises(Exception, match="starts at 5 s"):
+    with pytest.raises(SeparationError, match="starts at 5 s"):
         load_clip(clip, 5.0, 1.0)
 
 

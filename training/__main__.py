@@ -14,9 +14,10 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import sys
 from pathlib import Path
 
+from separation import __version__
+from separation.cli import HelpFormatter, dispatch, exit_now
 from separation.errors import SeparationError
 
 from .data import DataConfig
@@ -33,22 +34,31 @@ def _value(text: str):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m training", description="Train a separator on MUSDB18(-HQ).")
+    p = argparse.ArgumentParser(
+        prog="python -m training",
+        description="Train a separator on MUSDB18(-HQ).\n"
+        "Other commands:\n"
+        "  python -m training export RUN DEST [--scores RESULTS]   ship a checkpoint (float16, with a model card)\n"
+        "  python -m training push RUN user/repo                   upload a checkpoint to the Hugging Face Hub\n"
+        "  python -m training.synthetic FOLDER                     write a MUSDB18-HQ-shaped synthetic set",
+        formatter_class=HelpFormatter,
+    )
+    p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     p.add_argument("--model", default="dprnn", help="architecture: dprnn, conv1d or umx")
     p.add_argument(
         "--set", nargs="*", default=[], metavar="KEY=VALUE", help="model config overrides, e.g. hidden_size=64"
     )
     p.add_argument("--musdb-root", type=Path, help="MUSDB18 or MUSDB18-HQ folder (train/ and test/)")
     p.add_argument("--is-wav", action="store_true", help="MUSDB18-HQ (wav folders) instead of .stem.mp4")
-    p.add_argument("--out", type=Path, default=Path("runs/dprnn"))
+    p.add_argument("--out", type=Path, default=Path("runs/dprnn"), help="run folder (best/, last/, tensorboard/)")
     p.add_argument("--resume", type=Path, metavar="RUN", help="continue the run in this folder (its last/)")
     p.add_argument("--push-to-hub", metavar="REPO", help="upload best/ with its model card when training ends")
     p.add_argument("--private", action="store_true", help="create the Hub repo as private")
     d, t = DataConfig(), TrainConfig()
-    p.add_argument("--epochs", type=int, default=t.epochs)
+    p.add_argument("--epochs", type=int, default=t.epochs, help="epochs at most (early stopping may end sooner)")
     p.add_argument("--max-steps", type=int, help="stop after this many steps in all (saving last/)")
-    p.add_argument("--batch-size", type=int, default=t.batch_size)
-    p.add_argument("--lr", type=float, default=t.lr)
+    p.add_argument("--batch-size", type=int, default=t.batch_size, help="chunks per step (per GPU with torchrun)")
+    p.add_argument("--lr", type=float, default=t.lr, help="Adam learning rate")
     p.add_argument("--patience", type=int, default=t.patience, help="early stopping patience in epochs")
     p.add_argument(
         "--lr-decay-patience",
@@ -56,18 +66,27 @@ def build_parser() -> argparse.ArgumentParser:
         default=t.lr_decay_patience,
         help="epochs without improvement before the LR drops",
     )
-    p.add_argument("--seconds", type=float, default=d.seconds, help="training chunk length")
+    p.add_argument("--seconds", type=float, default=d.seconds, help="training chunk length, in seconds")
     p.add_argument("--samples-per-track", type=int, default=d.samples_per_track, help="chunks per track per epoch")
     p.add_argument("--silent-vocals", type=float, help="share of chunks with muted vocals (default: as drawn)")
     p.add_argument("--no-remix", action="store_true", help="take all sources of a chunk from the same track")
-    p.add_argument("--no-spec-augment", action="store_true")
-    p.add_argument("--log-weight", type=float, default=LossConfig().log_weight)
-    p.add_argument("--phase-weight", type=float, default=LossConfig().phase_weight)
+    p.add_argument("--no-spec-augment", action="store_true", help="no SpecAugment masks on the input spectrogram")
+    p.add_argument(
+        "--log-weight", type=float, default=LossConfig().log_weight, help="weight of the log-magnitude L2 term"
+    )
+    p.add_argument(
+        "--phase-weight",
+        type=float,
+        default=LossConfig().phase_weight,
+        help="weight of the complex-STFT term (share of the mixture's energy misattributed)",
+    )
     p.add_argument("--valid-tracks", type=int, help="validate on the first N validation tracks only")
     p.add_argument("--workers", type=int, default=t.workers, help="data loading processes")
-    p.add_argument("--device", default=t.device)
+    p.add_argument("--device", default=t.device, help="auto (a GPU if there is one), cpu or cuda")
     p.add_argument("--no-amp", action="store_true", help="no mixed precision on CUDA")
-    p.add_argument("--seed", type=int, default=t.seed)
+    p.add_argument(
+        "--seed", type=int, default=t.seed, help="seed of the data order, the chunks and the initial weights"
+    )
     return p
 
 
@@ -109,65 +128,77 @@ def config_from_args(args) -> TrainConfig:
     )
 
 
+def run_export(argv: list[str]) -> int:
+    p = argparse.ArgumentParser(
+        prog="python -m training export",
+        formatter_class=HelpFormatter,
+        description="Copy a checkpoint (a run's best/ or a checkpoint folder), e.g. into assets/, with its model card.",
+    )
+    p.add_argument("checkpoint", type=Path, help="a run folder (its best/) or a checkpoint folder")
+    p.add_argument("dest", type=Path, help="the checkpoint folder to write")
+    p.add_argument("--full-precision", action="store_true", help="keep float32 weights (default: float16)")
+    p.add_argument(
+        "--scores", type=Path, help="an eval results folder (python -m eval ... --out DIR) with its test scores"
+    )
+    p.add_argument(
+        "--method",
+        help="the results folder in --scores to take (default: the one whose recorded weights are this "
+        "checkpoint's; other weights are refused)",
+    )
+    a = p.parse_args(argv)
+    print(export(a.checkpoint, a.dest, half=not a.full_precision, scores=a.scores, method=a.method))
+    return 0
+
+
+def run_push(argv: list[str]) -> int:
+    p = argparse.ArgumentParser(
+        prog="python -m training push",
+        formatter_class=HelpFormatter,
+        description="Upload a checkpoint folder (config, weights, card) to a Hub model repo.",
+    )
+    p.add_argument("checkpoint", type=Path, help="a run folder (its best/) or a checkpoint folder")
+    p.add_argument("repo", help="user/name of the model repo (created if needed)")
+    p.add_argument("--private", action="store_true", help="create the repo as private")
+    a = p.parse_args(argv)
+    print(push_to_hub(a.checkpoint, a.repo, private=a.private))
+    return 0
+
+
+def run_train(argv: list[str]) -> int:
+    args = build_parser().parse_args(argv)
+    if args.resume:
+        given = {
+            name: getattr(args, name)
+            for name in ("epochs", "patience")
+            if f"--{name}" in argv or any(a.startswith(f"--{name}=") for a in argv)
+        }
+        cfg = resume_config(args.resume, max_steps=args.max_steps, **given)
+        result = Trainer(cfg, resume=True).run()
+    else:
+        cfg = config_from_args(args)
+        if (Path(cfg.out) / "last").exists():
+            raise SeparationError(
+                f"{cfg.out} already holds a run: --resume {cfg.out} to continue it, or choose another --out"
+            )
+        result = Trainer(cfg).run()
+    print(
+        f"{result['status']} after {result['epoch']} epochs, {result['step']} steps; "
+        f"best validation loss {result['best_valid_loss']:.4f}; checkpoints in {cfg.out}/best and {cfg.out}/last"
+    )
+    if args.push_to_hub and result["status"] in ("finished", "early_stopped", "max_steps"):
+        print(push_to_hub(cfg.out, args.push_to_hub, private=args.private))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    try:
-        if argv[:1] == ["export"]:
-            p = argparse.ArgumentParser(
-                prog="python -m training export", description="Copy a checkpoint, e.g. into assets/."
-            )
-            p.add_argument("checkpoint", type=Path, help="a run folder (its best/) or a checkpoint folder")
-            p.add_argument("dest", type=Path)
-            p.add_argument("--full-precision", action="store_true", help="keep float32 weights (default: float16)")
-            p.add_argument(
-                "--scores",
-                type=Path,
-                help="an eval results folder (python -m eval ... --out DIR) with this model's test scores",
-            )
-            p.add_argument(
-                "--method",
-                help="the results folder in --scores to take (default: the one whose recorded "
-                "weights are this checkpoint's; other weights are refused)",
-            )
-            a = p.parse_args(argv[1:])
-            print(export(a.checkpoint, a.dest, half=not a.full_precision, scores=a.scores, method=a.method))
-            return 0
-        if argv[:1] == ["push"]:
-            p = argparse.ArgumentParser(prog="python -m training push")
-            p.add_argument("checkpoint", type=Path, help="a run folder (its best/) or a checkpoint folder")
-            p.add_argument("repo")
-            p.add_argument("--private", action="store_true")
-            a = p.parse_args(argv[1:])
-            print(push_to_hub(a.checkpoint, a.repo, private=a.private))
-            return 0
-        args = build_parser().parse_args(argv)
-        if args.resume:
-            given = {
-                name: getattr(args, name)
-                for name in ("epochs", "patience")
-                if f"--{name}" in argv or any(a.startswith(f"--{name}=") for a in argv)
-            }
-            cfg = resume_config(args.resume, max_steps=args.max_steps, **given)
-            result = Trainer(cfg, resume=True).run()
-        else:
-            cfg = config_from_args(args)
-            if (Path(cfg.out) / "last").exists():
-                raise SeparationError(
-                    f"{cfg.out} already holds a run: --resume {cfg.out} to continue it, or choose another --out"
-                )
-            result = Trainer(cfg).run()
-        print(
-            f"{result['status']} after {result['epoch']} epochs, {result['step']} steps; "
-            f"best validation loss {result['best_valid_loss']:.4f}; checkpoints in {cfg.out}/best and {cfg.out}/last"
-        )
-        if args.push_to_hub and result["status"] in ("finished", "early_stopped", "max_steps"):
-            print(push_to_hub(cfg.out, args.push_to_hub, private=args.private))
-        return 0
-    except SeparationError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    return dispatch(
+        argv,
+        {"export": run_export, "push": run_push},
+        run_train,
+        "last/ holds the state of the last finished step: --resume RUN continues from it",
+    )
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    exit_now(main())

@@ -23,6 +23,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from separation.audio import SAMPLE_RATE
 from separation.errors import SeparationError
 from separation.tracks import (
     ACCOMPANIMENT,
@@ -47,7 +48,7 @@ class DataConfig:
 class ChunkDataset(Dataset):
     """Random augmented training chunks: `(mixture (2, T), targets (2, 2, T))`."""
 
-    def __init__(self, tracks: list, cfg: DataConfig = DataConfig(), *, seed: int = 0, sample_rate: int = 44100):
+    def __init__(self, tracks: list, cfg: DataConfig = DataConfig(), *, seed: int = 0, sample_rate: int = SAMPLE_RATE):
         if not tracks:
             raise SeparationError("no training tracks")
         self.tracks, self.cfg, self.seed = tracks, cfg, seed

@@ -1,6 +1,6 @@
 """Training objectives, one module per model family, so DDP sees one forward per step.
 
-Spectrogram models (DPRNN, Open-Unmix) use the seed's combination (milestone 2):
+Spectrogram models (DPRNN, Open-Unmix) use a log-magnitude term and a complex (phase-aware) term:
 
     L = w_log * mean (log(|S^| + eps) - log(|S| + eps))^2          log-L2 on magnitudes
       + w_phase * sum |S^ - S|^2 / sum |X|^2                        phase-aware: complex STFT error
@@ -13,7 +13,7 @@ loudness, and a silent target (a vocal-free chunk) cannot make it explode as a r
 target's own energy would. The log term cares about quiet bins, the complex term about loud
 ones and about phase.
 
-The time-domain Conv1D baseline uses the seed's MSE on waveforms (milestone 1).
+The time-domain Conv1D baseline uses the MSE on waveforms.
 
 Shapes: B batch, S sources, C channels, T samples, F bins, N frames.
 """

@@ -38,8 +38,8 @@ import numpy as np
 import soundfile as sf
 import yaml
 
-SR = 44100
-SOURCES = ("vocals", "drums", "bass", "other")
+from separation.audio import SAMPLE_RATE
+from separation.tracks import SOURCES
 
 # Formants (Hz) and bandwidths of five vowels (Peterson & Barney 1952, adult averages).
 VOWELS = {
@@ -78,15 +78,15 @@ def _hz(midi: np.ndarray | float) -> np.ndarray | float:
 
 def _harmonic_tone(f0: np.ndarray, amps: np.ndarray, phase0: float = 0.0) -> np.ndarray:
     """Sum of harmonics k*f0(t) with amplitudes `amps[k-1]`, aliasing-free below Nyquist."""
-    phase = phase0 + 2 * np.pi * np.cumsum(f0) / SR
+    phase = phase0 + 2 * np.pi * np.cumsum(f0) / SAMPLE_RATE
     k = np.arange(1, len(amps) + 1)[:, None]
-    amps = np.where(k[:, 0] * f0.max() < 0.45 * SR, amps, 0.0)
+    amps = np.where(k[:, 0] * f0.max() < 0.45 * SAMPLE_RATE, amps, 0.0)
     return (amps[:, None] * np.sin(k * phase)).sum(axis=0)
 
 
 def _envelope(n: int, attack: float, release: float) -> np.ndarray:
     env = np.ones(n)
-    a, r = min(n, int(attack * SR)), min(n, int(release * SR))
+    a, r = min(n, int(attack * SAMPLE_RATE)), min(n, int(release * SAMPLE_RATE))
     env[:a] = np.linspace(0, 1, a, endpoint=False)
     if r:
         env[n - r :] *= np.linspace(1, 0, r)
@@ -95,7 +95,7 @@ def _envelope(n: int, attack: float, release: float) -> np.ndarray:
 
 def _filtered_noise(rng: np.random.Generator, n: int, low: float, high: float) -> np.ndarray:
     spec = np.fft.rfft(rng.standard_normal(n))
-    f = np.fft.rfftfreq(n, 1 / SR)
+    f = np.fft.rfftfreq(n, 1 / SAMPLE_RATE)
     spec[(f < low) | (f > high)] = 0
     out = np.fft.irfft(spec, n)
     return out / (np.abs(out).max() + 1e-9)
@@ -113,18 +113,18 @@ def voice(rng: np.random.Generator, n: int, key: int, beat: float) -> np.ndarray
     out = np.zeros(n)
     register = key + rng.choice([-12, 0]) + 12  # midi note of the tonic in the singer's octave
     vib_rate, vib_depth = rng.uniform(4.5, 6.5), rng.uniform(0.008, 0.025)
-    t = rng.uniform(0.0, min(2.0, 0.1 * n / SR))  # the first entry, not too late in a short excerpt
+    t = rng.uniform(0.0, min(2.0, 0.1 * n / SAMPLE_RATE))  # the first entry, not too late in a short excerpt
     prev = _hz(register)
-    while t < n / SR:
+    while t < n / SAMPLE_RATE:
         phrase_end = t + rng.uniform(2.0, 5.0)
-        while t < min(phrase_end, n / SR):
+        while t < min(phrase_end, n / SAMPLE_RATE):
             dur = beat * rng.choice([0.5, 1.0, 1.0, 1.5, 2.0])
-            start, m = int(t * SR), int(dur * SR)
+            start, m = int(t * SAMPLE_RATE), int(dur * SAMPLE_RATE)
             m = min(m, n - start)
             if m < 200:
                 break
             pitch = _hz(register + MAJOR[rng.integers(7)] + 12 * rng.choice([0, 0, 1, -1]) * (rng.random() < 0.2))
-            tt = np.arange(m) / SR
+            tt = np.arange(m) / SAMPLE_RATE
             glide = prev + (pitch - prev) * (1 - np.exp(-tt / 0.04))  # portamento from the last note
             f0 = glide * (
                 1 + vib_depth * np.sin(2 * np.pi * vib_rate * tt + rng.uniform(0, 6)) * np.clip(tt / 0.2, 0, 1)
@@ -135,7 +135,7 @@ def voice(rng: np.random.Generator, n: int, key: int, beat: float) -> np.ndarray
             tone += 0.05 * _filtered_noise(rng, m, 1000, 6000)  # breath
             tone *= _envelope(m, 0.03, min(0.08, dur / 3))
             if rng.random() < 0.5:  # consonant: a short noise burst at the onset
-                c = min(m, int(rng.uniform(0.02, 0.07) * SR))
+                c = min(m, int(rng.uniform(0.02, 0.07) * SAMPLE_RATE))
                 tone[:c] += rng.uniform(0.3, 0.8) * _filtered_noise(rng, c, 2500, 9000) * _envelope(c, 0.005, 0.02)
             out[start : start + m] += tone
             prev = pitch
@@ -146,15 +146,15 @@ def voice(rng: np.random.Generator, n: int, key: int, beat: float) -> np.ndarray
 
 def drums(rng: np.random.Generator, n: int, beat: float) -> np.ndarray:
     out = np.zeros(n)
-    kick_len, snare_len, hat_len = int(0.25 * SR), int(0.2 * SR), int(0.06 * SR)
-    tk = np.arange(kick_len) / SR
-    kick = np.sin(2 * np.pi * np.cumsum(45 + 80 * np.exp(-tk * 30)) / SR) * np.exp(-tk * 12)
-    ts = np.arange(snare_len) / SR
+    kick_len, snare_len, hat_len = int(0.25 * SAMPLE_RATE), int(0.2 * SAMPLE_RATE), int(0.06 * SAMPLE_RATE)
+    tk = np.arange(kick_len) / SAMPLE_RATE
+    kick = np.sin(2 * np.pi * np.cumsum(45 + 80 * np.exp(-tk * 30)) / SAMPLE_RATE) * np.exp(-tk * 12)
+    ts = np.arange(snare_len) / SAMPLE_RATE
     snare = (0.7 * _filtered_noise(rng, snare_len, 1500, 8000) + 0.4 * np.sin(2 * np.pi * 185 * ts)) * np.exp(-ts * 22)
-    hat = _filtered_noise(rng, hat_len, 7000, 16000) * np.exp(-np.arange(hat_len) / SR * 70) * 0.4
+    hat = _filtered_noise(rng, hat_len, 7000, 16000) * np.exp(-np.arange(hat_len) / SAMPLE_RATE * 70) * 0.4
     step = beat / 2
-    for i in range(int(n / SR / step) + 1):
-        s = int(i * step * SR)
+    for i in range(int(n / SAMPLE_RATE / step) + 1):
+        s = int(i * step * SAMPLE_RATE)
         for hit, on in ((kick, i % 4 == 0 or (i % 8 == 5 and rng.random() < 0.5)), (snare, i % 4 == 2), (hat, True)):
             if on and s < n:
                 m = min(len(hit), n - s)
@@ -165,14 +165,14 @@ def drums(rng: np.random.Generator, n: int, beat: float) -> np.ndarray:
 def bass(rng: np.random.Generator, n: int, key: int, beat: float, chords: list[int]) -> np.ndarray:
     out = np.zeros(n)
     amps = 1.0 / np.arange(1, 9) ** 1.5
-    for i in range(int(n / SR / beat) + 1):
-        s, m = int(i * beat * SR), int(beat * SR)
+    for i in range(int(n / SAMPLE_RATE / beat) + 1):
+        s, m = int(i * beat * SAMPLE_RATE), int(beat * SAMPLE_RATE)
         m = min(m, n - s)
         if m <= 0:
             break
         root = key - 24 + MAJOR[chords[(i // 4) % 4]]
         f0 = np.full(m, _hz(root + (7 if i % 4 == 3 and rng.random() < 0.3 else 0)))
-        out[s : s + m] += _harmonic_tone(f0, amps) * _envelope(m, 0.005, 0.05) * np.exp(-np.arange(m) / SR * 3)
+        out[s : s + m] += _harmonic_tone(f0, amps) * _envelope(m, 0.005, 0.05) * np.exp(-np.arange(m) / SAMPLE_RATE * 3)
     return out
 
 
@@ -182,8 +182,8 @@ def other(rng: np.random.Generator, n: int, key: int, beat: float, chords: list[
     pluck_amps = rng.uniform(0.3, 1.0, 12) / np.arange(1, 13)
     pad_amps = 1.0 / np.arange(1, 16)
     bar = 4 * beat
-    for i in range(int(n / SR / bar) + 1):
-        s, m = int(i * bar * SR), int(bar * SR)
+    for i in range(int(n / SAMPLE_RATE / bar) + 1):
+        s, m = int(i * bar * SAMPLE_RATE), int(bar * SAMPLE_RATE)
         m = min(m, n - s)
         if m <= 0:
             break
@@ -193,17 +193,19 @@ def other(rng: np.random.Generator, n: int, key: int, beat: float, chords: list[
             pad = _harmonic_tone(np.full(m, _hz(note)) * (1 + 0.002 * rng.standard_normal()), pad_amps)
             out[s : s + m] += 0.25 * pad * _envelope(m, 0.3, 0.3)
             for strum in range(0, 4, int(rng.choice([1, 2]))):
-                ss = s + int(strum * beat * SR)
-                mm = min(int(beat * SR), n - ss)
+                ss = s + int(strum * beat * SAMPLE_RATE)
+                mm = min(int(beat * SAMPLE_RATE), n - ss)
                 if mm > 0:
                     tone = _harmonic_tone(np.full(mm, _hz(note + 12)), pluck_amps)
-                    out[ss : ss + mm] += 0.3 * tone * np.exp(-np.arange(mm) / SR * 6) * _envelope(mm, 0.003, 0.02)
+                    out[ss : ss + mm] += (
+                        0.3 * tone * np.exp(-np.arange(mm) / SAMPLE_RATE * 6) * _envelope(mm, 0.003, 0.02)
+                    )
     if rng.random() < 0.5:  # a lead synth: harmonic, melodic, but no formants and no vibrato
         lead = np.zeros(n)
         t = rng.uniform(0, 4)
-        while t < n / SR:
+        while t < n / SAMPLE_RATE:
             dur = beat * rng.choice([0.5, 1.0])
-            s, m = int(t * SR), min(int(dur * SR), n - int(t * SR))
+            s, m = int(t * SAMPLE_RATE), min(int(dur * SAMPLE_RATE), n - int(t * SAMPLE_RATE))
             if m <= 0:
                 break
             f0 = np.full(m, _hz(key + 12 + MAJOR[rng.integers(7)]))
@@ -222,7 +224,7 @@ def _stereo(x: np.ndarray, pan: float, width: float = 0.0, rng: np.random.Genera
     optionally a little width from a short delay on the right channel."""
     left, right = x * np.sqrt(0.5 - pan / 2), x * np.sqrt(0.5 + pan / 2)
     if width and rng is not None:
-        d = int(rng.uniform(0.0005, 0.0015) * SR)
+        d = int(rng.uniform(0.0005, 0.0015) * SAMPLE_RATE)
         right = (1 - width) * right + width * np.concatenate([np.zeros(d), right[:-d]])
     return np.stack([left, right], axis=1)
 
@@ -257,7 +259,7 @@ def _vocal_free_sections(rng: np.random.Generator, voice: np.ndarray, share: tup
     def muted(length: float) -> np.ndarray:
         intro, brk, outro = (int(w * length) for w in weights)
         gain = np.ones(n)
-        fade = int(0.01 * SR)
+        fade = int(0.01 * SAMPLE_RATE)
         b0 = intro + int(where * max(0, n - intro - outro - brk))
         for start, stop in ((0, intro), (b0, b0 + brk), (n - outro, n)):
             if stop - start <= 0:
@@ -288,7 +290,7 @@ def make_track(
     (dual-mono, hard panning, vocal-free sections); `silent_drums` makes the drums stem zero.
     """
     rng = np.random.default_rng(seed)
-    n = int(seconds * SR)
+    n = int(seconds * SAMPLE_RATE)
     key = 48 + int(rng.integers(0, 12))  # C3..B3
     beat = 60.0 / rng.uniform(80, 140)
     chords = list(PROGRESSIONS[rng.integers(len(PROGRESSIONS))])
@@ -334,7 +336,7 @@ def write_track(folder: Path, track: dict[str, np.ndarray]) -> None:
     """MUSDB18-HQ: a folder of 16-bit wav files, one per source and one for the mixture."""
     folder.mkdir(parents=True, exist_ok=True)
     for name, audio in track.items():
-        sf.write(folder / f"{name}.wav", np.round(audio * 32768).astype(np.int16), SR, subtype="PCM_16")
+        sf.write(folder / f"{name}.wav", np.round(audio * 32768).astype(np.int16), SAMPLE_RATE, subtype="PCM_16")
 
 
 # MUSDB18's stream order inside a .stem.mp4 (musdb's mus.yaml: mixture 0, drums 1, bass 2, other 3, vocals 4)
@@ -350,7 +352,7 @@ def write_stem_mp4(path: Path, track: dict[str, np.ndarray], bitrate: int = 256_
 
     path.parent.mkdir(parents=True, exist_ok=True)
     data = np.stack([track[name] for name in STEM_ORDER])
-    stempeg.write_stems(str(path), data, SR, writer=stempeg.StreamsWriter(codec="aac", bitrate=bitrate))
+    stempeg.write_stems(str(path), data, SAMPLE_RATE, writer=stempeg.StreamsWriter(codec="aac", bitrate=bitrate))
 
 
 def write_musdb_folder(

@@ -18,14 +18,13 @@ import soundfile as sf
 import torch
 
 from separation import save_audio
-from separation.audio import seconds
+from separation.audio import SAMPLE_RATE, seconds
 from separation.errors import SeparationError
 from separation.tracks import ACCOMPANIMENT, SOURCES, accompaniment, read_mixture, read_source
 from training.synthetic import make_track
 
 log = logging.getLogger("webapp")
 
-SR = 44100
 DEMO_SEEDS = (31337, 4242, 777)  # not in the training/validation/test seeds of training.synthetic
 DEMO_SECONDS = 30.0
 
@@ -47,15 +46,15 @@ def ensure_demo_clips(folder: str | os.PathLike, seeds=DEMO_SEEDS, seconds: floa
         if not all((d / f"{n}.flac").exists() for n in ("mixture", "vocals", "accompaniment")):
             d.mkdir(parents=True, exist_ok=True)
             song = make_track(seed, seconds)
-            accompaniment = song["mixture"] - song["vocals"]
+            backing = accompaniment(song[s] for s in ACCOMPANIMENT)
             for name, audio in (
                 ("vocals", song["vocals"]),
-                ("accompaniment", accompaniment),
+                ("accompaniment", backing),
                 ("mixture", song["mixture"]),
             ):
                 # lossless: the stems are multiples of 2**-15, which 24-bit FLAC stores exactly (~3x smaller
                 # than wav); written atomically, mixture last: its presence means "complete"
-                save_audio(d / f"{name}.flac", torch.from_numpy(audio.T), SR, bit_depth="24")
+                save_audio(d / f"{name}.flac", torch.from_numpy(audio.T), SAMPLE_RATE, bit_depth="24")
             log.info("wrote demo clip %s", d)
         clips.append(Clip(f"Demo song {i + 1} (synthetic)", sf.info(d / "mixture.flac").duration, d / "mixture.flac"))
     return clips
@@ -103,8 +102,8 @@ def load_clip(
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """`(mixture (2, T), {"vocals", "accompaniment"}: (2, T))` of an excerpt, float32 at 44.1 kHz."""
     start, length = check_excerpt(start, length, clip.duration, name=clip.id)
-    first = int(start * SR)
-    frames = -1 if length is None else int(length * SR)
+    first = int(start * SAMPLE_RATE)
+    frames = -1 if length is None else int(length * SAMPLE_RATE)
     if clip.mixture is not None:
         folder = clip.mixture.parent
         read = {

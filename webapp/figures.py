@@ -17,9 +17,9 @@ import plotly.graph_objects as go
 import torch
 from plotly.subplots import make_subplots
 
+from separation.audio import SAMPLE_RATE
 from separation.spectral import STFT, stft_segments
 
-SR = 44100
 N_FFT = 2048
 HOP = 512
 BANDS = 160  # log-spaced frequency bands, 30 Hz .. 20 kHz
@@ -32,7 +32,7 @@ def _band_matrix(
     n_bins: int, bands: int = BANDS, low: float = 30.0, high: float = 20000.0
 ) -> tuple[torch.Tensor, np.ndarray]:
     """`(bands, n_bins)` averaging matrix over log-spaced bands, and the band centres in Hz."""
-    freqs = torch.linspace(0, SR / 2, n_bins)
+    freqs = torch.linspace(0, SAMPLE_RATE / 2, n_bins)
     edges = np.geomspace(low, high, bands + 1)
     centres = np.sqrt(edges[:-1] * edges[1:])
     m = torch.zeros(bands, n_bins)
@@ -73,7 +73,7 @@ def band_power(
         banded = torch.nn.functional.pad(banded, (0, pad))
         pooled.append(banded.reshape(banded.shape[0], -1, pool).mean(dim=-1))
     banded = torch.cat(pooled, dim=1)
-    times = (np.arange(banded.shape[1]) * pool + pool / 2) * HOP / SR
+    times = (np.arange(banded.shape[1]) * pool + pool / 2) * HOP / SAMPLE_RATE
     return banded.numpy(), times, centres
 
 

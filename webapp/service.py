@@ -25,6 +25,7 @@ from scipy import signal
 
 from eval.scores import METRICS, score_track
 from separation import Separator, save_audio
+from separation.audio import SAMPLE_RATE
 from separation.checkpoints import weights_digest
 from separation.errors import SeparationError
 from separation.separator import OutOfMemory
@@ -33,7 +34,6 @@ from .figures import band_power, framewise_figure, spectrogram_figure
 
 log = logging.getLogger("webapp")
 
-SR = 44100
 SOURCES = ("vocals", "accompaniment")
 TRIAL_SECONDS = 10.0  # BS.1534 asks for short excerpts: listeners compare, then move on
 ANCHOR_HZ = 3500.0  # BS.1534's low-pass anchor
@@ -157,7 +157,7 @@ def separate_with_fallback(
     sep = slot.separator
     assert sep is not None
     try:
-        return sep.separate(mix, SR, progress=progress)
+        return sep.separate(mix, SAMPLE_RATE, progress=progress)
     except OutOfMemory:
         log.warning(
             "%s: out of memory with %.1f-s segments on %s; retrying with %.1f-s segments",
@@ -170,7 +170,7 @@ def separate_with_fallback(
         torch.cuda.empty_cache()
     try:
         smaller = Separator(sep.model, sep.info, device=sep.device, segment=sep.segment / 2, batch_size=1)
-        return smaller.separate(mix, SR, progress=progress)
+        return smaller.separate(mix, SAMPLE_RATE, progress=progress)
     except OutOfMemory:
         if sep.device.type == "cpu":
             raise OutOfMemory(
@@ -178,7 +178,7 @@ def separate_with_fallback(
             ) from None
         log.warning("%s: out of memory on %s again; retrying on the CPU", slot.name, sep.device)
     cpu = Separator(copy.deepcopy(sep.model).cpu(), sep.info, device="cpu", segment=sep.segment / 2, batch_size=1)
-    return cpu.separate(mix, SR, progress=progress)
+    return cpu.separate(mix, SAMPLE_RATE, progress=progress)
 
 
 # ---------------------------------------------------------------------------- separation
@@ -206,7 +206,7 @@ class Separation:
 
 def write_wav(path: Path, wave: torch.Tensor | np.ndarray) -> Path:
     """16-bit wav, what every browser plays; peaks above full scale are clipped, not wrapped."""
-    return save_audio(path, torch.as_tensor(wave).clamp(-1.0, 1.0), SR, bit_depth="16")
+    return save_audio(path, torch.as_tensor(wave).clamp(-1.0, 1.0), SAMPLE_RATE, bit_depth="16")
 
 
 def new_workdir(root: Path) -> Path:
@@ -225,6 +225,21 @@ def cleanup(root: Path, max_age_s: float = 24 * 3600) -> None:
                     shutil.rmtree(d, ignore_errors=True)
             except OSError:
                 pass
+
+
+class _Timer:
+    """Adds each stage's wall time to `timings` (stages that recur, per model, accumulate)."""
+
+    def __init__(self, timings: dict[str, float]):
+        self.timings = timings
+
+    @contextlib.contextmanager
+    def __call__(self, stage: str):
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.timings[stage] = self.timings.get(stage, 0.0) + time.perf_counter() - start
 
 
 def run_separation(
@@ -247,86 +262,93 @@ def run_separation(
     t0 = time.perf_counter()
     wanted = [name for name in pool.slots if models is None or name in models]
     slots = [pool.slots[name] for name in wanted if pool.slots[name].ready]
-    result = Separation(
-        uuid.uuid4().hex, workdir, clip, mix.shape[-1] / SR, write_wav(workdir / "mixture.wav", mix), None
-    )
+    mixture = write_wav(workdir / "mixture.wav", mix)
+    result = Separation(uuid.uuid4().hex, workdir, clip, mix.shape[-1] / SAMPLE_RATE, mixture, None)
+    timed = _Timer(result.timings)
     if references:
         result.references = {s: write_wav(workdir / f"reference-{s}.wav", references[s]) for s in SOURCES}
     for name in wanted:
         slot = pool.slots[name]
         if not slot.ready:
-            result.errors[name] = (
-                slot.message if slot.state == "unavailable" else "still loading, try again in a moment"
-            )
+            loading = "still loading, try again in a moment"
+            result.errors[name] = slot.message if slot.state == "unavailable" else loading
             result.unavailable.add(name)
     result.timings["write inputs"] = time.perf_counter() - t0
-    panels: dict[str, dict[str, tuple]] = {source: {} for source in SOURCES}  # band powers, in display order
-    errors: dict[str, dict[str, tuple]] = {source: {} for source in SOURCES}
-
-    def timed(stage: str, started: float) -> None:
-        result.timings[stage] = result.timings.get(stage, 0.0) + time.perf_counter() - started
-
-    if figures:
-        start = time.perf_counter()
-        mix_panel = band_power(mix)
-        for source in SOURCES:
-            panels[source]["mixture"] = mix_panel
-            if references:
-                panels[source][f"reference {source}"] = band_power(references[source])
-        timed("spectrograms", start)
+    panels = _Panels(mix, references) if figures else None
+    if panels is not None:
+        with timed("spectrograms"):
+            panels.add_inputs()
     for i, slot in enumerate(slots):
-        start = time.perf_counter()
 
         def step(done: int, total: int, i=i, slot=slot) -> None:
             if progress is not None:
                 progress((i + done / total) / max(1, len(slots)), f"{slot.name}: segment {done}/{total}")
 
         try:
-            stems = separate_with_fallback(slot, mix, step)
+            with timed(f"separate {slot.name}"):
+                stems = separate_with_fallback(slot, mix, step)
+                result.stems[slot.name] = {s: write_wav(workdir / f"{slot.name}-{s}.wav", stems[s]) for s in SOURCES}
         except SeparationError as exc:
             result.errors[slot.name] = exc.public
             log.warning("%s failed on %s: %s", slot.name, clip, exc)
             continue
         result.versions[slot.name] = slot.version
-        result.stems[slot.name] = {s: write_wav(workdir / f"{slot.name}-{s}.wav", stems[s]) for s in SOURCES}
-        timed(f"separate {slot.name}", start)
         if references:
-            start = time.perf_counter()
-            try:
-                scores = score_track(references, stems, track=clip)
-            except SeparationError as exc:  # e.g. a silent reference excerpt: BSSEval is undefined
-                result.errors[f"{slot.name} metrics"] = exc.public
-            else:
-                medians = scores.medians()
-                for source in SOURCES:
-                    result.metrics.append(
-                        {"model": slot.name, "source": source, **{m: medians[source][m] for m in METRICS}}
-                    )
-                result.framewise[slot.name] = {s: scores.frames[s]["SDR"].tolist() for s in SOURCES}
-            timed("metrics", start)
-        if figures:
-            start = time.perf_counter()
-            for source in SOURCES:
-                panels[source][f"{slot.name} {source}"] = band_power(stems[source])
-                if references:
-                    errors[source][f"{slot.name} error"] = band_power(stems[source] - references[source])
-            timed("spectrograms", start)
+            with timed("metrics"):
+                _score(result, slot.name, references, stems)
+        if panels is not None:
+            with timed("spectrograms"):
+                panels.add_model(slot.name, stems)
         del stems
     if progress is not None:
         progress(1.0, "figures")
-    if figures:
-        start = time.perf_counter()
-        for source in SOURCES:
-            result.figures[source] = spectrogram_figure(
-                {**panels[source], **errors[source]}, title=f"{source}: dB re the mixture's peak; zoom one, all follow"
-            )
-        timed("spectrograms", start)
+    if panels is not None:
+        with timed("spectrograms"):
+            result.figures.update(panels.figures())
         if result.framewise:
-            start = time.perf_counter()
-            result.figures["framewise"] = framewise_figure(result.framewise)
-            timed("framewise plot", start)
+            with timed("framewise plot"):
+                result.figures["framewise"] = framewise_figure(result.framewise)
     result.timings["total"] = time.perf_counter() - t0
     return result
+
+
+def _score(result: Separation, model: str, references: dict[str, torch.Tensor], stems: dict[str, torch.Tensor]) -> None:
+    """A model's BSSEval medians and SDR over time into `result` (or why they are undefined)."""
+    try:
+        scores = score_track(references, stems, track=result.clip)
+    except SeparationError as exc:  # e.g. a silent reference excerpt: BSSEval is undefined
+        result.errors[f"{model} metrics"] = exc.public
+        return
+    medians = scores.medians()
+    for source in SOURCES:
+        result.metrics.append({"model": model, "source": source, **{m: medians[source][m] for m in METRICS}})
+    result.framewise[model] = {s: scores.frames[s]["SDR"].tolist() for s in SOURCES}
+
+
+class _Panels:
+    """The spectrogram panels of a separation, as band powers: reduced as each signal comes."""
+
+    def __init__(self, mix: torch.Tensor, references: dict[str, torch.Tensor] | None):
+        self.mix, self.references = mix, references
+        self.signals: dict[str, dict[str, tuple]] = {source: {} for source in SOURCES}  # in display order
+        self.errors: dict[str, dict[str, tuple]] = {source: {} for source in SOURCES}
+
+    def add_inputs(self) -> None:
+        mixture = band_power(self.mix)
+        for source in SOURCES:
+            self.signals[source]["mixture"] = mixture
+            if self.references:
+                self.signals[source][f"reference {source}"] = band_power(self.references[source])
+
+    def add_model(self, name: str, stems: dict[str, torch.Tensor]) -> None:
+        for source in SOURCES:
+            self.signals[source][f"{name} {source}"] = band_power(stems[source])
+            if self.references:
+                self.errors[source][f"{name} error"] = band_power(stems[source] - self.references[source])
+
+    def figures(self) -> dict:
+        title = "{}: dB re the mixture's peak; zoom one, all follow"
+        return {s: spectrogram_figure({**self.signals[s], **self.errors[s]}, title=title.format(s)) for s in SOURCES}
 
 
 def karaoke(separation: Separation, model: str, guide: float) -> Path:
@@ -365,7 +387,7 @@ class TrialAudio:
 
 def lowpass(wave: np.ndarray, cutoff: float = ANCHOR_HZ) -> np.ndarray:
     """Zero-phase low-pass `(C, T)`: BS.1534's anchor (a 3.5 kHz low-passed reference)."""
-    taps = signal.firwin(1023, cutoff, fs=SR)
+    taps = signal.firwin(1023, cutoff, fs=SAMPLE_RATE)
     return signal.filtfilt(taps, [1.0], wave, axis=-1, padlen=min(3 * len(taps), wave.shape[-1] - 1)).astype(np.float32)
 
 
@@ -375,7 +397,7 @@ def _read(path: Path, start: int, frames: int) -> np.ndarray:
 
 def fade_edges(wave: np.ndarray, seconds: float = 0.02) -> np.ndarray:
     """`(C, T)` with raised-cosine fades of `seconds` at both ends (the same for every condition)."""
-    n = min(int(seconds * SR), wave.shape[-1] // 2)
+    n = min(int(seconds * SAMPLE_RATE), wave.shape[-1] // 2)
     if n == 0:
         return wave
     ramp = (np.sin(np.linspace(0.0, np.pi / 2, n)) ** 2).astype(wave.dtype)
@@ -396,18 +418,20 @@ def audible_excerpt(paths: list[Path], frames: int, rng: random.Random, min_acti
     """
     energy = None
     for path in paths:
-        per_second = np.array([float(np.square(b).sum()) for b in sf.blocks(str(path), blocksize=SR, dtype="float32")])
+        per_second = np.array(
+            [float(np.square(b).sum()) for b in sf.blocks(str(path), blocksize=SAMPLE_RATE, dtype="float32")]
+        )
         energy = per_second if energy is None else energy[: len(per_second)] + per_second[: len(energy)]
     total = int(sf.info(str(paths[0])).frames) if paths else frames
     if energy is None or total <= frames or energy.max() <= 0:
         return rng.randrange(0, max(0, total - frames) + 1)
     active = (energy > energy.max() * 1e-4).astype(float)  # -40 dB
-    window = max(1, frames // SR)
+    window = max(1, frames // SAMPLE_RATE)
     starts = np.arange(0, max(1, len(active) - window + 1))
     share = np.array([active[s : s + window].mean() for s in starts])
     good = starts[share >= min(min_active, share.max())]
     second = int(good[rng.randrange(len(good))])
-    return min(second * SR, total - frames)
+    return min(second * SAMPLE_RATE, total - frames)
 
 
 def make_trial(
@@ -419,8 +443,8 @@ def make_trial(
     rng = rng or random.Random()
     models = [m for m in separation.stems]
     source = rng.choice(SOURCES)
-    total = int(separation.seconds * SR)
-    frames = min(total, int(seconds * SR))
+    total = int(separation.seconds * SAMPLE_RATE)
+    frames = min(total, int(seconds * SAMPLE_RATE))
     heard = [separation.references[source]] if separation.references else [separation.stems[m][source] for m in models]
     start = audible_excerpt(heard, frames, rng)
     if separation.references:

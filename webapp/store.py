@@ -22,6 +22,8 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
+from separation.files import atomic_write
+
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS trials (
     id TEXT PRIMARY KEY,
@@ -256,15 +258,17 @@ class RatingsStore:
 
     def export_csv(self, path: str | os.PathLike) -> Path:
         """Every rating row, formula-safe, for the admin."""
-        path = Path(path)
         cur = self._connect().execute("SELECT * FROM ratings ORDER BY id")
         names = [d[0] for d in cur.description]
-        with open(path, "w", newline="") as f:
-            w = csv.writer(f)
-            w.writerow(names)
-            for row in cur:
-                w.writerow([safe_cell(v) for v in row])
-        return path
+
+        def write(tmp: Path) -> None:
+            with open(tmp, "w", newline="") as f:
+                w = csv.writer(f)
+                w.writerow(names)
+                for row in cur:
+                    w.writerow([safe_cell(v) for v in row])
+
+        return atomic_write(path, write)
 
     def close(self) -> None:
         db = getattr(self._local, "db", None)

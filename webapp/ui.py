@@ -20,6 +20,7 @@ from pathlib import Path
 import gradio as gr
 
 from eval.ratings import summary
+from separation.audio import SAMPLE_RATE
 from separation.errors import SeparationError
 from separation.pretrained import offline
 from separation.results import json_safe
@@ -514,7 +515,7 @@ def api_result(sep: Separation, wanted: list[str] | None) -> tuple[list[str], di
     info = {
         "clip": sep.clip,
         "seconds": round(sep.seconds, 3),
-        "sample_rate": 44100,
+        "sample_rate": SAMPLE_RATE,
         "stems": stems,
         "versions": {m: sep.versions[m] for m in stems},
         "errors": sep.errors,
