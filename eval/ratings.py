@@ -14,6 +14,9 @@ A row is one rating, e.g. from the app's SQLite store:
   reference below 90 in more than 15% of their MUSHRA trials is excluded.
 - `preference`: A/B preference rate per pair of conditions with an exact two-sided binomial
   test against 50% (ties excluded, reported) and a Wilson 95% interval.
+- `screening`/`summary`: listeners excluded by the headphone check, BS.1534 post-screening,
+  anchor-above-reference and gold A/B trials, and the statistics of the others.
+- `metric_agreement`: Kendall's tau between objective metrics and listener scores.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 
+import numpy as np
 from scipy import stats
 
 REFERENCE = "reference"
@@ -155,12 +159,115 @@ def preference(rows: Iterable[dict], confidence: float = 0.95) -> list[dict]:
     return out
 
 
-def summary(rows: list[dict]) -> dict:
-    """Everything the results tab shows, from all rows."""
+def anchor_above_reference(rows: Iterable[dict], *, max_fraction: float = 0.15) -> dict[str, float]:
+    """{listener: share of their MUSHRA trials in which the anchor scored above the hidden
+    reference}, for those over `max_fraction`: a listener who hears a 3.5 kHz low-pass as
+    better than the original is not listening (or not on working headphones)."""
+    by_trial: dict[tuple[str, str], dict[str, float]] = defaultdict(dict)
+    for r in rows:
+        if r.get("kind") == "mushra" and r.get("condition") in (REFERENCE, ANCHOR) and r.get("score") is not None:
+            by_trial[(r["listener"], r["trial"])][r["condition"]] = float(r["score"])
+    flagged: dict[str, list[bool]] = defaultdict(list)
+    for (listener, _), scores in by_trial.items():
+        if len(scores) == 2:
+            flagged[listener].append(scores[ANCHOR] > scores[REFERENCE])
+    return {who: sum(f) / len(f) for who, f in flagged.items() if sum(f) / len(f) > max_fraction}
+
+
+def gold_failures(rows: Iterable[dict], *, max_fraction: float = 0.25) -> dict[str, float]:
+    """{listener: share of their gold A/B trials answered wrongly (not the clean sample)}, for
+    those over `max_fraction` (ITU-T P.808's trapping questions)."""
+    answers: dict[str, list[bool]] = defaultdict(list)
+    for r in rows:
+        if r.get("kind") == "gold":
+            answers[r["listener"]].append(r.get("choice") != "clean")
+    return {who: sum(w) / len(w) for who, w in answers.items() if sum(w) / len(w) > max_fraction}
+
+
+SCREENING = {
+    "headphones": "failed or did not take the headphone check (Woods et al. 2017, 5 of 6 needed)",
+    "reference": "rated the hidden reference below 90 in more than 15% of MUSHRA trials (BS.1534-3)",
+    "anchor": "rated the low-pass anchor above the hidden reference in more than 15% of MUSHRA trials",
+    "gold": "chose the degraded sample in more than 25% of gold A/B trials",
+}
+
+
+def screening(rows: list[dict], headphones: dict[str, int | None] | None = None, pass_score: int = 5) -> dict:
+    """{criterion: set of listeners it excludes} (see `SCREENING`). Without `headphones` (no
+    record of checks at all) that criterion excludes nobody."""
+    listeners = {r["listener"] for r in rows}
+    _, dropped = mushra_screening([r for r in rows if r.get("kind") == "mushra"])
     return {
-        "mushra": mushra_summary(rows),
-        "mos": score_summary(rows, kind="mos"),
-        "preference": preference(rows),
-        "ratings": len(rows),
-        "listeners": len({r["listener"] for r in rows}),
+        "headphones": set()
+        if headphones is None
+        else {who for who in listeners if (headphones.get(who) or 0) < pass_score},
+        "reference": set(dropped),
+        "anchor": set(anchor_above_reference(rows)),
+        "gold": set(gold_failures(rows)),
     }
+
+
+def excluded_by(rows: list[dict], headphones: dict[str, int | None] | None = None) -> dict[str, list[str]]:
+    """{listener: the criteria that exclude them} (empty list: kept)."""
+    criteria = screening(rows, headphones)
+    return {who: [c for c, out in criteria.items() if who in out] for who in {r["listener"] for r in rows}}
+
+
+def summary(rows: list[dict], headphones: dict[str, int | None] | None = None) -> dict:
+    """Everything the results tab shows: statistics over the ratings of listeners no screening
+    criterion excludes, and how many listeners and ratings each criterion excluded."""
+    flags = excluded_by(rows, headphones)
+    kept = [r for r in rows if not flags[r["listener"]]]
+    return {
+        "mushra": mushra_summary(kept),
+        "mos": score_summary(kept, kind="mos"),
+        "preference": preference(kept),
+        "ratings": len(rows),
+        "listeners": len(flags),
+        "kept_ratings": len(kept),
+        "kept_listeners": sum(1 for f in flags.values() if not f),
+        "screening": {
+            c: {
+                "listeners": sum(1 for f in flags.values() if c in f),
+                "ratings": sum(1 for r in rows if c in flags[r["listener"]]),
+                "rule": rule,
+            }
+            for c, rule in SCREENING.items()
+        },
+    }
+
+
+def metric_agreement(
+    rows: list[dict], metrics: dict[tuple[str, str], dict[str, float]], *, boot: int = 1000, seed: int = 0
+) -> dict[str, dict]:
+    """Do the metrics predict the listeners? Per metric: Kendall's tau between the metric of
+    each (excerpt, condition) and its mean MUSHRA score (kept rows), with a bootstrap 95% CI
+    (pairs resampled with replacement), and the points for a scatter plot."""
+    scores: dict[tuple[str, str], list[float]] = defaultdict(list)
+    for r in rows:
+        if r.get("kind") == "mushra" and r.get("excerpt") and r.get("condition") != REFERENCE:
+            scores[(r["excerpt"], r["condition"])].append(float(r["score"]))
+    names = sorted({m for values in metrics.values() for m in values})
+    rng = np.random.default_rng(seed)
+    out = {}
+    for name in names:
+        points = [
+            (metrics[key][name], float(np.mean(values)), key[1])
+            for key, values in scores.items()
+            if key in metrics and metrics[key].get(name) is not None and np.isfinite(metrics[key][name])
+        ]
+        x = np.array([p[0] for p in points])
+        y = np.array([p[1] for p in points])
+        tau = float(stats.kendalltau(x, y).statistic) if len(points) >= 3 else math.nan
+        low = high = math.nan
+        if len(points) >= 3:
+            draws = []
+            for _ in range(boot):
+                i = rng.integers(0, len(points), len(points))
+                t = stats.kendalltau(x[i], y[i]).statistic
+                if np.isfinite(t):
+                    draws.append(t)
+            if draws:
+                low, high = (float(v) for v in np.percentile(draws, [2.5, 97.5]))
+        out[name] = {"n": len(points), "tau": tau, "low": low, "high": high, "points": points}
+    return out

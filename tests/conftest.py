@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import sys
 import tempfile
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -37,6 +38,24 @@ TINY_CONFIGS = {
     "conv1d": Conv1DConfig(hidden=(4, 8, 4), segment_seconds=1.0),
     "umx": UMXConfig(n_fft=512, hop=128, max_bin=128, hidden_size=16, nb_layers=1, segment_seconds=1.0),
 }
+
+
+def in_threads(work, n: int) -> list[str]:
+    """Run `work(i)` for i < n in n threads at once; the errors they raised, as text."""
+    errors: list[str] = []
+
+    def run(i: int) -> None:
+        try:
+            work(i)
+        except Exception as exc:  # a "database is locked" would land here
+            errors.append(repr(exc))
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return errors
 
 
 def voice_and_band(seconds: float, sr: int = SR, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:

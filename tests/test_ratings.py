@@ -6,7 +6,19 @@ import math
 
 import pytest
 
-from eval.ratings import mean_ci, mushra_screening, mushra_summary, preference, score_summary, summary, wilson_interval
+from eval.ratings import (
+    anchor_above_reference,
+    excluded_by,
+    gold_failures,
+    mean_ci,
+    metric_agreement,
+    mushra_screening,
+    mushra_summary,
+    preference,
+    score_summary,
+    summary,
+    wilson_interval,
+)
 
 
 def test_mean_ci_by_hand():
@@ -94,3 +106,62 @@ def test_summary_counts_everything():
     s = summary(rows)
     assert s["ratings"] == 4 and s["listeners"] == 2
     assert s["preference"][0]["wins_y"] == 1
+
+
+def test_screening_names_what_excludes_each_listener():
+    rows = []
+    for t in range(10):
+        rows += mushra_trial("careful", f"c{t}", 100)
+        rows += mushra_trial("anchor-lover", f"a{t}", 95, anchor=100 if t < 2 else 10)  # 20% > 15%
+        rows += mushra_trial("speakers", f"s{t}", 100)
+    gold = [("careful", "clean"), ("careful", "clean"), ("careful", "degraded"), ("careful", "clean")]  # 25%: kept
+    gold += [("guesser", "degraded"), ("guesser", "clean"), ("guesser", None)]  # 2 of 3 wrong (no preference too)
+    rows += [
+        {"listener": who, "trial": f"g{i}", "kind": "gold", "a": "clean", "b": "degraded", "choice": c}
+        for i, (who, c) in enumerate(gold)
+    ]
+    headphones = {"careful": 6, "anchor-lover": 5, "speakers": 1, "guesser": 6}
+    flags = excluded_by(rows, headphones)
+    assert flags == {"careful": [], "anchor-lover": ["anchor"], "speakers": ["headphones"], "guesser": ["gold"]}
+    assert anchor_above_reference(rows) == {"anchor-lover": pytest.approx(0.2)}
+    assert gold_failures(rows) == {"guesser": pytest.approx(2 / 3)}
+    s = summary(rows, headphones)
+    assert s["listeners"] == 4 and s["kept_listeners"] == 1
+    assert s["ratings"] == len(rows) and s["kept_ratings"] == 30 + 4
+    assert {c: (v["listeners"], v["ratings"]) for c, v in s["screening"].items()} == {
+        "headphones": (1, 30),
+        "reference": (0, 0),
+        "anchor": (1, 30),
+        "gold": (1, 3),
+    }
+    # only the kept listener's scores make the statistics
+    reference = next(r for r in s["mushra"]["scores"] if r["condition"] == "reference")
+    assert reference["n"] == 10 and reference["mean"] == 100
+    assert summary(rows)["screening"]["headphones"]["listeners"] == 0  # no record of checks: nobody excluded
+
+
+def test_metric_agreement_is_kendall_tau_with_a_bootstrap_interval():
+    metrics, rows = {}, []
+    for e in range(4):
+        for c, sdr in (("anchor", 2.0), ("conv1d", 5.0), ("dprnn", 9.0)):
+            metrics[(f"e{e}", c)] = {"SDR": sdr + 0.1 * e, "SI-SDR": -(sdr + 0.1 * e)}  # SI-SDR reversed on purpose
+            for who, offset in (("x", 0), ("y", 4)):
+                rows.append(
+                    {
+                        "listener": who,
+                        "trial": f"{who}{e}",
+                        "kind": "mushra",
+                        "condition": c,
+                        "source": "vocals",
+                        "score": 10 * sdr + 0.1 * e + offset,
+                        "excerpt": f"e{e}",
+                    }
+                )
+    got = metric_agreement(rows, metrics, boot=200)
+    assert got["SDR"]["n"] == 12 and got["SDR"]["tau"] == pytest.approx(1.0)
+    assert got["SI-SDR"]["tau"] == pytest.approx(-1.0)
+    assert got["SDR"]["low"] <= 1.0 <= got["SDR"]["high"] + 1e-12
+    # the points are (metric, mean score over listeners, condition)
+    assert (2.0, 22.0, "anchor") in got["SDR"]["points"]
+    few = metric_agreement(rows[:4], metrics)  # two (excerpt, condition) pairs
+    assert math.isnan(few["SDR"]["tau"])  # fewer than 3 points: no correlation claimed

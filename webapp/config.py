@@ -13,6 +13,11 @@
 | `APP_QUEUE_SIZE` | 20 | requests waiting beyond that get "queue full" |
 | `APP_DEVICE` | `auto` | `cpu`, `cuda`, or `auto` |
 | `ADMIN_TOKEN` | - | enables the raw ratings CSV export for whoever has it |
+| `APP_SECRET` | (a key in `$APP_DATA_DIR/secret.key`) | signs listener ids |
+| `APP_TRIAL_SECONDS` | 10 | a blind trial's excerpt; no rating is accepted sooner |
+| `APP_SESSION_TRIALS` | 8 | trials per listening session in the page |
+| `APP_WORK_MAX_MB` | 2000 | size cap of the app's work folder (stems, trial audio) |
+| `APP_PROXY_HOPS` | 1 on a Space, else 0 | proxies in front adding to `X-Forwarded-For` (0: header ignored) |
 | `RATINGS_REPO`, `HF_TOKEN` | - | with both: ratings also sync to that private Hub dataset repo |
 """
 
@@ -49,6 +54,13 @@ class AppConfig:
     ratings_repo: str | None = None
     hf_token: str | None = None
     rate_limit: int = 30  # rated trials per listener per minute
+    secret: str | None = None  # signs listener ids; default: a key made once in <data dir>/secret.key
+    trial_seconds: float = 10.0  # the excerpt of a blind trial; no rating is taken sooner
+    session_trials: int = 8  # trials per listening session in the page ("3 of 8")
+    work_max_mb: float = 2000.0  # the app's work folder (stems, trial audio) is kept under this
+    # per client (address, hashed) and hour: listener ids, trials, ratings, headphone checks
+    proxy_hops: int = 0  # see APP_PROXY_HOPS: how far to trust X-Forwarded-For (per-client limits)
+    limits: dict = field(default_factory=lambda: {"listeners": 10, "trials": 120, "ratings": 120, "checks": 20})
 
     def __post_init__(self):
         self.data_dir = Path(self.data_dir)
@@ -74,9 +86,16 @@ class AppConfig:
             ("admin_token", "ADMIN_TOKEN", str),
             ("ratings_repo", "RATINGS_REPO", str),
             ("hf_token", "HF_TOKEN", str),
+            ("secret", "APP_SECRET", str),
+            ("trial_seconds", "APP_TRIAL_SECONDS", float),
+            ("session_trials", "APP_SESSION_TRIALS", int),
+            ("work_max_mb", "APP_WORK_MAX_MB", float),
+            ("proxy_hops", "APP_PROXY_HOPS", int),
         ):
             if env.get(name):
                 kwargs[key] = kind(env[name])
+        if "proxy_hops" not in kwargs and env.get("SPACE_ID"):
+            kwargs["proxy_hops"] = 1  # the Space's proxy appends the caller's address
         return cls(**kwargs)
 
     @property

@@ -10,25 +10,28 @@ import contextlib
 import hmac
 import logging
 import random
+import secrets
 import tempfile
 import threading
 import time
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 
-from eval.ratings import summary
+from eval.ratings import excluded_by, metric_agreement, summary
 from separation.audio import SAMPLE_RATE, load_audio
 from separation.errors import SeparationError
 
 from .clips import MIN_SECONDS, Clip, check_excerpt, ensure_demo_clips, load_clip, musdb_clips
 from .config import AppConfig
 from .gpu import gpu_seconds, on_gpu, zero_gpu
-from .service import ModelPool, Separation, cleanup, make_trial, new_workdir, run_separation
-from .store import RatingError, RatingsStore
+from .listeners import RateLimiter, Signer, client_address
+from .service import SOURCES, ModelPool, Separation, cleanup, new_workdir, run_separation
+from .store import HEADPHONE_PASS, RatingError, RatingsStore
 from .sync import start_sync
+from .trials import TrialFiles, headphone_check, make_trial
 
 log = logging.getLogger("webapp")
 
@@ -50,8 +53,7 @@ class LabApp:
         self.data_dir = config.data_dir
         self.work_root = Path(tempfile.gettempdir()) / "separation-lab"
         self.work_root.mkdir(parents=True, exist_ok=True)
-        cleanup(self.work_root, max_age_s=WORK_MAX_AGE_S)
-        self._last_cleanup = time.monotonic()
+        self._last_cleanup = 0.0
         self.zero_gpu = zero_gpu()
         # On ZeroGPU there is no CUDA outside `spaces.GPU` functions: load on the CPU, move inside.
         self.pool = pool or ModelPool(config.models, device="cpu" if self.zero_gpu else config.device)
@@ -74,6 +76,16 @@ class LabApp:
         )
         self._demo: dict[str, Separation] = {}
         self._demo_lock = threading.Lock()
+        # separations at once, whatever asks (the Separate tab's queue, a trial's example clip)
+        self._separating = threading.BoundedSemaphore(max(1, config.concurrency))
+        self.signer = Signer(config.secret, key_file=self.data_dir / "secret.key")
+        hour = 3600.0
+        self.limiter = RateLimiter({**{k: (v, hour) for k, v in config.limits.items()}, "admin": (5, 900.0)})
+        self.trial_files = TrialFiles(self.work_root / "trials")
+        self._exports: dict[str, float] = {}  # one-time export links -> expiry
+        self._agreement: tuple[int, dict] | None = None
+        self._screened: tuple[int, list[dict], dict] | None = None
+        self._screen_lock = threading.Lock()
 
     # ------------------------------------------------------------------ inputs
 
@@ -102,10 +114,15 @@ class LabApp:
 
     def separate(self, mix, references, clip: str, progress=None, models: list[str] | None = None) -> Separation:
         # every request writes ~6 files of the input's length: old ones go (Gradio has copies of what it served)
-        if time.monotonic() - self._last_cleanup > 600:
+        self.tidy()
+        with self._separating:
+            return self._separate_on_gpu(mix, references, clip, models, progress)
+
+    def tidy(self, *, now: bool = False) -> None:
+        """Keep the work folder under its age and size caps (checked at most once a minute)."""
+        if now or time.monotonic() - self._last_cleanup > 60:
             self._last_cleanup = time.monotonic()
-            cleanup(self.work_root, max_age_s=WORK_MAX_AGE_S)
-        return self._separate_on_gpu(mix, references, clip, models, progress)
+            cleanup(self.work_root, max_age_s=WORK_MAX_AGE_S, max_bytes=int(self.config.work_max_mb * 1e6))
 
     def _gpu_seconds(self, mix, references, clip, models=None, progress=None) -> int:
         """What to ask ZeroGPU for (called with the separation's own arguments)."""
@@ -122,10 +139,11 @@ class LabApp:
                 mix, references, pool=self.pool, workdir=workdir, clip=clip, progress=progress, models=models
             )
 
-    def demo_separation(self) -> Separation:
-        """A separated clip with references, shared by sessions that rate before separating."""
+    def demo_separation(self, clip_id: str | None = None) -> Separation:
+        """A separated example clip with references (the one asked for, or a random one), shared
+        by every session; made once per clip and models loaded."""
         with self._demo_lock:
-            clip = random.choice(list(self.clips.values()))
+            clip = self.clips[clip_id] if clip_id in self.clips else random.choice(list(self.clips.values()))
             cached = self._demo.get(clip.id)
             if (
                 cached is None
@@ -136,28 +154,170 @@ class LabApp:
                 self._demo[clip.id] = self.separate(mix, refs, clip.id)
             return self._demo[clip.id]
 
-    def trial_for(self, sep: Separation | None, listener: str):
-        """A blind trial on the session's last separation when it can make one (true stems, or
-        two models' outputs for A/B), otherwise on an example clip. Returns (trial, separation)."""
-        usable = sep is not None and bool(sep.stems) and (bool(sep.references) or len(sep.stems) >= 2)
-        if not usable:
-            sep = self.demo_separation()
-        return make_trial(sep, self.store, listener), sep
+    # ------------------------------------------------------------------ listeners
 
-    def export_ratings(self, token: str | None) -> Path:
-        """The raw ratings CSV, for whoever holds ADMIN_TOKEN (compared in constant time)."""
+    def client_key(self, request) -> str:
+        """Who a request comes from, for per-client limits: a keyed hash of its address (never stored
+        as such), found as `APP_PROXY_HOPS` says (`webapp.listeners.client_address`)."""
+        return self.signer.client_key(client_address(request, self.config.proxy_hops))
+
+    def new_listener(self, client: str) -> str:
+        """A listener id signed by this server (kept in the browser), at most
+        `limits["listeners"]` per client and hour."""
+        self.limiter.allow("listeners", client, "new listener ids")
+        listener = self.signer.issue()
+        self.store.add_listener(listener, client)
+        return listener
+
+    def listener(self, token) -> str:
+        """`token` if this server issued it and knows it; a `RatingError` otherwise."""
+        listener = self.signer.check(token)
+        if not self.store.known_listener(listener):
+            raise RatingError("unknown listener id: reload the page (API: ask /listener for one)")
+        return listener
+
+    def headphone_check(self, token, client: str) -> list[Path]:
+        """The listener's headphone check (Woods et al. 2017): six files of three tones each; the
+        answers stay on the server."""
+        listener = self.listener(token)
+        if self.store.headphone_score(listener) is not None:
+            raise RatingError("the headphone check is already done")
+        self.limiter.allow("checks", client, "headphone checks")
+        folder = self.trial_files.served / secrets.token_hex(16)
+        files, answers = headphone_check(folder, np.random.default_rng())
+        self.store.set_headphone_check(listener, answers)
+        return files
+
+    def answer_headphone_check(self, token, answers) -> tuple[int, bool]:
+        score = self.store.answer_headphone_check(self.listener(token), answers)
+        return score, score >= HEADPHONE_PASS
+
+    # ------------------------------------------------------------------ trials
+
+    def trial_for(self, sep: Separation | None, token, client: str = "local", *, kind: str | None = None):
+        """A blind trial on the session's last separation when it can make one (true stems, or
+        two models' outputs for A/B), otherwise on the example clip and source with the fewest
+        kept ratings (so ratings accumulate evenly). `kind="ab"` asks for an A/B trial even where
+        the true stems are known. Returns (trial audio, separation)."""
+        if kind not in (None, "mushra", "ab"):
+            raise RatingError("the kind of trial is 'mushra' or 'ab'")
+        listener = self.listener(token)
+        if self.store.headphone_score(listener) is None:
+            raise RatingError("take the headphone check first (six short questions)")
+        self.limiter.allow("trials", client, "trials")
+        self.tidy()
+        usable = sep is not None and bool(sep.stems) and (bool(sep.references) or len(sep.stems) >= 2)
+        if usable and kind is not None:
+            usable = len(sep.stems) >= 2 if kind == "ab" else bool(sep.references)
+        source = pair = None
+        if not usable:
+            clip_id, source, pair = self.least_rated("ab" if kind == "ab" else "mushra")
+            sep = self.demo_separation(clip_id)
+        trial = make_trial(
+            sep,
+            self.store,
+            listener,
+            self.trial_files,
+            seconds=self.config.trial_seconds,
+            source=source,
+            kind=kind,
+            pair=pair,
+        )
+        return trial, sep
+
+    def least_rated(self, kind: str = "mushra") -> tuple[str, str, tuple[str, str] | None]:
+        """The example (clip, source) and, for A/B, the pair of models with the fewest kept trials
+        of `kind`; ties drawn at random."""
+        rows, flags = self.screened()
+        models = sorted(s.name for s in self.pool.ready())
+        pairs = [(a, b) for i, a in enumerate(models) for b in models[i + 1 :]] if kind == "ab" else [None]
+        counts = {(c, s, p): 0 for c in self.clips for s in SOURCES for p in pairs or [None]}
+        for r in rows:
+            if r["kind"] != kind or flags[r["listener"]]:
+                continue
+            if kind == "mushra" and r["condition"] != "reference":
+                continue  # one row of each MUSHRA trial
+            key = (r["clip"], r["source"], (r["a"], r["b"]) if kind == "ab" else None)
+            if key in counts:
+                counts[key] += 1
+        fewest = min(counts.values())
+        return random.choice([key for key, n in counts.items() if n == fewest])
+
+    def screened(self) -> tuple[list[dict], dict[str, list[str]]]:
+        """All rating rows and the screening criteria excluding each listener; recomputed only
+        when ratings were added since the last call (every trial asks, to balance)."""
+        count = self.store.count()
+        with self._screen_lock:
+            if self._screened is None or self._screened[0] != count:
+                rows = self.store.rows()
+                self._screened = (count, rows, excluded_by(rows, self.store.headphone_scores()))
+            return self._screened[1], self._screened[2]
+
+    def mark(self, trial_id: str, token, label: str, what: str) -> dict[str, float]:
+        """The page's record that a sample was played or its slider set (by its own listener)."""
+        trial = self.store.get_trial(trial_id)
+        if trial is None or trial.listener != self.listener(token):
+            raise RatingError("unknown trial: start a new one")
+        if label not in trial.conditions and not (label == "reference" and trial.kind == "mushra"):
+            raise RatingError("unknown sample")
+        return self.store.mark(trial_id, label, what)
+
+    def answer(self, token, trial_id: str, answer: dict, client: str = "local", *, page: bool = False) -> int:
+        """Store a trial's answer: MUSHRA {"scores": {label: 0-100}}; A/B and gold {"choice": label or
+        "no preference", "mos": {label: 1-5}}. From the page, every sample must have been played
+        and every slider set first."""
+        listener = self.listener(token)
+        if not isinstance(answer, dict):
+            raise RatingError("the answer must be a JSON object")
+        self.limiter.allow("ratings", client, "ratings")
+        return self.store.submit(
+            listener,
+            trial_id,
+            scores=answer.get("scores"),
+            choice=answer.get("choice"),
+            mos=answer.get("mos"),
+            require_marks=page,
+        )
+
+    # ------------------------------------------------------------------ results
+
+    def summary(self) -> dict:
+        return summary(self.store.rows(), self.store.headphone_scores())
+
+    def agreement(self) -> dict:
+        """Kendall's tau of each metric with the kept MUSHRA scores (`eval.ratings.metric_agreement`);
+        its bootstrap is recomputed only when ratings were added since the last call."""
+        count = self.store.count()
+        if self._agreement is None or self._agreement[0] != count:
+            rows, flags = self.screened()
+            kept = [r for r in rows if not flags[r["listener"]]]
+            self._agreement = (count, metric_agreement(kept, self.store.excerpt_metrics()))
+        return self._agreement[1]
+
+    def export_link(self, token: str | None, client: str) -> str:
+        """A one-time path (valid 60 s) that streams the raw ratings CSV: for whoever holds
+        ADMIN_TOKEN (compared in constant time; 5 wrong tries per client and 15 minutes). No file
+        is written anywhere the app serves."""
         if not self.config.admin_token:
             raise RatingError("export is disabled: set ADMIN_TOKEN in the app's environment")
-        if not token or not hmac.compare_digest(token.encode(), self.config.admin_token.encode()):
+        if self.limiter.failures("admin", client) >= self.limiter.limits["admin"][0]:
+            raise RatingError("too many wrong admin tokens from this connection: try again in 15 min")
+        if not token or not hmac.compare_digest(str(token).encode(), self.config.admin_token.encode()):
+            self.limiter.allow("admin", client, "wrong admin tokens")
             raise RatingError("wrong admin token")
-        path = Path(tempfile.mkdtemp(prefix="ratings-", dir=self.work_root)) / "ratings.csv"
-        return self.store.export_csv(path)
+        link = secrets.token_urlsafe(24)
+        now = time.monotonic()
+        self._exports = {k: t for k, t in self._exports.items() if t > now}
+        self._exports[link] = now + 60
+        return f"/ratings-export/{link}"
 
-    def answer(self, listener: str, state: TrialState, answer: dict) -> int:
-        """Store a trial's answer: MUSHRA {"scores": {label: 0-100}}, A/B {"choice": label|None, "mos": {...}}."""
-        if state.kind == "mushra":
-            return self.store.submit(listener, state.trial_id, scores=answer.get("scores"))
-        return self.store.submit(listener, state.trial_id, choice=answer.get("choice"), mos=answer.get("mos"))
+    def export_stream(self, link: str):
+        """The CSV lines of a valid one-time link (it is used up), or None."""
+        expiry = self._exports.pop(link, None)
+        if expiry is None or expiry < time.monotonic():
+            return None
+        rows = self.store.rows()
+        return self.store.export_lines(excluded_by(rows, self.store.headphone_scores()))
 
     def status_markdown(self) -> str:
         lines = []
@@ -171,15 +331,11 @@ class LabApp:
 
 def summary_public(lab: LabApp) -> dict:
     """The statistics without listener ids (the kept/dropped lists become counts)."""
-    s = summary(lab.store.rows())
+    s = lab.summary()
     mushra = dict(s["mushra"])
     mushra["kept"] = len(mushra["kept"])
     mushra["dropped"] = len(mushra["dropped"])
     return {**s, "mushra": mushra}
-
-
-def new_listener_id() -> str:
-    return uuid.uuid4().hex
 
 
 def clip_excerpt(lab: LabApp, clip_id: str, start_s, length_s):

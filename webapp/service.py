@@ -9,7 +9,6 @@ from __future__ import annotations
 import contextlib
 import copy
 import logging
-import random
 import shutil
 import threading
 import time
@@ -21,7 +20,6 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 import torch
-from scipy import signal
 
 from eval.scores import METRICS, score_track
 from separation import Separator, save_audio
@@ -35,8 +33,6 @@ from .figures import band_power, framewise_figure, spectrogram_figure
 log = logging.getLogger("webapp")
 
 SOURCES = ("vocals", "accompaniment")
-TRIAL_SECONDS = 10.0  # BS.1534 asks for short excerpts: listeners compare, then move on
-ANCHOR_HZ = 3500.0  # BS.1534's low-pass anchor
 
 Progress = Callable[[float, str], None]
 
@@ -215,16 +211,33 @@ def new_workdir(root: Path) -> Path:
     return d
 
 
-def cleanup(root: Path, max_age_s: float = 24 * 3600) -> None:
-    """Delete request folders older than `max_age_s` (Gradio keeps its own copies of what it served)."""
-    now = time.time()
-    for day in root.glob("*/"):
-        for d in day.glob("*/"):
-            try:
-                if now - d.stat().st_mtime > max_age_s:
-                    shutil.rmtree(d, ignore_errors=True)
-            except OSError:
-                pass
+def cleanup(root: Path, max_age_s: float = 24 * 3600, max_bytes: int | None = None) -> None:
+    """Delete work folders older than `max_age_s`, then the oldest others while the work folder
+    is over `max_bytes`: request folders (`<day>/<id>`), trial excerpts and served trial files.
+    (Gradio keeps its own copies of what it served; hard links keep a served file alive.)"""
+    for legacy in root.glob("ratings-*"):  # raw exports the app once wrote where it serves files
+        shutil.rmtree(legacy, ignore_errors=True)
+    folders = [d for day in root.glob("[0-9]" * 8) for d in day.iterdir() if d.is_dir()]
+    folders += [d for part in ("excerpts", "served") for d in (root / "trials" / part).glob("*") if d.is_dir()]
+    now, aged = time.time(), []
+    for d in folders:
+        try:
+            stat = d.stat()
+        except OSError:
+            continue
+        if now - stat.st_mtime > max_age_s:
+            shutil.rmtree(d, ignore_errors=True)
+        else:
+            aged.append((stat.st_mtime, d))
+    if max_bytes is None:
+        return
+    sizes = {d: sum(f.stat().st_size for f in d.rglob("*") if f.is_file()) for _, d in aged}
+    total = sum(sizes.values())
+    for _, d in sorted(aged):
+        if total <= max_bytes:
+            break
+        shutil.rmtree(d, ignore_errors=True)
+        total -= sizes[d]
 
 
 class _Timer:
@@ -370,125 +383,3 @@ def metrics_rows(separation: Separation) -> list[list]:
         [r["model"], r["source"], *[None if np.isnan(r[m]) else round(r[m], 2) for m in METRICS]]
         for r in separation.metrics
     ]
-
-
-# ---------------------------------------------------------------------------- blind trials
-
-
-@dataclass
-class TrialAudio:
-    trial_id: str
-    kind: str  # mushra | ab
-    source: str
-    labels: list[str]  # in display order
-    files: dict[str, Path]  # label -> audio (neutral names: nothing in them reveals the model)
-    reference: Path | None  # the open reference (MUSHRA)
-
-
-def lowpass(wave: np.ndarray, cutoff: float = ANCHOR_HZ) -> np.ndarray:
-    """Zero-phase low-pass `(C, T)`: BS.1534's anchor (a 3.5 kHz low-passed reference)."""
-    taps = signal.firwin(1023, cutoff, fs=SAMPLE_RATE)
-    return signal.filtfilt(taps, [1.0], wave, axis=-1, padlen=min(3 * len(taps), wave.shape[-1] - 1)).astype(np.float32)
-
-
-def _read(path: Path, start: int, frames: int) -> np.ndarray:
-    return sf.read(path, start=start, frames=frames, dtype="float32", always_2d=True)[0].T
-
-
-def fade_edges(wave: np.ndarray, seconds: float = 0.02) -> np.ndarray:
-    """`(C, T)` with raised-cosine fades of `seconds` at both ends (the same for every condition)."""
-    n = min(int(seconds * SAMPLE_RATE), wave.shape[-1] // 2)
-    if n == 0:
-        return wave
-    ramp = (np.sin(np.linspace(0.0, np.pi / 2, n)) ** 2).astype(wave.dtype)
-    out = wave.copy()
-    out[..., :n] *= ramp
-    out[..., -n:] *= ramp[::-1]
-    return out
-
-
-def audible_excerpt(paths: list[Path], frames: int, rng: random.Random, min_active: float = 0.6) -> int:
-    """Start of a random `frames`-long excerpt in which the source is audible most of the time.
-
-    Real songs have long vocal-free stretches (intros, breaks, outros: 30-70 % of a track); a
-    vocals trial drawn from one would ask listeners to rate silence. Each second counts as
-    active when its RMS (summed over `paths`, e.g. the reference) is within 40 dB of the
-    loudest second; starts whose excerpt is at least `min_active` active are drawn from, else
-    the most active excerpt is taken. Read a block at a time: uploads can be 10 minutes long.
-    """
-    energy = None
-    for path in paths:
-        per_second = np.array(
-            [float(np.square(b).sum()) for b in sf.blocks(str(path), blocksize=SAMPLE_RATE, dtype="float32")]
-        )
-        energy = per_second if energy is None else energy[: len(per_second)] + per_second[: len(energy)]
-    total = int(sf.info(str(paths[0])).frames) if paths else frames
-    if energy is None or total <= frames or energy.max() <= 0:
-        return rng.randrange(0, max(0, total - frames) + 1)
-    active = (energy > energy.max() * 1e-4).astype(float)  # -40 dB
-    window = max(1, frames // SAMPLE_RATE)
-    starts = np.arange(0, max(1, len(active) - window + 1))
-    share = np.array([active[s : s + window].mean() for s in starts])
-    good = starts[share >= min(min_active, share.max())]
-    second = int(good[rng.randrange(len(good))])
-    return min(second * SAMPLE_RATE, total - frames)
-
-
-def make_trial(
-    separation: Separation, store, listener: str, *, rng: random.Random | None = None, seconds: float = TRIAL_SECONDS
-) -> TrialAudio:
-    """A blind trial from a separation: MUSHRA when the references are known (hidden
-    reference, low-pass anchor, every model), otherwise A/B between two models. Labels are
-    shuffled per trial; the files are cut to the same `seconds`-long excerpt."""
-    rng = rng or random.Random()
-    models = [m for m in separation.stems]
-    source = rng.choice(SOURCES)
-    total = int(separation.seconds * SAMPLE_RATE)
-    frames = min(total, int(seconds * SAMPLE_RATE))
-    heard = [separation.references[source]] if separation.references else [separation.stems[m][source] for m in models]
-    start = audible_excerpt(heard, frames, rng)
-    if separation.references:
-        if not models:
-            raise SeparationError("no model separated this clip: nothing to rate")
-        reference = _read(separation.references[source], start, frames)
-        signals = {"reference": reference, "anchor": lowpass(reference)}
-        signals.update({m: _read(separation.stems[m][source], start, frames) for m in models})
-        kind = "mushra"
-    else:
-        if len(models) < 2:
-            raise SeparationError(
-                "an A/B trial needs two models' separations (only "
-                f"{', '.join(models) or 'none'} worked); pick a clip with references for a MUSHRA trial"
-            )
-        a, b = rng.sample(models, 2)
-        signals = {
-            a: _read(separation.stems[a][source], start, frames),
-            b: _read(separation.stems[b][source], start, frames),
-        }
-        reference = None
-        kind = "ab"
-    # The excerpt is cut out of running music: without a fade, every sample starts and ends
-    # with a click, and the clicks' high frequencies leak through the anchor's low-pass.
-    signals = {c: fade_edges(x) for c, x in signals.items()}
-    if reference is not None:
-        reference = fade_edges(reference)
-    conditions = list(signals)
-    rng.shuffle(conditions)
-    labels = [chr(ord("A") + i) for i in range(len(conditions))]
-    versions = {c: separation.versions.get(c, c) for c in conditions}
-    trial = store.create_trial(
-        listener=listener,
-        kind=kind,
-        clip=separation.clip,
-        source=source,
-        conditions=dict(zip(labels, conditions, strict=True)),
-        versions=versions,
-    )
-    folder = separation.workdir / "trials" / trial.id
-    folder.mkdir(parents=True)
-    files = {
-        label: write_wav(folder / f"sample-{label}.wav", signals[c])
-        for label, c in zip(labels, conditions, strict=True)
-    }
-    ref_path = write_wav(folder / "reference.wav", reference) if reference is not None else None
-    return TrialAudio(trial.id, kind, source, labels, files, ref_path)

@@ -1,25 +1,33 @@
-"""Listener ratings in SQLite: blind trials, validated ratings, a per-listener rate limit.
+"""Listener ratings in SQLite: listeners, blind trials, validated ratings, a per-listener rate limit.
 
 Concurrency: WAL journal (readers never block the writer), a 10-s busy timeout, and one
 short transaction per submission (BEGIN IMMEDIATE: the write lock is taken up front, so two
 writers never deadlock upgrading read locks). A connection per thread, as sqlite3 wants.
 
-What is stored: an anonymous listener id (random, from the browser), the trial (clip, source,
-which hidden condition was behind which label), the score, the time, the app version and the
-checkpoints that made the audio. No IP address, no name. Raw rows leave only through
-`export_csv` (the app asks for the admin token first); the results tab shows aggregates.
+What is stored: an anonymous listener id (random, issued and signed by the server, kept in the
+browser), a keyed hash of the address it was issued to (never the address), the listener's
+headphone-check score, the trial (clip, source, excerpt, which hidden condition was behind
+which label, when each sample was played), the score, the time, the app version and the
+checkpoints that made the audio. No name. Raw rows leave only through `export_lines` (streamed
+by the app to whoever has the admin token); the results tab shows aggregates.
+
+What is refused (`submit`): an answer sooner than the excerpt's length after the trial was
+issued; from the page, one before every sample was played and every slider set; A/B without a
+choice; scores that are not numbers in range (a JSON `true` or `"50"` included).
 """
 
 from __future__ import annotations
 
 import csv
+import io
 import json
 import os
 import sqlite3
 import threading
 import time
 import uuid
-from dataclasses import dataclass
+from collections.abc import Iterator
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 from separation.files import atomic_write
@@ -28,7 +36,7 @@ SCHEMA = """
 CREATE TABLE IF NOT EXISTS trials (
     id TEXT PRIMARY KEY,
     listener TEXT NOT NULL,
-    kind TEXT NOT NULL CHECK (kind IN ('mushra', 'ab')),
+    kind TEXT NOT NULL CHECK (kind IN ('mushra', 'ab', 'gold')),
     clip TEXT NOT NULL,
     source TEXT NOT NULL,
     conditions TEXT NOT NULL,          -- JSON: {label: condition}
@@ -39,7 +47,7 @@ CREATE TABLE IF NOT EXISTS ratings (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     listener TEXT NOT NULL,
     trial TEXT NOT NULL REFERENCES trials(id),
-    kind TEXT NOT NULL CHECK (kind IN ('mushra', 'ab', 'mos')),
+    kind TEXT NOT NULL CHECK (kind IN ('mushra', 'ab', 'mos', 'gold')),
     clip TEXT NOT NULL,
     source TEXT NOT NULL,
     condition TEXT NOT NULL,           -- the hidden condition (model, 'reference', 'anchor'), or 'a|b' for a preference
@@ -51,7 +59,32 @@ CREATE TABLE IF NOT EXISTS ratings (
     UNIQUE (listener, trial, kind, condition)
 );
 CREATE INDEX IF NOT EXISTS ratings_listener_time ON ratings (listener, created);
+CREATE TABLE IF NOT EXISTS listeners (
+    id TEXT PRIMARY KEY,               -- the signed id the browser keeps
+    client TEXT NOT NULL,              -- a keyed hash of the address it was issued to (never the address)
+    created REAL NOT NULL,
+    headphone_check TEXT,              -- JSON: the check's answers, kept until it is taken
+    headphone_score INTEGER,           -- correct answers of the check (Woods et al. 2017), NULL: not taken
+    headphone_at REAL
+);
+CREATE TABLE IF NOT EXISTS excerpt_metrics (
+    excerpt TEXT NOT NULL,             -- clip, source and start of a MUSHRA excerpt
+    condition TEXT NOT NULL,
+    metric TEXT NOT NULL,              -- SDR, ISR, SAR, SI-SDR: median over 1-s windows of the excerpt
+    value REAL,
+    PRIMARY KEY (excerpt, condition, metric)
+);
 """
+# Columns added to `trials` after its first version: a database made before is migrated in place.
+TRIAL_COLUMNS = {
+    "seconds": "REAL NOT NULL DEFAULT 0",  # the excerpt's length: no rating is accepted sooner
+    "excerpt": "TEXT",  # MUSHRA: the key of its metrics in excerpt_metrics
+    "answer": "TEXT",  # gold trials: the label of the clean sample
+    "played": "TEXT NOT NULL DEFAULT '{}'",  # JSON {label: time}: samples played in the page
+    "moved": "TEXT NOT NULL DEFAULT '{}'",  # JSON {label: time}: sliders the listener set in the page
+}
+NO_PREFERENCE = "no preference"
+HEADPHONE_PASS = 5  # of 6 (Woods et al. 2017)
 
 FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 
@@ -64,11 +97,17 @@ class RatingError(ValueError):
 class Trial:
     id: str
     listener: str
-    kind: str
+    kind: str  # mushra, ab, gold
     clip: str
     source: str
     conditions: dict[str, str]  # label -> hidden condition
     versions: dict[str, str]
+    created: float = 0.0
+    seconds: float = 0.0
+    excerpt: str | None = None
+    answer: str | None = None
+    played: dict[str, float] = field(default_factory=dict)
+    moved: dict[str, float] = field(default_factory=dict)
 
 
 def safe_cell(value) -> str:
@@ -98,6 +137,10 @@ class RatingsStore:
         self._local = threading.local()
         with self._connect() as db:
             db.executescript(SCHEMA)
+            have = {row["name"] for row in db.execute("PRAGMA table_info(trials)")}
+            for column, declaration in TRIAL_COLUMNS.items():
+                if column not in have:
+                    db.execute(f"ALTER TABLE trials ADD COLUMN {column} {declaration}")
 
     def _connect(self) -> sqlite3.Connection:
         db = getattr(self._local, "db", None)
@@ -114,15 +157,48 @@ class RatingsStore:
     # ------------------------------------------------------------------ trials
 
     def create_trial(
-        self, *, listener: str, kind: str, clip: str, source: str, conditions: dict[str, str], versions: dict[str, str]
+        self,
+        *,
+        listener: str,
+        kind: str,
+        clip: str,
+        source: str,
+        conditions: dict[str, str],
+        versions: dict[str, str],
+        seconds: float = 0.0,
+        excerpt: str | None = None,
+        answer: str | None = None,
     ) -> Trial:
         _check_listener(listener)
-        trial = Trial(uuid.uuid4().hex, listener, kind, clip, source, dict(conditions), dict(versions))
-        db = self._connect()
-        db.execute(
-            "INSERT INTO trials (id, listener, kind, clip, source, conditions, versions, created)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-            (trial.id, listener, kind, clip, source, json.dumps(conditions), json.dumps(versions), time.time()),
+        trial = Trial(
+            uuid.uuid4().hex,
+            listener,
+            kind,
+            clip,
+            source,
+            dict(conditions),
+            dict(versions),
+            time.time(),
+            seconds,
+            excerpt,
+            answer,
+        )
+        self._connect().execute(
+            "INSERT INTO trials (id, listener, kind, clip, source, conditions, versions, created, seconds, excerpt,"
+            " answer) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                trial.id,
+                listener,
+                kind,
+                clip,
+                source,
+                json.dumps(conditions),
+                json.dumps(versions),
+                trial.created,
+                seconds,
+                excerpt,
+                answer,
+            ),
         )
         return trial
 
@@ -130,15 +206,104 @@ class RatingsStore:
         row = self._connect().execute("SELECT * FROM trials WHERE id = ?", (str(trial_id),)).fetchone()
         if row is None:
             return None
+        json_columns = {"conditions", "versions", "played", "moved"}
         return Trial(
-            row["id"],
-            row["listener"],
-            row["kind"],
-            row["clip"],
-            row["source"],
-            json.loads(row["conditions"]),
-            json.loads(row["versions"]),
+            **{f.name: json.loads(row[f.name]) if f.name in json_columns else row[f.name] for f in fields(Trial)}
         )
+
+    def mark(self, trial_id: str, label: str, what: str) -> dict[str, float]:
+        """Record that a sample was played (`what="played"`) or its slider set (`"moved"`) in the
+        page; returns all of the trial's marks of that kind."""
+        if what not in ("played", "moved"):
+            raise ValueError(what)
+        db = self._connect()
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            row = db.execute(f"SELECT {what} FROM trials WHERE id = ?", (str(trial_id),)).fetchone()
+            if row is None:
+                raise RatingError("unknown trial: start a new one")
+            marks = json.loads(row[what])
+            marks.setdefault(label, time.time())
+            db.execute(f"UPDATE trials SET {what} = ? WHERE id = ?", (json.dumps(marks), str(trial_id)))
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        return marks
+
+    def count_trials(self, listener: str) -> int:
+        return self._connect().execute("SELECT COUNT(*) FROM trials WHERE listener = ?", (listener,)).fetchone()[0]
+
+    # ------------------------------------------------------------------ listeners
+
+    def add_listener(self, listener: str, client: str) -> None:
+        _check_listener(listener)
+        self._connect().execute(
+            "INSERT INTO listeners (id, client, created) VALUES (?, ?, ?)", (listener, client, time.time())
+        )
+
+    def known_listener(self, listener: str) -> bool:
+        return self._connect().execute("SELECT 1 FROM listeners WHERE id = ?", (listener,)).fetchone() is not None
+
+    def set_headphone_check(self, listener: str, answers: list[int]) -> None:
+        self._connect().execute(
+            "UPDATE listeners SET headphone_check = ? WHERE id = ?", (json.dumps(answers), listener)
+        )
+
+    def answer_headphone_check(self, listener: str, answers: list) -> int:
+        """Score a listener's answers to their check; stored once. Returns the number correct."""
+        row = (
+            self._connect()
+            .execute("SELECT headphone_check, headphone_score FROM listeners WHERE id = ?", (listener,))
+            .fetchone()
+        )
+        if row is None or row["headphone_check"] is None:
+            raise RatingError("no headphone check was started for this listener")
+        if row["headphone_score"] is not None:
+            raise RatingError("the headphone check is already done")
+        truth = json.loads(row["headphone_check"])
+        if (
+            not isinstance(answers, list)
+            or len(answers) != len(truth)
+            or any(isinstance(a, bool) or not isinstance(a, int) for a in answers)
+        ):
+            raise RatingError(f"answer each of the {len(truth)} checks with 1, 2 or 3")
+        score = sum(int(a == t) for a, t in zip(answers, truth, strict=True))
+        self._connect().execute(
+            "UPDATE listeners SET headphone_score = ?, headphone_at = ? WHERE id = ?", (score, time.time(), listener)
+        )
+        return score
+
+    def headphone_score(self, listener: str) -> int | None:
+        row = self._connect().execute("SELECT headphone_score FROM listeners WHERE id = ?", (listener,)).fetchone()
+        return None if row is None else row["headphone_score"]
+
+    def headphone_scores(self) -> dict[str, int | None]:
+        return {
+            r["id"]: r["headphone_score"] for r in self._connect().execute("SELECT id, headphone_score FROM listeners")
+        }
+
+    # ------------------------------------------------------------------ excerpt metrics
+
+    def set_excerpt_metrics(self, excerpt: str, values: dict[str, dict[str, float]]) -> None:
+        """{condition: {metric: value}} of one MUSHRA excerpt (kept once: the excerpt does not change)."""
+        db = self._connect()
+        for condition, metrics in values.items():
+            for metric, value in metrics.items():
+                db.execute(
+                    "INSERT OR IGNORE INTO excerpt_metrics VALUES (?, ?, ?, ?)",
+                    (excerpt, condition, metric, None if value != value else float(value)),
+                )
+
+    def has_excerpt_metrics(self, excerpt: str) -> bool:
+        db = self._connect()
+        return db.execute("SELECT 1 FROM excerpt_metrics WHERE excerpt = ? LIMIT 1", (excerpt,)).fetchone() is not None
+
+    def excerpt_metrics(self) -> dict[tuple[str, str], dict[str, float]]:
+        out: dict[tuple[str, str], dict[str, float]] = {}
+        for r in self._connect().execute("SELECT * FROM excerpt_metrics"):
+            out.setdefault((r["excerpt"], r["condition"]), {})[r["metric"]] = r["value"]
+        return out
 
     # ------------------------------------------------------------------ ratings
 
@@ -150,12 +315,17 @@ class RatingsStore:
         scores: dict[str, float] | None = None,
         choice: str | None = None,
         mos: dict[str, float] | None = None,
+        require_marks: bool = False,
     ) -> int:
         """Store a listener's answer to a trial; returns the number of rows written.
 
         MUSHRA trials: `scores` {label: 0..100} for every label of the trial.
-        A/B trials: `choice` (a label, or None for no preference) and `mos` {label: 1..5}.
-        Everything is checked before anything is written, and written in one transaction.
+        A/B and gold trials: `choice`, a label or "no preference" (an answer must be given),
+        and for A/B optionally `mos` {label: 1..5}.
+        No answer is taken sooner than the excerpt's length after the trial was issued; with
+        `require_marks` (the page), every sample (and MUSHRA's open reference) must have been
+        played and every slider set. Everything is checked before anything is written, and
+        written in one transaction.
         """
         _check_listener(listener)
         trial = self.get_trial(trial_id)
@@ -164,21 +334,14 @@ class RatingsStore:
         if trial.listener != listener:
             raise RatingError("this trial belongs to another listener")
         now = time.time()
-        rows = []
-        if trial.kind == "mushra":
-            if not scores or set(scores) != set(trial.conditions):
-                raise RatingError(f"rate every sample ({', '.join(sorted(trial.conditions))})")
-            for label, score in scores.items():
-                rows.append(("mushra", trial.conditions[label], _score(score, 0, 100), None))
-        else:
-            if choice is not None and choice not in trial.conditions:
-                raise RatingError(f"choose one of {', '.join(sorted(trial.conditions))} or no preference")
-            pair = "|".join(sorted(trial.conditions.values()))
-            rows.append(("ab", pair, None, trial.conditions[choice] if choice else None))
-            for label, score in (mos or {}).items():
-                if label not in trial.conditions:
-                    raise RatingError(f"unknown sample {label!r}")
-                rows.append(("mos", trial.conditions[label], _score(score, 1, 5), None))
+        if now - trial.created < trial.seconds:
+            raise RatingError(
+                f"too soon: the samples last {trial.seconds:g} s each; listen to them first "
+                f"({trial.seconds - (now - trial.created):.0f} s left)"
+            )
+        if require_marks:
+            _check_marks(trial)
+        rows = _answer_rows(trial, scores, choice, mos)
         db = self._connect()
         try:
             db.execute("BEGIN IMMEDIATE")
@@ -210,7 +373,7 @@ class RatingsStore:
                         chosen,
                         now,
                         self.app_version,
-                        json.dumps(trial.versions) if kind == "ab" else trial.versions.get(condition, "-"),
+                        json.dumps(trial.versions) if kind in ("ab", "gold") else trial.versions.get(condition, "-"),
                     ),
                 )
             db.execute("COMMIT")
@@ -239,7 +402,10 @@ class RatingsStore:
     def rows(self) -> list[dict]:
         """All ratings as dicts in the shape `eval.ratings` expects."""
         out = []
-        for r in self._connect().execute("SELECT * FROM ratings ORDER BY id"):
+        query = (
+            "SELECT ratings.*, trials.excerpt FROM ratings JOIN trials ON ratings.trial = trials.id ORDER BY ratings.id"
+        )
+        for r in self._connect().execute(query):
             row = {
                 "listener": r["listener"],
                 "trial": r["trial"],
@@ -247,8 +413,9 @@ class RatingsStore:
                 "source": r["source"],
                 "clip": r["clip"],
                 "score": r["score"],
+                "excerpt": r["excerpt"],
             }
-            if r["kind"] == "ab":
+            if r["kind"] in ("ab", "gold"):
                 row["a"], row["b"] = r["condition"].split("|", 1)
                 row["choice"] = r["choice"]
             else:
@@ -256,19 +423,28 @@ class RatingsStore:
             out.append(row)
         return out
 
-    def export_csv(self, path: str | os.PathLike) -> Path:
-        """Every rating row, formula-safe, for the admin."""
+    def export_lines(self, flags: dict[str, list[str]] | None = None) -> Iterator[str]:
+        """Every rating row as CSV text, formula-safe, with the screening criteria that exclude
+        its listener (`excluded_by`, empty when kept): a line at a time, for streaming."""
         cur = self._connect().execute("SELECT * FROM ratings ORDER BY id")
         names = [d[0] for d in cur.description]
+        buffer = io.StringIO()
+        writer = csv.writer(buffer)
 
-        def write(tmp: Path) -> None:
-            with open(tmp, "w", newline="") as f:
-                w = csv.writer(f)
-                w.writerow(names)
-                for row in cur:
-                    w.writerow([safe_cell(v) for v in row])
+        def line(cells) -> str:
+            buffer.seek(0)
+            buffer.truncate()
+            writer.writerow(cells)
+            return buffer.getvalue()
 
-        return atomic_write(path, write)
+        yield line([*names, "excluded_by"])
+        for row in cur:
+            excluded = ";".join((flags or {}).get(row["listener"], []))
+            yield line([safe_cell(v) for v in row] + [safe_cell(excluded)])
+
+    def export_csv(self, path: str | os.PathLike, flags: dict[str, list[str]] | None = None) -> Path:
+        """`export_lines` written to a file, atomically (scripts and tests; the app streams)."""
+        return atomic_write(path, lambda tmp: tmp.write_text("".join(self.export_lines(flags))))
 
     def close(self) -> None:
         db = getattr(self._local, "db", None)
@@ -277,16 +453,70 @@ class RatingsStore:
             self._local.db = None
 
 
+def _answer_rows(trial: Trial, scores, choice, mos) -> list[tuple]:
+    """The rows `(kind, condition, score, choice)` of a valid answer, or a `RatingError`."""
+    labels = sorted(trial.conditions)
+    if trial.kind == "mushra":
+        if not isinstance(scores, dict) or set(scores) != set(trial.conditions):
+            raise RatingError(f"rate every sample ({', '.join(labels)})")
+        return [("mushra", trial.conditions[label], _score(score, 0, 100), None) for label, score in scores.items()]
+    if not isinstance(choice, str) or (choice not in trial.conditions and choice != NO_PREFERENCE):
+        raise RatingError(f"say which sample you prefer: {', '.join(labels)} or '{NO_PREFERENCE}'")
+    chosen = trial.conditions.get(choice)  # None: no preference
+    pair = "|".join(sorted(trial.conditions.values()))
+    # the quality scores are checked alike in gold trials (an error must not tell a gold trial
+    # from an A/B one), but only an A/B trial's are kept
+    if mos is not None and not isinstance(mos, dict):
+        raise RatingError("the quality scores must be {label: 1-5}")
+    quality = []
+    for label, score in (mos or {}).items():
+        if label not in trial.conditions:
+            raise RatingError(f"unknown sample {str(label)[:20]!r}")
+        quality.append(("mos", trial.conditions[label], _score(score, 1, 5), None))
+    if trial.kind == "gold":
+        return [("gold", pair, None, chosen)]
+    return [("ab", pair, None, chosen), *quality]
+
+
+def _check_marks(trial: Trial) -> None:
+    """The page's rule: a score counts once its sample was heard and its slider set."""
+    needed = sorted(trial.conditions) + (["reference"] if trial.kind == "mushra" else [])
+    unplayed = [label for label in needed if label not in trial.played]
+    unset = [label for label in sorted(trial.conditions) if label not in trial.moved] if trial.kind == "mushra" else []
+    if unplayed or unset:
+        raise RatingError(missing_text(unplayed, unset))
+
+
+def missing_text(unplayed: list[str], unset: list[str], choose: bool = False) -> str:
+    """What is left before a trial can be submitted, in words ("play B and the reference; rate A")."""
+
+    def names(labels):
+        words = ["the reference" if x == "reference" else x for x in labels]
+        return words[0] if len(words) == 1 else ", ".join(words[:-1]) + " and " + words[-1]
+
+    parts = ([f"play {names(unplayed)}"] if unplayed else []) + ([f"rate {names(unset)}"] if unset else [])
+    return "; ".join(parts + (["choose"] if choose else []))
+
+
 def _score(value, low: float, high: float) -> float:
-    try:
-        x = float(value)
-    except (TypeError, ValueError):
-        raise RatingError(f"a score must be a number from {low:g} to {high:g}, not {value!r}") from None
+    # a JSON true is not a score, nor is "50": numbers only (bool is an int subclass in Python)
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        got = (
+            "true/false"
+            if isinstance(value, bool)
+            else "text"
+            if isinstance(value, str)
+            else "nothing"
+            if value is None
+            else type(value).__name__
+        )
+        raise RatingError(f"a score must be a number from {low:g} to {high:g}, not {got}")
+    x = float(value)
     if not (low <= x <= high):  # also refuses NaN
         raise RatingError(f"a score must be from {low:g} to {high:g}, not {x:g}")
     return x
 
 
 def _check_listener(listener: str) -> None:
-    if not isinstance(listener, str) or not (8 <= len(listener) <= 64) or not listener.replace("-", "").isalnum():
+    if not isinstance(listener, str) or not (8 <= len(listener) <= 80) or not listener.replace(".", "").isalnum():
         raise RatingError("missing or malformed listener id: reload the page")

@@ -1,0 +1,463 @@
+"""Blind listening tests as listeners and attackers meet them: the app on localhost, driven by
+gradio_client and by Debian's chromium. Trials use 2-s excerpts (the server's wait is the same
+length), the shipped DPRNN and Conv1D, and the demo clips. Nothing touches the network."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import shutil
+import sqlite3
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+from gradio_client import Client
+from gradio_client.exceptions import AppError
+
+from conftest import in_threads
+from separation.audio import SAMPLE_RATE
+from webapp import lab as lab_module
+from webapp import ui as ui_module
+from webapp.config import AppConfig
+from webapp.listeners import Signer
+from webapp.service import ModelPool
+from webapp.trials import EXCERPTS_PER_SOURCE, loudness
+
+SR = SAMPLE_RATE
+SECONDS = 2.0  # the trials' excerpt, and the server's minimum time before a rating
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+ADMIN = "adm1n-token"
+
+
+@pytest.fixture(scope="module")
+def lab(tmp_path_factory):
+    """The app behind one proxy hop (as on a Space): each test client is told apart by the
+    X-Forwarded-For entry the proxy would append."""
+    root = tmp_path_factory.mktemp("listening")
+    pool = ModelPool(["dprnn", "conv1d"], device="cpu", background=False)
+    config = AppConfig(data_dir=root / "data", admin_token=ADMIN, trial_seconds=SECONDS, session_trials=3, proxy_hops=1)
+    lab = lab_module.LabApp(config, pool=pool)
+    lab.trial_files = type(lab.trial_files)(root / "trials")  # this module's own trial folder
+    demo = ui_module.build_ui(lab)
+    demo.queue(default_concurrency_limit=8)
+    app, url, _ = demo.launch(
+        prevent_thread_lock=True, server_name="127.0.0.1", quiet=True, **lab_module.launch_options(lab)
+    )
+    ui_module.register_routes(app, lab)
+    lab.url = url
+    yield lab
+    demo.close()
+
+
+_addresses = (f"10.1.{i // 250}.{i % 250 + 1}" for i in range(60_000))
+
+
+def new_client(lab, *, download: bool = True) -> Client:
+    """A client from an address of its own (as the Space's proxy reports it)."""
+    return Client(lab.url, verbose=False, download_files=download, headers={"X-Forwarded-For": next(_addresses)})
+
+
+def pending_check(lab, listener: str) -> list[int]:
+    """The answers of a listener's headphone check, as the server keeps them (a listener with
+    working headphones hears them)."""
+    with sqlite3.connect(lab.store.path) as db:
+        return json.loads(db.execute("SELECT headphone_check FROM listeners WHERE id = ?", (listener,)).fetchone()[0])
+
+
+def ready_listener(client: Client, lab, passed: bool = True) -> str:
+    listener = client.predict(api_name="/listener")
+    files, info = client.predict(listener, api_name="/headphone_check")
+    assert len(files) == info["files"] == 6
+    answers = pending_check(lab, listener)
+    if not passed:
+        answers = [a % 3 + 1 for a in answers]  # every one wrong
+    assert client.predict(listener, answers, api_name="/headphone_answer") == {
+        "score": 6 if passed else 0,
+        "passed": passed,
+    }
+    return listener
+
+
+def rate_when_allowed(client: Client, listener: str, trial: dict, answer: dict) -> dict:
+    time.sleep(max(0.0, trial["issued"] + SECONDS + 0.05 - time.monotonic()))
+    return client.predict(listener, trial["trial_id"], answer, api_name="/rate")
+
+
+def get_trial(client: Client, listener: str, kind: str = "mushra") -> tuple[list[str], dict]:
+    files, trial = client.predict(listener, kind, api_name="/trial")
+    trial["issued"] = time.monotonic()
+    return files, trial
+
+
+def attentive_scores(lab, trial: dict) -> dict:
+    """What an attentive listener gives: the hidden reference 100, the anchor 20, the models 60."""
+    conditions = lab.store.get_trial(trial["trial_id"]).conditions
+    return {"scores": {x: {"reference": 100, "anchor": 20}.get(c, 60) for x, c in conditions.items()}}
+
+
+def read(path) -> np.ndarray:
+    return sf.read(path, dtype="float64")[0]
+
+
+# ---------------------------------------------------------------------------- blind
+
+
+def test_a_trial_s_files_reveal_no_condition(lab):
+    client = new_client(lab)
+    listener = ready_listener(client, lab)
+    files, trial = get_trial(client, listener)
+    assert trial["kind"] == "mushra" and len(files) == len(trial["labels"]) + 1 == 5  # + the open reference
+    names = [Path(f).name for f in files]
+    assert names == trial["files"] and len(set(names)) == 5
+    assert all(len(n) == len("0123456789abcdef01234567.wav") for n in names)  # random, nothing else in them
+    on_server = {p.name: p for p in lab.trial_files.served.rglob("*.wav")}
+    stored = lab.store.get_trial(trial["trial_id"])
+    label = {c: lab_label for lab_label, c in stored.conditions.items()}
+    hidden = Path(files[trial["labels"].index(label["reference"])])
+    reference = Path(files[-1])
+    # never the same bytes (independent dither), the same audio within 2 LSB of 16 bits
+    assert hidden.read_bytes() != reference.read_bytes()
+    assert np.abs(read(hidden) - read(reference)).max() <= 2.5 / 32768
+    # the same length and format for all
+    infos = [sf.info(f) for f in files]
+    assert {(i.frames, i.samplerate, i.channels, i.subtype) for i in infos} == {(int(SECONDS * SR), SR, 2, "PCM_16")}
+    # the same loudness (BS.1770): the anchor and both models within 1 LU of the reference
+    levels = {c: loudness(read(files[trial["labels"].index(lab_label)]).T) for c, lab_label in label.items()}
+    assert max(levels.values()) - min(levels.values()) < 1.0, levels
+    assert all(np.abs(read(f)).max() <= 10 ** (-1 / 20) + 1e-3 for f in files)  # not clipped
+    # the files are served from their random paths (a static folder), not Gradio's content-hash cache
+    assert all(n in on_server for n in names)
+    assert len({on_server[n].parent for n in names}) == 1
+    second_files, second = get_trial(client, listener)
+    assert not {Path(f).name for f in second_files} & set(names)
+
+
+def test_trials_reuse_their_excerpt_files(lab):
+    """A trial costs hard links, not copies: each excerpt's audio is written once (a fixed set per
+    clip and source), and every trial's randomly named files are links to it."""
+    client = new_client(lab)
+    listener = ready_listener(client, lab)
+    served = []
+    for _ in range(24):
+        files, _ = get_trial(client, listener)
+        served += [Path(f).name for f in files]
+    excerpt_inodes = {p.stat().st_ino for p in lab.trial_files.excerpts.rglob("*.wav")}
+    on_server = {p.name: p for p in lab.trial_files.served.rglob("*.wav")}
+    assert all(on_server[name].stat().st_ino in excerpt_inodes for name in served)  # no bytes of their own
+    # MUSHRA excerpts: at most the fixed set (3 per clip and source) exist, however many trials
+    mushra = [d for d in lab.trial_files.excerpts.iterdir() if (d / "anchor.wav").exists()]
+    assert len(mushra) <= len(lab.clips) * 2 * EXCERPTS_PER_SOURCE < 24
+
+
+# ---------------------------------------------------------------------------- really listened to
+
+
+def test_an_early_rating_is_refused_and_stores_nothing(lab):
+    client = new_client(lab)
+    listener = ready_listener(client, lab)
+    _, trial = get_trial(client, listener)
+    answer = {"scores": {label: 80 for label in trial["labels"]}}
+    before = lab.store.count()
+    with pytest.raises(AppError, match="too soon: the samples last 2 s each"):
+        client.predict(listener, trial["trial_id"], answer, api_name="/rate")
+    assert lab.store.count() == before
+    assert rate_when_allowed(client, listener, trial, answer) == {"saved": 4}
+    assert lab.store.count() == before + 4
+
+
+@pytest.mark.parametrize(
+    "answer,match",
+    [
+        ({}, "say which sample you prefer"),
+        ({"choice": None}, "say which sample you prefer"),
+        ({"choice": "C"}, "say which sample you prefer"),
+        ({"choice": True}, "say which sample you prefer"),
+        ({"choice": "A", "mos": {"A": True, "B": 3}}, "a number from 1 to 5, not true/false"),
+        ({"choice": "A", "mos": {"A": "5", "B": 3}}, "a number from 1 to 5, not text"),
+        ({"choice": "A", "mos": [5, 3]}, r"\{label: 1-5\}"),
+        ("A", "a JSON object"),
+    ],
+)
+def test_malformed_ab_answers_are_refused(lab, answer, match):
+    client = new_client(lab)
+    listener = ready_listener(client, lab)
+    _, trial = get_trial(client, listener, "ab")
+    assert trial["kind"] == "ab" and trial["labels"] == ["A", "B"]  # gold trials included: they look the same
+    before = lab.store.count()
+    time.sleep(max(0.0, trial["issued"] + SECONDS + 0.05 - time.monotonic()))
+    with pytest.raises(AppError, match=match):
+        client.predict(listener, trial["trial_id"], answer, api_name="/rate")
+    assert lab.store.count() == before
+
+
+@pytest.mark.parametrize("bad", [True, "50", None, 101, -1])
+def test_mushra_scores_must_be_numbers_in_range(lab, bad):
+    client = new_client(lab)
+    listener = ready_listener(client, lab)
+    _, trial = get_trial(client, listener)
+    scores = {label: 60 for label in trial["labels"]}
+    scores[trial["labels"][0]] = bad
+    before = lab.store.count()
+    time.sleep(max(0.0, trial["issued"] + SECONDS + 0.05 - time.monotonic()))
+    with pytest.raises(AppError, match="a score must be"):
+        client.predict(listener, trial["trial_id"], {"scores": scores}, api_name="/rate")
+    assert lab.store.count() == before
+
+
+# ---------------------------------------------------------------------------- one person, one listener
+
+
+def test_listener_ids_are_issued_and_signed_by_the_server(lab):
+    client = new_client(lab)
+    real = ready_listener(client, lab)
+    ident, sig = real.split(".")
+    forged = [
+        "a" * 32,  # unsigned, as clients chose them before
+        f"{'0' * 32}.{sig}",  # someone else's signature
+        f"{ident}.{'0' * 32}",
+        Signer("another server's key").issue(),
+        real + "x",
+        "",
+    ]
+    for token in forged:
+        for api_name, args in (("/trial", (token, "mushra")), ("/headphone_check", (token,))):
+            with pytest.raises(AppError, match="unknown or forged listener id"):
+                client.predict(*args, api_name=api_name)
+        with pytest.raises(AppError, match="unknown or forged listener id"):
+            client.predict(token, "0" * 32, {"scores": {"A": 1}}, api_name="/rate")
+    # a listener who has not taken the headphone check gets no trial
+    fresh = client.predict(api_name="/listener")
+    with pytest.raises(AppError, match="take the headphone check first"):
+        client.predict(fresh, "mushra", api_name="/trial")
+    # someone else's trial cannot be rated with one's own id
+    _, trial = get_trial(client, real)
+    other = ready_listener(client, lab)
+    time.sleep(SECONDS)
+    with pytest.raises(AppError, match="another listener"):
+        client.predict(other, trial["trial_id"], {"scores": {x: 50 for x in trial["labels"]}}, api_name="/rate")
+
+
+def test_new_listeners_are_limited_per_client_not_per_id(lab):
+    client = new_client(lab)
+    limit = lab.config.limits["listeners"]
+    for _ in range(limit):
+        client.predict(api_name="/listener")
+    with pytest.raises(
+        AppError, match=f"too many new listener ids from this connection: at most {limit} per 1 h; try again in"
+    ):
+        client.predict(api_name="/listener")
+    # what the client writes in X-Forwarded-For is not believed: the proxy's entry is the address
+    spoofed = Client(
+        lab.url, verbose=False, headers={"X-Forwarded-For": f"1.2.3.4, {client.headers['X-Forwarded-For']}"}
+    )
+    with pytest.raises(AppError, match="too many new listener ids"):
+        spoofed.predict(api_name="/listener")
+    new_client(lab).predict(api_name="/listener")  # another address is not affected
+
+
+def test_an_export_streams_once_and_leaves_no_file(lab):
+    client = new_client(lab)
+    listener = ready_listener(client, lab, passed=False)  # flagged by the headphone check
+    _, trial = get_trial(client, listener)
+    rate_when_allowed(client, listener, trial, attentive_scores(lab, trial))
+    before = {p for p in Path(lab.work_root).rglob("*") if p.is_file()}
+    for _ in range(lab.limiter.limits["admin"][0]):
+        with pytest.raises(AppError, match="wrong admin token"):
+            client.predict("guess", api_name="/export_link")
+    with pytest.raises(AppError, match="too many wrong admin tokens"):
+        client.predict(ADMIN, api_name="/export_link")  # throttled: even the right token waits
+    admin = new_client(lab)
+    link = admin.predict(ADMIN, api_name="/export_link")
+    with urllib.request.urlopen(lab.url.rstrip("/") + link) as response:
+        assert response.headers["Content-Disposition"] == 'attachment; filename="ratings.csv"'
+        rows = list(csv.DictReader(io.StringIO(response.read().decode())))
+    mine = [r for r in rows if r["listener"] == listener]
+    assert len(mine) == 4 and {r["excluded_by"] for r in mine} == {"headphones"}
+    with pytest.raises(urllib.error.HTTPError, match="404"):
+        urllib.request.urlopen(lab.url.rstrip("/") + link)  # used up
+    after = {p for p in Path(lab.work_root).rglob("*") if p.is_file()}
+    assert not [p for p in after - before if p.suffix == ".csv"]
+    assert not list(lab.trial_files.root.rglob("*.csv")) and not list(lab.data_dir.rglob("*.csv"))
+    gradio_cache = Path(os.environ.get("GRADIO_TEMP_DIR", Path(os.environ.get("TMPDIR", "/tmp")) / "gradio"))
+    assert not list(gradio_cache.rglob("ratings*.csv"))
+
+
+def test_twenty_clients_fifty_ratings_each_store_exactly_1000_rows(lab):
+    """Twenty clients, each with two listeners, rate 50 A/B trials at once over the API. The
+    trials are issued by `LabApp.trial_for` (what /trial calls) to keep the test short."""
+    per_client = 50
+    before = lab.store.count()
+    clients = [new_client(lab, download=False) for _ in range(20)]  # the audio is not needed here
+    listeners = [[ready_listener(c, lab) for _ in range(2)] for c in clients]
+    trials = [
+        [(listeners[i][k % 2], lab.trial_for(None, listeners[i][k % 2], f"c{i}", kind="ab")[0]) for k in range(50)]
+        for i in range(20)
+    ]
+    time.sleep(SECONDS)
+
+    def run(i: int) -> None:
+        for listener, trial in trials[i]:
+            answer = {"choice": "A"} if trial.kind == "gold" else {"choice": "B", "mos": None}
+            saved = clients[i].predict(listener, trial.trial_id, answer, api_name="/rate")
+            assert saved == {"saved": 1}
+
+    errors = in_threads(run, 20)
+    assert errors == []
+    assert lab.store.count() - before == 20 * per_client == 1000
+    kinds = [trial.kind for batch in trials for _, trial in batch]
+    assert 100 < kinds.count("gold") < 300  # GOLD_RATE = 0.2 of 1000
+
+
+# ---------------------------------------------------------------------------- in the browser
+
+
+def browser(p):
+    # sounds play without a click on the page (the test starts them from script)
+    return p.chromium.launch(
+        executable_path=CHROMIUM, args=["--no-sandbox", "--autoplay-policy=no-user-gesture-required"], headless=True
+    )
+
+
+def pass_headphone_check_in_page(page, lab) -> str:
+    """Start, answer the check with the server's answers (a listener on headphones), return the id."""
+    from playwright.sync_api import expect
+
+    page.get_by_role("tab", name="Listen and rate (blind)").click()
+    page.get_by_role("button", name="Start a blind trial").click()
+    expect(page.get_by_text("Before the first trial: a short headphone check.")).to_be_visible(timeout=30_000)
+    with sqlite3.connect(lab.store.path) as db:
+        (listener,) = db.execute(
+            "SELECT id FROM listeners WHERE headphone_check IS NOT NULL AND headphone_score IS NULL"
+            " ORDER BY created DESC LIMIT 1"
+        ).fetchone()
+    checks = page.locator(".block", has=page.get_by_text("softest tone", exact=True))
+    for i, answer in enumerate(pending_check(lab, listener)):
+        checks.nth(i).get_by_label(str(answer), exact=True).check()
+    page.get_by_role("button", name="Send my answers").click()
+    expect(page.get_by_text("Headphone check: 6 of 6 right, passed")).to_be_visible(timeout=10_000)
+    return listener
+
+
+def play(page, label: str) -> None:
+    """Play a sample in its plain player, as a listener's click on its play button does."""
+    page.get_by_test_id(f"audio-player-{label}").evaluate("a => a.play()")
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed (scripts/setup.sh installs it)")
+def test_a_mushra_session_in_the_browser(lab):
+    from playwright.sync_api import expect, sync_playwright
+
+    out = Path(__file__).resolve().parents[1] / "out" / "screenshots"
+    out.mkdir(parents=True, exist_ok=True)
+    with sync_playwright() as p:
+        chromium = browser(p)
+        page = chromium.new_page(viewport={"width": 1300, "height": 1300})
+        page.goto(lab.url)
+        listener = pass_headphone_check_in_page(page, lab)
+        page.get_by_role("button", name="Start a blind trial").click()
+        expect(page.get_by_text("Trial 1 of 3")).to_be_visible(timeout=60_000)
+        labels = ["Sample A", "Sample B", "Sample C", "Sample D"]
+        submit = page.get_by_role("button", name="Submit ratings")
+        expect(submit).to_be_disabled()
+        expect(submit).to_have_text("Submit ratings (play A, B, C, D and the reference; rate A, B, C and D first)")
+        # plain players: the browser's own <audio> for every sample, no waveform picture anywhere
+        for label in ["Reference (open)", *labels]:
+            expect(page.get_by_test_id(f"audio-player-{label}")).to_be_visible()
+        expect(page.locator("#waveform, [data-testid=waveform], canvas").locator("visible=true")).to_have_count(0)
+        # every sample's URL is its own random path in the served folder, not Gradio's content-hash cache
+        sources = [
+            page.get_by_test_id(f"audio-player-{label}").get_attribute("src") for label in ["Reference (open)", *labels]
+        ]
+        served = str(lab.trial_files.served)
+        assert len(set(sources)) == 5 and all(served in src for src in sources), sources
+        assert len({src.rsplit("/", 2)[-2] for src in sources}) == 1  # one random folder for the trial
+        # a submission forced through (the button enabled by hand) is refused by the server
+        time.sleep(SECONDS)  # past the server's wait: what refuses it now is that nothing was played
+        submit.evaluate("b => { b.disabled = false; b.click(); }")
+        refusal = page.locator(".toast-body", has_text="play A, B, C, D and the reference; rate A, B, C and D")
+        expect(refusal).to_be_visible(timeout=10_000)
+        assert not [r for r in lab.store.rows() if r["listener"] == listener]
+        for label in ["Reference (open)", *labels]:
+            play(page, label)
+        expect(submit).to_have_text("Submit ratings (rate A, B, C and D first)", timeout=10_000)
+        trial = open_trials(lab, listener)[-1]
+        scores = {"reference": 100, "anchor": 15, "dprnn": 70, "conv1d": 45}
+        for label in "ABCD":
+            slider = page.get_by_label(f"range slider for Sample {label}: not rated yet", exact=True)
+            slider.evaluate(
+                "(e, v) => { e.value = v; e.dispatchEvent(new Event('input', {bubbles: true})); }",
+                str(scores[trial.conditions[label]]),
+            )
+            expect(page.get_by_label(f"range slider for Sample {label}: score", exact=True)).to_be_visible()
+        expect(submit).to_have_text("Submit ratings", timeout=10_000)
+        expect(submit).to_be_enabled()
+        page.get_by_test_id("toast-close").click()
+        page.screenshot(path=str(out / "listening-mushra.png"), full_page=True)
+        submit.click()
+        expect(page.get_by_text("Saved (1 of 3)")).to_be_visible(timeout=10_000)
+        chromium.close()
+    stored = {r["condition"]: r["score"] for r in lab.store.rows() if r["listener"] == listener}
+    assert stored == {c: float(s) for c, s in scores.items()}
+
+
+def open_trials(lab, listener: str):
+    with sqlite3.connect(lab.store.path) as db:
+        ids = [row[0] for row in db.execute("SELECT id FROM trials WHERE listener = ? ORDER BY created", (listener,))]
+    return [lab.store.get_trial(i) for i in ids]
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed (scripts/setup.sh installs it)")
+def test_an_ab_session_on_an_upload_in_the_browser(lab, tmp_path):
+    from playwright.sync_api import expect, sync_playwright
+
+    from conftest import voice_and_band
+
+    voice, band = voice_and_band(5.0)
+    song = tmp_path / "my song.wav"
+    sf.write(song, (voice + band).T, SR, subtype="PCM_16")
+    out = Path(__file__).resolve().parents[1] / "out" / "screenshots"
+    with sync_playwright() as p:
+        chromium = browser(p)
+        page = chromium.new_page(viewport={"width": 1300, "height": 1000})
+        page.goto(lab.url)
+        page.locator("input[type=file]").first.set_input_files(str(song))
+        page.get_by_role("button", name="Separate my song").click()
+        expect(page.get_by_text("my song.wav (5.0 s)")).to_be_visible(timeout=90_000)
+        listener = pass_headphone_check_in_page(page, lab)
+        page.get_by_role("button", name="Start a blind trial").click()
+        expect(page.get_by_text("Trial 1 of 3: A/B on")).to_be_visible(timeout=60_000)
+        submit = page.get_by_role("button", name="Submit ratings")
+        expect(submit).to_have_text("Submit ratings (play A and B; choose first)")
+        expect(page.get_by_test_id("audio-player-Reference (open)")).to_be_hidden()
+        play(page, "Sample A")
+        expect(submit).to_have_text("Submit ratings (play B; choose first)", timeout=10_000)
+        play(page, "Sample B")
+        expect(submit).to_have_text("Submit ratings (choose first)", timeout=10_000)
+        expect(submit).to_be_disabled()
+        page.get_by_label("B", exact=True).check()
+        expect(submit).to_be_enabled(timeout=10_000)
+        # the optional quality score of A is set, B's is left alone: only A's is stored
+        mos_a = page.get_by_label("range slider for A: overall quality, 1 bad - 5 excellent (optional: not rated)")
+        mos_a.evaluate("e => { e.value = '4'; e.dispatchEvent(new Event('input', {bubbles: true})); }")
+        expect(
+            page.get_by_label("range slider for A: overall quality, 1 bad - 5 excellent", exact=True)
+        ).to_be_visible()
+        page.screenshot(path=str(out / "listening-ab.png"), full_page=True)
+        time.sleep(SECONDS)  # a real listener has heard both 10-s samples by now
+        submit.click()
+        expect(page.get_by_text("Saved (1 of 3)")).to_be_visible(timeout=10_000)
+        chromium.close()
+    (trial,) = open_trials(lab, listener)
+    assert trial.clip == "my song.wav" and trial.kind in ("ab", "gold")
+    rows = [r for r in lab.store.rows() if r["listener"] == listener]
+    (row,) = [r for r in rows if r["kind"] in ("ab", "gold")]
+    assert row["choice"] == trial.conditions["B"]
+    mos = [(r["condition"], r["score"]) for r in rows if r["kind"] == "mos"]
+    assert mos == ([(trial.conditions["A"], 4.0)] if trial.kind == "ab" else [])  # B's untouched slider: nothing

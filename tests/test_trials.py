@@ -1,0 +1,368 @@
+"""Blind trials without a server: files that reveal nothing, matched loudness, the anchor, gold
+trials, the headphone check, excerpt metrics; the store's rules; signed listener ids; limits."""
+
+from __future__ import annotations
+
+import os
+import random
+import stat
+import time
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+
+from conftest import voice_and_band
+from separation.audio import SAMPLE_RATE
+from webapp.clips import ensure_demo_clips, load_clip
+from webapp.listeners import RateLimiter, Signer, client_address
+from webapp.service import ModelPool, cleanup, new_workdir, run_separation
+from webapp.store import RatingError, RatingsStore, missing_text
+from webapp.trials import (
+    EXCERPTS_PER_SOURCE,
+    HEADPHONE_TRIALS,
+    PEAK,
+    TrialFiles,
+    audible_excerpt,
+    headphone_check,
+    loudness,
+    make_trial,
+    match_loudness,
+)
+
+SR = SAMPLE_RATE
+
+
+@pytest.fixture(scope="module")
+def pool():
+    return ModelPool(["dprnn", "conv1d"], device="cpu", background=False)
+
+
+@pytest.fixture(scope="module")
+def separated(pool, tmp_path_factory):
+    (clip,) = ensure_demo_clips(tmp_path_factory.mktemp("demo"), seeds=(5,), seconds=8.0)
+    mix, refs = load_clip(clip, 1.0, 6.0)
+    return run_separation(mix, refs, pool=pool, workdir=tmp_path_factory.mktemp("work"), clip=clip.id)
+
+
+@pytest.fixture
+def files(tmp_path):
+    return TrialFiles(tmp_path / "trials")
+
+
+def read(path) -> np.ndarray:
+    return sf.read(path, dtype="float64")[0]
+
+
+def conditions_of(store, audio) -> dict[str, str]:
+    return store.get_trial(audio.trial_id).conditions
+
+
+def test_a_mushra_trial_hides_shuffles_and_never_repeats_a_file(separated, files, tmp_path):
+    store = RatingsStore(tmp_path / "r.sqlite")
+    orders, names = set(), set()
+    for seed in range(6):
+        audio = make_trial(separated, store, "e" * 32, files, rng=random.Random(seed), seconds=4.0)
+        conditions = conditions_of(store, audio)
+        assert audio.kind == "mushra" and sorted(conditions.values()) == ["anchor", "conv1d", "dprnn", "reference"]
+        assert all(sf.info(f).frames == 4 * SR for f in [*audio.files.values(), audio.reference])
+        trial_names = {f.name for f in [*audio.files.values(), audio.reference]}
+        assert len(trial_names) == 5 and not trial_names & names  # new random names in every trial
+        names |= trial_names
+        orders.add(tuple(conditions[label] for label in audio.labels))
+        hidden = next(label for label, c in conditions.items() if c == "reference")
+        # the hidden reference is the reference, but never byte for byte (its own dither)
+        assert audio.files[hidden].read_bytes() != audio.reference.read_bytes()
+        assert np.abs(read(audio.files[hidden]) - read(audio.reference)).max() <= 2.5 / 32768
+        assert audio.files[hidden].stat().st_ino != audio.reference.stat().st_ino
+    assert len(orders) > 1
+
+
+def test_conditions_are_loudness_matched_without_clipping():
+    rng = np.random.default_rng(0)
+    quiet = 0.01 * rng.standard_normal((2, 3 * SR)).astype(np.float32)
+    loud = 0.9 * np.clip(rng.standard_normal((2, 3 * SR)), -1, 1).astype(np.float32)  # would need > 0 dBFS
+    out, levels = match_loudness({"reference": quiet, "model": loud, "louder": 3 * quiet}, "reference")
+    assert max(levels.values()) - min(levels.values()) < 0.1
+    assert max(float(np.abs(w).max()) for w in out.values()) <= PEAK + 1e-6  # lowered together, not clipped
+    silent, _ = match_loudness({"reference": quiet, "silent": np.zeros_like(quiet)}, "reference")
+    assert not silent["silent"].any()  # silence stays silence (no infinite gain)
+
+
+def test_trial_files_are_within_one_lu(separated, files, tmp_path):
+    store = RatingsStore(tmp_path / "r.sqlite")
+    audio = make_trial(separated, store, "e" * 32, files, rng=random.Random(3), seconds=4.0)
+    levels = [loudness(read(f).T) for f in [*audio.files.values(), audio.reference]]
+    assert max(levels) - min(levels) < 1.0, levels
+
+
+def test_the_anchor_is_low_passed(separated, files, tmp_path):
+    store = RatingsStore(tmp_path / "r.sqlite")
+    audio = make_trial(separated, store, "f" * 32, files, rng=random.Random(1), source="accompaniment")
+    label = next(label for label, c in conditions_of(store, audio).items() if c == "anchor")
+    anchor, reference = read(audio.files[label])[:, 0], read(audio.reference)[:, 0]
+    freqs = np.fft.rfftfreq(len(anchor), 1 / SR)
+    high = freqs > 5000
+
+    def power(x):
+        return np.abs(np.fft.rfft(x)) ** 2
+
+    assert power(reference)[high].sum() > 0
+    assert power(anchor)[high].sum() < 1e-3 * power(reference)[high].sum()
+
+
+def test_excerpts_are_a_fixed_set_and_their_files_are_linked_not_copied(separated, files, tmp_path):
+    store = RatingsStore(tmp_path / "r.sqlite")
+    for seed in range(12):
+        make_trial(separated, store, "e" * 32, files, rng=random.Random(seed), seconds=2.0, source="vocals")
+    excerpts = list(files.excerpts.iterdir())
+    assert 1 <= len(excerpts) <= EXCERPTS_PER_SOURCE
+    inodes = {p.stat().st_ino for p in files.excerpts.rglob("*.wav")}
+    served = list(files.served.rglob("*.wav"))
+    assert len(served) == 12 * 5 and all(p.stat().st_ino in inodes for p in served)
+    # each MUSHRA excerpt's conditions are scored on the excerpt itself, once
+    metrics = store.excerpt_metrics()
+    keys = {excerpt for excerpt, _ in metrics}
+    assert len(keys) == len(excerpts)
+    for (_, condition), values in metrics.items():
+        assert condition in ("anchor", "dprnn", "conv1d") and set(values) == {"SDR", "ISR", "SAR", "SI-SDR"}
+        assert all(v is None or np.isfinite(v) for v in values.values())
+
+
+def test_ab_and_gold_trials_without_references(pool, files, tmp_path):
+    voice, band = voice_and_band(3.0)
+    sep = run_separation(
+        torch.from_numpy(voice + band), None, pool=pool, workdir=tmp_path, clip="up.wav", figures=False
+    )
+    store = RatingsStore(tmp_path / "r.sqlite")
+    kinds = {}
+    for seed in range(30):
+        audio = make_trial(sep, store, "g" * 32, files, rng=random.Random(seed))
+        kinds.setdefault(audio.kind, []).append(audio)
+        assert audio.labels == ["A", "B"] and audio.reference is None
+    assert set(kinds) == {"ab", "gold"} and 2 <= len(kinds["gold"]) <= 14  # GOLD_RATE = 0.2 of 30
+    gold = kinds["gold"][0]
+    trial = store.get_trial(gold.trial_id)
+    assert sorted(trial.conditions.values()) == ["clean", "degraded"]
+    assert trial.conditions[trial.answer] == "clean"
+    clean = read(gold.files[trial.answer])
+    degraded = read(gold.files[next(x for x in trial.conditions if x != trial.answer)])
+    assert abs(loudness(clean.T) - loudness(degraded.T)) < 1.0  # matched: only quality tells them apart
+    assert np.mean((clean - degraded) ** 2) > 0.05 * np.mean(clean**2)  # clearly worse
+
+
+def test_excerpts_avoid_long_silences(tmp_path):
+    """Vocals are absent from much of a real song: a 10-s vocals trial must not be drawn from an
+    instrumental stretch (listeners would rate silence)."""
+    wave = np.zeros((40 * SR, 2), dtype=np.float32)
+    wave[25 * SR : 35 * SR] = 0.1 * np.random.default_rng(0).standard_normal((10 * SR, 2))  # sung from 25 s to 35 s
+    path = tmp_path / "vocals.wav"
+    sf.write(path, wave, SR, subtype="FLOAT")
+    starts = {audible_excerpt([path], 10 * SR, random.Random(seed)) for seed in range(30)}
+    assert all(21 * SR <= s <= 29 * SR for s in starts) and len(starts) > 3  # >= 6 of the 10 s sung, and varied
+    silent = tmp_path / "silent.wav"
+    sf.write(silent, np.zeros((20 * SR, 2), dtype=np.float32), SR)
+    assert 0 <= audible_excerpt([silent], 10 * SR, random.Random(1)) <= 10 * SR  # nothing audible: any excerpt
+
+
+def test_the_headphone_check_tells_headphones_from_loudspeakers(tmp_path):
+    """Woods et al. (2017): on headphones the -6 dB tone is the softest; over loudspeakers the
+    antiphase tone cancels in the air (left + right) and sounds softest. A listener who picks
+    the softest tone as heard passes on headphones and fails on loudspeakers."""
+    files, answers = headphone_check(tmp_path / "check", np.random.default_rng(0))
+    assert len(files) == len(answers) == HEADPHONE_TRIALS and set(answers) <= {1, 2, 3}
+    tones = [slice(0, SR), slice(int(1.5 * SR), int(2.5 * SR)), slice(3 * SR, 4 * SR)]
+
+    def softest(path, heard):
+        wave = read(path)
+        return 1 + int(np.argmin([heard(wave[t]) for t in tones]))
+
+    def headphones(x):
+        return np.mean(x[:, 0] ** 2) + np.mean(x[:, 1] ** 2)  # each ear its own channel
+
+    def loudspeakers(x):
+        return np.mean((x[:, 0] + x[:, 1]) ** 2)  # both channels sum in the room
+
+    assert [softest(f, headphones) for f in files] == answers
+    assert sum(softest(f, loudspeakers) == a for f, a in zip(files, answers, strict=True)) == 0
+    assert len({f.name for f in files}) == HEADPHONE_TRIALS
+
+
+# ---------------------------------------------------------------------------- the store's rules
+
+
+def trial(store, kind="mushra", conditions=None, seconds=0.0, listener="c" * 32):
+    return store.create_trial(
+        listener=listener,
+        kind=kind,
+        clip="x",
+        source="vocals",
+        conditions=conditions or {"A": "dprnn", "B": "reference"},
+        versions={},
+        seconds=seconds,
+    )
+
+
+def test_no_rating_sooner_than_the_excerpt(tmp_path):
+    store = RatingsStore(tmp_path / "r.sqlite")
+    t = trial(store, seconds=0.5)
+    with pytest.raises(RatingError, match="too soon: the samples last 0.5 s each"):
+        store.submit("c" * 32, t.id, scores={"A": 50, "B": 100})
+    assert store.count() == 0
+    time.sleep(0.5)
+    assert store.submit("c" * 32, t.id, scores={"A": 50, "B": 100}) == 2
+
+
+def test_from_the_page_every_sample_must_be_played_and_rated(tmp_path):
+    store = RatingsStore(tmp_path / "r.sqlite")
+    t = trial(store)
+    with pytest.raises(RatingError, match="^play A, B and the reference; rate A and B$"):
+        store.submit("c" * 32, t.id, scores={"A": 50, "B": 100}, require_marks=True)
+    for label in ("A", "B", "reference"):
+        store.mark(t.id, label, "played")
+    store.mark(t.id, "B", "moved")
+    with pytest.raises(RatingError, match="^rate A$"):
+        store.submit("c" * 32, t.id, scores={"A": 50, "B": 100}, require_marks=True)
+    store.mark(t.id, "A", "moved")
+    assert store.submit("c" * 32, t.id, scores={"A": 50, "B": 100}, require_marks=True) == 2
+    assert missing_text(["B"], [], choose=True) == "play B; choose"
+
+
+def test_answers_are_validated_before_anything_is_written(tmp_path):
+    store = RatingsStore(tmp_path / "r.sqlite", rate_limit=3)
+    me, other = "c" * 32, "d" * 32
+    t = trial(store)
+    with pytest.raises(RatingError, match="rate every sample"):
+        store.submit(me, t.id, scores={"A": 50})
+    for bad, match in ((-1, "from 0 to 100"), (100.5, "from 0 to 100"), (float("nan"), "from 0 to 100"),
+                       ("50", "not text"), (True, "not true/false"), (None, "not nothing")):  # fmt: skip
+        with pytest.raises(RatingError, match=match):
+            store.submit(me, t.id, scores={"A": bad, "B": 50})
+    with pytest.raises(RatingError, match="unknown trial"):
+        store.submit(me, "no-such-trial", scores={"A": 1, "B": 2})
+    with pytest.raises(RatingError, match="another listener"):
+        store.submit(other, t.id, scores={"A": 1, "B": 2})
+    with pytest.raises(RatingError, match="listener id"):
+        store.submit("x'; DROP TABLE ratings; --", t.id, scores={"A": 1, "B": 2})
+    assert store.count() == 0  # nothing half-written
+    store.submit(me, t.id, scores={"A": 10, "B": 95})
+    with pytest.raises(RatingError, match="already rated"):
+        store.submit(me, t.id, scores={"A": 10, "B": 95})
+    ab = trial(store, "ab", {"A": "umxhq", "B": "dprnn"})
+    for choice in (None, "", "C", True, {"choice": "A"}):
+        with pytest.raises(RatingError, match="say which sample you prefer"):
+            store.submit(me, ab.id, choice=choice)
+    with pytest.raises(RatingError, match="from 1 to 5"):
+        store.submit(me, ab.id, choice="A", mos={"A": 6})
+    store.submit(me, ab.id, choice="B", mos={"A": 2, "B": 4})
+    assert [r for r in store.rows() if r["kind"] == "ab"][0]["choice"] == "dprnn"
+    tie = trial(store, "ab", {"A": "umxhq", "B": "dprnn"})
+    store.submit(me, tie.id, choice="no preference")
+    assert [r for r in store.rows() if r["trial"] == tie.id][0]["choice"] is None
+    with pytest.raises(RatingError, match="too many ratings"):
+        store.submit(me, trial(store).id, scores={"A": 1, "B": 2})  # a fourth trial within the minute
+
+
+def test_a_gold_trial_answers_like_any_ab_trial(tmp_path):
+    """Its refusals are the A/B ones (a client cannot find gold trials by their errors), and
+    only the choice is kept."""
+    store = RatingsStore(tmp_path / "r.sqlite")
+    gold = trial(store, "gold", {"A": "degraded", "B": "clean"})
+    ab = trial(store, "ab", {"A": "umxhq", "B": "dprnn"})
+    for bad in ({"A": True}, {"A": "5"}, {"A": 9}, [4, 4], {"C": 3}):
+        messages = set()
+        for t in (gold, ab):
+            with pytest.raises(RatingError) as err:
+                store.submit("c" * 32, t.id, choice="A", mos=bad)
+            messages.add(str(err.value))
+        assert len(messages) == 1, messages
+    assert store.submit("c" * 32, gold.id, choice="B", mos={"A": 2, "B": 5}) == 1
+    (row,) = store.rows()
+    assert row["kind"] == "gold" and row["choice"] == "clean"
+
+
+def test_an_old_database_is_migrated_in_place(tmp_path):
+    import sqlite3
+
+    path = tmp_path / "old.sqlite"
+    with sqlite3.connect(path) as db:  # the first version's trials table
+        db.execute(
+            "CREATE TABLE trials (id TEXT PRIMARY KEY, listener TEXT NOT NULL, kind TEXT NOT NULL, clip TEXT NOT NULL,"
+            " source TEXT NOT NULL, conditions TEXT NOT NULL, versions TEXT NOT NULL, created REAL NOT NULL)"
+        )
+        db.execute(
+            "INSERT INTO trials VALUES ('t1', 'cccccccccccc', 'mushra', 'x', 'vocals', '{\"A\": \"d\"}', '{}', 1)"
+        )
+    store = RatingsStore(path)
+    old = store.get_trial("t1")
+    assert old.seconds == 0 and old.played == {} and old.conditions == {"A": "d"}
+    assert store.submit("cccccccccccc", "t1", scores={"A": 5}) == 1
+
+
+# ---------------------------------------------------------------------------- listeners and limits
+
+
+def test_listener_ids_are_signed_and_the_key_is_kept(tmp_path):
+    key = tmp_path / "secret.key"
+    signer = Signer(key_file=key)
+    token = signer.issue()
+    assert signer.valid(token) and signer.check(token) == token
+    assert stat.S_IMODE(os.stat(key).st_mode) == 0o600
+    assert Signer(key_file=key).valid(token)  # the same key after a restart
+    assert not Signer("another key").valid(token)
+    ident, sig = token.split(".")
+    for forged in ("a" * 32, f"{ident}.{'0' * 32}", f"{'0' * 32}.{sig}", token.upper(), None, 5, ""):
+        assert not signer.valid(forged)
+        with pytest.raises(RatingError, match="unknown or forged listener id"):
+            signer.check(forged)
+    assert signer.client_key("1.2.3.4") == signer.client_key("1.2.3.4") != signer.client_key("1.2.3.5")
+    assert "1.2.3.4" not in signer.client_key("1.2.3.4")
+
+
+def test_the_client_address_believes_only_the_proxies_it_is_told_of():
+    class Request:
+        def __init__(self, forwarded, peer="10.0.0.1"):
+            self.headers = {"x-forwarded-for": forwarded} if forwarded else {}
+            self.client = type("Peer", (), {"host": peer})()
+
+    spoofed = Request("6.6.6.6, 203.0.113.9")  # the client wrote 6.6.6.6; the proxy appended .9
+    assert client_address(spoofed, proxy_hops=0) == "10.0.0.1"  # the header is not believed at all
+    assert client_address(spoofed, proxy_hops=1) == "203.0.113.9"
+    assert client_address(Request("203.0.113.9, 10.2.0.1"), proxy_hops=2) == "203.0.113.9"
+    assert client_address(Request(None), proxy_hops=1) == "10.0.0.1"
+    assert client_address(None) == "local"
+
+
+def test_rate_limits_count_per_key_in_a_sliding_window():
+    limiter = RateLimiter({"trials": (3, 0.3)})
+    for _ in range(3):
+        limiter.allow("trials", "a", "trials")
+    with pytest.raises(RatingError, match=r"too many trials from this connection: at most 3 per 1 s; try again in"):
+        limiter.allow("trials", "a", "trials")
+    limiter.allow("trials", "b", "trials")  # another client
+    time.sleep(0.35)
+    limiter.allow("trials", "a", "trials")  # the window moved on
+    assert limiter.failures("trials", "a") == 1
+
+
+def test_the_work_folder_is_kept_under_its_size_cap(tmp_path):
+    folders = []
+    for i in range(4):
+        d = new_workdir(tmp_path)
+        (d / "stem.wav").write_bytes(b"x" * 1000)
+        os.utime(d, (time.time() - 100 + i, time.time() - 100 + i))
+        folders.append(d)
+    excerpt = tmp_path / "trials" / "excerpts" / "e1"
+    excerpt.mkdir(parents=True)
+    (excerpt / "a.wav").write_bytes(b"y" * 1000)
+    legacy = tmp_path / "ratings-x1y2"  # a raw export an older version left where the app serves files
+    legacy.mkdir()
+    (legacy / "ratings.csv").write_text("listener,score\n")
+    cleanup(tmp_path, max_age_s=3600, max_bytes=2500)
+    assert not legacy.exists()
+    assert [d.exists() for d in folders] == [False, False, False, True] and excerpt.exists()  # oldest go first
+    old = new_workdir(tmp_path)
+    os.utime(old, (time.time() - 5 * 3600, time.time() - 5 * 3600))
+    cleanup(tmp_path, max_age_s=3 * 3600)
+    assert not old.exists()

@@ -1,0 +1,350 @@
+"""Blind listening trials: excerpts, conditions, files a browser can learn nothing from.
+
+A trial is a short excerpt (`TRIAL_SECONDS`) of one source of a separation, rated blind:
+- MUSHRA (ITU-R BS.1534) when the true stems are known: an open reference, a hidden reference,
+  a 3.5 kHz low-pass anchor and every model; 0-100 scores;
+- A/B between two models otherwise, with a 1-5 quality score each; now and then (`GOLD_RATE`)
+  a gold A/B trial of a model's output against a clearly degraded copy of it, whose answer is
+  known (ITU-T P.808's "trapping questions").
+
+What a browser sees identifies no condition:
+- every condition, the anchor included, is loudness-matched to the reference (ITU-R BS.1770
+  integrated loudness, pyloudnorm), then all are lowered together if that would clip, so no
+  condition wins by being louder;
+- each file is written with its own TPDF dither (1 LSB at 16 bits, inaudible), so the hidden
+  reference is never byte-identical to the open one;
+- each trial's files get new random names in new random folders, served from a static path
+  (no content hash in the URL, unlike Gradio's cache, which gave the hidden reference away);
+  an excerpt's files are made once and hard-linked into each trial that uses them, so a trial
+  costs no disk (it wrote ~21 MB before);
+- all samples of a trial have the same length and format, and the page plays them in plain
+  players (no waveform picture: the hidden reference's picture was the reference's).
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+import os
+import random
+import secrets
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pyloudnorm
+import soundfile as sf
+import torch
+from scipy import signal
+
+from eval.scores import score_track
+from separation.audio import SAMPLE_RATE, save_audio
+from separation.errors import SeparationError
+
+from .service import SOURCES, Separation
+
+TRIAL_SECONDS = 10.0  # BS.1534 asks for short excerpts: listeners compare, then move on
+ANCHOR_HZ = 3500.0  # BS.1534's low-pass anchor
+GOLD_RATE = 0.2  # share of A/B trials that are gold (a degraded copy against the clean one)
+EXCERPTS_PER_SOURCE = 3  # a fixed stimulus set: each source of a clip offers this many excerpts
+PEAK = 10 ** (-1 / 20)  # -1 dBFS: loudness matching never pushes a sample above it
+EXCERPT_METRICS = ("SDR", "ISR", "SAR", "SI-SDR")
+
+
+@dataclass
+class TrialAudio:
+    trial_id: str
+    kind: str  # mushra | ab | gold
+    source: str
+    labels: list[str]  # in display order
+    files: dict[str, Path]  # label -> audio (random names: nothing in them reveals the condition)
+    reference: Path | None  # the open reference (MUSHRA)
+    seconds: float
+
+
+# ---------------------------------------------------------------------------- signals
+
+
+def lowpass(wave: np.ndarray, cutoff: float = ANCHOR_HZ) -> np.ndarray:
+    """Zero-phase low-pass `(C, T)`: BS.1534's anchor (a 3.5 kHz low-passed reference)."""
+    # a symmetric FIR applied centred ("same") has no phase shift at all: one FFT convolution
+    # instead of filtfilt's two passes in the time domain (~50 ms per 10-s excerpt)
+    taps = signal.firwin(1023, cutoff, fs=SAMPLE_RATE)
+    return signal.fftconvolve(wave, taps[None, :], mode="same", axes=-1).astype(np.float32)
+
+
+def degrade(wave: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """A clearly worse copy for gold trials: 2 kHz low-pass and noise 10 dB below the signal."""
+    dull = lowpass(wave, 2000.0)
+    power = float(np.mean(dull**2)) or 1e-8
+    return dull + rng.standard_normal(dull.shape).astype(np.float32) * np.sqrt(power / 10)
+
+
+def fade_edges(wave: np.ndarray, seconds: float = 0.02) -> np.ndarray:
+    """`(C, T)` with raised-cosine fades of `seconds` at both ends (the same for every condition):
+    an excerpt is cut out of running music, and an abrupt edge is a click whose high frequencies
+    would leak through the anchor's low-pass."""
+    n = min(int(seconds * SAMPLE_RATE), wave.shape[-1] // 2)
+    if n == 0:
+        return wave
+    ramp = (np.sin(np.linspace(0.0, np.pi / 2, n)) ** 2).astype(wave.dtype)
+    out = wave.copy()
+    out[..., :n] *= ramp
+    out[..., -n:] *= ramp[::-1]
+    return out
+
+
+def loudness(wave: np.ndarray) -> float:
+    """ITU-R BS.1770-4 integrated loudness of `(C, T)` in LUFS (-inf for silence)."""
+    return float(pyloudnorm.Meter(SAMPLE_RATE).integrated_loudness(np.ascontiguousarray(wave.T, dtype=np.float64)))
+
+
+def match_loudness(signals: dict[str, np.ndarray], target: str) -> tuple[dict[str, np.ndarray], dict[str, float]]:
+    """Every signal at the integrated loudness of `signals[target]`, then all lowered by one gain
+    if a peak would pass -1 dBFS (matched, not clipped). Returns the signals and their LUFS."""
+    aim = loudness(signals[target])
+    out = {}
+    for name, wave in signals.items():
+        level = loudness(wave)
+        gain = 10 ** ((aim - level) / 20) if np.isfinite(level) and np.isfinite(aim) else 1.0
+        out[name] = wave * np.float32(gain)
+    peak = max(float(np.abs(w).max()) for w in out.values())
+    if peak > PEAK:
+        out = {name: w * np.float32(PEAK / peak) for name, w in out.items()}
+    return out, {name: loudness(w) for name, w in out.items()}
+
+
+def write_dithered(path: Path, wave: np.ndarray, rng: np.random.Generator) -> Path:
+    """16-bit wav with TPDF dither of its own: two files of the same signal differ in their bytes."""
+    lsb = 1.0 / 32768
+    dither = (rng.random(wave.shape) - rng.random(wave.shape)) * lsb
+    return save_audio(
+        path, torch.from_numpy((wave + dither).astype(np.float32)).clamp(-1, 1), SAMPLE_RATE, bit_depth="16"
+    )
+
+
+def _read(path: Path, start: int, frames: int) -> np.ndarray:
+    return sf.read(path, start=start, frames=frames, dtype="float32", always_2d=True)[0].T
+
+
+def audible_excerpt(paths: list[Path], frames: int, rng: random.Random, min_active: float = 0.6) -> int:
+    """Start of a random `frames`-long excerpt, on a whole second, in which the source is audible
+    most of the time.
+
+    Real songs have long vocal-free stretches (intros, breaks, outros: 30-70 % of a track); a
+    vocals trial drawn from one would ask listeners to rate silence. Each second counts as
+    active when its energy (summed over `paths`, e.g. the reference) is within 40 dB of the
+    loudest second; starts whose excerpt is at least `min_active` active are drawn from, else
+    the most active excerpt is taken. Read a block at a time: uploads can be 10 minutes long.
+    """
+    energy = None
+    for path in paths:
+        blocks = sf.blocks(str(path), blocksize=SAMPLE_RATE, dtype="float32")
+        per_second = np.array([float(np.square(b).sum()) for b in blocks])
+        energy = per_second if energy is None else energy[: len(per_second)] + per_second[: len(energy)]
+    total = int(sf.info(str(paths[0])).frames) if paths else frames
+    if energy is None or total <= frames or energy.max() <= 0:
+        return min(rng.randrange(0, max(0, total - frames) + 1) // SAMPLE_RATE * SAMPLE_RATE, max(0, total - frames))
+    active = (energy > energy.max() * 1e-4).astype(float)  # -40 dB
+    window = max(1, frames // SAMPLE_RATE)
+    starts = np.arange(0, max(1, len(active) - window + 1))
+    share = np.array([active[s : s + window].mean() for s in starts])
+    good = starts[share >= min(min_active, share.max())]
+    second = int(good[rng.randrange(len(good))])
+    return min(second * SAMPLE_RATE, total - frames)
+
+
+@functools.lru_cache(maxsize=4096)
+def _fixed_start(separation_id: str, heard: tuple[Path, ...], frames: int, pick: int) -> int:
+    """The start of excerpt `pick` of a separation's source: the same on every call (a separation's
+    files never change), so read once."""
+    return audible_excerpt(list(heard), frames, random.Random(f"{separation_id}|{heard[0].name}|{pick}"))
+
+
+# ---------------------------------------------------------------------------- files
+
+
+class TrialFiles:
+    """Where trial audio lives: `excerpts/` (made once per excerpt) and `served/` (per trial,
+    random names, hard links to the excerpt's files; the only folder the page serves them from)."""
+
+    def __init__(self, root: Path):
+        self.root = root
+        self.excerpts = root / "excerpts"
+        self.served = root / "served"
+        self.served.mkdir(parents=True, exist_ok=True)
+
+    def excerpt(self, key: str) -> Path:
+        return self.excerpts / hashlib.sha256(key.encode()).hexdigest()[:24]
+
+    def publish(self, files: dict[str, Path]) -> dict[str, Path]:
+        """{name: file} -> {name: a new random path of the same audio, served by the app}."""
+        folder = self.served / secrets.token_hex(16)
+        folder.mkdir(parents=True)
+        out = {}
+        for name, path in files.items():
+            target = folder / f"{secrets.token_hex(12)}.wav"
+            try:
+                os.link(path, target)  # no copy: the same bytes under a new, unrelated name
+            except OSError:
+                shutil.copyfile(path, target)
+            out[name] = target
+        return out
+
+
+# ---------------------------------------------------------------------------- trials
+
+
+def make_trial(
+    separation: Separation,
+    store,
+    listener: str,
+    files: TrialFiles,
+    *,
+    rng: random.Random | None = None,
+    seconds: float = TRIAL_SECONDS,
+    source: str | None = None,
+    kind: str | None = None,
+    pair: tuple[str, str] | None = None,
+) -> TrialAudio:
+    """A blind trial from a separation: MUSHRA when the references are known (unless `kind="ab"`),
+    otherwise A/B between two models (`pair`, or two at random), or, at `GOLD_RATE`, a gold
+    trial. Labels are shuffled per trial."""
+    rng = rng or random.Random()
+    models = list(separation.stems)
+    source = source or rng.choice(SOURCES)
+    mushra = bool(separation.references) and kind != "ab"
+    if mushra and not models:
+        raise SeparationError("no model separated this clip: nothing to rate")
+    if not mushra and len(models) < 2:
+        raise SeparationError(
+            "an A/B trial needs two models' separations (only "
+            f"{', '.join(models) or 'none'} worked); pick a clip with references for a MUSHRA trial"
+        )
+    total = int(separation.seconds * SAMPLE_RATE)
+    frames = min(total, int(seconds * SAMPLE_RATE))
+    heard = [separation.references[source]] if mushra else [separation.stems[m][source] for m in models]
+    # The excerpts of a (separation, source) are a fixed set, as in a planned listening test:
+    # listeners' scores pile up on the same stimuli (a mean per excerpt and condition, which the
+    # metric agreement needs), and every trial reuses the excerpt's files instead of writing more.
+    start = _fixed_start(separation.id, tuple(heard), frames, rng.randrange(EXCERPTS_PER_SOURCE))
+    if mushra:
+        kind, conditions = "mushra", ["reference", "anchor", *models]
+    elif rng.random() < GOLD_RATE:
+        kind, conditions = "gold", ["clean", "degraded"]
+        models = [rng.choice(models)]
+    else:
+        kind, conditions = "ab", list(pair) if pair and set(pair) <= set(models) else rng.sample(models, 2)
+        models = list(conditions)
+    key = json.dumps([separation.id, source, start, frames, kind, sorted(models)])
+    excerpt = files.excerpt(key)
+    if not (excerpt / "done").exists():
+        _write_excerpt(excerpt, separation, source, start, frames, kind, models, store, key)
+    rng.shuffle(conditions)
+    labels = [chr(ord("A") + i) for i in range(len(conditions))]
+    by_label = dict(zip(labels, conditions, strict=True))
+    versions = {c: separation.versions.get(c, c) for c in conditions}
+    if kind == "gold":
+        versions = {c: separation.versions.get(models[0], models[0]) for c in conditions}
+    answer = next((label for label, c in by_label.items() if c == "clean"), None)
+    trial = store.create_trial(
+        listener=listener,
+        kind=kind,
+        clip=separation.clip,
+        source=source,
+        conditions=by_label,
+        versions=versions,
+        seconds=frames / SAMPLE_RATE,
+        excerpt=key if kind == "mushra" else None,
+        answer=answer,
+    )
+    sources = {label: excerpt / f"{c}.wav" for label, c in by_label.items()}
+    if kind == "mushra":
+        sources["open reference"] = excerpt / "open-reference.wav"
+    served = files.publish(sources)
+    reference = served.pop("open reference", None)
+    return TrialAudio(trial.id, kind, source, labels, served, reference, frames / SAMPLE_RATE)
+
+
+def _write_excerpt(
+    folder: Path,
+    separation: Separation,
+    source: str,
+    start: int,
+    frames: int,
+    kind: str,
+    models: list[str],
+    store,
+    key: str,
+) -> None:
+    """The excerpt's condition files, loudness-matched, faded and dithered, and (MUSHRA) the
+    metrics of each condition on it. Written once; `done` marks it complete."""
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(int(hashlib.sha256(key.encode()).hexdigest()[:8], 16))
+    if kind == "mushra":
+        reference = _read(separation.references[source], start, frames)
+        signals = {"reference": reference, "anchor": lowpass(reference)}
+        signals |= {m: _read(separation.stems[m][source], start, frames) for m in models}
+    elif kind == "gold":
+        clean = _read(separation.stems[models[0]][source], start, frames)
+        signals = {"clean": clean, "degraded": degrade(clean, rng)}
+    else:
+        signals = {m: _read(separation.stems[m][source], start, frames) for m in models}
+    target = "reference" if kind == "mushra" else "clean" if kind == "gold" else models[0]
+    signals, levels = match_loudness({c: fade_edges(x) for c, x in signals.items()}, target)
+    for condition, wave in signals.items():
+        write_dithered(folder / f"{condition}.wav", wave, rng)
+    if kind == "mushra":
+        write_dithered(folder / "open-reference.wav", signals["reference"], rng)  # its own dither
+        if not store.has_excerpt_metrics(key):
+            store.set_excerpt_metrics(key, excerpt_metrics(signals))
+    (folder / "loudness.json").write_text(json.dumps(levels))
+    (folder / "done").write_text("")
+
+
+def excerpt_metrics(signals: dict[str, np.ndarray]) -> dict[str, dict[str, float]]:
+    """BSSEval v4 (one source: SDR, ISR, SAR) and SI-SDR of each condition against the reference,
+    as the listeners hear them (the same excerpt, matched in loudness): medians over 1-s windows.
+    The hidden reference is the reference: its scores are not defined (perfect), so none."""
+    reference = signals["reference"]
+    out = {}
+    for condition, wave in signals.items():
+        if condition == "reference":
+            continue
+        try:
+            scores = score_track({"x": reference}, {"x": wave}, track=condition).medians()["x"]
+        except SeparationError:  # too short or silent: no metrics for this excerpt
+            scores = {}
+        out[condition] = {m: scores.get(m, float("nan")) for m in EXCERPT_METRICS}
+    return out
+
+
+# ---------------------------------------------------------------------------- headphone check
+
+
+HEADPHONE_TRIALS = 6
+
+
+def headphone_check(folder: Path, rng: np.random.Generator) -> tuple[list[Path], list[int]]:
+    """Woods et al. (2017), "Headphone screening to facilitate web-based auditory experiments":
+    each trial is three 1-s 200-Hz tones; one is 6 dB softer, one is in antiphase between the
+    left and right channels. Asked which is softest, a listener on headphones hears the -6 dB
+    tone; over loudspeakers the antiphase tone cancels in the air and sounds softest. Returns
+    the trial files and the correct answers (1, 2 or 3)."""
+    t = np.arange(SAMPLE_RATE) / SAMPLE_RATE
+    tone = fade_edges(np.sin(2 * np.pi * 200 * t).astype(np.float32)[None] * 0.3, 0.1)[0]
+    gap = np.zeros(SAMPLE_RATE // 2, np.float32)
+    folder.mkdir(parents=True, exist_ok=True)
+    files, answers = [], []
+    for _ in range(HEADPHONE_TRIALS):
+        order = rng.permutation(["normal", "soft", "antiphase"])
+        parts = []
+        for kind in order:
+            left = tone * (10 ** (-6 / 20) if kind == "soft" else 1.0)
+            right = -left if kind == "antiphase" else left
+            parts += [np.stack([left, right]), np.stack([gap, gap])]
+        files.append(write_dithered(folder / f"{secrets.token_hex(12)}.wav", np.concatenate(parts[:-1], axis=1), rng))
+        answers.append(int(list(order).index("soft")) + 1)
+    return files, answers
