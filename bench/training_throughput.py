@@ -1,9 +1,10 @@
 """Training throughput: examples/s of DPRNN and Open-Unmix at the same batch, and whether
 data loading keeps up (time waiting on data per step), through the real Trainer.
 
-    ./run.sh bench training_throughput [--steps 12] [--batch-size 8] [--seconds 6] [--device cpu]
+    ./run.sh bench training_throughput [--steps 12] [--batch-size 8] [--seconds 6] [--device cpu] [--data world]
 
-A small synthetic MUSDB-shaped set is generated into a temporary folder. The first steps are
+A small MUSDB-shaped set is generated into a temporary folder: synthetic (default) or rendered
+from sampled sounds (`--data world`, with the random-EQ augmentation of the tuned defaults). The first steps are
 warm-up and not counted. Prints examples/s of each model and the ratio dprnn / umx.
 """
 
@@ -17,6 +18,7 @@ import common  # noqa: F401  (puts the project on sys.path)
 from training.data import DataConfig
 from training.loop import TrainConfig, Trainer
 from training.synthetic import write_musdb_folder
+from training.world.render import write_world
 
 
 def measure(model: str, root: Path, out: Path, args, workers: int) -> dict:
@@ -25,7 +27,7 @@ def measure(model: str, root: Path, out: Path, args, workers: int) -> dict:
         musdb_root=str(root),
         is_wav=True,
         out=str(out),
-        data=DataConfig(seconds=args.seconds, samples_per_track=64),
+        data=DataConfig(seconds=args.seconds, samples_per_track=64, eq=0.5 if args.data == "world" else 0.0),
         batch_size=args.batch_size,
         max_steps=args.warmup,
         workers=workers,
@@ -48,11 +50,16 @@ def main() -> None:
     p.add_argument("--seconds", type=float, default=6.0)
     p.add_argument("--device", default="cpu")
     p.add_argument("--workers", type=int, nargs="*", default=[0, 1])
+    p.add_argument("--data", choices=["synthetic", "world"], default="synthetic")
     args = p.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
-        root = write_musdb_folder(Path(tmp) / "musdb", train=6, valid=1, test=0, seconds=12.0)
+        if args.data == "world":
+            root = Path(tmp) / "musdb"
+            write_world(root, train=6, valid=1, test=0, seconds=12.0, jobs=2)
+        else:
+            root = write_musdb_folder(Path(tmp) / "musdb", train=6, valid=1, test=0, seconds=12.0)
         print(
-            f"batch {args.batch_size} x {args.seconds:.0f}-s stereo chunks on {args.device}, "
+            f"{args.data} data, batch {args.batch_size} x {args.seconds:.0f}-s stereo chunks on {args.device}, "
             f"{args.steps} steps after {args.warmup} warm-up"
         )
         for workers in args.workers:

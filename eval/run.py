@@ -142,6 +142,11 @@ def describe_data(root: str | os.PathLike, subset: str) -> str:
         text += (
             f" (training.synthetic, seed {meta.get('seed', '?')}, {'with' if real else 'without'} real data's traits)"
         )
+    world = root / "world.json"  # written by training.world
+    if world.exists():
+        meta = json.loads(world.read_text())
+        sounds = {"train": "the training sounds", "heldout": "held-out sounds", "unseen": "unseen sounds"}
+        text += f" (training.world, {sounds.get(meta.get('world'), meta.get('world'))}, seed {meta.get('seed', '?')})"
     return text
 
 

@@ -17,7 +17,13 @@ dev=false
 
 apt_packages=()
 { command -v ffmpeg && command -v ffprobe; } >/dev/null 2>&1 || apt_packages+=(ffmpeg)
-if $dev; then command -v chromium >/dev/null 2>&1 || apt_packages+=(chromium); fi
+if $dev; then
+  command -v chromium >/dev/null 2>&1 || apt_packages+=(chromium)
+  # the training world's sounds and synthesisers (python -m training.world; tests/test_world.py)
+  while read -r pkg; do
+    if [ -n "$pkg" ] && ! dpkg -s "$pkg" >/dev/null 2>&1; then apt_packages+=("$pkg"); fi
+  done < packages-world.txt
+fi
 if [ ${#apt_packages[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
     echo "setup: installing ${apt_packages[*]} (apt)" >&2

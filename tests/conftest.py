@@ -6,6 +6,7 @@ and `HF_HUB_OFFLINE=1` is set for the whole session.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import sys
 import tempfile
@@ -38,6 +39,29 @@ TINY_CONFIGS = {
     "conv1d": Conv1DConfig(hidden=(4, 8, 4), segment_seconds=1.0),
     "umx": UMXConfig(n_fft=512, hop=128, max_bin=128, hidden_size=16, nb_layers=1, segment_seconds=1.0),
 }
+
+
+def tiny_train_config(root, out, **changes):
+    """A TrainConfig for tests: the tiny DPRNN on 1-s chunks of a MUSDB-shaped folder."""
+    from training.data import DataConfig
+    from training.loop import TrainConfig
+    from training.losses import LossConfig
+
+    base = dict(
+        model="dprnn",
+        model_config=dataclasses.asdict(TINY_CONFIGS["dprnn"]),
+        musdb_root=str(root),
+        is_wav=True,
+        out=str(out),
+        data=DataConfig(seconds=1.0, samples_per_track=2),
+        loss=LossConfig(freq_width=8, time_width=4),
+        batch_size=2,
+        epochs=2,
+        lr=3e-3,
+        seed=3,
+    )
+    base.update(changes)
+    return TrainConfig(**base)
 
 
 def in_threads(work, n: int) -> list[str]:

@@ -497,3 +497,22 @@ def test_export_puts_eval_scores_in_the_model_card(musdb_root, tmp_path):
     assert test["medians"]["conv1d"]["vocals"] == pytest.approx(table["conv1d"]["vocals"]["SDR"])
     assert test["medians"]["irm"]["accompaniment"] == pytest.approx(table["irm"]["accompaniment"]["SDR"])
     assert "| conv1d |" in (dest / "README.md").read_text()
+
+
+def test_export_takes_several_test_sets_the_first_as_headline(musdb_root, tmp_path):
+    from training.hub import export
+
+    first, second = tmp_path / "first", tmp_path / "second"
+    for out, tracks in ((first, None), (second, 2)):
+        run(
+            RunConfig(
+                methods=["mixture", "conv1d"], musdb_root=str(musdb_root), is_wav=True, out=str(out), limit=tracks
+            ),
+            echo=quiet,
+        )
+    dest = export(ROOT / "assets" / "checkpoints" / "conv1d", tmp_path / "ckpt", scores=[first, second])
+    training = read_config(dest)["training"]
+    assert training["test"]["tracks"] == 3 and [t["tracks"] for t in training["more_tests"]] == [2]
+    card = (dest / "README.md").read_text()
+    assert card.count("## Test (") == 2 and "3 tracks;" in card and "2 tracks;" in card
+    assert "On the " in card and ", 3 held-out tracks" in card  # the headline sentence is the first set's

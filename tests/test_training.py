@@ -15,13 +15,12 @@ import soundfile as sf
 import torch
 from safetensors.torch import load_file
 
-from conftest import HF_CACHE, ROOT, SR, TINY_CONFIGS
+from conftest import HF_CACHE, ROOT, SR, TINY_CONFIGS, tiny_train_config
 from separation import Separator
 from separation.errors import CheckpointError, SeparationError
 from separation.tracks import load_track, open_musdb
 from training.data import ChunkDataset, DataConfig, epoch_batches
 from training.loop import TrainConfig, Trainer, load_run, resume_config
-from training.losses import LossConfig
 from training.synthetic import SOURCES, Traits, make_track, vocal_free_share, write_musdb_folder, write_track
 
 
@@ -31,21 +30,7 @@ def musdb_root(tmp_path_factory):
 
 
 def _cfg(root, out, **kw) -> TrainConfig:
-    base = dict(
-        model="dprnn",
-        model_config=dataclasses.asdict(TINY_CONFIGS["dprnn"]),
-        musdb_root=str(root),
-        is_wav=True,
-        out=str(out),
-        data=DataConfig(seconds=1.0, samples_per_track=2),
-        loss=LossConfig(freq_width=8, time_width=4),
-        batch_size=2,
-        epochs=2,
-        lr=3e-3,
-        seed=3,
-    )
-    base.update(kw)
-    return TrainConfig(**base)
+    return tiny_train_config(root, out, **kw)
 
 
 # --------------------------------------------------------------------------- synthetic data
@@ -150,7 +135,7 @@ def test_silent_vocal_rate(musdb_root):
 def test_no_augmentation_reads_the_track_as_is(musdb_root):
     tracks = open_musdb(musdb_root, is_wav=True, subset="train", split="train")
     ds = ChunkDataset(
-        tracks, DataConfig(seconds=4.0, samples_per_track=1, remix=False, gain=(1.0, 1.0), channel_swap=False)
+        tracks, DataConfig(seconds=4.0, samples_per_track=1, remix=False, gain=(1.0, 1.0), channel_swap=False, eq=0.0)
     )
     mix, targets = ds[0]
     full_mix, full_targets = load_track(tracks[0])
@@ -284,7 +269,7 @@ def test_resume_equals_a_straight_run(musdb_root, tmp_path):
     assert a.keys() == b.keys()
     for k in a:
         torch.testing.assert_close(a[k], b[k], rtol=1e-5, atol=1e-6)
-    timing = {"data_wait_per_step", "compute_per_step"}
+    timing = {"data_wait_per_step", "compute_per_step", "elapsed"}
     scores = [
         [{k: v for k, v in h.items() if k not in timing} for h in load_run(tmp_path / r)[1]["history"]] for r in "ab"
     ]

@@ -22,7 +22,7 @@ from separation.errors import SeparationError
 
 from .data import DataConfig
 from .hub import export, push_to_hub
-from .loop import TrainConfig, Trainer, resume_config
+from .loop import FINE_TUNE_LR, TrainConfig, Trainer, resume_config
 from .losses import LossConfig
 
 
@@ -52,13 +52,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--is-wav", action="store_true", help="MUSDB18-HQ (wav folders) instead of .stem.mp4")
     p.add_argument("--out", type=Path, default=Path("runs/dprnn"), help="run folder (best/, last/, tensorboard/)")
     p.add_argument("--resume", type=Path, metavar="RUN", help="continue the run in this folder (its last/)")
+    p.add_argument(
+        "--init-from",
+        metavar="CHECKPOINT",
+        help="fine-tune: start from this checkpoint's weights (a folder, e.g. assets/checkpoints/dprnn, or a Hub repo)",
+    )
     p.add_argument("--push-to-hub", metavar="REPO", help="upload best/ with its model card when training ends")
     p.add_argument("--private", action="store_true", help="create the Hub repo as private")
     d, t = DataConfig(), TrainConfig()
     p.add_argument("--epochs", type=int, default=t.epochs, help="epochs at most (early stopping may end sooner)")
     p.add_argument("--max-steps", type=int, help="stop after this many steps in all (saving last/)")
+    p.add_argument(
+        "--max-minutes",
+        type=float,
+        help="stop after the first epoch that ends past this many minutes of training in all, resumes included "
+        "(equal-time comparisons; raise it on --resume to go on)",
+    )
     p.add_argument("--batch-size", type=int, default=t.batch_size, help="chunks per step (per GPU with torchrun)")
-    p.add_argument("--lr", type=float, default=t.lr, help="Adam learning rate")
+    p.add_argument(
+        "--lr", type=float, help=f"Adam learning rate (default: {t.lr:g}, or {FINE_TUNE_LR:g} with --init-from)"
+    )
     p.add_argument("--patience", type=int, default=t.patience, help="early stopping patience in epochs")
     p.add_argument(
         "--lr-decay-patience",
@@ -70,6 +83,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--samples-per-track", type=int, default=d.samples_per_track, help="chunks per track per epoch")
     p.add_argument("--silent-vocals", type=float, help="share of chunks with muted vocals (default: as drawn)")
     p.add_argument("--no-remix", action="store_true", help="take all sources of a chunk from the same track")
+    p.add_argument("--eq-augment", type=float, default=d.eq, help="share of source chunks given a random EQ")
     p.add_argument("--no-spec-augment", action="store_true", help="no SpecAugment masks on the input spectrogram")
     p.add_argument(
         "--log-weight", type=float, default=LossConfig().log_weight, help="weight of the log-magnitude L2 term"
@@ -109,6 +123,7 @@ def config_from_args(args) -> TrainConfig:
             seconds=args.seconds,
             samples_per_track=args.samples_per_track,
             remix=not args.no_remix,
+            eq=args.eq_augment,
             silent_vocals=args.silent_vocals,
         ),
         loss=LossConfig(
@@ -118,13 +133,15 @@ def config_from_args(args) -> TrainConfig:
         epochs=args.epochs,
         patience=args.patience,
         lr_decay_patience=args.lr_decay_patience,
-        lr=args.lr,
+        lr=args.lr if args.lr is not None else FINE_TUNE_LR if args.init_from else TrainConfig.lr,
         seed=args.seed,
         workers=args.workers,
         device=args.device,
         amp=not args.no_amp,
         max_steps=args.max_steps,
         valid_tracks=args.valid_tracks,
+        init_from=args.init_from,
+        max_minutes=args.max_minutes,
     )
 
 
@@ -138,7 +155,11 @@ def run_export(argv: list[str]) -> int:
     p.add_argument("dest", type=Path, help="the checkpoint folder to write")
     p.add_argument("--full-precision", action="store_true", help="keep float32 weights (default: float16)")
     p.add_argument(
-        "--scores", type=Path, help="an eval results folder (python -m eval ... --out DIR) with its test scores"
+        "--scores",
+        type=Path,
+        action="append",
+        help="an eval results folder (python -m eval ... --out DIR) with its test scores; repeat it for more "
+        "test sets (the first is the card's headline)",
     )
     p.add_argument(
         "--method",
@@ -172,7 +193,7 @@ def run_train(argv: list[str]) -> int:
             for name in ("epochs", "patience")
             if f"--{name}" in argv or any(a.startswith(f"--{name}=") for a in argv)
         }
-        cfg = resume_config(args.resume, max_steps=args.max_steps, **given)
+        cfg = resume_config(args.resume, max_steps=args.max_steps, max_minutes=args.max_minutes, **given)
         result = Trainer(cfg, resume=True).run()
     else:
         cfg = config_from_args(args)
@@ -185,7 +206,7 @@ def run_train(argv: list[str]) -> int:
         f"{result['status']} after {result['epoch']} epochs, {result['step']} steps; "
         f"best validation loss {result['best_valid_loss']:.4f}; checkpoints in {cfg.out}/best and {cfg.out}/last"
     )
-    if args.push_to_hub and result["status"] in ("finished", "early_stopped", "max_steps"):
+    if args.push_to_hub and result["status"] in ("finished", "early_stopped", "max_steps", "max_minutes"):
         print(push_to_hub(cfg.out, args.push_to_hub, private=args.private))
     return 0
 

@@ -6,6 +6,8 @@ train/validation split; only the frames of a chunk are read).
 Augmentation, after Open-Unmix's `train.py` and Uhlich et al. 2017:
 - each source from a random track at a random position ("remixing", `remix`),
 - a random gain per source (`gain`), a random left/right swap per source (`channel_swap`),
+- a random EQ per source (`eq`: the share of sources given one bell and one shelf filter of
+  up to +-9 dB; another mix engineer's choices, so a model does not learn one set of timbres),
 - a controlled share of chunks with silent vocals (`silent_vocals`): random chunks of real
   songs are often vocal-free (a third or more of MUSDB's tracks have no vocals); with a rate
   set, a chunk either has its vocals muted on purpose, or its vocals are drawn (up to 10
@@ -36,11 +38,14 @@ from separation.tracks import (
 
 @dataclass(frozen=True)
 class DataConfig:
-    seconds: float = 6.0
+    # Defaults from the equal-time sweep on the rendered world (README, "Tuned defaults"):
+    # 3-s chunks (twice the steps of 6-s ones in the same time) and a random EQ on half the sources.
+    seconds: float = 3.0
     samples_per_track: int = 64
     remix: bool = True
     gain: tuple[float, float] = (0.25, 1.25)
     channel_swap: bool = True
+    eq: float = 0.5  # share of source chunks given a random EQ
     silent_vocals: float | None = None  # None: whatever the random positions give
     vocal_threshold_db: float = -40.0  # a chunk "has vocals" when their RMS is above this
 
@@ -85,6 +90,8 @@ class ChunkDataset(Dataset):
                         break
                     audio = self._chunk(rng, int(rng.integers(len(self.tracks))) if cfg.remix else home, source)
             audio = audio * rng.uniform(*cfg.gain)
+            if cfg.eq and rng.random() < cfg.eq:
+                audio = random_eq(audio, rng)
             if cfg.channel_swap and rng.random() < 0.5:
                 audio = audio[::-1]
             stems[source] = audio
@@ -92,6 +99,37 @@ class ChunkDataset(Dataset):
         backing = torch.from_numpy(np.ascontiguousarray(accompaniment(stems[s] for s in ACCOMPANIMENT)))
         targets = torch.stack([vocals, backing]).float()
         return targets.sum(dim=0), targets
+
+
+def _biquad(kind: str, freq: float, gain_db: float, q: float = 0.7, rate: int = SAMPLE_RATE):
+    """RBJ audio-EQ-cookbook peaking or high-shelf filter: (b, a)."""
+    a_ = 10 ** (gain_db / 40)
+    w = 2 * np.pi * freq / rate
+    alpha = np.sin(w) / (2 * q)
+    cos = np.cos(w)
+    if kind == "peak":
+        b = [1 + alpha * a_, -2 * cos, 1 - alpha * a_]
+        a = [1 + alpha / a_, -2 * cos, 1 - alpha / a_]
+    else:  # high shelf
+        s = 2 * np.sqrt(a_) * alpha
+        b = [
+            a_ * ((a_ + 1) + (a_ - 1) * cos + s),
+            -2 * a_ * ((a_ - 1) + (a_ + 1) * cos),
+            a_ * ((a_ + 1) + (a_ - 1) * cos - s),
+        ]
+        a = [(a_ + 1) - (a_ - 1) * cos + s, 2 * ((a_ - 1) - (a_ + 1) * cos), (a_ + 1) - (a_ - 1) * cos - s]
+    return np.array(b) / a[0], np.array(a) / a[0]
+
+
+def random_eq(audio: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """`(C, T)` through a random bell (150 Hz-8 kHz) and high shelf (2-10 kHz), +-9 dB each."""
+    from scipy.signal import lfilter
+
+    for kind, lo, hi in (("peak", 150.0, 8000.0), ("shelf", 2000.0, 10000.0)):
+        freq = float(np.exp(rng.uniform(np.log(lo), np.log(hi))))
+        b, a = _biquad(kind, freq, float(rng.uniform(-9, 9)), float(rng.uniform(0.5, 2.0)))
+        audio = lfilter(b, a, audio, axis=-1)
+    return audio.astype(np.float32)
 
 
 def epoch_batches(

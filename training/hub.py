@@ -59,27 +59,40 @@ def model_card(model, training: dict) -> str:
     valid = training.get("valid", {})
     test = training.get("test")
     test_rows = ""
-    if test:
-        test_rows = (
-            f"\n## Test ({test['data']}; BSSEval v4 SDR, median over 1-s windows then tracks, dB)\n\n"
+    for t in [test, *training.get("more_tests", [])] if test else []:
+        test_rows += (
+            f"\n## Test ({t['data']}, {t['tracks']} tracks; "
+            "BSSEval v4 SDR, median over 1-s windows then tracks, dB)\n\n"
             "| method | vocals | accompaniment |\n|---|---|---|\n"
-            + "\n".join(f"| {m} | {v['vocals']:.2f} | {v['accompaniment']:.2f} |" for m, v in test["medians"].items())
+            + "\n".join(f"| {m} | {v['vocals']:.2f} | {v['accompaniment']:.2f} |" for m, v in t["medians"].items())
             + "\n"
         )
-        if test.get("weights"):
-            test_rows += f"\nScored weights: sha256 `{test['weights'][:16]}...` (float32, as evaluated).\n"
+    if test and test.get("weights"):
+        test_rows += f"\nScored weights: sha256 `{test['weights'][:16]}...` (float32, as evaluated).\n"
     scores = "\n".join(f"| {k.removeprefix('valid_')} | {v:.3f} |" for k, v in valid.items()) or "| - | - |"
     synthetic = training.get("data", "").startswith("synthetic")
+    world = "training.world" in training.get("data", "")
     summary = verdict(test, test.get("method") if test else None)
-    if synthetic:
+    if world:
+        summary = (
+            "**Trained on songs rendered from sampled instruments, drum kits and synthetic singing** "
+            f"(`python -m training.world`), offline, on the budget below. {summary} It is a demo: "
+            "real music needs a model trained on MUSDB18-HQ (see the README's recipe)."
+        )
+    elif synthetic:
         summary = (
             "**Trained on synthetic data** (sung-like vowels over a synthetic band), to demonstrate the pipeline "
             f"offline. {summary} Real music needs a model trained on MUSDB18-HQ."
         )
+    budget = ""
+    if training.get("init_from"):
+        budget += f"\n- fine-tuned from `{training['init_from']}`"
+    if training.get("budget"):
+        budget += f"\n- budget: {training['budget']}"
     return f"""---
 library_name: pytorch
 tags: [audio, music-source-separation, vocals, karaoke, {model.architecture}]
-datasets: [{"synthetic" if synthetic else "musdb18-hq"}]
+datasets: [{"synthetic" if synthetic or world else "musdb18-hq"}]
 ---
 # {model.architecture}: vocals / accompaniment separation
 
@@ -89,7 +102,8 @@ datasets: [{"synthetic" if synthetic else "musdb18-hq"}]
 sources {", ".join(model.sources)}
 - training data: {training.get("data", "?")}
 - trained for {training.get("epochs", "?")} epochs ({training.get("steps", "?")} steps, \
-batch {training.get("batch_size", "?")}, {training.get("chunk_seconds", "?")}-s chunks)
+batch {training.get("batch_size", "?")}, {training.get("chunk_seconds", "?")}-s chunks)\
+{budget}
 
 ## Validation (when this checkpoint was saved; uSDR in dB, loss of the training objective)
 
@@ -101,6 +115,7 @@ batch {training.get("batch_size", "?")}, {training.get("chunk_seconds", "?")}-s 
 
 ```python
 from separation import Separator
+
 sep = Separator.from_pretrained("<this repo or folder>")
 stems = sep.separate(waveform, sample_rate)  # {{"vocals": (2, T), "accompaniment": (2, T)}}
 ```
@@ -163,24 +178,35 @@ def export(
     training = dict(info.training)
     if scores:
         digest = weights_digest(model)
-        summaries = read_summaries(scores)
-        name = _scored_method(Path(scores), summaries, digest, method)
-        own = summaries[name]
-        medians = {}
-        for m in ("mixture", "irm", name):  # the reference points, when scored on the same tracks
-            if m in summaries and summaries[m].get("tracks") == own["tracks"]:
-                medians[m] = {
-                    s: row["SDR"] for s, row in summaries[m]["medians"].items() if s in ("vocals", "accompaniment")
-                }
-        training["test"] = {
-            "data": own.get("data") or f"{Path(scores).resolve().name}/ (eval results)",
-            "tracks": len(own["tracks"]),
-            "method": name,
-            "weights": digest,
-            "backend": own.get("backend"),
-            "medians": medians,
-        }
+        records = [
+            _test_record(Path(s), digest, method) for s in ([scores] if isinstance(scores, (str, Path)) else scores)
+        ]
+        training["test"] = records[0]
+        if records[1:]:
+            training["more_tests"] = records[1:]
     return save_checkpoint(model, dest, training=training, half=half, card=model_card(model, training))
+
+
+def _test_record(scores: Path, digest: str, method: str | None) -> dict:
+    """The test scores of these weights in one eval results folder, with the mixture and IRM
+    scored on the same tracks as reference points."""
+    summaries = read_summaries(scores)
+    name = _scored_method(scores, summaries, digest, method)
+    own = summaries[name]
+    medians = {}
+    for m in ("mixture", "irm", name):
+        if m in summaries and summaries[m].get("tracks") == own["tracks"]:
+            medians[m] = {
+                s: row["SDR"] for s, row in summaries[m]["medians"].items() if s in ("vocals", "accompaniment")
+            }
+    return {
+        "data": own.get("data") or f"{scores.resolve().name}/ (eval results)",
+        "tracks": len(own["tracks"]),
+        "method": name,
+        "weights": digest,
+        "backend": own.get("backend"),
+        "medians": medians,
+    }
 
 
 def _scored_method(scores: Path, summaries: dict, digest: str, method: str | None) -> str:

@@ -49,6 +49,7 @@ from .losses import LossConfig, TrainingObjective, whole_track_spectral_loss
 
 log = logging.getLogger(__name__)
 TRAINER_STATE = "trainer.pt"
+FINE_TUNE_LR = 3e-4  # the sweep's best fine-tuning rate (1e-3 and 3e-3 did worse in the same time)
 VALID_CACHE_BYTES = 1 << 30  # whole validation tracks kept in memory between epochs
 
 
@@ -64,7 +65,7 @@ class TrainConfig:
     batch_size: int = 8
     epochs: int = 1000
     patience: int = 20  # early stopping: epochs without a better validation loss
-    lr: float = 1e-3
+    lr: float = 1e-3  # from scratch; the CLI's default with --init-from is FINE_TUNE_LR
     weight_decay: float = 1e-5
     lr_decay_patience: int = 8
     lr_decay_gamma: float = 0.3
@@ -74,6 +75,8 @@ class TrainConfig:
     device: str = "auto"
     amp: bool = True  # mixed precision, CUDA only
     max_steps: int | None = None  # stop (saving last/) after this many steps in all
+    max_minutes: float | None = None  # stop after the first epoch that ends past this training time (in all)
+    init_from: str | None = None  # start from this checkpoint's weights (fine-tuning), not at random
     valid_tracks: int | None = None  # validate on the first N validation tracks only
     log_audio_seconds: float = 10.0
 
@@ -86,6 +89,25 @@ class TrainConfig:
         d["data"] = DataConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.get("data", {}).items()})
         d["loss"] = LossConfig(**d.get("loss", {}))
         return cls(**d)
+
+
+def initial_weights(cfg: TrainConfig) -> MaskModel:
+    """The model of checkpoint `cfg.init_from` (a folder or Hub repo), to fine-tune: it must be
+    `cfg.model`, and `--set` overrides may only change what does not shape the weights."""
+    model, info = load_checkpoint(cfg.init_from)
+    if info.architecture != cfg.model:
+        raise CheckpointError(f"--init-from {cfg.init_from} is a {info.architecture} checkpoint, not {cfg.model}")
+    have = dataclasses.asdict(model.config)
+    changed = {k: v for k, v in cfg.model_config.items() if have.get(k) != (tuple(v) if isinstance(v, list) else v)}
+    if changed:
+        model = build_model(cfg.model, {**have, **changed})
+        try:
+            model.load_state_dict(load_checkpoint(cfg.init_from)[0].state_dict(), strict=True)
+        except RuntimeError as e:
+            raise CheckpointError(
+                f"--init-from {cfg.init_from}: --set {', '.join(changed)} changes the weights' shapes ({e})"
+            ) from None
+    return model.train()
 
 
 def usdr(estimate: torch.Tensor, reference: torch.Tensor, block: int = 1 << 20) -> float:
@@ -120,12 +142,16 @@ class Trainer:
         self.data_name = _describe_data(cfg)
 
         self.epoch = self.batch = self.step = self.bad_epochs = 0
+        self.trained_before, self._started = 0.0, None  # seconds trained by earlier processes of this run
         self.best = math.inf
         self.history: list[dict] = []
         self.epoch_sums = _empty_sums()  # train loss and timings of the current epoch so far
         torch.manual_seed(cfg.seed)
         if resume:
             self.model, state = load_run(self.out)
+        elif cfg.init_from:
+            self.model = initial_weights(cfg)
+            state = None
         else:
             arch = get_architecture(cfg.model)
             base = dataclasses.asdict(arch.config_class())
@@ -174,6 +200,7 @@ class Trainer:
             "best": self.best,
             "bad_epochs": self.bad_epochs,
             "history": self.history,
+            "trained_seconds": self.elapsed(),
             "epoch_sums": dict(self.epoch_sums),
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
@@ -185,6 +212,7 @@ class Trainer:
     def _restore(self, state: dict) -> None:
         self.epoch, self.batch, self.step = state["epoch"], state["batch"], state["step"]
         self.best, self.bad_epochs, self.history = state["best"], state["bad_epochs"], state["history"]
+        self.trained_before = state.get("trained_seconds", (state["history"] or [{}])[-1].get("elapsed", 0.0))
         self.epoch_sums = {**_empty_sums(), **state.get("epoch_sums", {})}
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
@@ -201,6 +229,10 @@ class Trainer:
             "steps": self.step,
             "batch_size": self.cfg.batch_size * self.world,
             "chunk_seconds": self.cfg.data.seconds,
+            "lr": self.cfg.lr,
+            "init_from": self.cfg.init_from,
+            "budget": f"{last.get('elapsed', 0) / 60:.0f} min of training on {self.device.type}"
+            + (f" ({torch.get_num_threads()} CPU threads)" if self.device.type == "cpu" else ""),
             "valid": {k: v for k, v in last.items() if k.startswith("valid")},
             "best_valid_loss": self.best,
         }
@@ -252,6 +284,8 @@ class Trainer:
         cfg = self.cfg
         if cfg.max_steps is not None and self.step >= cfg.max_steps:
             return "max_steps"
+        if cfg.max_minutes is not None and self.trained_before >= 60 * cfg.max_minutes:
+            return "max_minutes"
         if self.bad_epochs >= cfg.patience:
             return "early_stopped"
         if self.epoch >= cfg.epochs:
@@ -267,10 +301,13 @@ class Trainer:
                 "early_stopped": f"it stopped early after {self.bad_epochs} epochs without a better validation loss "
                 f"(--patience {cfg.patience}); raise --patience to go on",
                 "finished": f"it trained all {cfg.epochs} epochs; raise --epochs to go on",
+                "max_minutes": f"it trained {self.trained_before / 60:.1f} min (--max-minutes {cfg.max_minutes}); "
+                "raise --max-minutes to go on",
             }[done]
             log.warning("%s: nothing to train: %s", self.out, why)
             return self._summary(done)
         status = "finished"
+        self._started = time.perf_counter()
         while self.epoch < cfg.epochs:
             batches = epoch_batches(
                 len(self.dataset), cfg.batch_size, seed=cfg.seed, epoch=self.epoch, rank=self.rank, world=self.world
@@ -324,6 +361,7 @@ class Trainer:
             record.update(self.validate())
             self.scheduler.step(record["valid_loss"])
             record["lr"] = self.optimizer.param_groups[0]["lr"]
+            record["elapsed"] = self.elapsed()
             improved = record["valid_loss"] < self.best
             if improved:
                 self.best, self.bad_epochs = record["valid_loss"], 0
@@ -340,7 +378,16 @@ class Trainer:
                 status = "early_stopped"
                 log.info("early stop: no better validation loss for %d epochs", self.bad_epochs)
                 break
+            if cfg.max_minutes is not None and self.elapsed() >= 60 * cfg.max_minutes:
+                status = "max_minutes"  # equal wall-clock comparisons: whole epochs, validated
+                log.info("time limit: %.1f min of training (--max-minutes %g)", self.elapsed() / 60, cfg.max_minutes)
+                break
         return self._summary(status)
+
+    def elapsed(self) -> float:
+        """Seconds this run has trained (steps and validation), resumes included (`history` has it
+        per epoch; `--max-minutes` counts it)."""
+        return self.trained_before + (time.perf_counter() - self._started if self._started is not None else 0.0)
 
     def _summary(self, status: str) -> dict:
         return {
@@ -507,6 +554,14 @@ def _describe_data(cfg: TrainConfig) -> str:
     if marker.exists():
         meta = json.loads(marker.read_text())
         return f"synthetic MUSDB-shaped set (training.synthetic, {meta})"
+    world = Path(cfg.musdb_root) / "world.json"
+    if world.exists():
+        meta = json.loads(world.read_text())
+        tracks = sum(1 for t in meta["tracks"] if t["subset"] == "train")
+        return (
+            f"songs rendered from sampled sounds (training.world, {tracks} train/valid tracks of "
+            f"{meta['seconds']:g} s, seed {meta['seed']})"
+        )
     return ("MUSDB18-HQ" if cfg.is_wav else "MUSDB18") + " train split, musdb's 14 validation tracks held out"
 
 

@@ -1,0 +1,242 @@
+"""The rendered training world (`training.world`): exact sums, determinism, stems that hold only
+their own instruments, held-out sounds kept out of training, musdb reads it, training runs on
+it, fine-tuning starts from a checkpoint's weights."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import re
+import shlex
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+from scipy.signal import welch
+
+from conftest import ROOT, TINY_CONFIGS, tiny_train_config
+from separation import Separator
+from separation.audio import SAMPLE_RATE
+from separation.errors import CheckpointError, SeparationError
+from separation.tracks import SOURCES, open_musdb
+from training.data import ChunkDataset, DataConfig, random_eq
+from training.loop import TrainConfig, Trainer, resume_config
+from training.sweep import main as sweep_main
+from training.synthetic import vocal_free_share
+from training.world import sounds as sounds_module
+from training.world.render import render_song, write_world
+from training.world.sounds import SPLITS, all_sound_files
+
+SECONDS = 10.0
+
+
+@pytest.fixture(scope="module")
+def songs():
+    """Six training-world songs and one of each held-out split (rendered once for the module)."""
+    out = {("train", s): render_song(s, "train", SECONDS) for s in range(6)}
+    out[("heldout", 0)] = render_song(0, "heldout", SECONDS)
+    out[("unseen", 0)] = render_song(0, "unseen", SECONDS)
+    return out
+
+
+def test_mixture_is_the_exact_sum_of_16_bit_stems(songs):
+    for track, _ in songs.values():
+        ints = {k: track[k].astype(np.float64) * 32768 for k in track}
+        for k, v in ints.items():
+            assert np.array_equal(v, np.round(v)), f"{k} is not on the 16-bit grid"
+        assert np.array_equal(ints["mixture"], sum(ints[s] for s in SOURCES))
+        assert np.abs(track["mixture"]).max() < 1.0  # the bus limiter keeps it from clipping
+        assert all(np.abs(track[s]).max() > 0 for s in ("vocals", "bass", "other"))
+
+
+def test_a_seed_gives_the_same_song_and_another_seed_another(songs):
+    again, info = render_song(3, "train", SECONDS)
+    first, first_info = songs[("train", 3)]
+    assert info == first_info
+    for k in first:
+        assert np.array_equal(first[k], again[k])
+    other = songs[("train", 4)][0]
+    assert not np.allclose(first["vocals"], other["vocals"])
+
+
+def test_each_stem_holds_only_its_instruments(songs):
+    for (split, _), (track, info) in songs.items():
+        parts = info["parts"]
+        # what was rendered into each stem (GM programs: 32-39 are basses, 52-54 choir and voice)
+        assert all(int(p.split(":")[-1]) in range(32, 40) for p in parts["bass"])
+        assert all(p.split(":")[0] in ("comp", "pad", "lead") for p in parts["other"])
+        assert all(int(p.split(":")[-1]) not in range(32, 40) for p in parts["other"])
+        assert parts["drums"] == [info["kit"]]
+        assert parts["vocals"][0] == info["voice"]
+        assert all(int(p.split(":")[-1]) in (52, 53, 54) for p in parts["vocals"][1:])
+        # and what is heard: the bass stem is low, the vocals stem is voice-band
+        f, power = welch(track["bass"].mean(axis=1), SAMPLE_RATE, nperseg=4096)
+        assert power[f < 1500].sum() / power.sum() > 0.8, (split, info["genre"])
+        f, power = welch(track["vocals"].mean(axis=1), SAMPLE_RATE, nperseg=4096)
+        assert power[(f > 100) & (f < 8000)].sum() / power.sum() > 0.8
+
+
+def test_songs_carry_vocal_free_sections_and_real_datas_traits(songs):
+    shares = [vocal_free_share(t["vocals"]) for t, _ in songs.values()]
+    assert min(shares) > 0.05 and np.median(shares) > 0.15  # intros, breaks, outros, breaths
+    dual_mono = [np.array_equal(t["vocals"][:, 0], t["vocals"][:, 1]) for t, _ in songs.values()]
+    assert any(dual_mono) and not all(dual_mono)
+
+
+def test_held_out_sounds_never_reach_the_training_split(tmp_path):
+    train, heldout, unseen = (all_sound_files(s) for s in ("train", "heldout", "unseen"))
+    assert not (train & heldout) and not (train & unseen) and not (heldout & unseen)
+    assert {"FluidR3_GM.sf2", "FluidR3_GS.sf2"} <= unseen
+    assert any(v.startswith("espeak:") for v in unseen) and not any(v.startswith("espeak:") for v in train | heldout)
+    meta = write_world(tmp_path / "world", train=3, valid=1, test=1, seconds=6.0, jobs=2)
+    for t in meta["tracks"]:
+        used = {t["voice"], t["kit"], *t["soundfonts"]}
+        assert used <= train, used - train
+    held = write_world(tmp_path / "unseen", sounds="unseen", test=2, seconds=6.0)
+    assert not (tmp_path / "unseen" / "train").exists()  # held-out splits are test sets only
+    for t in held["tracks"]:
+        assert {t["voice"], t["kit"], *t["soundfonts"]} <= unseen
+    # musdb reads the rendered folder as it reads MUSDB18-HQ
+    tracks = open_musdb(tmp_path / "world", is_wav=True, subset="train", split="train")
+    assert len(tracks) == 3 and len(open_musdb(tmp_path / "world", is_wav=True, subset="train", split="valid")) == 1
+    assert meta["tracks_per_minute"] > 0 and json.loads((tmp_path / "world" / "world.json").read_text())["tracks"]
+
+
+def test_a_missing_sound_is_a_clear_error(monkeypatch, tmp_path):
+    gone = dataclasses.replace(SPLITS["heldout"], soundfonts=(tmp_path / "TimGM6mb.sf2",))
+    monkeypatch.setitem(sounds_module.SPLITS, "heldout", gone)
+    with pytest.raises(SeparationError, match="apt-get install timgm6mb-soundfont"):
+        write_world(tmp_path / "w", sounds="heldout", test=1, seconds=4.0)
+    assert not (tmp_path / "w").exists()  # nothing half-written
+
+
+@pytest.fixture(scope="module")
+def world_root(tmp_path_factory):
+    root = tmp_path_factory.mktemp("world")
+    write_world(root, train=3, valid=1, test=1, seconds=6.0, jobs=2)
+    return root
+
+
+def _cfg(root, out, **kw) -> TrainConfig:
+    return tiny_train_config(root, out, **{"epochs": 1, **kw})
+
+
+def test_training_runs_on_the_world_and_fine_tunes_from_a_checkpoint(world_root, tmp_path):
+    first = Trainer(_cfg(world_root, tmp_path / "a")).run()
+    assert first["step"] == 3 and np.isfinite(first["best_valid_loss"])
+    start = Separator.from_pretrained(tmp_path / "a" / "best").model.state_dict()
+    tuned = Trainer(_cfg(world_root, tmp_path / "b", init_from=str(tmp_path / "a" / "best")))
+    for k, v in tuned.model.state_dict().items():  # it starts where the checkpoint is, not at random
+        assert torch.equal(v.cpu(), start[k].to(v.dtype)), k
+    assert np.isfinite(tuned.run()["best_valid_loss"])
+    with pytest.raises(CheckpointError, match="is a dprnn checkpoint, not conv1d"):
+        Trainer(_cfg(world_root, tmp_path / "c", model="conv1d", init_from=str(tmp_path / "a" / "best")))
+    shaped = {**dataclasses.asdict(TINY_CONFIGS["dprnn"]), "hidden_size": 24}
+    with pytest.raises(CheckpointError, match="changes the weights' shapes"):
+        Trainer(_cfg(world_root, tmp_path / "d", model_config=shaped, init_from=str(tmp_path / "a" / "best")))
+
+
+def test_cli_writes_a_world_and_refuses_bad_arguments(tmp_path):
+    run = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "training.world",
+            str(tmp_path / "w"),
+            "--sounds",
+            "heldout",
+            "--test",
+            "1",
+            "--seconds",
+            "4",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+    )
+    assert run.returncode == 0, run.stderr
+    assert "wrote 1 tracks of 4 s from the 'heldout' sounds" in run.stdout
+    mix, rate = sf.read(next((tmp_path / "w" / "test").iterdir()) / "mixture.wav")
+    assert rate == SAMPLE_RATE and mix.shape == (4 * SAMPLE_RATE, 2)
+    bad = subprocess.run(
+        [sys.executable, "-m", "training.world", str(tmp_path / "x"), "--sounds", "fluid"],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+    )
+    assert bad.returncode == 2 and "invalid choice: 'fluid'" in bad.stderr
+
+
+def test_every_package_a_missing_sound_names_is_installed_by_setup():
+    listed = set((ROOT / "packages-world.txt").read_text().split())
+    source = (ROOT / "training" / "world" / "sounds.py").read_text()
+    named = set(re.findall(r'"([a-z0-9-]+(?:soundfont|drumkits|festvox-[a-z0-9-]+|festival|espeak-ng))"', source))
+    named |= {v.package for s in SPLITS.values() for v in s.voices if v.package}
+    assert named and named <= listed, named - listed
+    assert "fluidsynth" in listed and "packages-world.txt" in (ROOT / "scripts" / "setup.sh").read_text()
+
+
+def test_random_eq_augmentation_is_a_bounded_filter(world_root):
+    rng = np.random.default_rng(0)
+    noise = rng.standard_normal((2, SAMPLE_RATE)).astype(np.float32)
+    out = random_eq(noise, np.random.default_rng(1))
+    assert out.shape == noise.shape and out.dtype == np.float32 and np.isfinite(out).all()
+    f, before = welch(noise[0], SAMPLE_RATE, nperseg=2048)
+    _, after = welch(out[0], SAMPLE_RATE, nperseg=2048)
+    gain_db = 10 * np.log10(after[5:-5] / before[5:-5])
+    assert np.abs(gain_db).max() < 18 + 3  # two filters of at most 9 dB each (+ estimation noise)
+    assert np.abs(gain_db).max() > 1  # and it does change the timbre
+    tracks = open_musdb(world_root, is_wav=True, subset="train", split="train")
+    mix, targets = ChunkDataset(tracks, DataConfig(seconds=1.0, samples_per_track=1, eq=1.0))[0]
+    assert torch.allclose(mix, targets.sum(dim=0))  # the mixture is still the sum of its sources
+
+
+def test_max_minutes_stops_after_whole_epochs_and_counts_across_resumes(world_root, tmp_path, caplog):
+    out = tmp_path / "run"
+    result = Trainer(_cfg(world_root, out, epochs=5, max_minutes=1e-4)).run()
+    assert result["status"] == "max_minutes" and result["epoch"] == 1  # the first epoch that ends past it
+    assert result["history"][-1]["elapsed"] > 0
+    again = Trainer(resume_config(out, max_minutes=1e-4), resume=True)
+    assert again.run()["status"] == "max_minutes" and again.epoch == 1  # nothing more to train
+    assert "raise --max-minutes to go on" in caplog.text
+    more = Trainer(resume_config(out, max_minutes=60.0), resume=True).run()
+    assert more["epoch"] == 5 and more["status"] == "finished"
+    assert more["history"][-1]["elapsed"] > result["history"][-1]["elapsed"]  # it counts the first process too
+
+
+def test_sweep_trains_each_setting_for_the_same_time_and_tables_them(world_root, tmp_path):
+    tiny = [
+        f"{k}={json.dumps(list(v) if isinstance(v, tuple) else v)}"
+        for k, v in dataclasses.asdict(TINY_CONFIGS["dprnn"]).items()
+    ]
+    common = "--is-wav --samples-per-track 2 --seconds 1 --batch-size 2 --epochs 2 --set " + " ".join(
+        shlex.quote(t) for t in tiny
+    )
+    argv = ["--musdb-root", str(world_root), "--minutes", "10", "--out", str(tmp_path), "--common", common]
+    assert sweep_main([*argv, "base:", "fast:", "--lr", "3e-3"]) == 0
+    rows = {r["name"]: r for r in json.loads((tmp_path / "sweep.json").read_text())}
+    assert set(rows) == {"base", "fast"} and rows["fast"]["args"] == "--lr 3e-3"
+    assert all(r["epochs"] == 2 and np.isfinite(r["valid_usdr_vocals"]) for r in rows.values())
+    table = (tmp_path / "sweep.md").read_text()
+    assert table.count("\n") == 4 and "| fast | --lr 3e-3 | dprnn |" in table
+    mtime = (tmp_path / "base" / "summary.json").stat().st_mtime
+    assert sweep_main([*argv, "base:"]) == 0  # a finished run is read, not trained again
+    assert (tmp_path / "base" / "summary.json").stat().st_mtime == mtime
+
+
+def test_training_defaults_are_the_sweeps_winners():
+    from training.__main__ import build_parser, config_from_args
+
+    scratch = config_from_args(build_parser().parse_args(["--musdb-root", "x"]))
+    tuned = config_from_args(
+        build_parser().parse_args(["--musdb-root", "x", "--init-from", "assets/checkpoints/dprnn"])
+    )
+    assert (scratch.lr, tuned.lr) == (1e-3, 3e-4)
+    assert scratch.data.seconds == 3.0 and scratch.data.eq == 0.5
+    assert (
+        config_from_args(build_parser().parse_args(["--musdb-root", "x", "--lr", "0.01", "--init-from", "y"])).lr
+        == 0.01
+    )

@@ -1,0 +1,53 @@
+"""Render a MUSDB18-HQ-shaped set of songs from sampled sounds.
+
+    python -m training.world data/world --train 100 --valid 4 --test 10 --jobs 2
+    python -m training.world data/world-heldout --sounds heldout --test 10   # this project's unseen split
+    python -m training.world data/world-unseen --sounds unseen --test 10     # FluidR3 + espeak-ng, never trained on
+
+Every track folder holds mixture.wav (the exact sum of the stems) and vocals/drums/bass/other.wav;
+`world.json` records what each track was made of (genre, voice, kit, soundfonts, programs) and
+the render speed. Needs the Debian packages of `packages-world.txt` (`scripts/setup.sh --dev`
+installs them).
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from separation.cli import HelpFormatter, dispatch, exit_now
+
+from ..synthetic import REAL, Traits
+from .render import write_world
+from .sounds import SPLITS
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m training.world", description=__doc__, formatter_class=HelpFormatter)
+    p.add_argument("root", type=Path, help="folder to write train/ and test/ into")
+    p.add_argument("--sounds", choices=list(SPLITS), default="train", help="which split of sounds to render from")
+    p.add_argument("--train", type=int, default=100, help="training tracks (train sounds only)")
+    p.add_argument("--valid", type=int, default=4, help="validation tracks, named as musdb's own (train sounds only)")
+    p.add_argument("--test", type=int, default=10, help="test tracks")
+    p.add_argument("--seconds", type=float, default=30.0, help="length of every track, in seconds")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--jobs", type=int, default=1, help="tracks rendered at once (one process each)")
+    p.add_argument("--no-traits", action="store_true", help="no dual-mono stems, hard panning or silent drums")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    a = build_parser().parse_args(argv)
+    options = dict(vars(a))
+    root, no_traits = options.pop("root"), options.pop("no_traits")
+    meta = write_world(root, traits=Traits.none() if no_traits else REAL, **options)
+    n = len(meta["tracks"])
+    print(
+        f"wrote {n} tracks of {a.seconds:g} s from the {a.sounds!r} sounds to {a.root} "
+        f"in {meta['render_seconds']:.0f} s ({meta['tracks_per_minute']:.1f} tracks/min with {a.jobs} jobs)"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    exit_now(dispatch(None, {}, main, "interrupted: the tracks written so far are complete"))

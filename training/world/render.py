@@ -1,0 +1,191 @@
+"""A song from its score to four stems and a mixture, and MUSDB18-HQ-shaped folders of them."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import time
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+import numpy as np
+
+from separation.audio import SAMPLE_RATE
+
+from ..synthetic import Traits, validation_names, write_track
+from ..synthetic import voice as formant_voice
+from .mix import balance, channel_strip, master, place_mono
+from .score import Song, make_song
+from .sounds import SPLITS, Voice, check_installed
+from .synth import render_drums, synth_for
+from .voices import lead_vocal
+
+SPLIT_CODE = {"train": 1, "heldout": 2, "unseen": 3}
+
+
+def _program(soundfont: Path, program: int) -> int:
+    """`program`, or the first of its GM family of eight that the soundfont has (csound's bank lacks a few)."""
+    synth = synth_for(soundfont)
+    family = program // 8 * 8
+    for p in (program, *range(family, family + 8), 0):
+        if synth.has(p):
+            return p
+    return 0
+
+
+def _formant_vocal(song: Song, rng: np.random.Generator) -> np.ndarray:
+    """The synthetic formant voice of `training.synthetic`, singing only in the song's phrases."""
+    n = int(song.seconds * SAMPLE_RATE)
+    sung = formant_voice(rng, n, 48 + song.key, 60.0 / song.tempo)
+    gate = np.zeros(n, np.float32)
+    for p in song.phrases:
+        a, b = int(p.notes[0].start * SAMPLE_RATE), int((p.notes[-1].start + p.notes[-1].length) * SAMPLE_RATE)
+        gate[a:b] = 1.0
+    fade = np.hanning(441) / np.hanning(441).sum()
+    return (sung * np.convolve(gate, fade, mode="same")).astype(np.float32)
+
+
+def _vocals(song: Song, voice: Voice, soundfont: Path, rng, dual_mono: bool) -> tuple[np.ndarray, list[str]]:
+    """The vocals stem `(T, 2)`: lead, double, harmony, breaths, and a choir patch if scored."""
+    n = int(song.seconds * SAMPLE_RATE)
+    if voice.engine == "formant":
+        takes = {"lead": _formant_vocal(song, rng)}
+    else:
+        takes = lead_vocal(voice, song.phrases, song.seconds, rng)
+    choir = [p for p in song.parts if p.stem == "vocals"]
+    parts = [voice.id]
+    room = float(rng.uniform(0.05, 0.3))
+    if dual_mono and not choir:
+        mono = sum(takes.values())
+        wet = channel_strip(mono[:, None], rng, room=room, bright=2.0)[:, 0]
+        return place_mono(wet, None), parts
+    stem = place_mono(takes["lead"], float(rng.uniform(-0.1, 0.1)))
+    for name, pan in (("double", rng.uniform(0.3, 0.7)), ("harmony", rng.uniform(-0.6, -0.2))):
+        if name in takes and np.any(takes[name]):
+            stem = stem + place_mono(takes[name], float(pan))
+    for part in choir:
+        audio = synth_for(soundfont).render(part.notes, _program(soundfont, part.program), song.seconds)
+        stem = stem + 0.5 * audio / (np.abs(audio).max() + 1e-9) * np.abs(stem).max()
+        parts.append(f"{soundfont.name}:{part.program}")
+    return channel_strip(stem[:n], rng, room=room, bright=2.0), parts
+
+
+def render_song(seed: int, sounds: str = "train", seconds: float = 30.0, traits: Traits = Traits()):
+    """One song from split `sounds`: ({source: (T, 2) float32, "mixture": their exact sum},
+    what it was made of)."""
+    rng = np.random.default_rng([seed, SPLIT_CODE[sounds]])
+    trng = np.random.default_rng([seed, SPLIT_CODE[sounds], 1])  # traits: their own draws
+    bank = SPLITS[sounds]
+    voice = bank.voices[int(rng.integers(len(bank.voices)))]
+    female = voice.name in ("cmu_us_slt_arctic_hts", "lp_diphone", "upc_ca_ona_hts") or "+f" in voice.name
+    song = make_song(rng, seconds, female=female)
+    kit = bank.drumkits[int(rng.integers(len(bank.drumkits)))]
+    n = int(seconds * SAMPLE_RATE)
+    used = {"voice": voice.id, "kit": f"kit:{kit}", "soundfonts": [], "parts": {}}
+    stems = {"bass": np.zeros((n, 2), np.float32), "other": np.zeros((n, 2), np.float32)}
+    for part in song.parts:
+        if part.stem == "vocals":
+            continue
+        soundfont = bank.soundfonts[int(rng.integers(len(bank.soundfonts)))]
+        program = _program(soundfont, part.program)
+        audio = synth_for(soundfont).render(part.notes, program, seconds)
+        audio = channel_strip(audio, rng, room=float(rng.uniform(0.0, 0.3)))
+        if part.stem == "bass" and trng.random() < traits.mono_bass:
+            audio = place_mono(audio.mean(axis=1), None)
+        elif part.stem == "other":
+            audio = balance(audio, float(rng.uniform(-0.6, 0.6)))
+        stems[part.stem] += audio / (np.abs(audio).max() + 1e-9) * (1.0 if part.role != "pad" else 0.5)
+        used["soundfonts"].append(soundfont.name)
+        used["parts"].setdefault(part.stem, []).append(f"{part.role}:{soundfont.name}:{program}")
+    if trng.random() < traits.hard_pan:
+        stems["other"] = balance(stems["other"], float(trng.choice([-1.0, 1.0])))
+    drums = render_drums(kit, song.drums, seconds)
+    stems["drums"] = channel_strip(drums, rng, room=float(rng.uniform(0.0, 0.2)))
+    choir_font = bank.soundfonts[int(rng.integers(len(bank.soundfonts)))]
+    stems["vocals"], vocal_parts = _vocals(song, voice, choir_font, rng, trng.random() < traits.dual_mono_vocals)
+    used["parts"]["vocals"] = vocal_parts
+    used["parts"]["drums"] = [f"kit:{kit}"]
+    if any(p.stem == "vocals" for p in song.parts):
+        used["soundfonts"].append(choir_font.name)
+    vocal_db = float(np.clip(rng.normal(-1.0, 3.0), -8.0, 5.0))
+    track = master(stems, rng, vocal_db)
+    used["soundfonts"] = sorted(set(used["soundfonts"]))
+    info = {
+        "genre": song.genre,
+        "tempo": round(song.tempo, 1),
+        "key": song.key,
+        "mode": song.mode,
+        "vocal_db": round(vocal_db, 1),
+        "sections": [(s, round(a, 2), round(b, 2)) for s, a, b in song.sections],
+        **used,
+    }
+    return track, info
+
+
+def _render_one(job: tuple) -> dict:
+    folder, seed, sounds, seconds, traits, silent_drums = job
+    t0 = time.perf_counter()
+    track, info = render_song(seed, sounds, seconds, traits)
+    if silent_drums:  # an acoustic song: the drums stem is exactly zero, the mixture the sum of the rest
+        track["mixture"] = track["mixture"] - track["drums"]
+        track["drums"] = np.zeros_like(track["drums"])
+        info["parts"]["drums"] = []
+    write_track(Path(folder), track)
+    return {
+        "name": Path(folder).name,
+        "subset": Path(folder).parent.name,
+        "seed": seed,
+        "seconds_to_render": round(time.perf_counter() - t0, 2),
+        **info,
+    }
+
+
+def write_world(
+    root: str | os.PathLike,
+    *,
+    sounds: str = "train",
+    train: int = 100,
+    valid: int = 4,
+    test: int = 10,
+    seconds: float = 30.0,
+    seed: int = 0,
+    jobs: int = 1,
+    traits: Traits = Traits(),
+) -> dict:
+    """Render a MUSDB18-HQ-shaped folder from split `sounds` (`train/` only with the training
+    sounds; the held-out splits are test sets). Returns (and writes as `world.json`) what every
+    track was made of and how long it took."""
+    check_installed(sounds)
+    root = Path(root)
+    if sounds != "train":
+        train = valid = 0
+    names = validation_names()
+    plan = [("train", f"World {i:03d} - Train Song", 100_000 + i) for i in range(train)]
+    plan += [("train", names[i], 200_000 + i) for i in range(valid)]
+    plan += [("test", f"World {i:03d} - {sounds.capitalize()} Test Song", 300_000 + i) for i in range(test)]
+    jobs_list, position = [], {}
+    for subset, name, offset in plan:
+        position[subset] = position.get(subset, -1) + 1
+        silent = traits.silent_source and position[subset] == 1
+        jobs_list.append((str(root / subset / name), seed * 1_000_003 + offset, sounds, seconds, traits, silent))
+    t0 = time.perf_counter()
+    if jobs > 1:
+        with ProcessPoolExecutor(max_workers=jobs) as pool:
+            tracks = list(pool.map(_render_one, jobs_list))
+    else:
+        tracks = [_render_one(j) for j in jobs_list]
+    wall = time.perf_counter() - t0
+    meta = {
+        "world": sounds,
+        "seconds": seconds,
+        "seed": seed,
+        "traits": dataclasses.asdict(traits),
+        "jobs": jobs,
+        "render_seconds": round(wall, 1),
+        "tracks_per_minute": round(60 * len(tracks) / max(wall, 1e-9), 2),
+        "tracks": tracks,
+    }
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "world.json").write_text(json.dumps(meta, indent=1) + "\n")
+    return meta
