@@ -99,8 +99,12 @@ def test_separate_a_demo_clip_with_both_models(lab, client):
     rows = {(r["model"], r["source"]): r for r in info["metrics"]}
     assert set(rows) == {(m, s) for m in ("dprnn", "umxhq") for s in ("vocals", "accompaniment")}
     assert all(math.isfinite(rows[k]["SDR"]) for k in rows)
-    # the shipped DPRNN separates the demo songs; umxhq here has random stand-in weights
-    assert rows[("dprnn", "vocals")]["SDR"] > 3 > rows[("umxhq", "vocals")]["SDR"]
+    # the shipped DPRNN separates the demo songs (the mixture scores about -5 dB as a vocals
+    # estimate on them); umxhq here has random stand-in weights
+    assert (
+        rows[("dprnn", "vocals")]["SDR"] > 0.5
+        and rows[("dprnn", "vocals")]["SDR"] > rows[("umxhq", "vocals")]["SDR"] + 3
+    )
     assert set(info["timings"]) >= {"separate dprnn", "separate umxhq", "metrics", "spectrograms", "total"}
 
 
