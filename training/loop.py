@@ -100,9 +100,10 @@ def initial_weights(cfg: TrainConfig) -> MaskModel:
     have = dataclasses.asdict(model.config)
     changed = {k: v for k, v in cfg.model_config.items() if have.get(k) != (tuple(v) if isinstance(v, list) else v)}
     if changed:
+        weights = model.state_dict()
         model = build_model(cfg.model, {**have, **changed})
         try:
-            model.load_state_dict(load_checkpoint(cfg.init_from)[0].state_dict(), strict=True)
+            model.load_state_dict(weights, strict=True)
         except RuntimeError as e:
             raise CheckpointError(
                 f"--init-from {cfg.init_from}: --set {', '.join(changed)} changes the weights' shapes ({e})"

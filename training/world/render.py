@@ -65,9 +65,10 @@ def _vocals(song: Song, voice: Voice, soundfont: Path, rng, dual_mono: bool) -> 
         if name in takes and np.any(takes[name]):
             stem = stem + place_mono(takes[name], float(pan))
     for part in choir:
-        audio = synth_for(soundfont).render(part.notes, _program(soundfont, part.program), song.seconds)
+        program = _program(soundfont, part.program)
+        audio = synth_for(soundfont).render(part.notes, program, song.seconds)
         stem = stem + 0.5 * audio / (np.abs(audio).max() + 1e-9) * np.abs(stem).max()
-        parts.append(f"{soundfont.name}:{part.program}")
+        parts.append(f"{soundfont.name}:{program}")  # the preset played, as for the other stems
     return channel_strip(stem[:n], rng, room=room, bright=2.0), parts
 
 
