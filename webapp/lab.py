@@ -245,12 +245,13 @@ class LabApp:
 
     def screened(self) -> tuple[list[dict], dict[str, list[str]]]:
         """All rating rows and the screening criteria excluding each listener; recomputed only
-        when ratings were added since the last call (every trial asks, to balance)."""
-        count = self.store.count()
+        when ratings were added or headphone checks answered since the last call (every trial
+        asks, to balance)."""
+        key = (self.store.count(), self.store.headphone_scores())
         with self._screen_lock:
-            if self._screened is None or self._screened[0] != count:
+            if self._screened is None or self._screened[0] != key:
                 rows = self.store.rows()
-                self._screened = (count, rows, excluded_by(rows, self.store.headphone_scores()))
+                self._screened = (key, rows, excluded_by(rows, key[1]))
             return self._screened[1], self._screened[2]
 
     def mark(self, trial_id: str, token, label: str, what: str) -> dict[str, float]:
@@ -286,12 +287,12 @@ class LabApp:
 
     def agreement(self) -> dict:
         """Kendall's tau of each metric with the kept MUSHRA scores (`eval.ratings.metric_agreement`);
-        its bootstrap is recomputed only when ratings were added since the last call."""
-        count = self.store.count()
-        if self._agreement is None or self._agreement[0] != count:
-            rows, flags = self.screened()
+        its bootstrap is recomputed only when the screened ratings changed since the last call."""
+        rows, flags = self.screened()
+        key = self._screened[0]  # the same ratings and screening as `rows` and `flags`
+        if self._agreement is None or self._agreement[0] != key:
             kept = [r for r in rows if not flags[r["listener"]]]
-            self._agreement = (count, metric_agreement(kept, self.store.excerpt_metrics()))
+            self._agreement = (key, metric_agreement(kept, self.store.excerpt_metrics()))
         return self._agreement[1]
 
     def export_link(self, token: str | None, client: str) -> str:
@@ -316,8 +317,7 @@ class LabApp:
         expiry = self._exports.pop(link, None)
         if expiry is None or expiry < time.monotonic():
             return None
-        rows = self.store.rows()
-        return self.store.export_lines(excluded_by(rows, self.store.headphone_scores()))
+        return self.store.export_lines(self.screened()[1])
 
     def status_markdown(self) -> str:
         lines = []
