@@ -22,10 +22,10 @@ from separation import Separator
 from separation.audio import SAMPLE_RATE
 from separation.errors import CheckpointError, SeparationError
 from separation.tracks import SOURCES, open_musdb
-from training.data import ChunkDataset, DataConfig, random_eq
+from training.data import ChunkDataset, DataConfig, random_eq, random_reverb
 from training.loop import TrainConfig, Trainer, resume_config
 from training.sweep import main as sweep_main
-from training.synthetic import vocal_free_share
+from training.synthetic import vocal_free_share, write_musdb_folder
 from training.world import sounds as sounds_module
 from training.world.render import render_song, write_world
 from training.world.sounds import SPLITS, all_sound_files
@@ -132,11 +132,45 @@ def test_training_runs_on_the_world_and_fine_tunes_from_a_checkpoint(world_root,
     for k, v in tuned.model.state_dict().items():  # it starts where the checkpoint is, not at random
         assert torch.equal(v.cpu(), start[k].to(v.dtype)), k
     assert np.isfinite(tuned.run()["best_valid_loss"])
+    # A fine-tune of a fine-tune: its card states the whole chain of data and budgets.
+    again = Trainer(_cfg(world_root, tmp_path / "e", init_from=str(tmp_path / "b" / "best"), epochs=2))
+    again.run()
+    training = json.loads((tmp_path / "e" / "best" / "config.json").read_text())["training"]
+    assert training["init_from"] == str(tmp_path / "b" / "best")
+    assert training["parent"]["init_from"] == str(tmp_path / "a" / "best")
+    assert training["parent"]["parent"]["steps"] == 3 and "init_from" not in training["parent"]["parent"]
+    card = (tmp_path / "e" / "best" / "README.md").read_text()
+    assert card.count("min of training on cpu") == 3 and card.count("- fine-tuned from") == 2
+    resumed = Trainer(resume_config(tmp_path / "e", epochs=3), resume=True)
+    assert resumed.parent == training["parent"]  # a resumed fine-tune keeps its lineage
     with pytest.raises(CheckpointError, match="is a dprnn checkpoint, not conv1d"):
         Trainer(_cfg(world_root, tmp_path / "c", model="conv1d", init_from=str(tmp_path / "a" / "best")))
     shaped = {**dataclasses.asdict(TINY_CONFIGS["dprnn"]), "hidden_size": 24}
     with pytest.raises(CheckpointError, match="changes the weights' shapes"):
         Trainer(_cfg(world_root, tmp_path / "d", model_config=shaped, init_from=str(tmp_path / "a" / "best")))
+
+
+def test_extra_training_folders_add_their_tracks_but_not_their_validation(world_root, tmp_path):
+    # The world plus a synthetic set: every track under the synthetic train/ (validation-named
+    # ones too) is training data; validation stays the world's one track.
+    synthetic = write_musdb_folder(tmp_path / "synthetic", train=2, valid=1, test=0, seconds=4.0, seed=2)
+    trainer = Trainer(_cfg(world_root, tmp_path / "run", extra_train=(str(synthetic),)))
+    names = [t.name for t in trainer.dataset.tracks]
+    assert len(names) == 3 + 3 and sum(n.startswith("World") for n in names) == 3
+    valid = open_musdb(world_root, is_wav=True, split="valid")
+    assert [t.name for t in trainer.valid_tracks] == [t.name for t in valid]
+    assert trainer.data_name.startswith("songs rendered from sampled sounds (training.world, 4 train/valid tracks")
+    assert "plus synthetic MUSDB-shaped set" in trainer.data_name
+    assert trainer.run()["step"] == 6  # (3 + 3 tracks) x 2 chunks / batch 2
+    card = (tmp_path / "run" / "best" / "README.md").read_text()
+    assert "plus synthetic MUSDB-shaped set" in card  # the card names both
+    assert resume_config(tmp_path / "run").extra_train == (str(synthetic),)  # a resumed run keeps them
+    from training.__main__ import build_parser, config_from_args
+
+    argv = ["--musdb-root", "w", "--extra-train", "a", "--extra-train", "b"]
+    assert config_from_args(build_parser().parse_args(argv)).extra_train == ("a", "b")
+    with pytest.raises(SeparationError, match="no train tracks found"):
+        Trainer(_cfg(world_root, tmp_path / "bad", extra_train=(str(tmp_path / "run"),)))
 
 
 def test_cli_writes_a_world_and_refuses_bad_arguments(tmp_path):
@@ -194,6 +228,40 @@ def test_random_eq_augmentation_is_a_bounded_filter(world_root):
     assert torch.allclose(mix, targets.sum(dim=0))  # the mixture is still the sum of its sources
 
 
+def test_random_reverb_adds_a_decaying_stereo_tail_and_keeps_the_sum(world_root):
+    # A dual-mono click train: what comes out must keep the dry signal, gain a tail that decays
+    # after each click, and be stereo (independent tails per channel), as a mix's reverb is.
+    clicks = np.zeros((2, SAMPLE_RATE), dtype=np.float32)
+    clicks[:, :: SAMPLE_RATE // 2] = 1.0  # clicks at 0 and 0.5 s
+    rng = np.random.default_rng(3)
+    out = random_reverb(clicks, rng)
+    assert out.shape == clicks.shape and out.dtype == np.float32 and np.isfinite(out).all()
+    assert np.allclose(out[:, 0], 1.0, atol=0.05)  # the dry click is kept (pre-delay >= 0)
+    tail = out - clicks
+    assert not np.allclose(tail[0], tail[1])  # the reverb of a dual-mono source is stereo
+    early = np.sum(tail[:, 200:4000] ** 2)
+    late = np.sum(tail[:, 16000:19800] ** 2)  # same length, later after the first click
+    assert early > 3 * late > 0  # it decays
+    wet_db = 10 * np.log10(np.sum(tail.astype(np.float64) ** 2) / np.sum(clicks.astype(np.float64) ** 2))
+    assert -21 < wet_db < -5  # 6-20 dB below the dry signal
+    silence = np.zeros((2, 1000), dtype=np.float32)
+    assert np.array_equal(random_reverb(silence, rng), silence)  # silence stays silent, no NaN
+    tracks = open_musdb(world_root, is_wav=True, subset="train", split="train")
+    mix, targets = ChunkDataset(tracks, DataConfig(seconds=1.0, samples_per_track=1, reverb=1.0))[0]
+    assert torch.allclose(mix, targets.sum(dim=0))  # the wet signal is in its source's target
+    dry_mix, _ = ChunkDataset(tracks, DataConfig(seconds=1.0, samples_per_track=1, reverb=0.0))[0]
+    assert not torch.allclose(mix, dry_mix)
+
+
+@pytest.mark.parametrize(
+    "field, value, message",
+    [("reverb", 1.5, "share of chunks, 0 to 1"), ("eq", -0.1, "share of chunks"), ("gain", (1.0, 0.5), "0 < LO <= HI")],
+)
+def test_augmentation_settings_out_of_range_are_refused(field, value, message):
+    with pytest.raises(SeparationError, match=message):
+        DataConfig(**{field: value})
+
+
 def test_max_minutes_stops_after_whole_epochs_and_counts_across_resumes(world_root, tmp_path, caplog):
     out = tmp_path / "run"
     result = Trainer(_cfg(world_root, out, epochs=5, max_minutes=1e-4)).run()
@@ -240,3 +308,6 @@ def test_training_defaults_are_the_sweeps_winners():
         config_from_args(build_parser().parse_args(["--musdb-root", "x", "--lr", "0.01", "--init-from", "y"])).lr
         == 0.01
     )
+    flags = ["--musdb-root", "x", "--gain", "1", "1", "--reverb-augment", "0.3"]
+    augmented = config_from_args(build_parser().parse_args(flags)).data
+    assert augmented.gain == (1.0, 1.0) and augmented.reverb == 0.3

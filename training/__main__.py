@@ -49,6 +49,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--set", nargs="*", default=[], metavar="KEY=VALUE", help="model config overrides, e.g. hidden_size=64"
     )
     p.add_argument("--musdb-root", type=Path, help="MUSDB18 or MUSDB18-HQ folder (train/ and test/)")
+    p.add_argument(
+        "--extra-train",
+        type=Path,
+        action="append",
+        default=[],
+        metavar="ROOT",
+        help="one more MUSDB-shaped folder whose train/ tracks are all training data (repeatable)",
+    )
     p.add_argument("--is-wav", action="store_true", help="MUSDB18-HQ (wav folders) instead of .stem.mp4")
     p.add_argument("--out", type=Path, default=Path("runs/dprnn"), help="run folder (best/, last/, tensorboard/)")
     p.add_argument("--resume", type=Path, metavar="RUN", help="continue the run in this folder (its last/)")
@@ -84,6 +92,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--silent-vocals", type=float, help="share of chunks with muted vocals (default: as drawn)")
     p.add_argument("--no-remix", action="store_true", help="take all sources of a chunk from the same track")
     p.add_argument("--eq-augment", type=float, default=d.eq, help="share of source chunks given a random EQ")
+    p.add_argument(
+        "--reverb-augment", type=float, default=d.reverb, help="share of source chunks given a random reverb"
+    )
+    p.add_argument(
+        "--gain",
+        type=float,
+        nargs=2,
+        metavar=("LO", "HI"),
+        default=d.gain,
+        help="random gain range per source chunk (1 1: none)",
+    )
     p.add_argument("--no-spec-augment", action="store_true", help="no SpecAugment masks on the input spectrogram")
     p.add_argument(
         "--log-weight", type=float, default=LossConfig().log_weight, help="weight of the log-magnitude L2 term"
@@ -117,6 +136,7 @@ def config_from_args(args) -> TrainConfig:
         model=args.model,
         model_config=overrides,
         musdb_root=str(args.musdb_root),
+        extra_train=tuple(str(root) for root in args.extra_train),
         is_wav=args.is_wav,
         out=str(args.out),
         data=DataConfig(
@@ -124,6 +144,8 @@ def config_from_args(args) -> TrainConfig:
             samples_per_track=args.samples_per_track,
             remix=not args.no_remix,
             eq=args.eq_augment,
+            reverb=args.reverb_augment,
+            gain=tuple(args.gain),
             silent_vocals=args.silent_vocals,
         ),
         loss=LossConfig(

@@ -8,6 +8,9 @@ Augmentation, after Open-Unmix's `train.py` and Uhlich et al. 2017:
 - a random gain per source (`gain`), a random left/right swap per source (`channel_swap`),
 - a random EQ per source (`eq`: the share of sources given one bell and one shelf filter of
   up to +-9 dB; another mix engineer's choices, so a model does not learn one set of timbres),
+- a random reverb per source (`reverb`: the share of sources sent through a synthetic stereo
+  room; the wet signal stays in that source's target, as a mix's reverb returns do in MUSDB's
+  stems: a vocal's reverb is part of `vocals`),
 - a controlled share of chunks with silent vocals (`silent_vocals`): random chunks of real
   songs are often vocal-free (a third or more of MUSDB's tracks have no vocals); with a rate
   set, a chunk either has its vocals muted on purpose, or its vocals are drawn (up to 10
@@ -46,8 +49,18 @@ class DataConfig:
     gain: tuple[float, float] = (0.25, 1.25)
     channel_swap: bool = True
     eq: float = 0.5  # share of source chunks given a random EQ
+    reverb: float = 0.0  # share of source chunks given a random reverb
     silent_vocals: float | None = None  # None: whatever the random positions give
     vocal_threshold_db: float = -40.0  # a chunk "has vocals" when their RMS is above this
+
+    def __post_init__(self):
+        for name in ("eq", "reverb"):
+            share = getattr(self, name)
+            if not 0.0 <= share <= 1.0:
+                raise SeparationError(f"the {name} augmentation is a share of chunks, 0 to 1, not {share}")
+        low, high = self.gain
+        if not 0.0 < low <= high:
+            raise SeparationError(f"the gain range must be 0 < LO <= HI, not {low} {high}")
 
 
 class ChunkDataset(Dataset):
@@ -92,6 +105,8 @@ class ChunkDataset(Dataset):
             audio = audio * rng.uniform(*cfg.gain)
             if cfg.eq and rng.random() < cfg.eq:
                 audio = random_eq(audio, rng)
+            if cfg.reverb and rng.random() < cfg.reverb:
+                audio = random_reverb(audio, rng)
             if cfg.channel_swap and rng.random() < 0.5:
                 audio = audio[::-1]
             stems[source] = audio
@@ -130,6 +145,31 @@ def random_eq(audio: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         b, a = _biquad(kind, freq, float(rng.uniform(-9, 9)), float(rng.uniform(0.5, 2.0)))
         audio = lfilter(b, a, audio, axis=-1)
     return audio.astype(np.float32)
+
+
+def random_reverb(audio: np.ndarray, rng: np.random.Generator, rate: int = SAMPLE_RATE) -> np.ndarray:
+    """`(C, T)` -> `(C, T)` plus a synthetic room: per channel an independent noise tail that
+    decays by 60 dB in RT60 = 0.2-2 s (faster above a random damping frequency, as air and walls
+    absorb highs), after a 0-40 ms pre-delay, mixed in 6-20 dB below the dry signal's energy.
+    Independent tails make even a dual-mono source's reverb stereo, as a mix's reverb is."""
+    from scipy.signal import fftconvolve, lfilter
+
+    channels, frames = audio.shape
+    rt60 = float(rng.uniform(0.2, 2.0))
+    length = min(int(rt60 * rate), frames)
+    t = np.arange(length) / rate
+    tails = rng.standard_normal((channels, length)) * np.exp(-6.91 * t / rt60)
+    # Damping: a one-pole low-pass at 2-10 kHz on the tail.
+    pole = float(np.exp(-2 * np.pi * rng.uniform(2000.0, 10000.0) / rate))
+    tails = lfilter([1 - pole], [1, -pole], tails, axis=-1)
+    delay = int(rng.uniform(0.0, 0.04) * rate)
+    wet = np.zeros_like(audio, dtype=np.float64)
+    wet[:, delay:] = fftconvolve(audio, tails, axes=-1)[:, : frames - delay]
+    dry_energy, wet_energy = float(np.sum(audio.astype(np.float64) ** 2)), float(np.sum(wet**2))
+    if wet_energy <= 0.0 or dry_energy <= 0.0:  # silent source: nothing to reverberate
+        return audio
+    wet *= np.sqrt(dry_energy / wet_energy) * 10 ** (-rng.uniform(6.0, 20.0) / 20)
+    return (audio + wet).astype(np.float32)
 
 
 def epoch_batches(

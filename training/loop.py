@@ -59,6 +59,9 @@ class TrainConfig:
     model_config: dict = field(default_factory=dict)  # overrides of the architecture's defaults
     musdb_root: str = ""
     is_wav: bool = False
+    # More MUSDB-shaped folders whose every train/ track is training data (validation stays
+    # musdb_root's): e.g. the rendered world plus the synthetic set, or MUSDB18-HQ plus own stems.
+    extra_train: tuple[str, ...] = ()
     out: str = "runs/dprnn"
     data: DataConfig = field(default_factory=DataConfig)
     loss: LossConfig = field(default_factory=LossConfig)
@@ -88,12 +91,14 @@ class TrainConfig:
         d = dict(d)
         d["data"] = DataConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.get("data", {}).items()})
         d["loss"] = LossConfig(**d.get("loss", {}))
+        d["extra_train"] = tuple(d.get("extra_train", ()))
         return cls(**d)
 
 
-def initial_weights(cfg: TrainConfig) -> MaskModel:
-    """The model of checkpoint `cfg.init_from` (a folder or Hub repo), to fine-tune: it must be
-    `cfg.model`, and `--set` overrides may only change what does not shape the weights."""
+def initial_weights(cfg: TrainConfig) -> tuple[MaskModel, dict]:
+    """The model of checkpoint `cfg.init_from` (a folder or Hub repo), to fine-tune, and how it
+    was trained (`lineage`): it must be `cfg.model`, and `--set` overrides may only change what
+    does not shape the weights."""
     model, info = load_checkpoint(cfg.init_from)
     if info.architecture != cfg.model:
         raise CheckpointError(f"--init-from {cfg.init_from} is a {info.architecture} checkpoint, not {cfg.model}")
@@ -108,7 +113,20 @@ def initial_weights(cfg: TrainConfig) -> MaskModel:
             raise CheckpointError(
                 f"--init-from {cfg.init_from}: --set {', '.join(changed)} changes the weights' shapes ({e})"
             ) from None
-    return model.train()
+    return model.train(), lineage(info.training)
+
+
+LINEAGE_KEYS = ("data", "epochs", "steps", "batch_size", "chunk_seconds", "lr", "budget", "init_from")
+
+
+def lineage(training: dict | None) -> dict:
+    """What a model card needs of how a checkpoint was trained, its own ancestors included (a
+    fine-tune of a fine-tune keeps the whole chain, so its card states the whole budget)."""
+    training = training or {}
+    out = {k: training[k] for k in LINEAGE_KEYS if training.get(k) is not None}
+    if training.get("parent"):
+        out["parent"] = lineage(training["parent"])
+    return out
 
 
 def usdr(estimate: torch.Tensor, reference: torch.Tensor, block: int = 1 << 20) -> float:
@@ -136,6 +154,8 @@ class Trainer:
         self.is_main = self.rank == 0
 
         train_tracks = open_musdb(cfg.musdb_root, is_wav=cfg.is_wav, subset="train", split="train")
+        for root in cfg.extra_train:
+            train_tracks += open_musdb(root, is_wav=cfg.is_wav, subset="train")
         self.valid_tracks = open_musdb(cfg.musdb_root, is_wav=cfg.is_wav, subset="train", split="valid")
         if cfg.valid_tracks:
             self.valid_tracks = self.valid_tracks[: cfg.valid_tracks]
@@ -147,11 +167,12 @@ class Trainer:
         self.best = math.inf
         self.history: list[dict] = []
         self.epoch_sums = _empty_sums()  # train loss and timings of the current epoch so far
+        self.parent: dict | None = None  # how the --init-from checkpoint was trained
         torch.manual_seed(cfg.seed)
         if resume:
             self.model, state = load_run(self.out)
         elif cfg.init_from:
-            self.model = initial_weights(cfg)
+            self.model, self.parent = initial_weights(cfg)
             state = None
         else:
             arch = get_architecture(cfg.model)
@@ -203,6 +224,7 @@ class Trainer:
             "history": self.history,
             "trained_seconds": self.elapsed(),
             "epoch_sums": dict(self.epoch_sums),
+            "parent": self.parent,
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
             "scaler": self.scaler.state_dict(),
@@ -215,6 +237,7 @@ class Trainer:
         self.best, self.bad_epochs, self.history = state["best"], state["bad_epochs"], state["history"]
         self.trained_before = state.get("trained_seconds", (state["history"] or [{}])[-1].get("elapsed", 0.0))
         self.epoch_sums = {**_empty_sums(), **state.get("epoch_sums", {})}
+        self.parent = state.get("parent")
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         self.scaler.load_state_dict(state["scaler"])
@@ -232,6 +255,7 @@ class Trainer:
             "chunk_seconds": self.cfg.data.seconds,
             "lr": self.cfg.lr,
             "init_from": self.cfg.init_from,
+            **({"parent": self.parent} if self.parent else {}),
             "budget": f"{last.get('elapsed', 0) / 60:.0f} min of training on {self.device.type}"
             + (f" ({torch.get_num_threads()} CPU threads)" if self.device.type == "cpu" else ""),
             "valid": {k: v for k, v in last.items() if k.startswith("valid")},
@@ -551,19 +575,29 @@ def resume_config(out: Path, **overrides) -> TrainConfig:
 
 
 def _describe_data(cfg: TrainConfig) -> str:
-    marker = Path(cfg.musdb_root) / "synthetic.json"
+    main = _describe_root(cfg.musdb_root, extra=False)
+    if not main:
+        main = ("MUSDB18-HQ" if cfg.is_wav else "MUSDB18") + " train split, musdb's 14 validation tracks held out"
+    extras = [_describe_root(root, extra=True) or f"the train/ tracks of {Path(root).name}" for root in cfg.extra_train]
+    return " plus ".join([main, *extras])
+
+
+def _describe_root(root: str, *, extra: bool) -> str | None:
+    """What a generated folder holds, from its generator's record (None: not generated here)."""
+    marker = Path(root) / "synthetic.json"
     if marker.exists():
         meta = json.loads(marker.read_text())
         return f"synthetic MUSDB-shaped set (training.synthetic, {meta})"
-    world = Path(cfg.musdb_root) / "world.json"
+    world = Path(root) / "world.json"
     if world.exists():
         meta = json.loads(world.read_text())
         tracks = sum(1 for t in meta["tracks"] if t["subset"] == "train")
+        kind = "train" if extra else "train/valid"
         return (
-            f"songs rendered from sampled sounds (training.world, {tracks} train/valid tracks of "
+            f"songs rendered from sampled sounds (training.world, {tracks} {kind} tracks of "
             f"{meta['seconds']:g} s, seed {meta['seed']})"
         )
-    return ("MUSDB18-HQ" if cfg.is_wav else "MUSDB18") + " train split, musdb's 14 validation tracks held out"
+    return None
 
 
 def _init_distributed() -> tuple[int, int, int]:

@@ -215,23 +215,29 @@ def other(rng: np.random.Generator, n: int, key: int, beat: float, chords: list[
     return out
 
 
-def _rms(x: np.ndarray) -> float:
-    return float(np.sqrt(np.mean(x**2)) + 1e-12)
+def rms(x: np.ndarray) -> float:
+    """Root mean square, accumulated in float64 (a float32 sum of 1.3 M squares loses digits)."""
+    return float(np.sqrt(np.mean(np.square(x, dtype=np.float64))) + 1e-12)
+
+
+def place_mono(mono: np.ndarray, pan: float | None) -> np.ndarray:
+    """`(T,)` -> `(T, 2)` in `mono`'s dtype: `pan=None` is exactly dual-mono (left == right,
+    sample for sample: a mono recording placed in the centre); otherwise constant-power panning
+    (-1 left .. +1 right; at +-1 one channel is exactly zero)."""
+    if pan is None:
+        gains = np.array([np.sqrt(0.5), np.sqrt(0.5)])
+    else:
+        gains = np.array([np.sqrt(0.5 - pan / 2), np.sqrt(0.5 + pan / 2)])
+    return mono[:, None] * gains.astype(mono.dtype)
 
 
 def _stereo(x: np.ndarray, pan: float, width: float = 0.0, rng: np.random.Generator | None = None) -> np.ndarray:
-    """Constant-power pan (-1 left .. +1 right; at +-1 the other channel is exactly zero), and
-    optionally a little width from a short delay on the right channel."""
-    left, right = x * np.sqrt(0.5 - pan / 2), x * np.sqrt(0.5 + pan / 2)
+    """`place_mono`, and optionally a little width from a short delay on the right channel."""
+    out = place_mono(x, pan)
     if width and rng is not None:
         d = int(rng.uniform(0.0005, 0.0015) * SAMPLE_RATE)
-        right = (1 - width) * right + width * np.concatenate([np.zeros(d), right[:-d]])
-    return np.stack([left, right], axis=1)
-
-
-def _dual_mono(x: np.ndarray) -> np.ndarray:
-    """Left == right, sample for sample (a mono recording placed in the centre)."""
-    return np.stack([x, x], axis=1) * np.sqrt(0.5)
+        out[:, 1] = (1 - width) * out[:, 1] + width * np.concatenate([np.zeros(d), out[:-d, 1]])
+    return out
 
 
 FRAME = 2205  # 50 ms: the resolution at which "vocal-free" is measured
@@ -240,8 +246,8 @@ FRAME = 2205  # 50 ms: the resolution at which "vocal-free" is measured
 def vocal_free_share(vocals: np.ndarray) -> float:
     """Share of 50-ms frames whose RMS is below -60 dB re the loudest frame: `(T,)` or `(T, C)`."""
     x = vocals.reshape(vocals.shape[0], -1)[: vocals.shape[0] // FRAME * FRAME]
-    rms = np.sqrt((x.reshape(-1, FRAME, x.shape[-1]) ** 2).mean(axis=(1, 2)))
-    return float((rms <= 1e-3 * rms.max()).mean()) if rms.size and rms.max() > 0 else 1.0
+    frame_rms = np.sqrt((x.reshape(-1, FRAME, x.shape[-1]) ** 2).mean(axis=(1, 2)))
+    return float((frame_rms <= 1e-3 * frame_rms.max()).mean()) if frame_rms.size and frame_rms.max() > 0 else 1.0
 
 
 def _vocal_free_sections(rng: np.random.Generator, voice: np.ndarray, share: tuple[float, float]) -> np.ndarray:
@@ -306,17 +312,17 @@ def make_track(
     if trng.random() < traits.hard_pan:
         band_pan = float(trng.choice([-1.0, 1.0]))
     raw = {
-        "vocals": _dual_mono(sung) if trng.random() < traits.dual_mono_vocals else _stereo(sung, vocal_pan),
+        "vocals": place_mono(sung, None) if trng.random() < traits.dual_mono_vocals else _stereo(sung, vocal_pan),
         "drums": np.zeros_like(kit) if silent_drums else kit,
-        "bass": _dual_mono(low) if trng.random() < traits.mono_bass else _stereo(low, 0.0, 0.2, trng),
+        "bass": place_mono(low, None) if trng.random() < traits.mono_bass else _stereo(low, 0.0, 0.2, trng),
         "other": _stereo(band, band_pan, 0.5, trng),
     }
     levels = {"drums": rng.uniform(0.7, 1.2), "bass": rng.uniform(0.5, 0.9), "other": rng.uniform(0.7, 1.2)}
-    stems = {k: raw[k] / _rms(raw[k]) * levels.get(k, 1.0) for k in raw}
+    stems = {k: raw[k] / rms(raw[k]) * levels.get(k, 1.0) for k in raw}
     band = stems["drums"] + stems["bass"] + stems["other"]
     active = np.abs(raw["vocals"]).max(axis=1) > 1e-3
     # Voice about as loud as the band while singing (+-3 dB): the mixture scores ~0 dB as a vocals estimate.
-    stems["vocals"] *= _rms(band[active]) / _rms(stems["vocals"][active]) * 10 ** (rng.uniform(-3, 3) / 20)
+    stems["vocals"] *= rms(band[active]) / rms(stems["vocals"][active]) * 10 ** (rng.uniform(-3, 3) / 20)
     peak = np.abs(sum(stems.values())).max()
     scale = 0.9 / peak
     # Integer samples, as soundfile reads 16-bit files back (k / 32768): the sum stays exact.

@@ -15,9 +15,7 @@ from scipy.signal import lfilter
 from separation.audio import SAMPLE_RATE
 from separation.tracks import SOURCES
 
-
-def _rms(x: np.ndarray) -> float:
-    return float(np.sqrt(np.mean(np.square(x, dtype=np.float64))) + 1e-12)
+from ..synthetic import rms
 
 
 def channel_strip(audio: np.ndarray, rng: np.random.Generator, *, room: float, bright: float = 0.0) -> np.ndarray:
@@ -56,14 +54,6 @@ def channel_strip(audio: np.ndarray, rng: np.random.Generator, *, room: float, b
     return np.ascontiguousarray(out.T[: len(audio)])
 
 
-def place_mono(mono: np.ndarray, pan: float | None) -> np.ndarray:
-    """`(T,)` -> `(T, 2)`: `pan=None` is exactly dual-mono (left == right, sample for sample);
-    otherwise constant-power panning (-1 left .. +1 right; at +-1 one channel is exactly zero)."""
-    if pan is None:
-        return np.stack([mono, mono], axis=1) * np.float32(np.sqrt(0.5))
-    return np.stack([mono * np.sqrt(0.5 - pan / 2), mono * np.sqrt(0.5 + pan / 2)], axis=1).astype(np.float32)
-
-
 def balance(audio: np.ndarray, pan: float) -> np.ndarray:
     """Pan a stereo `(T, 2)` signal by attenuating one side (at +-1 that side is exactly zero)."""
     gains = np.array([min(1.0, 1.0 - pan), min(1.0, 1.0 + pan)], np.float32)
@@ -93,12 +83,12 @@ def master(stems: dict[str, np.ndarray], rng: np.random.Generator, vocal_db: flo
     exact sum of the four 16-bit stems. `vocal_db` is the vocals' level relative to the
     accompaniment while the singer sings."""
     levels = {"drums": rng.uniform(-3, 2), "bass": rng.uniform(-6, 0), "other": rng.uniform(-3, 2)}
-    out = {k: v / _rms(v) * 10 ** (levels[k] / 20) if _rms(v) > 1e-6 else v for k, v in stems.items() if k != "vocals"}
+    out = {k: v / rms(v) * 10 ** (levels[k] / 20) if rms(v) > 1e-6 else v for k, v in stems.items() if k != "vocals"}
     band = sum(out.values())
     vocals = stems["vocals"]
     singing = np.abs(vocals).max(axis=1) > 1e-3 * max(1e-9, float(np.abs(vocals).max()))
     if singing.any():
-        ratio = _rms(band[singing]) / _rms(vocals[singing]) * 10 ** (vocal_db / 20)
+        ratio = rms(band[singing]) / rms(vocals[singing]) * 10 ** (vocal_db / 20)
         out["vocals"] = vocals * ratio
     else:
         out["vocals"] = vocals

@@ -13,9 +13,9 @@ import numpy as np
 
 from separation.audio import SAMPLE_RATE
 
-from ..synthetic import Traits, validation_names, write_track
+from ..synthetic import Traits, place_mono, validation_names, write_track
 from ..synthetic import voice as formant_voice
-from .mix import balance, channel_strip, master, place_mono
+from .mix import balance, channel_strip, master
 from .score import Song, make_song
 from .sounds import SPLITS, Voice, check_installed
 from .synth import render_drums, synth_for
