@@ -84,22 +84,20 @@ def model_card(model, training: dict) -> str:
             "**Trained on synthetic data** (sung-like vowels over a synthetic band), to demonstrate the pipeline "
             f"offline. {summary} Real music needs a model trained on MUSDB18-HQ."
         )
-    budget = ""
-    if training.get("budget"):
-        budget += f"\n- budget: {training['budget']}"
-    if training.get("init_from"):
-        budget += f"\n- fine-tuned from `{training['init_from']}`" + (":" if training.get("parent") else "")
-    depth, parent = 1, training.get("parent")
-    while parent:  # the whole chain of checkpoints this one was fine-tuned from
+    budget, node, depth = "", training, 0
+    while node:  # this checkpoint, then the chain of checkpoints it was fine-tuned from
         indent = "  " * depth
-        budget += (
-            f"\n{indent}- trained on {parent.get('data', '?')} for {parent.get('steps', '?')} steps "
-            f"(batch {parent.get('batch_size', '?')}, {parent.get('chunk_seconds', '?')}-s chunks), "
-            f"{parent.get('budget', 'budget not recorded')}"
-        )
-        if parent.get("init_from"):
-            budget += f"\n{indent}- fine-tuned from `{parent['init_from']}`" + (":" if parent.get("parent") else "")
-        depth, parent = depth + 1, parent.get("parent")
+        if depth == 0:
+            budget += f"\n- budget: {node['budget']}" if node.get("budget") else ""
+        else:
+            budget += (
+                f"\n{indent}- trained on {node.get('data', '?')} for {node.get('steps', '?')} steps "
+                f"(batch {node.get('batch_size', '?')}, {node.get('chunk_seconds', '?')}-s chunks), "
+                f"{node.get('budget', 'budget not recorded')}"
+            )
+        if node.get("init_from"):
+            budget += f"\n{indent}- fine-tuned from `{node['init_from']}`" + (":" if node.get("parent") else "")
+        node, depth = node.get("parent"), depth + 1
     return f"""---
 library_name: pytorch
 tags: [audio, music-source-separation, vocals, karaoke, {model.architecture}]

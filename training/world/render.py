@@ -79,8 +79,7 @@ def render_song(seed: int, sounds: str = "train", seconds: float = 30.0, traits:
     trng = np.random.default_rng([seed, SPLIT_CODE[sounds], 1])  # traits: their own draws
     bank = SPLITS[sounds]
     voice = bank.voices[int(rng.integers(len(bank.voices)))]
-    female = voice.name in ("cmu_us_slt_arctic_hts", "lp_diphone", "upc_ca_ona_hts") or "+f" in voice.name
-    song = make_song(rng, seconds, female=female)
+    song = make_song(rng, seconds, female=voice.female)
     kit = bank.drumkits[int(rng.integers(len(bank.drumkits)))]
     n = int(seconds * SAMPLE_RATE)
     used = {"voice": voice.id, "kit": f"kit:{kit}", "soundfonts": [], "parts": {}}

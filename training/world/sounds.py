@@ -35,11 +35,12 @@ FESTIVAL_VOICES = Path("/usr/share/festival/voices")
 class Voice:
     """A text-to-speech voice: `engine` is "festival" (`name` is its voice function without
     `voice_`), "espeak" (`name` is an espeak-ng voice, e.g. `en+f3`) or "formant" (the synthetic
-    voice of `training.synthetic`, which needs no text)."""
+    voice of `training.synthetic`, which needs no text); `female` picks the melody's range."""
 
     engine: str
     name: str
     package: str = ""
+    female: bool = False
 
     @property
     def id(self) -> str:
@@ -59,8 +60,8 @@ SPLITS: dict[str, SoundSet] = {
         voices=(
             Voice("festival", "kal_diphone", "festvox-kallpc16k"),
             Voice("festival", "ked_diphone", "festvox-kallpc16k"),
-            Voice("festival", "cmu_us_slt_arctic_hts", "festvox-us-slt-hts"),
-            Voice("festival", "lp_diphone", "festvox-italp16k"),
+            Voice("festival", "cmu_us_slt_arctic_hts", "festvox-us-slt-hts", female=True),
+            Voice("festival", "lp_diphone", "festvox-italp16k", female=True),
             Voice("formant", "synthetic"),
         ),
         drumkits=(
@@ -76,15 +77,15 @@ SPLITS: dict[str, SoundSet] = {
     ),
     "heldout": SoundSet(
         soundfonts=(SF2 / "TimGM6mb.sf2",),
-        voices=(Voice("festival", "upc_ca_ona_hts", "festvox-ca-ona-hts"),),
+        voices=(Voice("festival", "upc_ca_ona_hts", "festvox-ca-ona-hts", female=True),),
         drumkits=("ForzeeStereo",),
     ),
     "unseen": SoundSet(
         soundfonts=(SF2 / "FluidR3_GM.sf2",),
         voices=(
-            Voice("espeak", "en+f3", "espeak-ng"),
+            Voice("espeak", "en+f3", "espeak-ng", female=True),
             Voice("espeak", "en+m3", "espeak-ng"),
-            Voice("espeak", "en-us+f4", "espeak-ng"),
+            Voice("espeak", "en-us+f4", "espeak-ng", female=True),
             Voice("espeak", "en-gb-x-rp+m7", "espeak-ng"),
         ),
         drumkits=("The Black Pearl 1.0", "Audiophob", "Millo_MultiLayered3"),
