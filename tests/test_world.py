@@ -27,8 +27,11 @@ from training.loop import TrainConfig, Trainer, resume_config
 from training.sweep import main as sweep_main
 from training.synthetic import vocal_free_share, write_musdb_folder
 from training.world import sounds as sounds_module
+from training.world import voices
 from training.world.render import render_song, write_world
+from training.world.score import make_song
 from training.world.sounds import SPLITS, all_sound_files
+from training.world.synth import Note
 
 SECONDS = 10.0
 
@@ -60,6 +63,60 @@ def test_a_seed_gives_the_same_song_and_another_seed_another(songs):
         assert np.array_equal(first[k], again[k])
     other = songs[("train", 4)][0]
     assert not np.allclose(first["vocals"], other["vocals"])
+
+
+def _voiced_onsets(audio: np.ndarray, start: float) -> np.ndarray:
+    import pyworld
+
+    f0, _ = pyworld.dio(audio.astype(np.float64), SAMPLE_RATE, frame_period=voices.FRAME_MS)
+    rises = np.flatnonzero(np.diff(np.concatenate([[0], (f0 > 0).astype(int)])) == 1)
+    return start + rises * voices.FRAME_MS / 1000
+
+
+def test_sung_syllables_start_on_the_notes():
+    """A singer starts each syllable's vowel on a note; evenly stretched speech does not. Measured
+    on the audio: the voiced onsets that WORLD finds in the sung phrase, against the note onsets."""
+    voice = SPLITS["train"].voices[1]
+    found = {}
+    for align in (True, False):
+        near = total = 0
+        for seed in range(2):
+            song = make_song(np.random.default_rng(seed), 20.0, female=voice.female)
+            for phrase in song.phrases[:3]:
+                start, audio = voices.sing(voice, phrase.words, phrase.notes, np.random.default_rng(1), align=align)
+                assert start <= phrase.notes[0].start <= start + 0.15  # the first consonant leads the beat
+                assert start + len(audio) / SAMPLE_RATE <= phrase.notes[-1].start + phrase.notes[-1].length + 0.25
+                onsets = np.array([n.start for n in phrase.notes])
+                heard = _voiced_onsets(audio, start)
+                near += sum(bool(np.any(np.abs(onsets - t) < 0.05)) for t in heard)
+                total += len(heard)
+        found[align] = near / total
+    assert found[True] >= 0.7, found
+    assert found[False] < 0.5 * found[True], found
+
+
+@pytest.mark.parametrize("nuclei,notes", [(3, 3), (2, 5), (6, 3)])
+def test_syllables_map_onto_notes_as_melismas_or_shared_notes(nuclei, notes):
+    """More notes than syllables: the vowel runs on over the extra notes; more syllables than
+    notes: they share one. Every syllable group starts exactly on its note, in order."""
+    voiced = np.zeros(400, bool)
+    firsts = [20 + 60 * i for i in range(nuclei)]
+    for a in firsts:
+        voiced[a : a + 30] = True  # 150-ms vowels with 150 ms of consonants between them
+    sp = np.ones((400, 8))
+    melody = [Note(1.0 + 0.5 * k, 0.45, 60 + k, 90) for k in range(notes)]
+    start, idx = voices._timing(voiced, sp, melody)
+    assert np.all(np.diff(idx) >= 0) and idx[0] == 0 and idx[-1] == pytest.approx(399)  # all the speech, in order
+    assert start == pytest.approx(1.0 - 0.1)  # the 20 frames of leading consonant, before the beat
+    step = voices.FRAME_MS / 1000
+    for i, a in enumerate(firsts):
+        k = i * notes // nuclei
+        if i and (i - 1) * notes // nuclei == k:
+            continue  # this syllable shares the note with the one before
+        frame = int(np.searchsorted(idx, a))
+        assert start + frame * step == pytest.approx(melody[k].start, abs=step), (i, k)
+    held = start + np.searchsorted(idx, firsts[-1] + 29) * step  # the last vowel's end
+    assert held == pytest.approx(melody[-1].start + melody[-1].length, abs=step)
 
 
 def test_each_stem_holds_only_its_instruments(songs):
@@ -103,6 +160,7 @@ def test_held_out_sounds_never_reach_the_training_split(tmp_path):
     tracks = open_musdb(tmp_path / "world", is_wav=True, subset="train", split="train")
     assert len(tracks) == 3 and len(open_musdb(tmp_path / "world", is_wav=True, subset="train", split="valid")) == 1
     assert meta["tracks_per_minute"] > 0 and json.loads((tmp_path / "world" / "world.json").read_text())["tracks"]
+    assert meta["syllables_on_notes"] is True  # the default: sung syllables on the notes
 
 
 def test_a_missing_sound_is_a_clear_error(monkeypatch, tmp_path):
@@ -160,6 +218,7 @@ def test_extra_training_folders_add_their_tracks_but_not_their_validation(world_
     valid = open_musdb(world_root, is_wav=True, split="valid")
     assert [t.name for t in trainer.valid_tracks] == [t.name for t in valid]
     assert trainer.data_name.startswith("songs rendered from sampled sounds (training.world, 4 train/valid tracks")
+    assert "--even-syllables" not in trainer.data_name  # only sets rendered without the alignment say so
     assert "plus synthetic MUSDB-shaped set" in trainer.data_name
     assert trainer.run()["step"] == 6  # (3 + 3 tracks) x 2 chunks / batch 2
     card = (tmp_path / "run" / "best" / "README.md").read_text()
@@ -186,6 +245,7 @@ def test_cli_writes_a_world_and_refuses_bad_arguments(tmp_path):
             "1",
             "--seconds",
             "4",
+            "--even-syllables",
         ],
         capture_output=True,
         text=True,
@@ -193,6 +253,7 @@ def test_cli_writes_a_world_and_refuses_bad_arguments(tmp_path):
     )
     assert run.returncode == 0, run.stderr
     assert "wrote 1 tracks of 4 s from the 'heldout' sounds" in run.stdout
+    assert json.loads((tmp_path / "w" / "world.json").read_text())["syllables_on_notes"] is False
     mix, rate = sf.read(next((tmp_path / "w" / "test").iterdir()) / "mixture.wav")
     assert rate == SAMPLE_RATE and mix.shape == (4 * SAMPLE_RATE, 2)
     bad = subprocess.run(

@@ -593,9 +593,10 @@ def _describe_root(root: str, *, extra: bool) -> str | None:
         meta = json.loads(world.read_text())
         tracks = sum(1 for t in meta["tracks"] if t["subset"] == "train")
         kind = "train" if extra else "train/valid"
+        even = "" if meta.get("syllables_on_notes") else ", --even-syllables"  # older sets: no key
         return (
             f"songs rendered from sampled sounds (training.world, {tracks} {kind} tracks of "
-            f"{meta['seconds']:g} s, seed {meta['seed']})"
+            f"{meta['seconds']:g} s, seed {meta['seed']}{even})"
         )
     return None
 

@@ -33,14 +33,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--jobs", type=int, default=1, help="tracks rendered at once (one process each)")
     p.add_argument("--no-traits", action="store_true", help="no dual-mono stems, hard panning or silent drums")
+    p.add_argument(
+        "--even-syllables",
+        action="store_true",
+        help="stretch the spoken words evenly over each phrase instead of singing syllables on the notes "
+        "(how sets were rendered before the alignment: reproduces them)",
+    )
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     a = build_parser().parse_args(argv)
     options = dict(vars(a))
-    root, no_traits = options.pop("root"), options.pop("no_traits")
-    meta = write_world(root, traits=Traits.none() if no_traits else REAL, **options)
+    root, no_traits, even = options.pop("root"), options.pop("no_traits"), options.pop("even_syllables")
+    meta = write_world(root, traits=Traits.none() if no_traits else REAL, align_syllables=not even, **options)
     n = len(meta["tracks"])
     print(
         f"wrote {n} tracks of {a.seconds:g} s from the {a.sounds!r} sounds to {a.root} "

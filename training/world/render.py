@@ -46,13 +46,15 @@ def _formant_vocal(song: Song, rng: np.random.Generator) -> np.ndarray:
     return (sung * np.convolve(gate, fade, mode="same")).astype(np.float32)
 
 
-def _vocals(song: Song, voice: Voice, soundfont: Path, rng, dual_mono: bool) -> tuple[np.ndarray, list[str]]:
+def _vocals(
+    song: Song, voice: Voice, soundfont: Path, rng, dual_mono: bool, align: bool
+) -> tuple[np.ndarray, list[str]]:
     """The vocals stem `(T, 2)`: lead, double, harmony, breaths, and a choir patch if scored."""
     n = int(song.seconds * SAMPLE_RATE)
     if voice.engine == "formant":
         takes = {"lead": _formant_vocal(song, rng)}
     else:
-        takes = lead_vocal(voice, song.phrases, song.seconds, rng)
+        takes = lead_vocal(voice, song.phrases, song.seconds, rng, align=align)
     choir = [p for p in song.parts if p.stem == "vocals"]
     parts = [voice.id]
     room = float(rng.uniform(0.05, 0.3))
@@ -72,9 +74,12 @@ def _vocals(song: Song, voice: Voice, soundfont: Path, rng, dual_mono: bool) -> 
     return channel_strip(stem[:n], rng, room=room, bright=2.0), parts
 
 
-def render_song(seed: int, sounds: str = "train", seconds: float = 30.0, traits: Traits = Traits()):
+def render_song(
+    seed: int, sounds: str = "train", seconds: float = 30.0, traits: Traits = Traits(), *, align: bool = True
+):
     """One song from split `sounds`: ({source: (T, 2) float32, "mixture": their exact sum},
-    what it was made of)."""
+    what it was made of). `align`: sung syllables on the melody's notes (False: the speech
+    stretched evenly over each phrase, as sets rendered before the alignment)."""
     rng = np.random.default_rng([seed, SPLIT_CODE[sounds]])
     trng = np.random.default_rng([seed, SPLIT_CODE[sounds], 1])  # traits: their own draws
     bank = SPLITS[sounds]
@@ -103,7 +108,8 @@ def render_song(seed: int, sounds: str = "train", seconds: float = 30.0, traits:
     drums = render_drums(kit, song.drums, seconds)
     stems["drums"] = channel_strip(drums, rng, room=float(rng.uniform(0.0, 0.2)))
     choir_font = bank.soundfonts[int(rng.integers(len(bank.soundfonts)))]
-    stems["vocals"], vocal_parts = _vocals(song, voice, choir_font, rng, trng.random() < traits.dual_mono_vocals)
+    dual_mono = trng.random() < traits.dual_mono_vocals
+    stems["vocals"], vocal_parts = _vocals(song, voice, choir_font, rng, dual_mono, align)
     used["parts"]["vocals"] = vocal_parts
     used["parts"]["drums"] = [f"kit:{kit}"]
     if any(p.stem == "vocals" for p in song.parts):
@@ -124,9 +130,9 @@ def render_song(seed: int, sounds: str = "train", seconds: float = 30.0, traits:
 
 
 def _render_one(job: tuple) -> dict:
-    folder, seed, sounds, seconds, traits, silent_drums = job
+    folder, seed, sounds, seconds, traits, silent_drums, align = job
     t0 = time.perf_counter()
-    track, info = render_song(seed, sounds, seconds, traits)
+    track, info = render_song(seed, sounds, seconds, traits, align=align)
     if silent_drums:  # an acoustic song: the drums stem is exactly zero, the mixture the sum of the rest
         track["mixture"] = track["mixture"] - track["drums"]
         track["drums"] = np.zeros_like(track["drums"])
@@ -152,6 +158,7 @@ def write_world(
     seed: int = 0,
     jobs: int = 1,
     traits: Traits = Traits(),
+    align_syllables: bool = True,
 ) -> dict:
     """Render a MUSDB18-HQ-shaped folder from split `sounds` (`train/` only with the training
     sounds; the held-out splits are test sets). Returns (and writes as `world.json`) what every
@@ -168,7 +175,8 @@ def write_world(
     for subset, name, offset in plan:
         position[subset] = position.get(subset, -1) + 1
         silent = traits.silent_source and position[subset] == 1
-        jobs_list.append((str(root / subset / name), seed * 1_000_003 + offset, sounds, seconds, traits, silent))
+        job = (str(root / subset / name), seed * 1_000_003 + offset, sounds, seconds, traits, silent, align_syllables)
+        jobs_list.append(job)
     t0 = time.perf_counter()
     if jobs > 1:
         with ProcessPoolExecutor(max_workers=jobs) as pool:
@@ -181,6 +189,7 @@ def write_world(
         "seconds": seconds,
         "seed": seed,
         "traits": dataclasses.asdict(traits),
+        "syllables_on_notes": align_syllables,
         "jobs": jobs,
         "render_seconds": round(wall, 1),
         "tracks_per_minute": round(60 * len(tracks) / max(wall, 1e-9), 2),

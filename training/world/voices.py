@@ -2,8 +2,11 @@
 re-pitches them to the melody.
 
 For each phrase: Festival or espeak-ng speaks its words; WORLD analyses the speech (F0,
-spectral envelope, aperiodicity), the envelope is stretched in time to the phrase's length
-and optionally warped in frequency (another singer's vocal tract), and the speech's F0 is
+spectral envelope, aperiodicity); the speech is re-timed onto the melody as a singer does it
+(each syllable's vowel starts on a note and is held to the next syllable, consonants keep
+about their spoken length just before the beat; more notes than syllables make melismas,
+more syllables than notes share a note), the envelope optionally warped in frequency
+(another singer's vocal tract), and the speech's F0 is
 replaced by the melody's (slides between notes, vibrato that sets in after a note's onset,
 slow drift) wherever the speech was voiced; consonants stay noise. The envelope is extended
 above the voice's own band (diphone voices stop at 8 kHz) with a falling, mostly aperiodic
@@ -113,6 +116,73 @@ def _to_full_band(sp: np.ndarray, ap: np.ndarray, rate: int, warp: float) -> tup
     return np.ascontiguousarray(new_sp), np.clip(np.ascontiguousarray(new_ap), 0.0, 1.0)
 
 
+def _nuclei(voiced: np.ndarray, sp: np.ndarray) -> list[tuple[int, int]]:
+    """Syllable nuclei of speech, as (first, last) frames: voiced runs (gaps under 30 ms
+    bridged, runs under 30 ms dropped), each split where its energy dips 6 dB below the peaks on
+    both sides (connected speech often stays voiced across a syllable boundary: "ever-y")."""
+    edges = np.flatnonzero(np.diff(np.concatenate([[0], voiced.astype(np.int8), [0]])))
+    runs = [[int(a), int(b) - 1] for a, b in zip(edges[::2], edges[1::2], strict=True)]
+    short = int(30 / FRAME_MS)
+    merged: list[list[int]] = []
+    for run in runs:
+        if merged and run[0] - merged[-1][1] <= short:
+            merged[-1][1] = run[1]
+        else:
+            merged.append(run)
+    energy = 10 * np.log10(sp.sum(axis=1) + 1e-30)
+    energy = np.convolve(np.pad(energy, 2, mode="edge"), np.ones(5) / 5, mode="valid")
+    margin = int(40 / FRAME_MS)
+
+    def split(a: int, b: int) -> list[tuple[int, int]]:
+        e = energy[a : b + 1]
+        depth = np.minimum(np.maximum.accumulate(e), np.maximum.accumulate(e[::-1])[::-1]) - e
+        depth[:margin], depth[len(e) - margin :] = 0.0, 0.0
+        m = int(np.argmax(depth)) if len(e) > 2 * margin else 0
+        if depth[m] < 6.0:
+            return [(a, b)]
+        return split(a, a + m - 1) + split(a + m, b)
+
+    return [piece for a, b in merged if b - a + 1 >= short for piece in split(a, b)]
+
+
+def _timing(voiced: np.ndarray, sp: np.ndarray, notes: list[Note]) -> tuple[float, np.ndarray]:
+    """Where the sung phrase reads the speech: (start s, speech frame (float) per 5-ms output frame).
+
+    Nucleus i goes to note i * notes / nuclei (an even spread: left-over notes extend the vowel
+    before them, extra nuclei share a note). Anchors: each group of nuclei starts on its note's
+    onset and its vowel is held until the consonants before the next group, which keep their
+    spoken length (at most 40 % of the gap between the notes); the first consonants come just
+    before the first note (at most 150 ms), the last ones after the phrase's last note (200 ms).
+    Between anchors the mapping is linear. Speech with no voiced frame is stretched evenly."""
+    step = FRAME_MS / 1000
+    onsets = [n.start for n in notes]
+    end = max(n.start + n.length for n in notes)
+    last = len(voiced) - 1
+    nuclei = _nuclei(voiced, sp)
+    if not nuclei:
+        frames = max(2, int((end - onsets[0]) / step))
+        return onsets[0], np.linspace(0, last, frames)
+    groups: dict[int, list[int]] = {}
+    for i, (a, b) in enumerate(nuclei):
+        groups.setdefault(i * len(notes) // len(nuclei), [a, b])[1] = b
+    keys = sorted(groups)
+    first = groups[keys[0]][0]
+    src, dst = [0.0, first], [onsets[0] - min(first * step, 0.15), onsets[0]]
+    for k, nxt in zip(keys, keys[1:], strict=False):
+        b, a_next = groups[k][1], groups[nxt][0]
+        gap = min((a_next - b) * step, 0.4 * (onsets[nxt] - onsets[k]))
+        src += [b, a_next]
+        dst += [onsets[nxt] - gap, onsets[nxt]]
+    b = groups[keys[-1]][1]
+    src += [b, last]
+    dst += [end, end + min((last - b) * step, 0.2)]
+    src_a, dst_a = np.asarray(src, float), np.asarray(dst, float)
+    keep = np.concatenate([[True], np.diff(dst_a) > 1e-9])  # a consonant of no length: one anchor
+    src_a, dst_a = src_a[keep], dst_a[keep]
+    frames = max(2, int((dst_a[-1] - dst_a[0]) / step) + 1)
+    return float(dst_a[0]), np.interp(dst_a[0] + np.arange(frames) * step, dst_a, src_a)
+
+
 def _contour(notes: list[Note], frames: int, start: float, rng: np.random.Generator, detune_cents: float) -> np.ndarray:
     """The melody's F0 per 5-ms frame from `start`: slides (~50 ms), delayed vibrato, drift."""
     t = start + np.arange(frames) * FRAME_MS / 1000
@@ -139,14 +209,19 @@ def sing(
     *,
     warp: float = 1.0,
     detune_cents: float = 0.0,
+    align: bool = True,
 ) -> tuple[float, np.ndarray]:
-    """`words` sung to `notes`: (start time s, mono float32 at 44.1 kHz)."""
+    """`words` sung to `notes`: (start time s, mono float32 at 44.1 kHz); `align`: syllables on
+    the notes (else the speech is stretched evenly over the phrase)."""
     import pyworld
 
     voiced, sp, ap, rate = _analysis(voice, words)
-    start, end = notes[0].start, max(n.start + n.length for n in notes)
-    frames = max(2, int((end - start) * 1000 / FRAME_MS))
-    idx = np.linspace(0, len(voiced) - 1, frames)  # the speech stretched to the phrase
+    if align:
+        start, idx = _timing(voiced, sp, notes)
+    else:  # the speech stretched evenly over the phrase (renders made before syllables were aligned)
+        start, end = notes[0].start, max(n.start + n.length for n in notes)
+        idx = np.linspace(0, len(voiced) - 1, max(2, int((end - start) * 1000 / FRAME_MS)))
+    frames = len(idx)
     near = np.round(idx).astype(int)
     lo, frac = np.floor(idx).astype(int), (idx - np.floor(idx))[:, None]
     hi = np.minimum(lo + 1, len(voiced) - 1)
@@ -180,23 +255,26 @@ def place(track: np.ndarray, start: float, audio: np.ndarray, gain: float = 1.0)
     track[at : at + n] += gain * audio[:n]
 
 
-def lead_vocal(voice: Voice, phrases: list[Phrase], seconds: float, rng: np.random.Generator) -> dict[str, np.ndarray]:
+def lead_vocal(
+    voice: Voice, phrases: list[Phrase], seconds: float, rng: np.random.Generator, *, align: bool = True
+) -> dict[str, np.ndarray]:
     """The sung lines of a song: {"lead", "double", "harmony"} mono tracks (T,) float32; the
-    double and the harmony are silent where the song has none."""
+    double and the harmony are silent where the song has none. `align`: see `sing`."""
     n = int(seconds * SAMPLE_RATE)
     out = {k: np.zeros(n, np.float32) for k in ("lead", "double", "harmony")}
     speak_all(voice, [p.words for p in phrases])
     warp = float(rng.uniform(0.92, 1.1))
     doubled = rng.random() < 0.35
     for phrase in phrases:
-        start, audio = sing(voice, phrase.words, phrase.notes, rng, warp=warp)
+        start, audio = sing(voice, phrase.words, phrase.notes, rng, warp=warp, align=align)
         place(out["lead"], start, audio)
         if rng.random() < 0.5:
             place(out["lead"], start - 0.3, breath(rng))
         if doubled:
-            s2, take = sing(voice, phrase.words, phrase.notes, rng, warp=warp, detune_cents=rng.uniform(-8, 8))
+            detune = rng.uniform(-8, 8)
+            s2, take = sing(voice, phrase.words, phrase.notes, rng, warp=warp, detune_cents=detune, align=align)
             place(out["double"], s2 + rng.uniform(0.01, 0.03), take, 0.5)
         if phrase.harmony:
-            s3, harm = sing(voice, phrase.words, phrase.harmony, rng, warp=warp * 1.02)
+            s3, harm = sing(voice, phrase.words, phrase.harmony, rng, warp=warp * 1.02, align=align)
             place(out["harmony"], s3, harm, 0.6)
     return out
