@@ -145,7 +145,7 @@ def _nuclei(voiced: np.ndarray, sp: np.ndarray) -> list[tuple[int, int]]:
     return [piece for a, b in merged if b - a + 1 >= short for piece in split(a, b)]
 
 
-def _timing(voiced: np.ndarray, sp: np.ndarray, notes: list[Note]) -> tuple[float, np.ndarray]:
+def _timing(voiced: np.ndarray, sp: np.ndarray, notes: list[Note], *, align: bool = True) -> tuple[float, np.ndarray]:
     """Where the sung phrase reads the speech: (start s, speech frame (float) per 5-ms output frame).
 
     Nucleus i goes to note i * notes / nuclei (an even spread: left-over notes extend the vowel
@@ -153,15 +153,15 @@ def _timing(voiced: np.ndarray, sp: np.ndarray, notes: list[Note]) -> tuple[floa
     onset and its vowel is held until the consonants before the next group, which keep their
     spoken length (at most 40 % of the gap between the notes); the first consonants come just
     before the first note (at most 150 ms), the last ones after the phrase's last note (200 ms).
-    Between anchors the mapping is linear. Speech with no voiced frame is stretched evenly."""
+    Between anchors the mapping is linear. Without `align` (renders made before syllables were
+    aligned), or for speech with no voiced frame, the speech is stretched evenly over the phrase."""
     step = FRAME_MS / 1000
     onsets = [n.start for n in notes]
     end = max(n.start + n.length for n in notes)
     last = len(voiced) - 1
-    nuclei = _nuclei(voiced, sp)
+    nuclei = _nuclei(voiced, sp) if align else []
     if not nuclei:
-        frames = max(2, int((end - onsets[0]) / step))
-        return onsets[0], np.linspace(0, last, frames)
+        return onsets[0], np.linspace(0, last, max(2, int((end - onsets[0]) * 1000 / FRAME_MS)))
     groups: dict[int, list[int]] = {}
     for i, (a, b) in enumerate(nuclei):
         groups.setdefault(i * len(notes) // len(nuclei), [a, b])[1] = b
@@ -216,11 +216,7 @@ def sing(
     import pyworld
 
     voiced, sp, ap, rate = _analysis(voice, words)
-    if align:
-        start, idx = _timing(voiced, sp, notes)
-    else:  # the speech stretched evenly over the phrase (renders made before syllables were aligned)
-        start, end = notes[0].start, max(n.start + n.length for n in notes)
-        idx = np.linspace(0, len(voiced) - 1, max(2, int((end - start) * 1000 / FRAME_MS)))
+    start, idx = _timing(voiced, sp, notes, align=align)
     frames = len(idx)
     near = np.round(idx).astype(int)
     lo, frac = np.floor(idx).astype(int), (idx - np.floor(idx))[:, None]
