@@ -86,3 +86,16 @@ def test_shipped_dprnn_separates_songs_of_sounds_it_never_heard():
         vocals = torch.from_numpy(track["vocals"].T.copy())
         gains.append(usdr(sep.separate(mix, SR)["vocals"], vocals) - usdr(mix, vocals))
     assert min(gains) > 1.0 and sorted(gains)[2] > 5.0, gains
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU")
+def test_shipped_dprnn_separates_the_same_on_a_gpu(unseen_song):
+    """cuDNN's LSTMs and cuFFT give the CPU's stems to float rounding (the app and `eval` use
+    either device)."""
+    mix, vocals, _ = unseen_song
+    cpu = Separator.from_name("dprnn", device="cpu").separate(mix, SR)
+    gpu = Separator.from_name("dprnn", device="cuda").separate(mix, SR)
+    assert set(gpu) == set(cpu)
+    for stem, audio in gpu.items():
+        torch.testing.assert_close(audio.cpu(), cpu[stem], atol=1e-3, rtol=0)
+    assert usdr(gpu["vocals"].cpu(), vocals) == pytest.approx(usdr(cpu["vocals"], vocals), abs=0.01)

@@ -440,3 +440,40 @@ def test_torchrun_ddp_on_cpu(musdb_root, tmp_path):
     state = load_run(tmp_path / "ddp")[1]
     # 12 chunks, batch 2 per rank, 2 ranks: 3 steps per rank per epoch
     assert state["step"] == 3 and state["epoch"] == 1
+
+
+def _validation_signals(seconds: float = 30.0):
+    """A track with the traits of real ones, and an imperfect estimate of its two targets."""
+    track = make_track(77, seconds)
+    targets = torch.from_numpy(
+        np.stack([track["vocals"].T, (track["drums"] + track["bass"] + track["other"]).T])
+    ).contiguous()
+    gen = torch.Generator().manual_seed(0)
+    est = targets + 0.05 * torch.randn(targets.shape, generator=gen)
+    return est, targets, targets.sum(0)
+
+
+def test_whole_track_validation_loss_equals_the_loss_of_the_whole_spectrogram():
+    """Validation takes a long track's spectral loss a segment of STFT frames at a time (bounded
+    memory); the number is the one of the whole spectrogram at once."""
+    from separation.spectral import STFT
+    from training.losses import LossConfig, spectral_loss, whole_track_spectral_loss
+
+    est, targets, mix = _validation_signals()
+    stft, cfg = STFT(4096, 1024), LossConfig()
+    whole = spectral_loss(stft(est)[None], stft(targets)[None], stft(mix)[None], cfg)[0]
+    # 1024-frame segments: a 30-s track (1292 frames) is two segments, the second one short
+    assert whole_track_spectral_loss(est, targets, mix, stft, cfg) == pytest.approx(float(whole), rel=1e-5)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU")
+def test_validation_loss_on_the_gpu_equals_the_cpu_one():
+    """On a GPU the validation loss runs where the model is (segments moved from the CPU one
+    at a time), with the CPU's number."""
+    from separation.spectral import STFT
+    from training.losses import LossConfig, whole_track_spectral_loss
+
+    est, targets, mix = _validation_signals()
+    cpu = whole_track_spectral_loss(est, targets, mix, STFT(4096, 1024), LossConfig())
+    gpu = whole_track_spectral_loss(est, targets, mix, STFT(4096, 1024).to("cuda"), LossConfig())
+    assert gpu == pytest.approx(cpu, rel=1e-5) and est.device.type == "cpu"

@@ -470,8 +470,8 @@ class Trainer:
                 device=self.device,
                 min_length=model.min_samples,
             )
-            if isinstance(model, MaskModel):  # on the CPU, beside the whole track, a segment at a time
-                stft = STFT(model.config.n_fft, model.config.hop)
+            if isinstance(model, MaskModel):  # a segment at a time, on the training device
+                stft = STFT(model.config.n_fft, model.config.hop).to(self.device)
                 losses.append(whole_track_spectral_loss(est, targets, mix, stft, self.cfg.loss))
             else:
                 losses.append(float((est - targets).square().mean()))
