@@ -55,12 +55,11 @@ class STFT(torch.nn.Module):
         return wave.reshape(*shape[:-2], length)
 
 
-def stft_segments(
-    stft: STFT, signals: list[Tensor], frames_per_segment: int = 1024, device: torch.device | str | None = None
-):
+def stft_segments(stft: STFT, signals: list[Tensor], frames_per_segment: int = 1024):
     """The STFT of long signals `(..., T)` a segment of frames at a time: yields lists of
     `(..., F, n)` spectra whose frames, concatenated, are exactly the whole-signal STFT's.
-    With `device`, each segment's samples are moved there first (`stft` must be there too).
+    Each segment is computed where `stft` is: long signals can stay on the CPU beside a GPU's
+    STFT, and only a segment of their samples at a time is moved there.
 
     Each segment is computed from the samples its frames' windows cover plus a margin (on the
     hop grid, so frames fall where the whole STFT puts them, and the signal's own ends are
@@ -75,7 +74,7 @@ def stft_segments(
         a = max(0, k0 - margin) * stft.hop
         b = min(length, (k1 - 1 + margin) * stft.hop)
         first = k0 - a // stft.hop
-        yield [stft(x[..., a:b].to(device or x.device))[..., first : first + k1 - k0] for x in signals]
+        yield [stft(x[..., a:b].to(stft.window.device))[..., first : first + k1 - k0] for x in signals]
 
 
 def apply_mixture_phase(magnitudes: Tensor, mix_spec: Tensor) -> Tensor:

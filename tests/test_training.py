@@ -18,7 +18,7 @@ from safetensors.torch import load_file
 from conftest import HF_CACHE, ROOT, SR, TINY_CONFIGS, tiny_train_config
 from separation import Separator
 from separation.errors import CheckpointError, SeparationError
-from separation.tracks import load_track, open_musdb
+from separation.tracks import ACCOMPANIMENT, accompaniment, load_track, open_musdb
 from training.data import ChunkDataset, DataConfig, epoch_batches
 from training.loop import TrainConfig, Trainer, load_run, resume_config
 from training.synthetic import SOURCES, Traits, make_track, vocal_free_share, write_musdb_folder, write_track
@@ -445,9 +445,7 @@ def test_torchrun_ddp_on_cpu(musdb_root, tmp_path):
 def _validation_signals(seconds: float = 30.0):
     """A track with the traits of real ones, and an imperfect estimate of its two targets."""
     track = make_track(77, seconds)
-    targets = torch.from_numpy(
-        np.stack([track["vocals"].T, (track["drums"] + track["bass"] + track["other"]).T])
-    ).contiguous()
+    targets = torch.from_numpy(np.stack([track["vocals"].T, accompaniment(track[s] for s in ACCOMPANIMENT).T]))
     gen = torch.Generator().manual_seed(0)
     est = targets + 0.05 * torch.randn(targets.shape, generator=gen)
     return est, targets, targets.sum(0)

@@ -40,7 +40,6 @@ from separation.errors import CheckpointError
 from separation.models import build_model, get_architecture
 from separation.models.base import MaskModel
 from separation.separator import overlap_add, select_device
-from separation.spectral import STFT
 from separation.tracks import TARGETS, load_track, open_musdb
 
 from .data import ChunkDataset, DataConfig, epoch_batches
@@ -470,9 +469,8 @@ class Trainer:
                 device=self.device,
                 min_length=model.min_samples,
             )
-            if isinstance(model, MaskModel):  # a segment at a time, on the training device
-                stft = STFT(model.config.n_fft, model.config.hop).to(self.device)
-                losses.append(whole_track_spectral_loss(est, targets, mix, stft, self.cfg.loss))
+            if isinstance(model, MaskModel):  # a segment at a time, with the model's STFT (on its device)
+                losses.append(whole_track_spectral_loss(est, targets, mix, model.stft, self.cfg.loss))
             else:
                 losses.append(float((est - targets).square().mean()))
             for i, s in enumerate(TARGETS):

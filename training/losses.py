@@ -104,11 +104,11 @@ def whole_track_spectral_loss(est: Tensor, target: Tensor, mix: Tensor, stft, cf
     """`spectral_loss` of one whole track, `(S, C, T)` estimates and targets and a `(C, T)`
     mixture, taken a segment of STFT frames at a time: the same number, in bounded memory.
 
-    It is computed where `stft` is (its window's device): the signals may stay on the CPU, and
-    only a segment at a time is moved. Left on the CPU beside a GPU's model, it took most of a
+    It is computed where `stft` is: the signals may stay on the CPU, and only a segment at a
+    time is moved. Left on the CPU beside a GPU's model, it took most of a
     validation pass (`./run.sh bench validation_speed`)."""
     total: dict[str, Tensor] | None = None
-    for e, t, m in stft_segments(stft, [est, target, mix], device=stft.window.device):
+    for e, t, m in stft_segments(stft, [est, target, mix]):
         part = loss_sums(e.abs()[None], t.abs()[None], (e - t).abs().square()[None], m[None], cfg)
         part = {k: v.double() for k, v in part.items()}
         total = part if total is None else {k: total[k] + v for k, v in part.items()}
