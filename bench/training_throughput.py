@@ -5,24 +5,28 @@ data loading keeps up (time waiting on data per step), through the real Trainer.
 
 A small MUSDB-shaped set is generated into a temporary folder: synthetic (default) or rendered
 from sampled sounds (`--data world`, with the random-EQ augmentation of the tuned defaults). The first steps are
-warm-up and not counted. Prints examples/s of each model and the ratio dprnn / umx.
+warm-up and not counted. Prints examples/s of each model and the ratio dprnn / umx, and how
+many examples/s the training loader makes alone (the trainer's own DataLoader, no model) with
+the same workers: when a step waits on data although the loader alone outpaces the step, the
+wait is in handing batches over (shared memory, pinning, the copy), not in making them.
 """
 
 from __future__ import annotations
 
 import argparse
 import tempfile
+import time
 from pathlib import Path
 
 import common  # noqa: F401  (puts the project on sys.path)
-from training.data import DataConfig
+from training.data import DataConfig, epoch_batches
 from training.loop import TrainConfig, Trainer
 from training.synthetic import write_musdb_folder
 from training.world.render import write_world
 
 
-def measure(model: str, root: Path, out: Path, args, workers: int) -> dict:
-    cfg = TrainConfig(
+def config(model: str, root: Path, out: Path, args, workers: int) -> TrainConfig:
+    return TrainConfig(
         model=model,
         musdb_root=str(root),
         is_wav=True,
@@ -33,13 +37,30 @@ def measure(model: str, root: Path, out: Path, args, workers: int) -> dict:
         workers=workers,
         device=args.device,
     )
-    trainer = Trainer(cfg)
+
+
+def measure(model: str, root: Path, out: Path, args, workers: int) -> dict:
+    trainer = Trainer(config(model, root, out, args, workers))
     trainer.run()  # warm-up steps
     trainer.timing = {"steps": 0, "data_wait": 0.0, "compute": 0.0}
     trainer.cfg.max_steps = args.warmup + args.steps
     t = trainer.run()["timing"]
     step = (t["data_wait"] + t["compute"]) / t["steps"]
     return {"examples_per_s": args.batch_size / step, "wait": t["data_wait"] / t["steps"], "step": step}
+
+
+def loader_alone(root: Path, out: Path, args, workers: int) -> tuple[float, float]:
+    """(examples/s, MB a batch) of the trainer's DataLoader iterated with no model, after the
+    same warm-up batches (which also start its workers)."""
+    trainer = Trainer(config("dprnn", root, out, args, workers))
+    batches = epoch_batches(len(trainer.dataset), args.batch_size, seed=0, epoch=0)
+    it = iter(trainer.loader(batches[: args.warmup + args.steps]))
+    for _ in range(args.warmup):
+        next(it)
+    start = time.perf_counter()
+    for batch in it:
+        size = batch.numel() * batch.element_size()
+    return args.batch_size * args.steps / (time.perf_counter() - start), size / 1e6
 
 
 def main() -> None:
@@ -73,6 +94,11 @@ def main() -> None:
             print(
                 f"  workers={workers} ratio dprnn/umx examples/s = "
                 f"{res['dprnn']['examples_per_s'] / res['umx']['examples_per_s']:.2f}"
+            )
+            rate, mb = loader_alone(root, Path(tmp) / f"loader-{workers}", args, workers)
+            print(
+                f"  workers={workers} the loader alone: {rate:6.2f} examples/s ({mb:.1f} MB a batch), "
+                f"ratio to dprnn's training examples/s = {rate / res['dprnn']['examples_per_s']:.2f}"
             )
 
 

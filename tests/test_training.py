@@ -19,7 +19,7 @@ from conftest import HF_CACHE, ROOT, SR, TINY_CONFIGS, tiny_train_config
 from separation import Separator
 from separation.errors import CheckpointError, SeparationError
 from separation.tracks import ACCOMPANIMENT, accompaniment, load_track, open_musdb
-from training.data import ChunkDataset, DataConfig, epoch_batches
+from training.data import ChunkDataset, DataConfig, epoch_batches, mixture_of
 from training.loop import TrainConfig, Trainer, load_run, resume_config
 from training.synthetic import SOURCES, Traits, make_track, vocal_free_share, write_musdb_folder, write_track
 
@@ -114,21 +114,24 @@ def test_chunks_shape_sum_and_determinism(musdb_root):
     tracks = open_musdb(musdb_root, is_wav=True, subset="train", split="train")
     ds = ChunkDataset(tracks, DataConfig(seconds=1.5, samples_per_track=4), seed=7)
     assert len(ds) == 12
-    mix, targets = ds[5]
-    assert mix.shape == (2, int(1.5 * SR)) and targets.shape == (2, 2, int(1.5 * SR))
-    torch.testing.assert_close(targets.sum(dim=0), mix, atol=0, rtol=0)
-    again = ds[5][0]
+    targets = ds[5]
+    assert targets.shape == (2, 2, int(1.5 * SR)) and targets.dtype == torch.float32
+    batch = torch.stack([ds[4], targets])
+    mix = mixture_of(batch)  # what the trainer makes of a batch: the exact sum, per example
+    assert mix.shape == (2, 2, int(1.5 * SR))
+    torch.testing.assert_close(mix[1], targets[0] + targets[1], atol=0, rtol=0)
+    again = ds[5]
     ds.epoch = 1
-    other_epoch = ds[5][0]
-    assert torch.equal(mix, again) and not torch.equal(mix, other_epoch)
+    other_epoch = ds[5]
+    assert torch.equal(targets, again) and not torch.equal(targets, other_epoch)
 
 
 def test_silent_vocal_rate(musdb_root):
     tracks = open_musdb(musdb_root, is_wav=True, subset="train", split="train")
     muted = ChunkDataset(tracks, DataConfig(seconds=0.5, samples_per_track=8, silent_vocals=1.0))
-    assert all(float(muted[i][1][0].abs().max()) == 0 for i in range(6))
+    assert all(float(muted[i][0].abs().max()) == 0 for i in range(6))
     sung = ChunkDataset(tracks, DataConfig(seconds=0.5, samples_per_track=8, silent_vocals=0.0))
-    rms = [float(sung[i][1][0].square().mean().sqrt()) for i in range(12)]
+    rms = [float(sung[i][0].square().mean().sqrt()) for i in range(12)]
     assert min(rms) > 10 ** (-40 / 20)
 
 
@@ -137,10 +140,10 @@ def test_no_augmentation_reads_the_track_as_is(musdb_root):
     ds = ChunkDataset(
         tracks, DataConfig(seconds=4.0, samples_per_track=1, remix=False, gain=(1.0, 1.0), channel_swap=False, eq=0.0)
     )
-    mix, targets = ds[0]
+    targets = ds[0]
     full_mix, full_targets = load_track(tracks[0])
-    torch.testing.assert_close(mix, full_mix[:, : mix.shape[-1]])
-    torch.testing.assert_close(targets, full_targets[..., : mix.shape[-1]])
+    torch.testing.assert_close(mixture_of(targets), full_mix[:, : targets.shape[-1]])  # the file's own mixture
+    torch.testing.assert_close(targets, full_targets[..., : targets.shape[-1]])
 
 
 def test_musdb18_stem_mp4_is_read_by_the_training_loader(tmp_path):
@@ -150,9 +153,8 @@ def test_musdb18_stem_mp4_is_read_by_the_training_loader(tmp_path):
     tracks = open_musdb(root, is_wav=False, subset="train", split="train")
     assert len(tracks) == 2 and not tracks[0].is_wav
     ds = ChunkDataset(tracks, DataConfig(seconds=1.0, samples_per_track=2), seed=1)
-    mix, targets = ds[1]
-    assert mix.shape == (2, SR) and targets.shape == (2, 2, SR)  # exactly the chunk, whatever AAC's padding
-    torch.testing.assert_close(targets.sum(dim=0), mix)
+    targets = ds[1]
+    assert targets.shape == (2, 2, SR)  # exactly the chunk, whatever AAC's padding
     full_mix, full_targets = load_track(tracks[0])
     reference = make_track(2 * 100_003, 3.0)["vocals"].T  # what was encoded
     decoded = full_targets[0, :, : reference.shape[-1]].numpy()

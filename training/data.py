@@ -16,7 +16,9 @@ Augmentation, after Open-Unmix's `train.py` and Uhlich et al. 2017:
   set, a chunk either has its vocals muted on purpose, or its vocals are drawn (up to 10
   tries) from a position where the singer is singing.
 
-The mixture of a training chunk is always the sum of its (augmented) sources.
+The mixture of a training chunk is always the sum of its (augmented) sources, so a chunk is its
+targets alone and the mixture is made where the model is (`mixture_of`): a batch crosses from the
+loader's workers, through pinned memory, to the GPU as two signals instead of three.
 Every chunk is a pure function of (seed, epoch, index): a resumed run sees the same data.
 """
 
@@ -64,7 +66,8 @@ class DataConfig:
 
 
 class ChunkDataset(Dataset):
-    """Random augmented training chunks: `(mixture (2, T), targets (2, 2, T))`."""
+    """Random augmented training chunks: targets `(2 sources, 2 channels, T)`, vocals first;
+    their mixture is `mixture_of(targets)`."""
 
     def __init__(self, tracks: list, cfg: DataConfig = DataConfig(), *, seed: int = 0, sample_rate: int = SAMPLE_RATE):
         if not tracks:
@@ -84,7 +87,7 @@ class ChunkDataset(Dataset):
         start = int(rng.integers(0, self.lengths[track_index] - self.frames + 1))
         return read_source(self.tracks[track_index], source, start, self.frames)
 
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def __getitem__(self, index: int) -> torch.Tensor:
         cfg = self.cfg
         rng = np.random.default_rng([self.seed, self.epoch, index])
         home = index // cfg.samples_per_track
@@ -112,8 +115,12 @@ class ChunkDataset(Dataset):
             stems[source] = audio
         vocals = torch.from_numpy(np.ascontiguousarray(stems["vocals"]))
         backing = torch.from_numpy(np.ascontiguousarray(accompaniment(stems[s] for s in ACCOMPANIMENT)))
-        targets = torch.stack([vocals, backing]).float()
-        return targets.sum(dim=0), targets
+        return torch.stack([vocals, backing]).float()
+
+
+def mixture_of(targets: torch.Tensor) -> torch.Tensor:
+    """The mixture of training chunks: `(..., 2 sources, C, T) -> (..., C, T)`, the exact sum."""
+    return targets.sum(dim=-3)
 
 
 def _biquad(kind: str, freq: float, gain_db: float, q: float = 0.7, rate: int = SAMPLE_RATE):

@@ -42,7 +42,7 @@ from separation.models.base import MaskModel
 from separation.separator import overlap_add, select_device
 from separation.tracks import TARGETS, load_track, open_musdb
 
-from .data import ChunkDataset, DataConfig, epoch_batches
+from .data import ChunkDataset, DataConfig, epoch_batches, mixture_of
 from .hub import model_card
 from .losses import LossConfig, TrainingObjective, whole_track_spectral_loss
 
@@ -336,13 +336,7 @@ class Trainer:
             batches = epoch_batches(
                 len(self.dataset), cfg.batch_size, seed=cfg.seed, epoch=self.epoch, rank=self.rank, world=self.world
             )
-            self.dataset.epoch = self.epoch
-            loader = DataLoader(
-                self.dataset,
-                batch_sampler=batches[self.batch :],
-                num_workers=cfg.workers,
-                pin_memory=self.device.type == "cuda",
-            )
+            loader = self.loader(batches[self.batch :])
             self.model.train()
             bar = tqdm(
                 total=len(batches),
@@ -353,9 +347,9 @@ class Trainer:
             )
             sums = self.epoch_sums  # the whole epoch's, also across a resume in its middle
             tick = time.perf_counter()
-            for mix, targets in loader:
+            for targets in loader:
                 got = time.perf_counter()
-                loss, parts = self._train_step(mix, targets)
+                loss, parts = self._train_step(targets)
                 finished_at = time.perf_counter()
                 wait, compute, tick = got - tick, finished_at - got, finished_at
                 self.timing["steps"] += 1
@@ -408,6 +402,14 @@ class Trainer:
                 break
         return self._summary(status)
 
+    def loader(self, batches: list[list[int]]) -> DataLoader:
+        """This epoch's batches of training targets, made by `cfg.workers` processes (and pinned
+        for the copy to a GPU)."""
+        self.dataset.epoch = self.epoch
+        return DataLoader(
+            self.dataset, batch_sampler=batches, num_workers=self.cfg.workers, pin_memory=self.device.type == "cuda"
+        )
+
     def elapsed(self) -> float:
         """Seconds this run has trained (steps and validation), resumes included (`history` has it
         per epoch; `--max-minutes` counts it)."""
@@ -423,9 +425,12 @@ class Trainer:
             "timing": dict(self.timing),
         }
 
-    def _train_step(self, mix: torch.Tensor, targets: torch.Tensor) -> tuple[float, dict]:
+    def _train_step(self, targets: torch.Tensor) -> tuple[float, dict]:
+        """One optimiser step on a batch of targets `(B, 2 sources, 2, T)`: their mixture is summed
+        here, on the training device (the same float32 sum as on the CPU), not shipped with them."""
         cfg = self.cfg
-        mix, targets = mix.to(self.device, non_blocking=True), targets.to(self.device, non_blocking=True)
+        targets = targets.to(self.device, non_blocking=True)
+        mix = mixture_of(targets)
         # SpecAugment's randomness, like the data's, is a function of the step: resumable.
         gen = torch.Generator().manual_seed(cfg.seed * 7919 + self.step * 31 + self.rank)
         with torch.autocast(
@@ -543,7 +548,7 @@ def init_input_statistics(model, dataset: ChunkDataset, chunks: int = 16) -> Non
     gen = np.random.default_rng(0)
     idx = gen.choice(len(dataset), size=min(chunks, len(dataset)), replace=False)
     with torch.no_grad():
-        model.init_from_data(torch.stack([dataset[int(i)][0] for i in idx]))
+        model.init_from_data(torch.stack([mixture_of(dataset[int(i)]) for i in idx]))
 
 
 def load_run(out: Path) -> tuple:
