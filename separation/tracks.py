@@ -38,14 +38,17 @@ def accompaniment(stems: Iterable):
     return total
 
 
-def open_musdb(root: str | os.PathLike, *, is_wav: bool, subset: str = "train", split: str | None = None) -> list:
-    """musdb tracks of a subset/split, with a clear error when the folder is not MUSDB."""
+def open_musdb(
+    root: str | os.PathLike, *, is_wav: bool, subset: str = "train", split: str | None = None, required: bool = True
+) -> list:
+    """musdb tracks of a subset/split, with a clear error when the folder is not MUSDB (or, with
+    `required=False`, an empty list when it is but holds none of that split)."""
     import musdb  # imports stempeg, which needs ffmpeg on PATH: only when MUSDB is really used
 
     if not os.path.isdir(root):
         raise SeparationError(f"--musdb-root {root}: no such folder")
     db = musdb.DB(root=str(root), is_wav=is_wav, subsets=subset, split=split)
-    if len(db.tracks) == 0:
+    if len(db.tracks) == 0 and required:
         what = f"{subset}/{split}" if split else subset
         hint = "" if is_wav else " (for MUSDB18-HQ wav folders pass --is-wav)"
         raise SeparationError(f"{root}: no {what} tracks found{hint}")

@@ -146,6 +146,9 @@ def test_songs_carry_vocal_free_sections_and_real_datas_traits(songs):
 def test_held_out_sounds_never_reach_the_training_split(tmp_path):
     train, heldout, unseen = (all_sound_files(s) for s in ("train", "heldout", "unseen"))
     assert not (train & heldout) and not (train & unseen) and not (heldout & unseen)
+    # The validation voices are heard by no other split (its instruments are the training ones).
+    valid_voices = {v.id for v in SPLITS["valid"].voices}
+    assert valid_voices and not valid_voices & (train | heldout | unseen)
     assert {"FluidR3_GM.sf2", "FluidR3_GS.sf2"} <= unseen
     assert any(v.startswith("espeak:") for v in unseen) and not any(v.startswith("espeak:") for v in train | heldout)
     meta = write_world(tmp_path / "world", train=3, valid=1, test=1, seconds=6.0, jobs=2)
@@ -161,6 +164,39 @@ def test_held_out_sounds_never_reach_the_training_split(tmp_path):
     assert len(tracks) == 3 and len(open_musdb(tmp_path / "world", is_wav=True, subset="train", split="valid")) == 1
     assert meta["tracks_per_minute"] > 0 and json.loads((tmp_path / "world" / "world.json").read_text())["tracks"]
     assert meta["syllables_on_notes"] is True  # the default: sung syllables on the notes
+    assert meta["voices"] == [v.id for v in SPLITS["train"].voices]
+
+
+def test_validation_songs_sung_by_unheard_voices_choose_the_epoch(tmp_path, world_root):
+    """`--sounds valid` renders validation songs alone (musdb's validation names, in train/), each
+    sung by a voice kept out of training; the trainer validates on them with --musdb-root and
+    trains on --extra-train only."""
+    meta = write_world(tmp_path / "valid", sounds="valid", train=5, valid=2, test=5, seconds=6.0)
+    assert [t["subset"] for t in meta["tracks"]] == ["train", "train"] and not (tmp_path / "valid" / "test").exists()
+    assert {t["voice"] for t in meta["tracks"]} <= {v.id for v in SPLITS["valid"].voices}
+    assert len(open_musdb(tmp_path / "valid", is_wav=True, subset="train", split="valid")) == 2
+    with pytest.raises(SeparationError, match="no train/train tracks"):  # alone it trains on nothing
+        Trainer(_cfg(tmp_path / "valid", tmp_path / "alone"))
+    trainer = Trainer(_cfg(tmp_path / "valid", tmp_path / "run", extra_train=(str(world_root),)))
+    assert [t.name for t in trainer.valid_tracks] == [t["name"] for t in meta["tracks"]]
+    assert len(trainer.dataset.tracks) == 4  # the extra set's 3 training + 1 validation songs
+    assert "the 'valid' sounds, 2 voices, 2 train/valid tracks" in trainer.data_name
+    assert np.isfinite(trainer.run()["best_valid_loss"])
+
+
+def test_five_voices_reproduces_the_sets_rendered_before_the_new_voices(monkeypatch, tmp_path):
+    """The training voices grew from five to nine on 2026-11-27; `five_voices` draws from the first
+    five as sets rendered before did, and a Flite voice (one of the new) really sings."""
+    assert [v.engine for v in sounds_module.voices_of("train", five_voices=True)] == ["festival"] * 4 + ["formant"]
+    assert sounds_module.voices_of("unseen", five_voices=True) == SPLITS["unseen"].voices  # training voices only
+    old = write_world(tmp_path / "old", train=2, valid=0, test=0, seconds=4.0, five_voices=True)
+    assert old["voices"] == [v.id for v in SPLITS["train"].voices[:5]]
+    assert {t["voice"] for t in old["tracks"]} <= set(old["voices"])
+    awb = sounds_module.Voice("flite", "awb", "flite")
+    monkeypatch.setitem(sounds_module.SPLITS, "train", dataclasses.replace(SPLITS["train"], voices=(awb,)))
+    track, info = render_song(0, "train", SECONDS)
+    assert info["voice"] == "flite:awb" and info["parts"]["vocals"][0] == "flite:awb"
+    assert np.abs(track["vocals"]).max() > 0.01 and vocal_free_share(track["vocals"]) < 0.9
 
 
 def test_a_missing_sound_is_a_clear_error(monkeypatch, tmp_path):

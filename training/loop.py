@@ -152,7 +152,11 @@ class Trainer:
             self.device = select_device(cfg.device)
         self.is_main = self.rank == 0
 
-        train_tracks = open_musdb(cfg.musdb_root, is_wav=cfg.is_wav, subset="train", split="train")
+        # With --extra-train, --musdb-root may hold validation songs alone (e.g. sung by voices
+        # kept out of training: `python -m training.world --sounds valid`).
+        train_tracks = open_musdb(
+            cfg.musdb_root, is_wav=cfg.is_wav, subset="train", split="train", required=not cfg.extra_train
+        )
         for root in cfg.extra_train:
             train_tracks += open_musdb(root, is_wav=cfg.is_wav, subset="train")
         self.valid_tracks = open_musdb(cfg.musdb_root, is_wav=cfg.is_wav, subset="train", split="valid")
@@ -597,8 +601,11 @@ def _describe_root(root: str, *, extra: bool) -> str | None:
         tracks = sum(1 for t in meta["tracks"] if t["subset"] == "train")
         kind = "train" if extra else "train/valid"
         even = "" if meta.get("syllables_on_notes") else ", --even-syllables"  # older sets: no key
+        sounds = "" if meta.get("world", "train") == "train" else f", the {meta['world']!r} sounds"
+        if "voices" in meta:  # sets rendered before 2026-11-27 do not list them (five training voices)
+            sounds += f", {len(meta['voices'])} voices"
         return (
-            f"songs rendered from sampled sounds (training.world, {tracks} {kind} tracks of "
+            f"songs rendered from sampled sounds (training.world{sounds}, {tracks} {kind} tracks of "
             f"{meta['seconds']:g} s, seed {meta['seed']}{even})"
         )
     return None

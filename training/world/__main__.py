@@ -3,6 +3,7 @@
     python -m training.world data/world --train 100 --valid 4 --test 10 --jobs 2
     python -m training.world data/world-heldout --sounds heldout --test 10   # this project's unseen split
     python -m training.world data/world-unseen --sounds unseen --test 10     # FluidR3 + espeak-ng, never trained on
+    python -m training.world data/world-valid --sounds valid --valid 14      # validation songs by unheard voices
 
 Every track folder holds mixture.wav (the exact sum of the stems) and vocals/drums/bass/other.wav;
 `world.json` records what each track was made of (genre, voice, kit, soundfonts, programs) and
@@ -26,8 +27,14 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m training.world", description=__doc__, formatter_class=HelpFormatter)
     p.add_argument("root", type=Path, help="folder to write train/ and test/ into")
     p.add_argument("--sounds", choices=list(SPLITS), default="train", help="which split of sounds to render from")
-    p.add_argument("--train", type=int, default=100, help="training tracks (train sounds only)")
-    p.add_argument("--valid", type=int, default=4, help="validation tracks, named as musdb's own (train sounds only)")
+    p.add_argument("--train", type=int, default=100, help="training tracks (the train sounds only)")
+    p.add_argument(
+        "--valid",
+        type=int,
+        default=4,
+        help="validation tracks, named as musdb's own (the train sounds, or with --sounds valid the train "
+        "instruments sung by voices kept out of training)",
+    )
     p.add_argument("--test", type=int, default=10, help="test tracks")
     p.add_argument("--seconds", type=float, default=30.0, help="length of every track, in seconds")
     p.add_argument("--seed", type=int, default=0)
@@ -38,6 +45,11 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="stretch the spoken words evenly over each phrase instead of singing syllables on the notes "
         "(how sets were rendered before the alignment: reproduces them)",
+    )
+    p.add_argument(
+        "--five-voices",
+        action="store_true",
+        help="sing with the five training voices of sets rendered before 2026-11-27 only (reproduces them)",
     )
     return p
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import multiprocessing
 import os
 import time
 from concurrent.futures import ProcessPoolExecutor
@@ -17,11 +18,11 @@ from ..synthetic import Traits, place_mono, validation_names, write_track
 from ..synthetic import voice as formant_voice
 from .mix import balance, channel_strip, master
 from .score import Song, make_song
-from .sounds import SPLITS, Voice, check_installed
+from .sounds import SPLITS, Voice, check_installed, voices_of
 from .synth import render_drums, synth_for
 from .voices import lead_vocal
 
-SPLIT_CODE = {"train": 1, "heldout": 2, "unseen": 3}
+SPLIT_CODE = {"train": 1, "heldout": 2, "unseen": 3, "valid": 4}
 
 
 def _program(soundfont: Path, program: int) -> int:
@@ -75,15 +76,23 @@ def _vocals(
 
 
 def render_song(
-    seed: int, sounds: str = "train", seconds: float = 30.0, traits: Traits = Traits(), *, align: bool = True
+    seed: int,
+    sounds: str = "train",
+    seconds: float = 30.0,
+    traits: Traits = Traits(),
+    *,
+    align: bool = True,
+    five_voices: bool = False,
 ):
     """One song from split `sounds`: ({source: (T, 2) float32, "mixture": their exact sum},
     what it was made of). `align`: sung syllables on the melody's notes (False: the speech
-    stretched evenly over each phrase, as sets rendered before the alignment)."""
+    stretched evenly over each phrase, as sets rendered before the alignment). `five_voices`:
+    the training voices of sets rendered before 2026-11-27 (reproduces them)."""
     rng = np.random.default_rng([seed, SPLIT_CODE[sounds]])
     trng = np.random.default_rng([seed, SPLIT_CODE[sounds], 1])  # traits: their own draws
     bank = SPLITS[sounds]
-    voice = bank.voices[int(rng.integers(len(bank.voices)))]
+    voices = voices_of(sounds, five_voices)
+    voice = voices[int(rng.integers(len(voices)))]
     song = make_song(rng, seconds, female=voice.female)
     kit = bank.drumkits[int(rng.integers(len(bank.drumkits)))]
     n = int(seconds * SAMPLE_RATE)
@@ -130,9 +139,9 @@ def render_song(
 
 
 def _render_one(job: tuple) -> dict:
-    folder, seed, sounds, seconds, traits, silent_drums, align = job
+    folder, seed, sounds, seconds, traits, silent_drums, align, five_voices = job
     t0 = time.perf_counter()
-    track, info = render_song(seed, sounds, seconds, traits, align=align)
+    track, info = render_song(seed, sounds, seconds, traits, align=align, five_voices=five_voices)
     if silent_drums:  # an acoustic song: the drums stem is exactly zero, the mixture the sum of the rest
         track["mixture"] = track["mixture"] - track["drums"]
         track["drums"] = np.zeros_like(track["drums"])
@@ -159,13 +168,17 @@ def write_world(
     jobs: int = 1,
     traits: Traits = Traits(),
     align_syllables: bool = True,
+    five_voices: bool = False,
 ) -> dict:
-    """Render a MUSDB18-HQ-shaped folder from split `sounds` (`train/` only with the training
-    sounds; the held-out splits are test sets). Returns (and writes as `world.json`) what every
-    track was made of and how long it took."""
+    """Render a MUSDB18-HQ-shaped folder from split `sounds`: the training sounds give `train/`
+    (training and validation songs) and `test/`; the `valid` sounds validation songs alone
+    (named as musdb's, in `train/`), the held-out splits test songs alone. Returns (and writes as
+    `world.json`) what every track was made of and how long it took."""
     check_installed(sounds)
     root = Path(root)
-    if sounds != "train":
+    if sounds == "valid":
+        train = test = 0
+    elif sounds != "train":
         train = valid = 0
     names = validation_names()
     plan = [("train", f"World {i:03d} - Train Song", 100_000 + i) for i in range(train)]
@@ -175,11 +188,24 @@ def write_world(
     for subset, name, offset in plan:
         position[subset] = position.get(subset, -1) + 1
         silent = traits.silent_source and position[subset] == 1
-        job = (str(root / subset / name), seed * 1_000_003 + offset, sounds, seconds, traits, silent, align_syllables)
+        job = (
+            str(root / subset / name),
+            seed * 1_000_003 + offset,
+            sounds,
+            seconds,
+            traits,
+            silent,
+            align_syllables,
+            five_voices,
+        )
         jobs_list.append(job)
     t0 = time.perf_counter()
     if jobs > 1:
-        with ProcessPoolExecutor(max_workers=jobs) as pool:
+        # forkserver, not fork: a process that has rendered before holds FluidSynth instances and
+        # the threads of whatever else it loaded (torch in a trainer or a test run); a forked child
+        # can inherit one of their locks held and hang forever. Workers start clean instead.
+        context = multiprocessing.get_context("forkserver")
+        with ProcessPoolExecutor(max_workers=jobs, mp_context=context) as pool:
             tracks = list(pool.map(_render_one, jobs_list))
     else:
         tracks = [_render_one(j) for j in jobs_list]
@@ -190,6 +216,7 @@ def write_world(
         "seed": seed,
         "traits": dataclasses.asdict(traits),
         "syllables_on_notes": align_syllables,
+        "voices": [v.id for v in voices_of(sounds, five_voices)],
         "jobs": jobs,
         "render_seconds": round(wall, 1),
         "tracks_per_minute": round(60 * len(tracks) / max(wall, 1e-9), 2),

@@ -1,7 +1,12 @@
 """The sampled sounds a song is rendered from, and which of them each split may use.
 
-Three splits of sounds, never mixed:
+Four splits of sounds, whose voices are never mixed:
 - `train`: what the models learn from (and the `test` subset of the same world is rendered from);
+- `valid`: the training instruments and kits sung by two voices kept out of training (Festival's
+  Czech `czech_machac` and Finnish `suo_fi_lj_diphone`): validation songs that choose a fine-tune's
+  best epoch by how it does on a voice it never heard, not on its training singers. Debian has no
+  fourth independent soundfont (its others are FluidR3 again, a MuseScore General variant or an
+  OPL3 chip emulation), so this split holds out voices only;
 - `heldout`: one soundfont, one voice and one drum kit kept out of training by this project, its
   own "unseen" test (TimGM6mb, Festival's Catalan `upc_ca_ona_hts`, the ForzeeStereo kit);
 - `unseen`: sounds reserved for evaluation only: the FluidR3 soundfonts and
@@ -34,7 +39,8 @@ FESTIVAL_VOICES = Path("/usr/share/festival/voices")
 @dataclass(frozen=True)
 class Voice:
     """A text-to-speech voice: `engine` is "festival" (`name` is its voice function without
-    `voice_`), "espeak" (`name` is an espeak-ng voice, e.g. `en+f3`) or "formant" (the synthetic
+    `voice_`), "espeak" (`name` is an espeak-ng voice, e.g. `en+f3`), "flite" (`name` is one of
+    `flite -lv`, e.g. `awb`) or "formant" (the synthetic
     voice of `training.synthetic`, which needs no text); `female` picks the melody's range."""
 
     engine: str
@@ -63,6 +69,12 @@ SPLITS: dict[str, SoundSet] = {
             Voice("festival", "cmu_us_slt_arctic_hts", "festvox-us-slt-hts", female=True),
             Voice("festival", "lp_diphone", "festvox-italp16k", female=True),
             Voice("formant", "synthetic"),
+            # Added 2026-11-27: more singers, accents and synthesis engines. Sets rendered before
+            # drew from the five above alone (`--five-voices` reproduces them: FIVE_VOICES).
+            Voice("flite", "awb", "flite"),
+            Voice("flite", "rms", "flite"),
+            Voice("festival", "czech_dita", "festvox-czech-dita", female=True),
+            Voice("festival", "pc_diphone", "festvox-itapc16k"),
         ),
         drumkits=(
             "BJA_Pacific",
@@ -91,6 +103,24 @@ SPLITS: dict[str, SoundSet] = {
         drumkits=("The Black Pearl 1.0", "Audiophob", "Millo_MultiLayered3"),
     ),
 }
+SPLITS["valid"] = SoundSet(
+    soundfonts=SPLITS["train"].soundfonts,
+    voices=(
+        Voice("festival", "czech_machac", "festvox-czech-machac"),
+        Voice("festival", "suo_fi_lj_diphone", "festvox-suopuhe-lj", female=True),
+    ),
+    drumkits=SPLITS["train"].drumkits,
+)
+FIVE_VOICES = 5  # how many of the training voices sets rendered before 2026-11-27 drew from
+
+
+def voices_of(split: str, five_voices: bool = False) -> tuple[Voice, ...]:
+    """The voices a song of `split` is sung by; `five_voices`: the training voices of sets rendered
+    before 2026-11-27 (the first five), which reproduces them."""
+    voices = SPLITS[split].voices
+    return voices[:FIVE_VOICES] if five_voices and split == "train" else voices
+
+
 # FluidR3_GS.sf2 (fluid-soundfont-gs) is a small set of GS variations on top of FluidR3_GM; it
 # is never loaded for training either, and `all_sound_files("unseen")` lists it.
 UNSEEN_EXTRA = (SF2 / "FluidR3_GS.sf2",)
@@ -133,8 +163,8 @@ def check_installed(split: str) -> None:
                 raise _missing("festival (text2wave)", "festival")
             if not list(FESTIVAL_VOICES.glob(f"*/{v.name}")):
                 raise _missing(f"the Festival voice {v.name}", v.package)
-        elif v.engine == "espeak" and shutil.which("espeak-ng") is None:
-            raise _missing("espeak-ng", "espeak-ng")
+        elif v.engine in ("espeak", "flite") and shutil.which(v.package) is None:
+            raise _missing(v.package, v.package)
 
 
 # ---------------------------------------------------------------------------- drum kits

@@ -1,7 +1,7 @@
 """Sung lines from speech: a text-to-speech voice says the words, the WORLD vocoder (pyworld)
 re-pitches them to the melody.
 
-For each phrase: Festival or espeak-ng speaks its words; WORLD analyses the speech (F0,
+For each phrase: Festival, Flite or espeak-ng speaks its words; WORLD analyses the speech (F0,
 spectral envelope, aperiodicity); the speech is re-timed onto the melody as a singer does it
 (each syllable's vowel starts on a note and is held to the next syllable, consonants keep
 about their spoken length just before the beat; more notes than syllables make melismas,
@@ -61,11 +61,14 @@ def speak_all(voice: Voice, texts: list[str]) -> None:
             run = subprocess.run(
                 ["festival", "--pipe"], input="\n".join(script) + "\n", text=True, capture_output=True, timeout=300
             )
-        elif voice.engine == "espeak":
+        elif voice.engine in ("espeak", "flite"):
             for t, f in zip(todo, files, strict=True):
-                run = subprocess.run(
-                    ["espeak-ng", "-v", voice.name, "-w", str(f), t], capture_output=True, text=True, timeout=60
+                command = (
+                    ["espeak-ng", "-v", voice.name, "-w", str(f), t]
+                    if voice.engine == "espeak"
+                    else ["flite", "-voice", voice.name, "-t", t, "-o", str(f)]
                 )
+                run = subprocess.run(command, capture_output=True, text=True, timeout=60)
         else:
             raise ValueError(f"{voice.id} does not speak")
         for t, f in zip(todo, files, strict=True):
