@@ -180,7 +180,7 @@ def test_validation_songs_sung_by_unheard_voices_choose_the_epoch(tmp_path, worl
     trainer = Trainer(_cfg(tmp_path / "valid", tmp_path / "run", extra_train=(str(world_root),)))
     assert [t.name for t in trainer.valid_tracks] == [t["name"] for t in meta["tracks"]]
     assert len(trainer.dataset.tracks) == 4  # the extra set's 3 training + 1 validation songs
-    assert "the 'valid' sounds, 2 voices, 2 train/valid tracks" in trainer.data_name
+    assert "the 'valid' sounds, 2 train/valid tracks of 6 s, seed 0, 2 voices)" in trainer.data_name
     assert np.isfinite(trainer.run()["best_valid_loss"])
 
 

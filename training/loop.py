@@ -602,11 +602,11 @@ def _describe_root(root: str, *, extra: bool) -> str | None:
         kind = "train" if extra else "train/valid"
         even = "" if meta.get("syllables_on_notes") else ", --even-syllables"  # older sets: no key
         sounds = "" if meta.get("world", "train") == "train" else f", the {meta['world']!r} sounds"
-        if "voices" in meta:  # sets rendered before 2026-11-27 do not list them (five training voices)
-            sounds += f", {len(meta['voices'])} voices"
+        # sets rendered before 2026-11-27 do not list their voices (the five training voices)
+        voices = f", {len(meta['voices'])} voices" if "voices" in meta else ""
         return (
             f"songs rendered from sampled sounds (training.world{sounds}, {tracks} {kind} tracks of "
-            f"{meta['seconds']:g} s, seed {meta['seed']}{even})"
+            f"{meta['seconds']:g} s, seed {meta['seed']}{even}{voices})"
         )
     return None
 
