@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import multiprocessing
 import os
@@ -138,8 +139,9 @@ def render_song(
     return track, info
 
 
-def _render_one(job: tuple) -> dict:
-    folder, seed, sounds, seconds, traits, silent_drums, align, five_voices = job
+def _render_one(job: tuple, *, sounds: str, seconds: float, traits: Traits, align: bool, five_voices: bool) -> dict:
+    """One track of a world: `job` is what differs per track, (folder, seed, silent_drums)."""
+    folder, seed, silent_drums = job
     t0 = time.perf_counter()
     track, info = render_song(seed, sounds, seconds, traits, align=align, five_voices=five_voices)
     if silent_drums:  # an acoustic song: the drums stem is exactly zero, the mixture the sum of the rest
@@ -173,7 +175,9 @@ def write_world(
     """Render a MUSDB18-HQ-shaped folder from split `sounds`: the training sounds give `train/`
     (training and validation songs) and `test/`; the `valid` sounds validation songs alone
     (named as musdb's, in `train/`), the held-out splits test songs alone. Returns (and writes as
-    `world.json`) what every track was made of and how long it took."""
+    `world.json`) what every track was made of and how long it took. With `jobs > 1` the workers
+    start by forkserver: a script that calls this needs an `if __name__ == "__main__":` guard, as
+    for any pool that does not fork (`python -m training.world` has one)."""
     check_installed(sounds)
     root = Path(root)
     if sounds == "valid":
@@ -188,17 +192,10 @@ def write_world(
     for subset, name, offset in plan:
         position[subset] = position.get(subset, -1) + 1
         silent = traits.silent_source and position[subset] == 1
-        job = (
-            str(root / subset / name),
-            seed * 1_000_003 + offset,
-            sounds,
-            seconds,
-            traits,
-            silent,
-            align_syllables,
-            five_voices,
-        )
-        jobs_list.append(job)
+        jobs_list.append((str(root / subset / name), seed * 1_000_003 + offset, silent))
+    render_one = functools.partial(
+        _render_one, sounds=sounds, seconds=seconds, traits=traits, align=align_syllables, five_voices=five_voices
+    )
     t0 = time.perf_counter()
     if jobs > 1:
         # forkserver, not fork: a process that has rendered before holds FluidSynth instances and
@@ -206,9 +203,9 @@ def write_world(
         # can inherit one of their locks held and hang forever. Workers start clean instead.
         context = multiprocessing.get_context("forkserver")
         with ProcessPoolExecutor(max_workers=jobs, mp_context=context) as pool:
-            tracks = list(pool.map(_render_one, jobs_list))
+            tracks = list(pool.map(render_one, jobs_list))
     else:
-        tracks = [_render_one(j) for j in jobs_list]
+        tracks = [render_one(j) for j in jobs_list]
     wall = time.perf_counter() - t0
     meta = {
         "world": sounds,

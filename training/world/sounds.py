@@ -36,6 +36,10 @@ FESTIVAL_VOICES = Path("/usr/share/festival/voices")
 # The Debian packages of every sound: packages-world.txt (scripts/setup.sh --dev installs them).
 
 
+# engine -> (the program run to speak, the Debian package that installs it)
+ENGINES = {"festival": ("festival", "festival"), "espeak": ("espeak-ng", "espeak-ng"), "flite": ("flite", "flite")}
+
+
 @dataclass(frozen=True)
 class Voice:
     """A text-to-speech voice: `engine` is "festival" (`name` is its voice function without
@@ -51,6 +55,11 @@ class Voice:
     @property
     def id(self) -> str:
         return f"{self.engine}:{self.name}"
+
+    @property
+    def program(self) -> str | None:
+        """The speech synthesiser `training.world.voices` runs for this voice (None: none)."""
+        return ENGINES.get(self.engine, (None, None))[0]
 
 
 @dataclass(frozen=True)
@@ -158,13 +167,10 @@ def check_installed(split: str) -> None:
         if not (DRUMKITS / kit / "drumkit.xml").exists():
             raise _missing(f"the drum kit {kit!r}", "hydrogen-drumkits")
     for v in s.voices:
-        if v.engine == "festival":
-            if shutil.which("text2wave") is None:
-                raise _missing("festival (text2wave)", "festival")
-            if not list(FESTIVAL_VOICES.glob(f"*/{v.name}")):
-                raise _missing(f"the Festival voice {v.name}", v.package)
-        elif v.engine in ("espeak", "flite") and shutil.which(v.package) is None:
-            raise _missing(v.package, v.package)
+        if v.program and shutil.which(v.program) is None:
+            raise _missing(v.program, ENGINES[v.engine][1])
+        if v.engine == "festival" and not list(FESTIVAL_VOICES.glob(f"*/{v.name}")):
+            raise _missing(f"the Festival voice {v.name}", v.package)
 
 
 # ---------------------------------------------------------------------------- drum kits

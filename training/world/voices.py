@@ -59,16 +59,16 @@ def speak_all(voice: Voice, texts: list[str]) -> None:
                 for t, f in zip(todo, files, strict=True)
             ]
             run = subprocess.run(
-                ["festival", "--pipe"], input="\n".join(script) + "\n", text=True, capture_output=True, timeout=300
+                [voice.program, "--pipe"], input="\n".join(script) + "\n", text=True, capture_output=True, timeout=300
             )
         elif voice.engine in ("espeak", "flite"):
             for t, f in zip(todo, files, strict=True):
-                command = (
-                    ["espeak-ng", "-v", voice.name, "-w", str(f), t]
+                arguments = (
+                    ["-v", voice.name, "-w", str(f), t]
                     if voice.engine == "espeak"
-                    else ["flite", "-voice", voice.name, "-t", t, "-o", str(f)]
+                    else ["-voice", voice.name, "-t", t, "-o", str(f)]
                 )
-                run = subprocess.run(command, capture_output=True, text=True, timeout=60)
+                run = subprocess.run([voice.program, *arguments], capture_output=True, text=True, timeout=60)
         else:
             raise ValueError(f"{voice.id} does not speak")
         for t, f in zip(todo, files, strict=True):
