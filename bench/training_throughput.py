@@ -2,6 +2,7 @@
 data loading keeps up (time waiting on data per step), through the real Trainer.
 
     ./run.sh bench training_throughput [--steps 12] [--batch-size 8] [--seconds 6] [--device cpu] [--data world]
+    ./run.sh bench training_throughput --precision --workers 0   # the trainer's precision vs float32
 
 A small MUSDB-shaped set is generated into a temporary folder: synthetic (default) or rendered
 from sampled sounds (`--data world`, with the random-EQ augmentation of the tuned defaults). The first steps are
@@ -20,12 +21,12 @@ from pathlib import Path
 
 import common  # noqa: F401  (puts the project on sys.path)
 from training.data import DataConfig, epoch_batches
-from training.loop import TrainConfig, Trainer
+from training.loop import TrainConfig, Trainer, precision_name
 from training.synthetic import write_musdb_folder
 from training.world.render import write_world
 
 
-def config(model: str, root: Path, out: Path, args, workers: int) -> TrainConfig:
+def config(model: str, root: Path, out: Path, args, workers: int, amp: bool = True) -> TrainConfig:
     return TrainConfig(
         model=model,
         musdb_root=str(root),
@@ -36,17 +37,23 @@ def config(model: str, root: Path, out: Path, args, workers: int) -> TrainConfig
         max_steps=args.warmup,
         workers=workers,
         device=args.device,
+        amp=amp,
     )
 
 
-def measure(model: str, root: Path, out: Path, args, workers: int) -> dict:
-    trainer = Trainer(config(model, root, out, args, workers))
+def measure(model: str, root: Path, out: Path, args, workers: int, amp: bool = True) -> dict:
+    trainer = Trainer(config(model, root, out, args, workers, amp))
     trainer.run()  # warm-up steps
     trainer.timing = {"steps": 0, "data_wait": 0.0, "compute": 0.0}
     trainer.cfg.max_steps = args.warmup + args.steps
     t = trainer.run()["timing"]
     step = (t["data_wait"] + t["compute"]) / t["steps"]
-    return {"examples_per_s": args.batch_size / step, "wait": t["data_wait"] / t["steps"], "step": step}
+    return {
+        "examples_per_s": args.batch_size / step,
+        "wait": t["data_wait"] / t["steps"],
+        "step": step,
+        "precision": precision_name(trainer.amp_dtype),
+    }
 
 
 def loader_alone(root: Path, out: Path, args, workers: int) -> tuple[float, float]:
@@ -72,6 +79,7 @@ def main() -> None:
     p.add_argument("--device", default="cpu")
     p.add_argument("--workers", type=int, nargs="*", default=[0, 1])
     p.add_argument("--data", choices=["synthetic", "world"], default="synthetic")
+    p.add_argument("--precision", action="store_true", help="also time float32 and print the ratio")
     args = p.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         if args.data == "world":
@@ -87,7 +95,7 @@ def main() -> None:
             res = {m: measure(m, root, Path(tmp) / f"{m}-{workers}", args, workers) for m in ("dprnn", "umx")}
             for m, r in res.items():
                 print(
-                    f"  workers={workers} {m:6s} {r['examples_per_s']:6.2f} examples/s   "
+                    f"  workers={workers} {m:6s} {r['examples_per_s']:6.2f} examples/s ({r['precision']}) "
                     f"step {r['step'] * 1000:6.0f} ms, "
                     f"waiting on data {r['wait'] * 1000:5.0f} ms/step ({100 * r['wait'] / r['step']:.0f}%)"
                 )
@@ -95,6 +103,14 @@ def main() -> None:
                 f"  workers={workers} ratio dprnn/umx examples/s = "
                 f"{res['dprnn']['examples_per_s'] / res['umx']['examples_per_s']:.2f}"
             )
+            if args.precision:
+                for m in res:
+                    fp32 = measure(m, root, Path(tmp) / f"{m}-{workers}-fp32", args, workers, amp=False)
+                    print(
+                        f"  workers={workers} {m:6s} {fp32['examples_per_s']:6.2f} examples/s in float32, "
+                        f"step {fp32['step'] * 1000:6.0f} ms: ratio {res[m]['precision']}/float32 "
+                        f"examples/s = {res[m]['examples_per_s'] / fp32['examples_per_s']:.2f}"
+                    )
             rate, mb = loader_alone(root, Path(tmp) / f"loader-{workers}", args, workers)
             print(
                 f"  workers={workers} the loader alone: {rate:6.2f} examples/s ({mb:.1f} MB a batch), "

@@ -4,6 +4,7 @@ early stopping, checkpoints, Hub upload, CLI and DDP."""
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import shutil
 import subprocess
@@ -477,3 +478,78 @@ def test_validation_loss_on_the_gpu_equals_the_cpu_one():
     cpu = whole_track_spectral_loss(est, targets, mix, STFT(4096, 1024), LossConfig())
     gpu = whole_track_spectral_loss(est, targets, mix, STFT(4096, 1024).to("cuda"), LossConfig())
     assert gpu == pytest.approx(cpu, rel=1e-5) and est.device.type == "cpu"
+
+
+def test_training_loss_of_masked_magnitudes_is_the_complex_loss_with_its_gradient():
+    """DPRNN trains on `masked_spectral_loss`: real arithmetic and a closed-form gradient for the
+    loss of `mags * exp(i angle(X))`. Its value and gradient are those of `spectral_loss` on that
+    complex estimate, with the traits of real data: a silent vocal target and digital silence
+    (X = 0 bins) in the mixture."""
+    from separation.spectral import unit_phase
+    from training.losses import LossConfig, masked_spectral_loss, spectral_loss
+
+    gen = torch.Generator().manual_seed(0)
+    shape = (3, 2, 2, 33, 20)  # B, S, C, F, N
+
+    def spectrum(*size):
+        return torch.complex(
+            torch.randn(size, generator=gen, dtype=torch.float64), torch.randn(size, generator=gen, dtype=torch.float64)
+        )
+
+    targets = spectrum(*shape)
+    targets[1, 0] = 0  # a vocal-free chunk
+    targets[2, :, :, :, :6] = 0  # digital silence: no source, so no mixture
+    mix = targets.sum(1)
+    logits = torch.randn(shape, generator=gen, dtype=torch.float64, requires_grad=True)
+    cfg = LossConfig()
+
+    def both(loss_fn):
+        mags = logits.softmax(dim=1) * mix.abs().unsqueeze(1)
+        loss, parts = loss_fn(mags)
+        return loss, parts, torch.autograd.grad(loss, logits)[0]
+
+    fast = both(lambda m: masked_spectral_loss(m, mix, targets, cfg))
+    reference = both(lambda m: spectral_loss(m * unit_phase(mix).unsqueeze(1), targets, mix, cfg))
+    assert float(fast[0]) == pytest.approx(float(reference[0]), rel=1e-12)
+    assert fast[1] == pytest.approx(reference[1], rel=1e-12)
+    torch.testing.assert_close(fast[2], reference[2], rtol=1e-10, atol=1e-14)
+    assert fast[2].abs().max() > 0  # a gradient to compare
+    # the caller's |X| is only a shortcut
+    mags = logits.detach().softmax(dim=1) * mix.abs().unsqueeze(1)
+    assert float(masked_spectral_loss(mags, mix, targets, cfg, mix_mag=mix.abs())[0]) == pytest.approx(float(fast[0]))
+
+
+def test_cpu_training_runs_in_bf16_where_the_cpu_computes_it_and_a_resume_keeps_its_precision(
+    musdb_root, tmp_path, monkeypatch
+):
+    """bf16 autocast on CPUs with bf16 instructions (float32 elsewhere, or with --no-amp); the
+    precision is in the trainer state and the card, and a resumed run keeps the one it ran in,
+    on whatever CPU it resumes (a run from before CPU bf16 resumes in float32)."""
+    import training.loop as loop
+
+    cpu = torch.device("cpu")
+    assert loop.autocast_dtype(cpu, amp=False) is None
+    monkeypatch.setattr(loop, "cpu_computes_bf16", lambda: False)
+    assert loop.autocast_dtype(cpu, amp=True) is None
+    monkeypatch.setattr(loop, "cpu_computes_bf16", lambda: True)
+    assert loop.autocast_dtype(cpu, amp=True) is torch.bfloat16
+
+    run = tmp_path / "bf16"
+    result = Trainer(_cfg(musdb_root, run, epochs=1)).run()
+    assert result["status"] == "finished" and math.isfinite(result["history"][0]["train_loss"])
+    state = load_run(run)[1]
+    assert state["precision"] == {"device": "cpu", "dtype": "bfloat16"}
+    assert "bfloat16 autocast" in (run / "best" / "README.md").read_text()
+
+    monkeypatch.setattr(loop, "cpu_computes_bf16", lambda: False)  # resumed on another CPU
+    assert Trainer(resume_config(run, epochs=2), resume=True).amp_dtype is torch.bfloat16
+    float32 = tmp_path / "float32"  # started on a CPU without bf16 instructions
+    Trainer(_cfg(musdb_root, float32, epochs=1)).run()
+    assert load_run(float32)[1]["precision"] == {"device": "cpu", "dtype": None}
+    monkeypatch.setattr(loop, "cpu_computes_bf16", lambda: True)
+    assert Trainer(resume_config(float32, epochs=2), resume=True).amp_dtype is None
+
+    # a trainer state written before CPU bf16 has no precision: it ran in float32, and resumes so
+    state.pop("precision")
+    torch.save(state, run / "last" / loop.TRAINER_STATE)
+    assert Trainer(resume_config(run, epochs=2), resume=True).amp_dtype is None

@@ -116,7 +116,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--valid-tracks", type=int, help="validate on the first N validation tracks only")
     p.add_argument("--workers", type=int, default=t.workers, help="data loading processes")
     p.add_argument("--device", default=t.device, help="auto (a GPU if there is one), cpu or cuda")
-    p.add_argument("--no-amp", action="store_true", help="no mixed precision on CUDA")
+    p.add_argument(
+        "--no-amp",
+        action="store_true",
+        help="float32 throughout (default: bf16 autocast on CUDA and on CPUs with bf16 instructions)",
+    )
     p.add_argument(
         "--seed", type=int, default=t.seed, help="seed of the data order, the chunks and the initial weights"
     )

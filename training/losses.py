@@ -26,7 +26,7 @@ import torch
 from torch import Tensor, nn
 
 from separation.models.base import MaskModel, SeparationModel
-from separation.spectral import stft_segments, unit_phase, wiener_filter
+from separation.spectral import stft_segments, wiener_filter
 
 
 @dataclass(frozen=True)
@@ -65,17 +65,65 @@ def spectral_loss(est: Tensor, target: Tensor, mix_spec: Tensor, cfg: LossConfig
     return _combine(est.abs(), target.abs(), err, mix_spec, cfg)
 
 
-def masked_spectral_loss(mags: Tensor, mix_spec: Tensor, target: Tensor, cfg: LossConfig) -> tuple[Tensor, dict]:
+class _MaskedSums(torch.autograd.Function):
+    """Per batch item, `sum (log(m + eps) - log(|S| + eps))^2` `(B,)` and `sum (m - p)^2`
+    `(B, S)` of magnitudes `m` `(B, S, C, F, N)`, with their gradient in closed form:
+    2 (log(m + eps) - log(|S| + eps)) / (m + eps) and 2 (m - p). Autograd of the same
+    expressions made about twice as many passes over full-size spectra and kept more of them;
+    with the complex arithmetic below, these memory-bound passes took half of a bf16 CPU
+    training step (0.27 of 0.53 s; now 0.14)."""
+
+    @staticmethod
+    def forward(ctx, mags: Tensor, target_log: Tensor, proj: Tensor, eps: float):
+        shifted = mags + eps
+        dlog = torch.log(shifted).sub_(target_log)
+        log_sq = torch.linalg.vector_norm(dlog.flatten(1), dim=1).square()
+        resid = mags - proj
+        err = torch.linalg.vector_norm(resid, dim=(-3, -2, -1)).square()
+        ctx.save_for_backward(dlog.div_(shifted), resid)
+        return log_sq, err
+
+    @staticmethod
+    def backward(ctx, grad_log_sq: Tensor, grad_err: Tensor):
+        dlog, resid = ctx.saved_tensors
+        grad = dlog * grad_log_sq.view(-1, 1, 1, 1, 1)
+        grad.addcmul_(resid, grad_err[..., None, None, None])
+        return grad.mul_(2), None, None, None
+
+
+def masked_spectral_loss(
+    mags: Tensor, mix_spec: Tensor, target: Tensor, cfg: LossConfig, mix_mag: Tensor | None = None
+) -> tuple[Tensor, dict]:
     """`spectral_loss` of the mixture-phase estimate `mags * exp(i angle(X))`, in real arithmetic.
 
-    With u = X/|X|: |S^ - S|^2 = m^2 - 2 m Re(conj(u) S) + |S|^2, and Re(conj(u) S) needs no
-    gradient; the same number as `spectral_loss` at a third of the cost (complex abs, angle
-    and polar and their backward passes dominated a CPU training step)."""
+    With u = X/|X| and conj(u) S = p + iq: |S^ - S|^2 = |m u - S|^2 = (m - p)^2 + (|S|^2 - p^2),
+    and p, |S| need no gradient: the same number as `spectral_loss` without complex abs, angle
+    and polar or their backward passes, with the gradient in closed form (`_MaskedSums`).
+    `mix_mag` is `mix_spec.abs()` when the caller has it already."""
     with torch.no_grad():
-        proj = (unit_phase(mix_spec).conj().unsqueeze(1) * target).real
-        tmag = target.abs()
-    err = mags.square() - 2 * mags * proj + tmag.square()
-    return _combine(mags, tmag, err, mix_spec, cfg)
+        if mix_mag is None:
+            mix_mag = mix_spec.abs()
+        # Real arithmetic on the interleaved (re, im) layout: complex abs, division and product
+        # made separate passes over the spectra and took 3.5x as long (memory-bound on a CPU).
+        x, s = torch.view_as_real(mix_spec).unsqueeze(1), torch.view_as_real(target)
+        prod = x * s
+        inv_mix = mix_mag.clamp_min(1e-12).reciprocal_().unsqueeze(1)  # p = 0 where X = 0
+        proj = torch.add(prod[..., 0], prod[..., 1]).mul_(inv_mix)  # Re(conj(X) S) / |X|
+        power = torch.square(s, out=prod)
+        target_power = torch.add(power[..., 0], power[..., 1])  # |S|^2
+        dims = (-3, -2, -1)
+        # |S|^2 - p^2 = q^2 >= 0 per bin (no cancellation in a difference of large sums): a constant of the loss.
+        lost = torch.addcmul(target_power, proj, proj, value=-1).sum(dim=dims)
+        target_log = target_power.sqrt_().add_(cfg.log_eps).log_()
+        mix_energy = mix_mag.square().sum(dim=dims)
+    log_sq, err = _MaskedSums.apply(mags, target_log, proj, cfg.log_eps)
+    sums = {
+        "log_sq": log_sq,
+        "bins": torch.full((mags.shape[0],), mags[0].numel(), dtype=torch.float64, device=mags.device),
+        "err": err + lost,
+        "mix_energy": mix_energy,
+    }
+    return combine_sums(sums, cfg)
 
 
 def _combine(mag: Tensor, tmag: Tensor, err: Tensor, mix_spec: Tensor, cfg: LossConfig) -> tuple[Tensor, dict]:
@@ -142,6 +190,6 @@ class TrainingObjective(nn.Module):
 
         mags = model.training_magnitudes(mag, augment).float()
         if not model.residual:
-            return masked_spectral_loss(mags, spec, target_spec, self.cfg)
+            return masked_spectral_loss(mags, spec, target_spec, self.cfg, mix_mag=mag)
         est = wiener_filter(mags, spec, 0, residual=True)
         return spectral_loss(est, target_spec, spec, self.cfg)
