@@ -553,3 +553,17 @@ def test_cpu_training_runs_in_bf16_where_the_cpu_computes_it_and_a_resume_keeps_
     state.pop("precision")
     torch.save(state, run / "last" / loop.TRAINER_STATE)
     assert Trainer(resume_config(run, epochs=2), resume=True).amp_dtype is None
+
+
+def test_a_run_with_loader_workers_trains_the_same_weights_as_one_without(musdb_root, tmp_path):
+    """Chunks are drawn from (seed, epoch, index) wherever they are made: worker processes (which
+    the loader starts afresh each epoch, after the epoch is set) change nothing but the speed."""
+    with_workers = Trainer(_cfg(musdb_root, tmp_path / "a", workers=2, epochs=2)).run()
+    without = Trainer(_cfg(musdb_root, tmp_path / "b", workers=0, epochs=2)).run()
+    assert with_workers["step"] == without["step"] == 6
+    assert [h["train_loss"] for h in with_workers["history"]] == pytest.approx(
+        [h["train_loss"] for h in without["history"]], rel=1e-5
+    )
+    a, b = _weights(tmp_path / "a"), _weights(tmp_path / "b")
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=1e-5, atol=1e-6)
