@@ -97,8 +97,8 @@ class TrainConfig:
 def cpu_computes_bf16() -> bool:
     """Whether this CPU has bf16 instructions (AVX512-BF16 or AMX), with which oneDNN runs the
     matrix products, convolutions and LSTMs of a bf16 autocast natively: a DPRNN training step
-    took 0.53 s instead of 0.75 (float32) on a 2-core AVX512-BF16 CPU. Without them bf16 is
-    emulated and slower than float32."""
+    of 8 x 3 s took 458 ms instead of 623 (float32) on a 2-core AVX512-BF16 CPU (`./run.sh bench
+    training_throughput --precision`). Without them bf16 is emulated and slower than float32."""
     checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")  # private, hence getattr
     return any(getattr(torch.cpu, name, lambda: False)() for name in checks)
 
