@@ -115,8 +115,13 @@ def autocast_dtype(device: torch.device, amp: bool) -> torch.dtype | None:
     return None
 
 
+def dtype_name(dtype: torch.dtype) -> str:
+    """`torch.bfloat16` -> "bfloat16" (`getattr(torch, name)` is the dtype again)."""
+    return str(dtype).removeprefix("torch.")
+
+
 def precision_name(dtype: torch.dtype | None) -> str:
-    return "float32" if dtype is None else f"{str(dtype).removeprefix('torch.')} autocast"
+    return "float32" if dtype is None else f"{dtype_name(dtype)} autocast"
 
 
 def initial_weights(cfg: TrainConfig) -> tuple[MaskModel, dict]:
@@ -262,7 +267,7 @@ class Trainer:
             "scaler": self.scaler.state_dict(),
             "precision": {
                 "device": self.device.type,
-                "dtype": str(self.amp_dtype).removeprefix("torch.") if self.amp_dtype else None,
+                "dtype": dtype_name(self.amp_dtype) if self.amp_dtype else None,
             },
             "torch_rng": torch.get_rng_state(),
             "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
