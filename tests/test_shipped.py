@@ -28,6 +28,8 @@ def test_checkpoint_is_small_and_describes_itself(name):
     card = (folder / "README.md").read_text()
     if name == "dprnn":  # trained on the rendered world, scored on its three test sets
         assert "training.world" in meta["training"]["data"]
+        # its epoch was chosen on songs sung by voices it never trained on: named as validation, not training data
+        assert "'valid' sounds" in meta["training"]["valid_data"] and "'valid'" not in meta["training"]["data"]
         assert len(meta["training"]["more_tests"]) == 2
         assert "Trained on songs rendered from sampled instruments" in card and "MUSDB18-HQ" in card
         assert card.count("## Test (") == 3 and "unseen sounds" in card and "held-out sounds" in card

@@ -180,8 +180,24 @@ def test_validation_songs_sung_by_unheard_voices_choose_the_epoch(tmp_path, worl
     trainer = Trainer(_cfg(tmp_path / "valid", tmp_path / "run", extra_train=(str(world_root),)))
     assert [t.name for t in trainer.valid_tracks] == [t["name"] for t in meta["tracks"]]
     assert len(trainer.dataset.tracks) == 4  # the extra set's 3 training + 1 validation songs
-    assert "the 'valid' sounds, 2 train/valid tracks of 6 s, seed 0, 2 voices)" in trainer.data_name
+    # the card tells what it trained on from what chose its epoch: the validation songs are not training data
+    assert (
+        trainer.data_name
+        == "songs rendered from sampled sounds (training.world, 4 train tracks of 6 s, seed 0, 9 voices)"
+    )
+    assert trainer.valid_data_name == (
+        "songs rendered from sampled sounds (training.world, the 'valid' sounds, 2 validation tracks of 6 s, "
+        "seed 0, 2 voices)"
+    )
     assert np.isfinite(trainer.run()["best_valid_loss"])
+    card = (tmp_path / "run" / "best" / "README.md").read_text()
+    assert (
+        f"- training data: {trainer.data_name}\n" in card and "'valid' sounds" not in card.split("- validation data")[0]
+    )
+    assert f"- validation data (chose the best epoch): {trainer.valid_data_name}\n" in card
+    assert "datasets:" not in card  # rendered songs are no Hub dataset
+    tuned = Trainer(_cfg(world_root, tmp_path / "tuned", init_from=str(tmp_path / "run" / "best")))
+    assert tuned.parent["valid_data"] == trainer.valid_data_name  # the chain keeps it
 
 
 def test_five_voices_reproduces_the_sets_rendered_before_the_new_voices(monkeypatch, tmp_path):
@@ -253,7 +269,8 @@ def test_extra_training_folders_add_their_tracks_but_not_their_validation(world_
     assert len(names) == 3 + 3 and sum(n.startswith("World") for n in names) == 3
     valid = open_musdb(world_root, is_wav=True, split="valid")
     assert [t.name for t in trainer.valid_tracks] == [t.name for t in valid]
-    assert trainer.data_name.startswith("songs rendered from sampled sounds (training.world, 4 train/valid tracks")
+    assert trainer.data_name.startswith("songs rendered from sampled sounds (training.world, 3 train tracks of 6 s")
+    assert "1 validation track of 6 s" in trainer.valid_data_name
     assert "--even-syllables" not in trainer.data_name  # only sets rendered without the alignment say so
     assert "plus synthetic MUSDB-shaped set" in trainer.data_name
     assert trainer.run()["step"] == 6  # (3 + 3 tracks) x 2 chunks / batch 2
@@ -308,6 +325,21 @@ def test_every_package_a_missing_sound_names_is_installed_by_setup():
     named |= {v.package for s in SPLITS.values() for v in s.voices if v.package}
     assert named and named <= listed, named - listed
     assert "fluidsynth" in listed and "packages-world.txt" in (ROOT / "scripts" / "setup.sh").read_text()
+    # and the package a voice names is the one that installs it (ked_diphone once named kal's
+    # package, so a machine set up from the list sang kal's voice in its place)
+    for v in {v for s in SPLITS.values() for v in s.voices if v.engine == "festival"}:
+        folder = next(sounds_module.FESTIVAL_VOICES.glob(f"*/{v.name}"))
+        owner = subprocess.run(["dpkg-query", "-S", str(folder)], capture_output=True, text=True, check=True)
+        assert owner.stdout.split(":")[0] == v.package, (v.id, owner.stdout)
+
+
+def test_a_festival_voice_that_is_not_there_is_an_error_not_another_singer(tmp_path):
+    # Festival answers an unknown voice with a Scheme error on stderr, exit status 0 and its
+    # default voice; a world must not record one singer and render another.
+    with pytest.raises(SeparationError, match=r"festival:no_such_diphone failed in Festival.*festvox-nothing"):
+        voices.speak(sounds_module.Voice("festival", "no_such_diphone", "festvox-nothing"), "la la")
+    audio, rate = voices.speak(SPLITS["train"].voices[1], "la la")  # ked_diphone, which is there
+    assert rate == 16000 and audio.size > 0.1 * rate
 
 
 def test_random_eq_augmentation_is_a_bounded_filter(world_root):

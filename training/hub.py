@@ -94,14 +94,20 @@ def model_card(model, training: dict) -> str:
                 f"\n{indent}- trained on {node.get('data', '?')} for {node.get('steps', '?')} steps "
                 f"(batch {node.get('batch_size', '?')}, {node.get('chunk_seconds', '?')}-s chunks), "
                 f"{node.get('budget', 'budget not recorded')}"
+                + (f"; validated on {node['valid_data']}" if node.get("valid_data") else "")
             )
         if node.get("init_from"):
             budget += f"\n{indent}- fine-tuned from `{node['init_from']}`" + (":" if node.get("parent") else "")
         node, depth = node.get("parent"), depth + 1
+    # the best epoch was chosen on these songs (older checkpoints do not record them)
+    valid_line = ""
+    if training.get("valid_data"):
+        valid_line = f"\n- validation data (chose the best epoch): {training['valid_data']}"
+    # `datasets` names the datasets trained on; songs generated offline are none
+    datasets = "\ndatasets: [musdb18-hq]" if "MUSDB18" in training.get("data", "") else ""
     return f"""---
 library_name: pytorch
-tags: [audio, music-source-separation, vocals, karaoke, {model.architecture}]
-datasets: [{"synthetic" if synthetic or world else "musdb18-hq"}]
+tags: [audio, music-source-separation, vocals, karaoke, {model.architecture}]{datasets}
 ---
 # {model.architecture}: vocals / accompaniment separation
 
@@ -109,7 +115,7 @@ datasets: [{"synthetic" if synthetic or world else "musdb18-hq"}]
 
 - architecture: `{model.architecture}` ({count_parameters(model) / 1e6:.2f} M parameters), \
 sources {", ".join(model.sources)}
-- training data: {training.get("data", "?")}
+- training data: {training.get("data", "?")}{valid_line}
 - trained for {training.get("epochs", "?")} epochs ({training.get("steps", "?")} steps, \
 batch {training.get("batch_size", "?")}, {training.get("chunk_seconds", "?")}-s chunks)\
 {budget}

@@ -145,7 +145,7 @@ def initial_weights(cfg: TrainConfig) -> tuple[MaskModel, dict]:
     return model.train(), lineage(info.training)
 
 
-LINEAGE_KEYS = ("data", "epochs", "steps", "batch_size", "chunk_seconds", "lr", "budget", "init_from")
+LINEAGE_KEYS = ("data", "valid_data", "epochs", "steps", "batch_size", "chunk_seconds", "lr", "budget", "init_from")
 
 
 def lineage(training: dict | None) -> dict:
@@ -187,13 +187,16 @@ class Trainer:
         train_tracks = open_musdb(
             cfg.musdb_root, is_wav=cfg.is_wav, subset="train", split="train", required=not cfg.extra_train
         )
+        counts = [len(train_tracks)]
         for root in cfg.extra_train:
             train_tracks += open_musdb(root, is_wav=cfg.is_wav, subset="train")
+            counts.append(len(train_tracks) - sum(counts))
         self.valid_tracks = open_musdb(cfg.musdb_root, is_wav=cfg.is_wav, subset="train", split="valid")
         if cfg.valid_tracks:
             self.valid_tracks = self.valid_tracks[: cfg.valid_tracks]
         self.dataset = ChunkDataset(train_tracks, cfg.data, seed=cfg.seed)
-        self.data_name = _describe_data(cfg)
+        self.data_name = _describe_data(cfg, counts)
+        self.valid_data_name = _describe_validation(cfg, len(self.valid_tracks))
 
         self.epoch = self.batch = self.step = self.bad_epochs = 0
         self.trained_before, self._started = 0.0, None  # seconds trained by earlier processes of this run
@@ -290,6 +293,7 @@ class Trainer:
         last = self.history[-1] if self.history else {}
         return {
             "data": self.data_name,
+            "valid_data": self.valid_data_name,
             "epochs": self.epoch,
             "steps": self.step,
             "batch_size": self.cfg.batch_size * self.world,
@@ -620,31 +624,46 @@ def resume_config(out: Path, **overrides) -> TrainConfig:
     return dataclasses.replace(cfg, out=str(out), **{k: v for k, v in overrides.items() if v is not None})
 
 
-def _describe_data(cfg: TrainConfig) -> str:
-    main = _describe_root(cfg.musdb_root, extra=False)
-    if not main:
-        main = ("MUSDB18-HQ" if cfg.is_wav else "MUSDB18") + " train split, musdb's 14 validation tracks held out"
-    extras = [_describe_root(root, extra=True) or f"the train/ tracks of {Path(root).name}" for root in cfg.extra_train]
-    return " plus ".join([main, *extras])
+def _describe_data(cfg: TrainConfig, counts: list[int]) -> str:
+    """The training data, from the number of tracks each folder gave (`counts`: --musdb-root's
+    training split, then each --extra-train folder's train/). A --musdb-root that gave none (it
+    holds validation songs alone) is not training data and is not named here."""
+    main = [_describe_root(cfg.musdb_root, tracks=counts[0], kind="train")] if counts[0] else []
+    if main and main[0] is None:
+        name = "MUSDB18-HQ" if cfg.is_wav else "MUSDB18"
+        main = [f"{name} train split ({counts[0]} tracks), musdb's 14 validation tracks held out"]
+    extras = [
+        _describe_root(root, tracks=n, kind="train") or f"the {n} train/ tracks of {Path(root).name}"
+        for root, n in zip(cfg.extra_train, counts[1:], strict=True)
+    ]
+    return " plus ".join([*main, *extras])
 
 
-def _describe_root(root: str, *, extra: bool) -> str | None:
-    """What a generated folder holds, from its generator's record (None: not generated here)."""
+def _describe_validation(cfg: TrainConfig, tracks: int) -> str:
+    """The songs that chose the best epoch: --musdb-root's validation split (first N with --valid-tracks)."""
+    described = _describe_root(cfg.musdb_root, tracks=tracks, kind="validation")
+    if described is None:
+        described = f"{tracks} of musdb's validation tracks of " + ("MUSDB18-HQ" if cfg.is_wav else "MUSDB18")
+    return described
+
+
+def _describe_root(root: str, *, tracks: int, kind: str) -> str | None:
+    """What a generated folder holds, from its generator's record, with the number of its
+    tracks used as `kind` ("train" or "validation") (None: not generated here)."""
+    used = f"{tracks} {kind} track" + ("" if tracks == 1 else "s")
     marker = Path(root) / "synthetic.json"
     if marker.exists():
         meta = json.loads(marker.read_text())
-        return f"synthetic MUSDB-shaped set (training.synthetic, {meta})"
+        return f"synthetic MUSDB-shaped set (training.synthetic, {meta}; {used} of it)"
     world = Path(root) / "world.json"
     if world.exists():
         meta = json.loads(world.read_text())
-        tracks = sum(1 for t in meta["tracks"] if t["subset"] == "train")
-        kind = "train" if extra else "train/valid"
         even = "" if meta.get("syllables_on_notes") else ", --even-syllables"  # older sets: no key
         sounds = "" if meta.get("world", "train") == "train" else f", the {meta['world']!r} sounds"
         # sets rendered before 2026-11-27 do not list their voices (the five training voices)
         voices = f", {len(meta['voices'])} voices" if "voices" in meta else ""
         return (
-            f"songs rendered from sampled sounds (training.world{sounds}, {tracks} {kind} tracks of "
+            f"songs rendered from sampled sounds (training.world{sounds}, {used} of "
             f"{meta['seconds']:g} s, seed {meta['seed']}{even}{voices})"
         )
     return None

@@ -74,7 +74,7 @@ SPLITS: dict[str, SoundSet] = {
         soundfonts=(SF3 / "MuseScore_General_Full.sf3", SF2 / "sf_GMbank.sf2"),
         voices=(
             Voice("festival", "kal_diphone", "festvox-kallpc16k"),
-            Voice("festival", "ked_diphone", "festvox-kallpc16k"),
+            Voice("festival", "ked_diphone", "festvox-kdlpc16k"),
             Voice("festival", "cmu_us_slt_arctic_hts", "festvox-us-slt-hts", female=True),
             Voice("festival", "lp_diphone", "festvox-italp16k", female=True),
             Voice("formant", "synthetic"),

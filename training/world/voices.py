@@ -61,6 +61,14 @@ def speak_all(voice: Voice, texts: list[str]) -> None:
             run = subprocess.run(
                 [voice.program, "--pipe"], input="\n".join(script) + "\n", text=True, capture_output=True, timeout=300
             )
+            # Festival reports an error in its Scheme (an unknown voice above all) on stderr, exits 0
+            # and goes on in its default voice: the song would be sung by another singer than
+            # world.json records, and differ between machines with and without the voice.
+            if "SIOD ERROR" in run.stderr:
+                raise SeparationError(
+                    f"{voice.id} failed in Festival ({run.stderr.strip()[-300:]!r})"
+                    + (f": is `{voice.package}` installed? (scripts/setup.sh --dev)" if voice.package else "")
+                )
         elif voice.engine in ("espeak", "flite"):
             for t, f in zip(todo, files, strict=True):
                 arguments = (
