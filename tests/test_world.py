@@ -22,7 +22,7 @@ from separation import Separator
 from separation.audio import SAMPLE_RATE
 from separation.errors import CheckpointError, SeparationError
 from separation.tracks import SOURCES, open_musdb
-from training.data import ChunkDataset, DataConfig, random_eq, random_reverb
+from training.data import ChunkDataset, DataConfig, random_eq, random_reverb, varispeed
 from training.loop import TrainConfig, Trainer, resume_config
 from training.sweep import main as sweep_main
 from training.synthetic import vocal_free_share, write_musdb_folder
@@ -356,6 +356,37 @@ def test_random_eq_augmentation_is_a_bounded_filter(world_root):
     equalised = ChunkDataset(tracks, DataConfig(seconds=1.0, samples_per_track=1, eq=1.0))[0]
     plain = ChunkDataset(tracks, DataConfig(seconds=1.0, samples_per_track=1, eq=0.0))[0]
     assert equalised.shape == plain.shape and not torch.allclose(equalised, plain)  # the loader applies it
+
+
+def test_repitch_augmentation_plays_sources_at_another_speed(world_root):
+    # varispeed: a 440-Hz tone two semitones up is a 494-Hz tone, the chunk exactly as long
+    t = np.arange(int(3.5 * SAMPLE_RATE)) / SAMPLE_RATE
+    tone = np.stack([np.sin(2 * np.pi * 440 * t), np.zeros_like(t)]).astype(np.float32)
+    for semitones in (2.0, -2.0, 0.7):
+        speed = 2 ** (semitones / 12)
+        out = varispeed(tone, speed, 3 * SAMPLE_RATE)
+        assert out.shape == (2, 3 * SAMPLE_RATE) and out.dtype == np.float32 and not out[1].any()
+        f, power = welch(out[0], SAMPLE_RATE, nperseg=1 << 15)
+        assert abs(f[np.argmax(power)] - 440 * speed) < 3, (semitones, f[np.argmax(power)])
+        assert abs(np.sqrt(np.mean(out[0] ** 2)) - np.sqrt(0.5)) < 0.01  # same level
+    # through the loader: on a share of sources, deterministic per (seed, epoch, index); off by default
+    tracks = open_musdb(world_root, is_wav=True, subset="train", split="train")
+    plain = ChunkDataset(tracks, DataConfig(seconds=1.0, samples_per_track=2, eq=0.0))
+    assert DataConfig().repitch == 0.0
+    shifted = ChunkDataset(tracks, DataConfig(seconds=1.0, samples_per_track=2, eq=0.0, repitch=1.0))
+    for i in range(len(plain)):
+        a, b = plain[i], shifted[i]
+        assert a.shape == b.shape == (2, 2, SAMPLE_RATE) and torch.isfinite(b).all()
+        assert not torch.equal(a, b) and torch.equal(b, shifted[i])
+    # a track no longer than a chunk plays at the fastest speed it allows, never past its end
+    exact = ChunkDataset(tracks, DataConfig(seconds=6.0, samples_per_track=1, eq=0.0, repitch=1.0))
+    assert all(torch.isfinite(exact[i]).all() for i in range(len(exact)))
+    with pytest.raises(SeparationError, match="repitch augmentation is a share"):
+        DataConfig(repitch=1.5)
+    from training.__main__ import build_parser, config_from_args
+
+    args = build_parser().parse_args(["--musdb-root", "w", "--repitch-augment", "0.3", "--repitch-semitones", "3"])
+    assert (config_from_args(args).data.repitch, config_from_args(args).data.repitch_semitones) == (0.3, 3.0)
 
 
 def test_random_reverb_adds_a_decaying_stereo_tail_to_its_sources_target(world_root):

@@ -96,6 +96,15 @@ def build_parser() -> argparse.ArgumentParser:
         "--reverb-augment", type=float, default=d.reverb, help="share of source chunks given a random reverb"
     )
     p.add_argument(
+        "--repitch-augment",
+        type=float,
+        default=d.repitch,
+        help="share of source chunks played faster or slower (pitch, formants and tempo together)",
+    )
+    p.add_argument(
+        "--repitch-semitones", type=float, default=d.repitch_semitones, help="how far, up or down, in semitones"
+    )
+    p.add_argument(
         "--gain",
         type=float,
         nargs=2,
@@ -149,6 +158,8 @@ def config_from_args(args) -> TrainConfig:
             remix=not args.no_remix,
             eq=args.eq_augment,
             reverb=args.reverb_augment,
+            repitch=args.repitch_augment,
+            repitch_semitones=args.repitch_semitones,
             gain=tuple(args.gain),
             silent_vocals=args.silent_vocals,
         ),

@@ -11,6 +11,10 @@ Augmentation, after Open-Unmix's `train.py` and Uhlich et al. 2017:
 - a random reverb per source (`reverb`: the share of sources sent through a synthetic stereo
   room; the wet signal stays in that source's target, as a mix's reverb returns do in MUSDB's
   stems: a vocal's reverb is part of `vocals`),
+- a random change of speed per source (`repitch`: the share of source chunks played up to
+  `repitch_semitones` faster or slower, pitch, formants and tempo together, as a tape or a
+  sampler's varispeed does; after Demucs' repitch): other singers' registers and vocal tracts
+  than the training voices', which is what a model meets on voices it never heard,
 - a controlled share of chunks with silent vocals (`silent_vocals`): random chunks of real
   songs are often vocal-free (a third or more of MUSDB's tracks have no vocals); with a rate
   set, a chunk either has its vocals muted on purpose, or its vocals are drawn (up to 10
@@ -52,14 +56,18 @@ class DataConfig:
     channel_swap: bool = True
     eq: float = 0.5  # share of source chunks given a random EQ
     reverb: float = 0.0  # share of source chunks given a random reverb
+    repitch: float = 0.0  # share of source chunks played at another speed
+    repitch_semitones: float = 2.0  # up to this far, up or down (2 semitones: +-12 % speed)
     silent_vocals: float | None = None  # None: whatever the random positions give
     vocal_threshold_db: float = -40.0  # a chunk "has vocals" when their RMS is above this
 
     def __post_init__(self):
-        for name in ("eq", "reverb"):
+        for name in ("eq", "reverb", "repitch"):
             share = getattr(self, name)
             if not 0.0 <= share <= 1.0:
                 raise SeparationError(f"the {name} augmentation is a share of chunks, 0 to 1, not {share}")
+        if not 0.0 <= self.repitch_semitones <= 12.0:
+            raise SeparationError(f"--repitch-semitones is 0 to 12, not {self.repitch_semitones}")
         low, high = self.gain
         if not 0.0 < low <= high:
             raise SeparationError(f"the gain range must be 0 < LO <= HI, not {low} {high}")
@@ -83,9 +91,16 @@ class ChunkDataset(Dataset):
     def __len__(self) -> int:
         return len(self.tracks) * self.cfg.samples_per_track
 
-    def _chunk(self, rng: np.random.Generator, track_index: int, source: str) -> np.ndarray:
-        start = int(rng.integers(0, self.lengths[track_index] - self.frames + 1))
-        return read_source(self.tracks[track_index], source, start, self.frames)
+    def _chunk(self, rng: np.random.Generator, track_index: int, source: str, speed: float = 1.0) -> np.ndarray:
+        """`(C, frames)` of one source at a random position, played `speed` times as fast."""
+        if speed == 1.0:
+            start = int(rng.integers(0, self.lengths[track_index] - self.frames + 1))
+            return read_source(self.tracks[track_index], source, start, self.frames)
+        # read speed x frames (a track too short for them plays at the fastest speed it allows)
+        speed = min(speed, self.lengths[track_index] / self.frames)
+        needed = min(int(np.ceil(self.frames * speed)) + 1, self.lengths[track_index])
+        start = int(rng.integers(0, self.lengths[track_index] - needed + 1))
+        return varispeed(read_source(self.tracks[track_index], source, start, needed), speed, self.frames)
 
     def __getitem__(self, index: int) -> torch.Tensor:
         cfg = self.cfg
@@ -98,13 +113,16 @@ class ChunkDataset(Dataset):
             if source == "vocals" and mute_vocals:
                 stems[source] = np.zeros((2, self.frames), dtype=np.float32)
                 continue
-            audio = self._chunk(rng, track, source)
+            speed = 1.0  # drawn only with the augmentation on, so that other settings see the same data as before
+            if cfg.repitch and rng.random() < cfg.repitch:
+                speed = float(2.0 ** (rng.uniform(-cfg.repitch_semitones, cfg.repitch_semitones) / 12))
+            audio = self._chunk(rng, track, source, speed)
             if source == "vocals" and cfg.silent_vocals is not None:
                 for _ in range(10):
                     rms = float(np.sqrt(np.mean(audio**2)) + 1e-12)
                     if 20 * np.log10(rms) > cfg.vocal_threshold_db:
                         break
-                    audio = self._chunk(rng, int(rng.integers(len(self.tracks))) if cfg.remix else home, source)
+                    audio = self._chunk(rng, int(rng.integers(len(self.tracks))) if cfg.remix else home, source, speed)
             audio = audio * rng.uniform(*cfg.gain)
             if cfg.eq and rng.random() < cfg.eq:
                 audio = random_eq(audio, rng)
@@ -141,6 +159,23 @@ def _biquad(kind: str, freq: float, gain_db: float, q: float = 0.7, rate: int = 
         ]
         a = [(a_ + 1) - (a_ - 1) * cos + s, 2 * ((a_ - 1) - (a_ + 1) * cos), (a_ + 1) - (a_ - 1) * cos - s]
     return np.array(b) / a[0], np.array(a) / a[0]
+
+
+def varispeed(audio: np.ndarray, speed: float, frames: int) -> np.ndarray:
+    """`(C, T)` played `speed` times as fast (pitch, formants and tempo scale together), as
+    `(C, frames)` float32: polyphase resampling by a ratio within 0.5 % of `speed`, then the
+    first `frames` (zero-padded if the input was short)."""
+    from math import gcd
+
+    from scipy.signal import resample_poly
+
+    up = 200
+    down = max(1, round(up * speed))
+    g = gcd(up, down)
+    out = resample_poly(audio, up // g, down // g, axis=-1)[..., :frames]
+    if out.shape[-1] < frames:
+        out = np.pad(out, ((0, 0), (0, frames - out.shape[-1])))
+    return out.astype(np.float32)
 
 
 def random_eq(audio: np.ndarray, rng: np.random.Generator) -> np.ndarray:
