@@ -95,12 +95,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--reverb-augment", type=float, default=d.reverb, help="share of source chunks given a random reverb"
     )
-    p.add_argument(
-        "--repitch-augment",
-        type=float,
-        default=d.repitch,
-        help="share of source chunks played faster or slower (pitch, formants and tempo together)",
-    )
+    p.add_argument("--repitch-augment", type=float, default=d.repitch, help="share of source chunks sped up or down")
     p.add_argument(
         "--repitch-semitones", type=float, default=d.repitch_semitones, help="how far, up or down, in semitones"
     )
