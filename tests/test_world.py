@@ -333,11 +333,16 @@ def test_every_package_a_missing_sound_names_is_installed_by_setup():
         assert owner.stdout.split(":")[0] == v.package, (v.id, owner.stdout)
 
 
-def test_a_festival_voice_that_is_not_there_is_an_error_not_another_singer(tmp_path):
+def test_a_voice_that_is_not_there_is_an_error_not_another_singer(tmp_path):
     # Festival answers an unknown voice with a Scheme error on stderr, exit status 0 and its
-    # default voice; a world must not record one singer and render another.
+    # default voice, flite with its default voice alone; a world must not record one singer and
+    # render another.
     with pytest.raises(SeparationError, match=r"festival:no_such_diphone failed in Festival.*festvox-nothing"):
         voices.speak(sounds_module.Voice("festival", "no_such_diphone", "festvox-nothing"), "la la")
+    # flite says nothing at all and sings in kal
+    assert {"awb", "rms"} <= set(voices.flite_voices())
+    with pytest.raises(SeparationError, match="flite:no_such: flite has no voice 'no_such' .*awb"):
+        voices.speak(sounds_module.Voice("flite", "no_such", "flite"), "la la")
     audio, rate = voices.speak(SPLITS["train"].voices[1], "la la")  # ked_diphone, which is there
     assert rate == 16000 and audio.size > 0.1 * rate
 

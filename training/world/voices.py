@@ -70,6 +70,11 @@ def speak_all(voice: Voice, texts: list[str]) -> None:
                     + (f": is `{voice.package}` installed? (scripts/setup.sh --dev)" if voice.package else "")
                 )
         elif voice.engine in ("espeak", "flite"):
+            # flite, like Festival, speaks an unknown -voice in its default (kal) without a word
+            # (exit status 0); espeak-ng refuses one itself
+            if voice.engine == "flite" and voice.name not in flite_voices(voice.program):
+                have = ", ".join(flite_voices(voice.program))
+                raise SeparationError(f"{voice.id}: flite has no voice {voice.name!r} (its voices: {have})")
             for t, f in zip(todo, files, strict=True):
                 arguments = (
                     ["-v", voice.name, "-w", str(f), t]
@@ -87,6 +92,13 @@ def speak_all(voice: Voice, texts: list[str]) -> None:
             if audio.size == 0:
                 raise SeparationError(f"{voice.id} said nothing for {t!r}")
             _SPOKEN[(voice, t)] = (audio, int(rate))
+
+
+@functools.cache
+def flite_voices(program: str = "flite") -> tuple[str, ...]:
+    """The voices built into flite (`flite -lv`: "Voices available: kal awb ...")."""
+    listed = subprocess.run([program, "-lv"], capture_output=True, text=True, timeout=60).stdout
+    return tuple(listed.partition(":")[2].split())
 
 
 def speak(voice: Voice, text: str) -> tuple[np.ndarray, int]:
