@@ -187,10 +187,11 @@ class Trainer:
         train_tracks = open_musdb(
             cfg.musdb_root, is_wav=cfg.is_wav, subset="train", split="train", required=not cfg.extra_train
         )
-        counts = [len(train_tracks)]
+        counts = [len(train_tracks)]  # per folder, for the card
         for root in cfg.extra_train:
-            train_tracks += open_musdb(root, is_wav=cfg.is_wav, subset="train")
-            counts.append(len(train_tracks) - sum(counts))
+            extra = open_musdb(root, is_wav=cfg.is_wav, subset="train")
+            train_tracks += extra
+            counts.append(len(extra))
         self.valid_tracks = open_musdb(cfg.musdb_root, is_wav=cfg.is_wav, subset="train", split="valid")
         if cfg.valid_tracks:
             self.valid_tracks = self.valid_tracks[: cfg.valid_tracks]
