@@ -5,6 +5,7 @@ python -m training --resume runs/dprnn                       # continue where it
 python -m training --model dprnn ... --push-to-hub user/dprnn-vocals
 python -m training push runs/dprnn user/dprnn-vocals         # push an existing run's best/
 python -m training export runs/dprnn assets/checkpoints/dprnn --scores results/  # ship it (float16)
+python -m training average runs/soup runs/a runs/b/best runs/b/last   # average weights (a model soup)
 torchrun --nproc-per-node 4 -m training --model dprnn ...    # data-parallel on 4 GPUs
 python -m training.synthetic data/synthetic                  # an offline stand-in for MUSDB18-HQ
 """
@@ -20,6 +21,7 @@ from separation import __version__
 from separation.cli import HelpFormatter, dispatch, exit_now
 from separation.errors import SeparationError
 
+from .average import average_checkpoints
 from .data import DataConfig
 from .hub import export, push_to_hub
 from .loop import FINE_TUNE_LR, TrainConfig, Trainer, resume_config
@@ -40,6 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
         "Other commands:\n"
         "  python -m training export RUN DEST [--scores RESULTS]   ship a checkpoint (float16, with a model card)\n"
         "  python -m training push RUN user/repo                   upload a checkpoint to the Hugging Face Hub\n"
+        "  python -m training average DEST CKPT CKPT...            average the weights of checkpoints of one model\n"
         "  python -m training.synthetic FOLDER                     write a MUSDB18-HQ-shaped synthetic set",
         formatter_class=HelpFormatter,
     )
@@ -203,6 +206,25 @@ def run_export(argv: list[str]) -> int:
     return 0
 
 
+def run_average(argv: list[str]) -> int:
+    p = argparse.ArgumentParser(
+        prog="python -m training average",
+        formatter_class=HelpFormatter,
+        description="Write the (weighted) average of the weights of checkpoints of one architecture and config, "
+        "e.g. a run's best/ and last/ and a fine-tune of it (a model soup). Score it with `python -m eval` "
+        "before using it: an average is not always better than its ingredients.",
+    )
+    p.add_argument("dest", type=Path, help="the checkpoint folder to write")
+    p.add_argument("checkpoints", nargs="+", help="run folders (their best/) or checkpoint folders, two or more")
+    p.add_argument("--weights", type=float, nargs="+", help="one weight per checkpoint (default: equal)")
+    p.add_argument("--half", action="store_true", help="store float16 weights (default: float32)")
+    a = p.parse_args(argv)
+    if a.dest.resolve() in {p.resolve() for c in a.checkpoints for p in (Path(c), Path(c) / "best")}:
+        raise SeparationError(f"{a.dest} is one of the checkpoints to average: write the average elsewhere")
+    print(average_checkpoints(a.checkpoints, a.dest, weights=a.weights, half=a.half))
+    return 0
+
+
 def run_push(argv: list[str]) -> int:
     p = argparse.ArgumentParser(
         prog="python -m training push",
@@ -247,7 +269,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     return dispatch(
         argv,
-        {"export": run_export, "push": run_push},
+        {"export": run_export, "push": run_push, "average": run_average},
         run_train,
         "last/ holds the state of the last finished step: --resume RUN continues from it",
     )

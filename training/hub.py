@@ -55,6 +55,29 @@ def verdict(test: dict | None, name: str | None = None) -> str:
     return sentence + (f": {quality}." if quality else ".")
 
 
+def _trained_line(training: dict) -> str:
+    if training.get("averaged_from"):
+        return f"- weights: the average of {len(training['averaged_from'])} checkpoints, no training of its own:"
+    return (
+        f"- trained for {training.get('epochs', '?')} epochs ({training.get('steps', '?')} steps, "
+        f"batch {training.get('batch_size', '?')}, {training.get('chunk_seconds', '?')}-s chunks)"
+    )
+
+
+def _ingredients(training: dict) -> str:
+    """One line per checkpoint an averaged checkpoint was made of (`training.average`)."""
+    lines = ""
+    for part in training.get("averaged_from", []):
+        lines += (
+            f"\n  - weight {part['weight']:.3g}: `{part['checkpoint']}` (sha256 `{part['weights'][:12]}...`), "
+            f"trained on {part.get('data', '?')} for {part.get('steps', '?')} steps, "
+            f"{part.get('budget', 'budget not recorded')}"
+            + (f", fine-tuned from `{part['init_from']}`" if part.get("init_from") else "")
+            + (f"; best validation loss {part['best_valid_loss']:.3f}" if "best_valid_loss" in part else "")
+        )
+    return lines
+
+
 def model_card(model, training: dict) -> str:
     valid = training.get("valid", {})
     test = training.get("test")
@@ -88,7 +111,12 @@ def model_card(model, training: dict) -> str:
     while node:  # this checkpoint, then the chain of checkpoints it was fine-tuned from
         indent = "  " * depth
         if depth == 0:
-            budget += f"\n- budget: {node['budget']}" if node.get("budget") else ""
+            # an average's budget is its ingredients', listed by `_ingredients`
+            budget += f"\n- budget: {node['budget']}" if node.get("budget") and not node.get("averaged_from") else ""
+        elif node.get("averaged_from"):
+            budget += (
+                f"\n{indent}- the average of {len(node['averaged_from'])} checkpoints (`python -m training average`)"
+            )
         else:
             budget += (
                 f"\n{indent}- trained on {node.get('data', '?')} for {node.get('steps', '?')} steps "
@@ -116,9 +144,7 @@ tags: [audio, music-source-separation, vocals, karaoke, {model.architecture}]{da
 - architecture: `{model.architecture}` ({count_parameters(model) / 1e6:.2f} M parameters), \
 sources {", ".join(model.sources)}
 - training data: {training.get("data", "?")}{valid_line}
-- trained for {training.get("epochs", "?")} epochs ({training.get("steps", "?")} steps, \
-batch {training.get("batch_size", "?")}, {training.get("chunk_seconds", "?")}-s chunks)\
-{budget}
+{_trained_line(training)}{budget}{_ingredients(training)}
 
 ## Validation (when this checkpoint was saved; uSDR in dB, loss of the training objective)
 

@@ -155,6 +155,11 @@ def lineage(training: dict | None) -> dict:
     out = {k: training[k] for k in LINEAGE_KEYS if training.get(k) is not None}
     if training.get("parent"):
         out["parent"] = lineage(training["parent"])
+    if training.get("averaged_from"):  # an average (`training.average`): each ingredient's chain
+        out["averaged_from"] = [
+            {**lineage(part), **{k: part[k] for k in ("checkpoint", "weight", "weights") if k in part}}
+            for part in training["averaged_from"]
+        ]
     return out
 
 

@@ -1,0 +1,120 @@
+"""`python -m training average`: the weight average of checkpoints of one model (a model soup)."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+
+from conftest import SR, TINY_CONFIGS, tiny_train_config
+from separation import Separator
+from separation.checkpoints import load_checkpoint, save_checkpoint, weights_digest
+from separation.errors import SeparationError
+from separation.models import DPRNN, UMX
+from training.__main__ import main as training_main
+from training.average import average_checkpoints
+from training.loop import Trainer
+from training.synthetic import write_musdb_folder
+
+
+@pytest.fixture(scope="module")
+def musdb_root(tmp_path_factory):
+    return write_musdb_folder(tmp_path_factory.mktemp("musdb"), train=2, valid=1, test=0, seconds=3.0, seed=4)
+
+
+def _checkpoint(path, seed: int, config=TINY_CONFIGS["dprnn"], arch=DPRNN, **training):
+    torch.manual_seed(seed)
+    record = {"data": f"set {seed}", "steps": 10 * seed, "valid_data": "valid songs", **training}
+    return save_checkpoint(arch(config), path, training=record)
+
+
+def test_the_average_holds_the_weighted_mean_of_every_tensor_and_separates(tmp_path):
+    a, b = _checkpoint(tmp_path / "run-a" / "best", 1), _checkpoint(tmp_path / "b", 2, data="set 1 plus set 2")
+    wa, wb = load_file(str(a / "model.safetensors")), load_file(str(b / "model.safetensors"))
+
+    uniform = average_checkpoints([tmp_path / "run-a", b], tmp_path / "soup")  # a run folder means its best/
+    got = load_file(str(uniform / "model.safetensors"))
+    assert set(got) == set(wa)
+    for key in wa:
+        torch.testing.assert_close(got[key], (wa[key] + wb[key]) / 2, rtol=0, atol=1e-6)
+
+    weighted = average_checkpoints([a, b], tmp_path / "w", weights=[3, 1])
+    got = load_file(str(weighted / "model.safetensors"))
+    for key in wa:
+        torch.testing.assert_close(got[key], 0.75 * wa[key] + 0.25 * wb[key], rtol=0, atol=1e-6)
+
+    meta = json.loads((uniform / "config.json").read_text())
+    parts = meta["training"]["averaged_from"]
+    assert [p["checkpoint"] for p in parts] == [str(a), str(b)] and [p["weight"] for p in parts] == [0.5, 0.5]
+    assert [p["weights"] for p in parts] == [weights_digest(load_checkpoint(f)[0]) for f in (a, b)]
+    assert meta["training"]["data"] == "set 1 plus set 2"  # the union, each set once
+    assert meta["training"]["valid_data"] == "valid songs"
+    card = (uniform / "README.md").read_text()
+    assert "the average of 2 checkpoints" in card and f"`{b}`" in card and "weight 0.5" in card
+
+    sep = Separator.from_pretrained(str(uniform), device="cpu")
+    mix = torch.randn(2, SR).mul(0.1)
+    stems = sep.separate(mix, SR)
+    assert set(stems) == {"vocals", "accompaniment"} and all(torch.isfinite(s).all() for s in stems.values())
+
+
+def test_a_fine_tune_of_an_average_keeps_its_ingredients_in_its_card(musdb_root, tmp_path):
+    a, b = _checkpoint(tmp_path / "a", 1), _checkpoint(tmp_path / "b", 2)
+    soup = average_checkpoints([a, b], tmp_path / "soup")
+    Trainer(tiny_train_config(musdb_root, tmp_path / "tuned", epochs=1, init_from=str(soup))).run()
+    training = json.loads((tmp_path / "tuned" / "best" / "config.json").read_text())["training"]
+    parent = training["parent"]
+    assert training["init_from"] == str(soup)
+    assert [p["weights"] for p in parent["averaged_from"]] == [weights_digest(load_checkpoint(f)[0]) for f in (a, b)]
+    card = (tmp_path / "tuned" / "best" / "README.md").read_text()
+    assert f"fine-tuned from `{soup}`:" in card
+    assert "the average of 2 checkpoints (`python -m training average`)" in card
+
+
+def test_averaging_a_checkpoint_with_itself_changes_nothing(tmp_path):
+    a = _checkpoint(tmp_path / "a", 1)
+    soup = average_checkpoints([a, a, a], tmp_path / "soup")
+    assert weights_digest(load_checkpoint(soup)[0]) == weights_digest(load_checkpoint(a)[0])
+
+
+def test_checkpoints_that_cannot_be_averaged_are_refused_and_nothing_is_written(tmp_path):
+    a, b = _checkpoint(tmp_path / "a", 1), _checkpoint(tmp_path / "b", 2)
+    wider = _checkpoint(tmp_path / "wider", 3, config=dataclasses.replace(TINY_CONFIGS["dprnn"], hidden_size=24))
+    umx = _checkpoint(tmp_path / "umx", 4, config=TINY_CONFIGS["umx"], arch=UMX)
+    dest = _checkpoint(tmp_path / "dest", 5)  # an earlier average: must survive every refusal
+    before = (dest / "model.safetensors").read_bytes()
+    cases = [
+        ([a, wider], {}, "different model configs (hidden_size: 16 vs 24)"),
+        ([a, umx], {}, "only checkpoints of one architecture"),
+        ([a], {}, "at least two checkpoints"),
+        ([a, b], {"weights": [1.0]}, "1 weights for 2 checkpoints"),
+        ([a, b], {"weights": [1.0, -1.0]}, "weights must be >= 0"),
+        ([a, b], {"weights": [0.0, 0.0]}, "not all 0"),
+        ([a, b], {"weights": [float("nan"), 1.0]}, "weights must be >= 0"),
+        ([a, tmp_path / "missing"], {}, "missing"),
+    ]
+    for sources, kw, message in cases:
+        with pytest.raises(SeparationError, match=message.replace("(", r"\(").replace(")", r"\)")):
+            average_checkpoints(sources, dest, **kw)
+    state = load_file(str(b / "model.safetensors"))
+    state[next(iter(state))][0] = float("nan")  # a diverged run's checkpoint
+    save_file(state, str(b / "model.safetensors"))
+    with pytest.raises(SeparationError, match="non-finite"):
+        average_checkpoints([a, b], dest)
+    assert (dest / "model.safetensors").read_bytes() == before
+
+
+def test_cli_averages_and_refuses_to_overwrite_an_ingredient(tmp_path, capsys):
+    a, b = _checkpoint(tmp_path / "run" / "best", 1), _checkpoint(tmp_path / "b", 2)
+    assert training_main(["average", str(tmp_path / "soup"), str(tmp_path / "run"), str(b), "--half"]) == 0
+    meta = json.loads((tmp_path / "soup" / "config.json").read_text())
+    assert meta["dtype"] == "float16" and len(meta["training"]["averaged_from"]) == 2
+    before = (a / "model.safetensors").read_bytes()
+    assert training_main(["average", str(a), str(tmp_path / "run"), str(b)]) == 2
+    assert "is one of the checkpoints to average" in capsys.readouterr().err
+    assert (a / "model.safetensors").read_bytes() == before
+    assert training_main(["average", str(tmp_path / "x"), str(a), str(tmp_path / "umx-missing")]) == 2
+    assert "error:" in capsys.readouterr().err and not (tmp_path / "x").exists()
