@@ -16,7 +16,7 @@ from separation.errors import SeparationError
 from separation.models import DPRNN, UMX
 from training.__main__ import main as training_main
 from training.average import average_checkpoints
-from training.loop import Trainer
+from training.loop import Trainer, resume_config
 from training.synthetic import write_musdb_folder
 
 
@@ -118,3 +118,20 @@ def test_cli_averages_and_refuses_to_overwrite_an_ingredient(tmp_path, capsys):
     assert (a / "model.safetensors").read_bytes() == before
     assert training_main(["average", str(tmp_path / "x"), str(a), str(tmp_path / "umx-missing")]) == 2
     assert "error:" in capsys.readouterr().err and not (tmp_path / "x").exists()
+
+
+def test_keep_epochs_saves_every_epoch_for_weight_averaging(musdb_root, tmp_path):
+    """Stochastic weight averaging: `--keep-epochs` snapshots, then `average` of them."""
+    run = tmp_path / "run"
+    Trainer(tiny_train_config(musdb_root, run, epochs=2, keep_epochs=True)).run()
+    snapshots = sorted((run / "epochs").iterdir())
+    assert [p.name for p in snapshots] == ["epoch-000", "epoch-001"]
+    digests = [weights_digest(load_checkpoint(p)[0]) for p in snapshots]
+    assert digests[1] == weights_digest(load_checkpoint(run / "last")[0]) != digests[0]
+    assert json.loads((snapshots[0] / "config.json").read_text())["training"]["epochs"] == 1
+    swa = average_checkpoints(snapshots, tmp_path / "swa")
+    parts = json.loads((swa / "config.json").read_text())["training"]["averaged_from"]
+    assert [p["weights"] for p in parts] == digests and [p["epochs"] for p in parts] == [1, 2]
+    # A resumed run keeps saving them.
+    Trainer(resume_config(run, epochs=3), resume=True).run()
+    assert (run / "epochs" / "epoch-002").is_dir()

@@ -121,6 +121,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="weight of the complex-STFT term (share of the mixture's energy misattributed)",
     )
     p.add_argument("--valid-tracks", type=int, help="validate on the first N validation tracks only")
+    p.add_argument(
+        "--keep-epochs",
+        action="store_true",
+        help="also save every epoch's weights in RUN/epochs/epoch-NNN/ (~15 MB each), to average them "
+        "afterwards (stochastic weight averaging: python -m training average)",
+    )
     p.add_argument("--workers", type=int, default=t.workers, help="data loading processes")
     p.add_argument("--device", default=t.device, help="auto (a GPU if there is one), cpu or cuda")
     p.add_argument(
@@ -175,6 +181,7 @@ def config_from_args(args) -> TrainConfig:
         amp=not args.no_amp,
         max_steps=args.max_steps,
         valid_tracks=args.valid_tracks,
+        keep_epochs=args.keep_epochs,
         init_from=args.init_from,
         max_minutes=args.max_minutes,
     )

@@ -80,6 +80,7 @@ class TrainConfig:
     max_minutes: float | None = None  # stop after the first epoch that ends past this training time (in all)
     init_from: str | None = None  # start from this checkpoint's weights (fine-tuning), not at random
     valid_tracks: int | None = None  # validate on the first N validation tracks only
+    keep_epochs: bool = False  # also save every epoch's weights in epochs/epoch-NNN/ (to average them)
     log_audio_seconds: float = 10.0
 
     def to_dict(self) -> dict:
@@ -325,6 +326,12 @@ class Trainer:
             extra={TRAINER_STATE: lambda p: torch.save(state, p)},
         )
 
+    def save_epoch(self, epoch: int) -> None:
+        """This epoch's weights as a checkpoint of their own, `epochs/epoch-NNN/` (weights and
+        config, ~15 MB for the default DPRNN): snapshots for stochastic weight averaging
+        (Izmailov et al. 2018) with `python -m training average`."""
+        save_checkpoint(self.model, self.out / "epochs" / f"epoch-{epoch:03d}", training=self._training_info())
+
     def save_best(self) -> None:
         info = self._training_info()
         save_checkpoint(self.model, self.out / "best", training=info, card=model_card(self.model, info))
@@ -444,6 +451,8 @@ class Trainer:
                 self._log_epoch(record)
                 if improved:
                     self.save_best()
+                if cfg.keep_epochs:
+                    self.save_epoch(record["epoch"])
             self.save_last()
             if self.bad_epochs >= cfg.patience:
                 status = "early_stopped"
