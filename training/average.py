@@ -50,22 +50,25 @@ def average_checkpoints(
     shares = _normalised(weights, len(sources))
     folders = [checkpoint_folder(s) for s in sources]
     _check_compatible(folders)
-    models, infos = zip(*(load_checkpoint(f) for f in folders), strict=True)
-    # Digests before the first model is overwritten with the average below.
-    digests = [weights_digest(m) for m in models]
-    states = [m.state_dict() for m in models]
-    averaged = {}
-    for key, first in states[0].items():
-        if first.is_floating_point():
-            total = sum(share * state[key].double() for share, state in zip(shares, states, strict=True))
-            averaged[key] = total.to(first.dtype)
-        else:
-            averaged[key] = first
-    model = models[0]
-    model.load_state_dict(averaged, strict=True)
-    if not all(torch.isfinite(t).all() for t in averaged.values() if t.is_floating_point()):
-        raise SeparationError("the average has non-finite weights: one of the checkpoints holds NaN or inf")
-    training = _training_record(folders, shares, digests, [i.training for i in infos])
+    # One checkpoint in memory at a time beside the float64 sums: averaging the 20 epoch
+    # snapshots of a run costs the memory of four models (sums, first, current), not of twenty.
+    model, sums, digests, trainings = None, {}, [], []
+    for folder, share in zip(folders, shares, strict=True):
+        loaded, info = load_checkpoint(folder)
+        state = loaded.state_dict()
+        bad = [k for k, t in state.items() if t.is_floating_point() and not torch.isfinite(t).all()]
+        if bad:
+            raise SeparationError(f"{folder}: non-finite weights in {', '.join(bad[:3])} (a diverged run?)")
+        digests.append(weights_digest(loaded))
+        trainings.append(info.training)
+        for key, tensor in state.items():
+            if tensor.is_floating_point():
+                sums[key] = sums.get(key, 0) + share * tensor.double()
+        if model is None:
+            model = loaded  # the first holds the result (and keeps its integer counters)
+    reference = model.state_dict()
+    model.load_state_dict({k: sums[k].to(v.dtype) if k in sums else v for k, v in reference.items()}, strict=True)
+    training = _training_record(folders, shares, digests, trainings)
     return save_checkpoint(model, dest, training=training, half=half, card=model_card(model, training))
 
 

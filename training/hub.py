@@ -70,7 +70,12 @@ def _ingredients(training: dict) -> str:
     for part in training.get("averaged_from", []):
         lines += (
             f"\n  - weight {part['weight']:.3g}: `{part['checkpoint']}` (sha256 `{part['weights'][:12]}...`), "
-            f"trained on {part.get('data', '?')} for {part.get('steps', '?')} steps, "
+            + (
+                f"trained on {part.get('data', '?')} for "
+                if part.get("data") != training.get("data")
+                else "trained for "
+            )
+            + f"{part.get('steps', '?')} steps, "
             f"{part.get('budget', 'budget not recorded')}"
             + (f", fine-tuned from `{part['init_from']}`" if part.get("init_from") else "")
             + (f"; best validation loss {part['best_valid_loss']:.3f}" if "best_valid_loss" in part else "")
