@@ -122,16 +122,22 @@ def test_cli_averages_and_refuses_to_overwrite_an_ingredient(tmp_path, capsys):
 
 def test_keep_epochs_saves_every_epoch_for_weight_averaging(musdb_root, tmp_path):
     """Stochastic weight averaging: `--keep-epochs` snapshots, then `average` of them."""
-    run = tmp_path / "run"
-    Trainer(tiny_train_config(musdb_root, run, epochs=2, keep_epochs=True)).run()
+    run, start = tmp_path / "run", _checkpoint(tmp_path / "start", 7)
+    Trainer(tiny_train_config(musdb_root, run, epochs=2, keep_epochs=True, init_from=str(start))).run()
     snapshots = sorted((run / "epochs").iterdir())
     assert [p.name for p in snapshots] == ["epoch-000", "epoch-001"]
     digests = [weights_digest(load_checkpoint(p)[0]) for p in snapshots]
     assert digests[1] == weights_digest(load_checkpoint(run / "last")[0]) != digests[0]
     assert json.loads((snapshots[0] / "config.json").read_text())["training"]["epochs"] == 1
     swa = average_checkpoints(snapshots, tmp_path / "swa")
-    parts = json.loads((swa / "config.json").read_text())["training"]["averaged_from"]
+    training = json.loads((swa / "config.json").read_text())["training"]
+    parts = training["averaged_from"]
     assert [p["weights"] for p in parts] == digests and [p["epochs"] for p in parts] == [1, 2]
+    assert all(isinstance(p["valid_loss"], float) for p in parts)
+    # The run's ancestry is stated once, as the average's, not once per snapshot.
+    assert training["init_from"] == str(start) and not any("init_from" in p for p in parts)
+    card = (swa / "README.md").read_text()
+    assert card.count(f"fine-tuned from `{start}`") == 1 and card.count("validation loss") >= 2
     # A resumed run keeps saving them.
     Trainer(resume_config(run, epochs=3), resume=True).run()
     assert (run / "epochs" / "epoch-002").is_dir()

@@ -14,6 +14,7 @@ are required to share architecture, config and parameter names, and it is the us
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -23,6 +24,7 @@ from separation.checkpoints import load_checkpoint, read_config, resolve, save_c
 from separation.errors import SeparationError
 
 from .hub import model_card
+from .loop import lineage
 
 
 def checkpoint_folder(location: str | os.PathLike) -> Path:
@@ -107,22 +109,37 @@ def _check_compatible(folders: list[Path]) -> None:
 
 def _training_record(folders: list[Path], shares: list[float], digests: list[str], trainings: list[dict]) -> dict:
     """What the averaged checkpoint was made of: the union of its ingredients' training data,
-    their common validation data, and one entry per ingredient."""
+    their common validation data, and one entry per ingredient (its lineage, `training.loop.lineage`,
+    and the validation loss it was saved with). Where every ingredient was fine-tuned from the same
+    checkpoint (the epochs of one run), that shared ancestry is stated once, as the average's own."""
     parts: list[str] = []
     for t in trainings:
         for part in str(t.get("data", "")).split(" plus "):
             if part and part not in parts:
                 parts.append(part)
-    valid = {t.get("valid_data") for t in trainings}
+    ingredients = [lineage(t) for t in trainings]
+    shared = {json.dumps([i.get("init_from"), i.get("parent")], sort_keys=True) for i in ingredients}
+    common = ingredients[0].get("init_from") is not None and len(shared) == 1
     record = {
         "data": " plus ".join(parts) or "?",
+        **({"init_from": ingredients[0]["init_from"]} if common else {}),
+        **({"parent": ingredients[0]["parent"]} if common and "parent" in ingredients[0] else {}),
         "averaged_from": [
-            {**training, "checkpoint": str(folder), "weight": round(share, 6), "weights": digest}
-            for folder, share, digest, training in zip(folders, shares, digests, trainings, strict=True)
+            {
+                **{k: v for k, v in ingredient.items() if not (common and k in ("init_from", "parent"))},
+                **({"valid_loss": t["valid"]["valid_loss"]} if "valid_loss" in t.get("valid", {}) else {}),
+                "checkpoint": str(folder),
+                "weight": round(share, 6),
+                "weights": digest,
+            }
+            for folder, share, digest, ingredient, t in zip(
+                folders, shares, digests, ingredients, trainings, strict=True
+            )
         ],
         "budget": f"no training of its own: the {'uniform' if len(set(shares)) == 1 else 'weighted'} "
         f"average of the weights of {len(folders)} checkpoints",
     }
+    valid = {t.get("valid_data") for t in trainings}
     if len(valid) == 1 and None not in valid:
         record["valid_data"] = valid.pop()
     return record

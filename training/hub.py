@@ -78,7 +78,7 @@ def _ingredients(training: dict) -> str:
             + f"{part.get('steps', '?')} steps, "
             f"{part.get('budget', 'budget not recorded')}"
             + (f", fine-tuned from `{part['init_from']}`" if part.get("init_from") else "")
-            + (f"; best validation loss {part['best_valid_loss']:.3f}" if "best_valid_loss" in part else "")
+            + (f"; validation loss {part['valid_loss']:.3f}" if "valid_loss" in part else "")
         )
     return lines
 
@@ -135,7 +135,8 @@ def model_card(model, training: dict) -> str:
     # the best epoch was chosen on these songs (older checkpoints do not record them)
     valid_line = ""
     if training.get("valid_data"):
-        valid_line = f"\n- validation data (chose the best epoch): {training['valid_data']}"
+        chose = "of the validation losses below" if training.get("averaged_from") else "chose the best epoch"
+        valid_line = f"\n- validation data ({chose}): {training['valid_data']}"
     # `datasets` names the datasets trained on; songs generated offline are none
     datasets = "\ndatasets: [musdb18-hq]" if "MUSDB18" in training.get("data", "") else ""
     return f"""---
@@ -149,7 +150,7 @@ tags: [audio, music-source-separation, vocals, karaoke, {model.architecture}]{da
 - architecture: `{model.architecture}` ({count_parameters(model) / 1e6:.2f} M parameters), \
 sources {", ".join(model.sources)}
 - training data: {training.get("data", "?")}{valid_line}
-{_trained_line(training)}{budget}{_ingredients(training)}
+{_trained_line(training)}{_ingredients(training)}{budget}
 
 ## Validation (when this checkpoint was saved; uSDR in dB, loss of the training objective)
 

@@ -158,7 +158,7 @@ def lineage(training: dict | None) -> dict:
         out["parent"] = lineage(training["parent"])
     if training.get("averaged_from"):  # an average (`training.average`): each ingredient's chain
         out["averaged_from"] = [
-            {**lineage(part), **{k: part[k] for k in ("checkpoint", "weight", "weights") if k in part}}
+            {**lineage(part), **{k: part[k] for k in ("checkpoint", "weight", "weights", "valid_loss") if k in part}}
             for part in training["averaged_from"]
         ]
     return out
