@@ -113,9 +113,10 @@ def test_cli_averages_and_refuses_to_overwrite_an_ingredient(tmp_path, capsys):
     meta = json.loads((tmp_path / "soup" / "config.json").read_text())
     assert meta["dtype"] == "float16" and len(meta["training"]["averaged_from"]) == 2
     before = (a / "model.safetensors").read_bytes()
-    assert training_main(["average", str(a), str(tmp_path / "run"), str(b)]) == 2
-    assert "is one of the checkpoints to average" in capsys.readouterr().err
-    assert (a / "model.safetensors").read_bytes() == before
+    for dest in (a, tmp_path / "run", tmp_path):  # the ingredient itself, or a folder that holds it
+        assert training_main(["average", str(dest), str(tmp_path / "run"), str(b)]) == 2
+        assert "one of the checkpoints to average" in capsys.readouterr().err
+        assert (a / "model.safetensors").read_bytes() == before
     assert training_main(["average", str(tmp_path / "x"), str(a), str(tmp_path / "umx-missing")]) == 2
     assert "error:" in capsys.readouterr().err and not (tmp_path / "x").exists()
 

@@ -226,8 +226,6 @@ def run_average(argv: list[str]) -> int:
     p.add_argument("--weights", type=float, nargs="+", help="one weight per checkpoint (default: equal)")
     p.add_argument("--half", action="store_true", help="store float16 weights (default: float32)")
     a = p.parse_args(argv)
-    if a.dest.resolve() in {p.resolve() for c in a.checkpoints for p in (Path(c), Path(c) / "best")}:
-        raise SeparationError(f"{a.dest} is one of the checkpoints to average: write the average elsewhere")
     print(average_checkpoints(a.checkpoints, a.dest, weights=a.weights, half=a.half))
     return 0
 

@@ -23,14 +23,8 @@ import torch
 from separation.checkpoints import load_checkpoint, read_config, resolve, save_checkpoint, weights_digest
 from separation.errors import SeparationError
 
-from .hub import model_card
+from .hub import model_card, run_checkpoint
 from .loop import lineage
-
-
-def checkpoint_folder(location: str | os.PathLike) -> Path:
-    """A run folder means its `best/`; anything else is a checkpoint folder (or a Hub repo id)."""
-    path = Path(location)
-    return path / "best" if (path / "best").is_dir() else resolve(location)
 
 
 def average_checkpoints(
@@ -45,12 +39,19 @@ def average_checkpoints(
 
     Integer tensors (e.g. BatchNorm's `num_batches_tracked`) are counters, not weights: the
     first source's are kept. The config records the ingredients (folder, weight, SHA-256 of
-    their weights, their training records), so the average says exactly what it is made of.
+    their weights, their lineage), so the average says exactly what it is made of.
     """
     if len(sources) < 2:
         raise SeparationError(f"averaging needs at least two checkpoints, got {len(sources)}")
     shares = _normalised(weights, len(sources))
-    folders = [checkpoint_folder(s) for s in sources]
+    folders = [resolve(run_checkpoint(s)) for s in sources]  # a Hub repo id: downloaded here
+    target = Path(dest).resolve()
+    for folder in folders:  # `dest` is replaced whole: it must not be, or hold, an ingredient
+        if folder.resolve() == target or target in folder.resolve().parents:
+            raise SeparationError(
+                f"{dest} holds {folder}, one of the checkpoints to average; writing the average there would "
+                "replace it: write it elsewhere"
+            )
     _check_compatible(folders)
     # One checkpoint in memory at a time beside the float64 sums: averaging the 20 epoch
     # snapshots of a run costs the memory of four models (sums, first, current), not of twenty.

@@ -176,14 +176,19 @@ or `python -m separation song.mp3 --model <this repo or folder>`.
 """
 
 
+def run_checkpoint(location: str | Path) -> Path:
+    """A run folder (`python -m training --out RUN`) means its `best/`; anything else is taken
+    as given (a checkpoint folder, or a Hub repo id for the commands that load one)."""
+    folder = Path(location)
+    return folder / "best" if (folder / "best").is_dir() else folder
+
+
 def push_to_hub(checkpoint: str | Path, repo_id: str, *, private: bool = False, token: str | None = None) -> str:
     """Upload a checkpoint folder (config.json, model.safetensors, README.md) to a model repo."""
     from huggingface_hub import HfApi
     from huggingface_hub import errors as hf_errors
 
-    folder = Path(checkpoint)
-    if (folder / "best").is_dir():  # a run folder: push its best checkpoint
-        folder = folder / "best"
+    folder = run_checkpoint(checkpoint)
     read_config(folder)  # refuse to upload something that is not a checkpoint
     if not (folder / CARD_NAME).exists():
         raise SeparationError(f"{folder}: no {CARD_NAME} model card")
@@ -218,10 +223,7 @@ def export(
     card. `method` names the folder to use when several hold these weights.
     """
 
-    folder = Path(source)
-    if (folder / "best").is_dir():
-        folder = folder / "best"
-    model, info = load_checkpoint(folder)
+    model, info = load_checkpoint(run_checkpoint(source))
     training = dict(info.training)
     if scores:
         digest = weights_digest(model)
