@@ -35,6 +35,41 @@ def _value(text: str):
         return text
 
 
+def add_data_arguments(g) -> None:
+    """The chunks, their augmentations and the loss: an argument group of `build_parser`."""
+    d = DataConfig()
+    g.add_argument("--seconds", type=float, default=d.seconds, help="training chunk length, in seconds")
+    g.add_argument("--samples-per-track", type=int, default=d.samples_per_track, help="chunks per track per epoch")
+    g.add_argument("--silent-vocals", type=float, help="share of chunks with muted vocals (default: as drawn)")
+    g.add_argument("--no-remix", action="store_true", help="take all sources of a chunk from the same track")
+    g.add_argument("--eq-augment", type=float, default=d.eq, help="share of source chunks given a random EQ")
+    g.add_argument(
+        "--reverb-augment", type=float, default=d.reverb, help="share of source chunks given a random reverb"
+    )
+    g.add_argument("--repitch-augment", type=float, default=d.repitch, help="share of source chunks sped up or down")
+    g.add_argument(
+        "--repitch-semitones", type=float, default=d.repitch_semitones, help="how far, up or down, in semitones"
+    )
+    g.add_argument(
+        "--gain",
+        type=float,
+        nargs=2,
+        metavar=("LO", "HI"),
+        default=d.gain,
+        help="random gain range per source chunk (1 1: none)",
+    )
+    g.add_argument("--no-spec-augment", action="store_true", help="no SpecAugment masks on the input spectrogram")
+    g.add_argument(
+        "--log-weight", type=float, default=LossConfig().log_weight, help="weight of the log-magnitude L2 term"
+    )
+    g.add_argument(
+        "--phase-weight",
+        type=float,
+        default=LossConfig().phase_weight,
+        help="weight of the complex-STFT term (share of the mixture's energy misattributed)",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m training",
@@ -70,7 +105,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--push-to-hub", metavar="REPO", help="upload best/ with its model card when training ends")
     p.add_argument("--private", action="store_true", help="create the Hub repo as private")
-    d, t = DataConfig(), TrainConfig()
+    t = TrainConfig()
     p.add_argument("--epochs", type=int, default=t.epochs, help="epochs at most (early stopping may end sooner)")
     p.add_argument("--max-steps", type=int, help="stop after this many steps in all (saving last/)")
     p.add_argument(
@@ -90,36 +125,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=t.lr_decay_patience,
         help="epochs without improvement before the LR drops",
     )
-    p.add_argument("--seconds", type=float, default=d.seconds, help="training chunk length, in seconds")
-    p.add_argument("--samples-per-track", type=int, default=d.samples_per_track, help="chunks per track per epoch")
-    p.add_argument("--silent-vocals", type=float, help="share of chunks with muted vocals (default: as drawn)")
-    p.add_argument("--no-remix", action="store_true", help="take all sources of a chunk from the same track")
-    p.add_argument("--eq-augment", type=float, default=d.eq, help="share of source chunks given a random EQ")
-    p.add_argument(
-        "--reverb-augment", type=float, default=d.reverb, help="share of source chunks given a random reverb"
-    )
-    p.add_argument("--repitch-augment", type=float, default=d.repitch, help="share of source chunks sped up or down")
-    p.add_argument(
-        "--repitch-semitones", type=float, default=d.repitch_semitones, help="how far, up or down, in semitones"
-    )
-    p.add_argument(
-        "--gain",
-        type=float,
-        nargs=2,
-        metavar=("LO", "HI"),
-        default=d.gain,
-        help="random gain range per source chunk (1 1: none)",
-    )
-    p.add_argument("--no-spec-augment", action="store_true", help="no SpecAugment masks on the input spectrogram")
-    p.add_argument(
-        "--log-weight", type=float, default=LossConfig().log_weight, help="weight of the log-magnitude L2 term"
-    )
-    p.add_argument(
-        "--phase-weight",
-        type=float,
-        default=LossConfig().phase_weight,
-        help="weight of the complex-STFT term (share of the mixture's energy misattributed)",
-    )
+    add_data_arguments(p.add_argument_group("data, augmentation and loss"))
     p.add_argument("--valid-tracks", type=int, help="validate on the first N validation tracks only")
     p.add_argument(
         "--keep-epochs",
