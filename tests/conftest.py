@@ -41,6 +41,15 @@ TINY_CONFIGS = {
 }
 
 
+@pytest.fixture(scope="session")
+def musdb_root(tmp_path_factory):
+    """A small MUSDB18-HQ-shaped synthetic set (train, valid and test) that training tests read;
+    eval's tests define their own (test songs only)."""
+    from training.synthetic import write_musdb_folder
+
+    return write_musdb_folder(tmp_path_factory.mktemp("musdb"), train=3, valid=1, test=1, seconds=4.0, seed=1)
+
+
 def tiny_train_config(root, out, **changes):
     """A TrainConfig for tests: the tiny DPRNN on 1-s chunks of a MUSDB-shaped folder."""
     from training.data import DataConfig

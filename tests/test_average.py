@@ -17,12 +17,6 @@ from separation.models import DPRNN, UMX
 from training.__main__ import main as training_main
 from training.average import average_checkpoints
 from training.loop import Trainer, resume_config
-from training.synthetic import write_musdb_folder
-
-
-@pytest.fixture(scope="module")
-def musdb_root(tmp_path_factory):
-    return write_musdb_folder(tmp_path_factory.mktemp("musdb"), train=2, valid=1, test=0, seconds=3.0, seed=4)
 
 
 def _checkpoint(path, seed: int, config=TINY_CONFIGS["dprnn"], arch=DPRNN, **training):

@@ -25,11 +25,6 @@ from training.loop import TrainConfig, Trainer, load_run, resume_config
 from training.synthetic import SOURCES, Traits, make_track, vocal_free_share, write_musdb_folder, write_track
 
 
-@pytest.fixture(scope="session")
-def musdb_root(tmp_path_factory):
-    return write_musdb_folder(tmp_path_factory.mktemp("musdb"), train=3, valid=1, test=1, seconds=4.0, seed=1)
-
-
 def _cfg(root, out, **kw) -> TrainConfig:
     return tiny_train_config(root, out, **kw)
 
