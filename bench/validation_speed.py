@@ -21,8 +21,8 @@ from common import SR, test_signal
 from separation.models import build_model
 from separation.separator import overlap_add
 from separation.spectral import STFT
-from training.loop import usdr
 from training.losses import LossConfig, whole_track_spectral_loss
+from training.validation import usdr
 
 
 def timed(device: torch.device, fn, *args) -> tuple[float, object]:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
+import shutil
 
 import pytest
 import torch
@@ -15,8 +17,9 @@ from separation.checkpoints import load_checkpoint, save_checkpoint, weights_dig
 from separation.errors import SeparationError
 from separation.models import DPRNN, UMX
 from training.__main__ import main as training_main
-from training.average import average_checkpoints
+from training.average import Validation, average_checkpoints, greedy_soup
 from training.loop import Trainer, resume_config
+from training.validation import ValidationSet
 
 
 def _checkpoint(path, seed: int, config=TINY_CONFIGS["dprnn"], arch=DPRNN, **training):
@@ -136,3 +139,81 @@ def test_keep_epochs_saves_every_epoch_for_weight_averaging(musdb_root, tmp_path
     # A resumed run keeps saving them.
     Trainer(resume_config(run, epochs=3), resume=True).run()
     assert (run / "epochs" / "epoch-002").is_dir()
+
+
+def _valid(musdb_root) -> Validation:
+    return Validation(ValidationSet.from_musdb(str(musdb_root), is_wav=True), device="cpu")
+
+
+def _noisy_copy(source, dest, scale: float) -> None:
+    """`source`'s weights plus Gaussian noise: a checkpoint of the same model that validates worse."""
+    model, info = load_checkpoint(source)
+    torch.manual_seed(0)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(torch.randn_like(p) * scale * (p.abs().mean() + 1e-3))
+    save_checkpoint(model, dest, training=info.training)
+
+
+def test_a_validated_average_scores_as_the_training_loop_does(musdb_root, tmp_path):
+    """An average's own validation record; scoring a run's snapshot in `average` reproduces the
+    validation loss the training loop recorded for it (same tracks, same loss, same chunker)."""
+    run = tmp_path / "run"
+    Trainer(tiny_train_config(musdb_root, run, epochs=2, keep_epochs=True)).run()
+    snapshots = sorted((run / "epochs").iterdir())
+    recorded = json.loads((snapshots[1] / "config.json").read_text())["training"]["valid"]
+    again = _valid(musdb_root).score(load_checkpoint(snapshots[1])[0])
+    assert again == pytest.approx(recorded, rel=1e-5)
+
+    swa = average_checkpoints(snapshots, tmp_path / "swa", validation=_valid(musdb_root))
+    training = json.loads((swa / "config.json").read_text())["training"]
+    assert set(training["valid"]) == set(recorded) and all(map(math.isfinite, training["valid"].values()))
+    assert training["valid"] == pytest.approx(_valid(musdb_root).score(load_checkpoint(swa)[0]), rel=1e-5)
+    assert "1 validation track" in training["valid_data"]
+    card = (swa / "README.md").read_text()
+    assert f"| loss | {training['valid']['valid_loss']:.3f} |" in card
+
+
+def test_the_greedy_soup_keeps_only_what_does_not_raise_the_validation_loss(musdb_root, tmp_path):
+    run = tmp_path / "run"
+    Trainer(tiny_train_config(musdb_root, run, epochs=2)).run()
+    good, twin = run / "best", tmp_path / "twin"
+    shutil.copytree(good, twin)  # an identical ingredient: the soup's loss is unchanged, so it is kept
+    _noisy_copy(good, tmp_path / "noisy", scale=2.0)
+    validation = _valid(musdb_root)
+    soup = greedy_soup([tmp_path / "noisy", good, twin], tmp_path / "soup", validation=validation)
+
+    training = json.loads((soup / "config.json").read_text())["training"]
+    tried = training["greedy"]
+    assert [t["checkpoint"] for t in tried] == [str(good), str(twin), str(tmp_path / "noisy")]  # best loss first
+    assert [t["kept"] for t in tried] == [True, True, False]
+    assert tried[2]["soup_valid_loss"] > tried[0]["valid_loss"]  # the noisy one raised it
+    assert [p["checkpoint"] for p in training["averaged_from"]] == [str(good), str(twin)]
+    # the soup is the good checkpoint (twice): its weights, and never a worse validation loss
+    assert weights_digest(load_checkpoint(soup)[0]) == weights_digest(load_checkpoint(good)[0])
+    assert training["valid"]["valid_loss"] <= min(t["valid_loss"] for t in tried)
+    card = (soup / "README.md").read_text()
+    assert "a greedy soup, the average of the 2 of 3 checkpoints tried" in card
+    assert "2 of 3 checkpoints kept on the validation loss" in training["budget"]
+
+
+def test_cli_greedy_soup_and_its_refusals(musdb_root, tmp_path, capsys):
+    a, b = _checkpoint(tmp_path / "a", 1), _checkpoint(tmp_path / "b", 2)
+    root = str(musdb_root)
+    args = ["average", str(tmp_path / "soup"), str(a), str(b), "--validate-on", root, "--is-wav"]
+    usage_errors = {
+        "--greedy needs --validate-on": ["average", str(tmp_path / "soup"), str(a), str(b), "--greedy"],
+        "no --weights": [*args, "--greedy", "--weights", "1", "2"],
+        "--valid-tracks must be at least 1": [*args, "--valid-tracks", "0"],
+    }
+    for message, argv in usage_errors.items():
+        with pytest.raises(SystemExit) as exit_:  # argparse's usage error: status 2, before any work
+            training_main(argv)
+        assert exit_.value.code == 2 and message in capsys.readouterr().err
+    assert not (tmp_path / "soup").exists()
+    # a folder with no validation songs: refused by name, nothing written
+    assert training_main(["average", str(tmp_path / "x"), str(a), str(b), "--validate-on", str(tmp_path / "a")]) == 2
+    assert str(tmp_path / "a") in capsys.readouterr().err and not (tmp_path / "x").exists()
+    assert training_main([*args, "--greedy", "--device", "cpu"]) == 0
+    training = json.loads((tmp_path / "soup" / "config.json").read_text())["training"]
+    assert len(training["greedy"]) == 2 and training["greedy"][0]["kept"]

@@ -12,8 +12,8 @@ import torch
 from conftest import SR
 from separation import Separator, UntrainedModelWarning
 from separation.pretrained import ASSETS_DIR
-from training.loop import usdr
 from training.synthetic import make_track
+from training.validation import usdr
 
 SHIPPED = ["dprnn", "conv1d"]
 

@@ -6,6 +6,7 @@ python -m training --model dprnn ... --push-to-hub user/dprnn-vocals
 python -m training push runs/dprnn user/dprnn-vocals         # push an existing run's best/
 python -m training export runs/dprnn assets/checkpoints/dprnn --scores results/  # ship it (float16)
 python -m training average runs/soup runs/a runs/b/best runs/b/last   # average weights (a model soup)
+python -m training average runs/soup runs/a/epochs/* --greedy --validate-on data/musdb18hq --is-wav
 torchrun --nproc-per-node 4 -m training --model dprnn ...    # data-parallel on 4 GPUs
 python -m training.synthetic data/synthetic                  # an offline stand-in for MUSDB18-HQ
 """
@@ -21,11 +22,12 @@ from separation import __version__
 from separation.cli import HelpFormatter, dispatch, exit_now
 from separation.errors import SeparationError
 
-from .average import average_checkpoints
+from .average import Validation, average_checkpoints, greedy_soup
 from .data import DataConfig
 from .hub import export, push_to_hub
 from .loop import FINE_TUNE_LR, TrainConfig, Trainer, resume_config
 from .losses import LossConfig
+from .validation import ValidationSet
 
 
 def _value(text: str):
@@ -224,15 +226,45 @@ def run_average(argv: list[str]) -> int:
         prog="python -m training average",
         formatter_class=HelpFormatter,
         description="Write the (weighted) average of the weights of checkpoints of one architecture and config, "
-        "e.g. a run's best/ and last/ and a fine-tune of it (a model soup). Score it with `python -m eval` "
-        "before using it: an average is not always better than its ingredients.",
+        "e.g. a run's best/ and last/ and a fine-tune of it (a model soup), or a run's --keep-epochs snapshots "
+        "(stochastic weight averaging). With --validate-on the average is scored on validation songs, and "
+        "--greedy keeps only the checkpoints that do not raise the soup's validation loss. Score it with "
+        "`python -m eval` before using it: an average is not always better than its ingredients.",
     )
     p.add_argument("dest", type=Path, help="the checkpoint folder to write")
     p.add_argument("checkpoints", nargs="+", help="run folders (their best/) or checkpoint folders, two or more")
     p.add_argument("--weights", type=float, nargs="+", help="one weight per checkpoint (default: equal)")
     p.add_argument("--half", action="store_true", help="store float16 weights (default: float32)")
+    v = p.add_argument_group("validation")
+    v.add_argument(
+        "--validate-on",
+        metavar="ROOT",
+        help="a MUSDB-shaped folder whose validation tracks score the average (the training default loss)",
+    )
+    v.add_argument("--is-wav", action="store_true", help="ROOT holds wav stems (MUSDB18-HQ)")
+    v.add_argument("--valid-tracks", type=int, help="its first N validation tracks only")
+    v.add_argument(
+        "--greedy",
+        action="store_true",
+        help="a greedy soup: in order of validation loss, keep each checkpoint that does not raise the soup's "
+        "(2N - 1 validation passes; needs --validate-on)",
+    )
+    v.add_argument("--device", default="auto", help="where to validate: auto, cpu, cuda, mps")
     a = p.parse_args(argv)
-    print(average_checkpoints(a.checkpoints, a.dest, weights=a.weights, half=a.half))
+    if a.greedy and (a.weights or not a.validate_on):
+        p.error("--greedy needs --validate-on and weighs its ingredients equally (no --weights)")
+    if a.valid_tracks is not None and a.valid_tracks < 1:
+        p.error("--valid-tracks must be at least 1")
+    validation = None
+    if a.validate_on:
+        # musdb's validation split of ROOT; a folder without one is refused with its name
+        validation = Validation(
+            ValidationSet.from_musdb(a.validate_on, is_wav=a.is_wav, limit=a.valid_tracks), device=a.device
+        )
+    if a.greedy:
+        print(greedy_soup(a.checkpoints, a.dest, validation=validation, half=a.half))
+    else:
+        print(average_checkpoints(a.checkpoints, a.dest, weights=a.weights, half=a.half, validation=validation))
     return 0
 
 

@@ -15,16 +15,39 @@ are required to share architecture, config and parameter names, and it is the us
 from __future__ import annotations
 
 import json
+import logging
 import os
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
 from separation.checkpoints import load_checkpoint, read_config, resolve, save_checkpoint, weights_digest
 from separation.errors import SeparationError
+from separation.separator import select_device
 
 from .hub import model_card, run_checkpoint
 from .loop import lineage
+from .losses import LossConfig
+from .validation import ValidationSet, validate
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Validation:
+    """What an average is scored on: whole validation tracks through the chunker, with the
+    training objective's loss (`training.validation.validate`). The defaults of `LossConfig`
+    are the loss `python -m training` validates with, so the scores compare with the validation
+    losses its checkpoints record when the tracks are the same."""
+
+    tracks: ValidationSet
+    loss: LossConfig = field(default_factory=LossConfig)
+    device: str = "auto"
+
+    def score(self, model) -> dict[str, float]:
+        device = select_device(self.device)
+        return validate(model.to(device), self.tracks, self.loss, device)[0]
 
 
 def average_checkpoints(
@@ -33,46 +56,136 @@ def average_checkpoints(
     *,
     weights: list[float] | None = None,
     half: bool = False,
+    validation: Validation | None = None,
 ) -> Path:
     """Write to `dest` a checkpoint whose every floating-point tensor is the weighted mean
     (uniform by default) of the same tensor in `sources`, computed in float64.
 
     Integer tensors (e.g. BatchNorm's `num_batches_tracked`) are counters, not weights: the
     first source's are kept. The config records the ingredients (folder, weight, SHA-256 of
-    their weights, their lineage), so the average says exactly what it is made of.
+    their weights, their lineage), so the average says exactly what it is made of; with
+    `validation`, also the average's own validation scores.
     """
+    shares = _normalised(weights, len(sources))
+    folders = _ingredient_folders(sources, dest)
+    # One checkpoint in memory at a time beside the float64 sums: averaging the 20 epoch
+    # snapshots of a run costs the memory of four models (sums, first, current), not of twenty.
+    model, sums, digests, trainings = None, {}, [], []
+    for folder, share in zip(folders, shares, strict=True):
+        loaded, training, state = _load_finite(folder)
+        digests.append(weights_digest(loaded))
+        trainings.append(training)
+        _accumulate(sums, state, share)
+        if model is None:
+            model = loaded  # the first holds the result (and keeps its integer counters)
+    _load_sums(model, sums)
+    training = _training_record(folders, shares, digests, trainings)
+    if validation is not None:
+        training.update(valid=validation.score(model), valid_data=validation.tracks.description)
+    return save_checkpoint(model, dest, training=training, half=half, card=model_card(model, training))
+
+
+def greedy_soup(
+    sources: list[str | os.PathLike], dest: str | os.PathLike, *, validation: Validation, half: bool = False
+) -> Path:
+    """Write to `dest` the greedy soup of `sources` (Wortsman et al., ICML 2022, recipe 2): each
+    checkpoint is scored on `validation`; in order of that loss, best first, each is added to
+    the soup (a uniform average) when the soup with it scores a validation loss no higher than
+    the soup without it. The soup is never worse on the validation tracks than the best
+    ingredient alone, which the uniform average does not promise. Costs 2N - 1 validation passes.
+
+    The config records every candidate with its own loss, the soup's loss when it was tried and
+    whether it was kept; the ingredients kept are recorded as by `average_checkpoints`."""
+    folders = _ingredient_folders(sources, dest)
+    records, digests, trainings = [], [], []
+    for folder in folders:
+        model, training, _ = _load_finite(folder)
+        digests.append(weights_digest(model))
+        records.append(validation.score(model))
+        trainings.append(training)
+        log.info("%s: validation loss %.4f", folder, records[-1]["valid_loss"])
+    own = [r["valid_loss"] for r in records]
+    order = sorted(range(len(folders)), key=lambda i: own[i])  # stable: ties keep the given order
+    model, _, state = _load_finite(folders[order[0]])
+    sums = _accumulate({}, state, 1.0)
+    kept, record = [order[0]], records[order[0]]
+    tried = {order[0]: record["valid_loss"]}
+    for i in order[1:]:
+        candidate = _accumulate(dict(sums), _load_finite(folders[i])[2], 1.0)
+        _load_sums(model, {k: v / (len(kept) + 1) for k, v in candidate.items()})
+        trial = validation.score(model)
+        tried[i] = trial["valid_loss"]
+        if trial["valid_loss"] <= record["valid_loss"]:
+            sums, record = candidate, trial
+            kept.append(i)
+        log.info(
+            "%s: soup of %d: %.4f (%s)", folders[i], len(kept), trial["valid_loss"], "kept" if i in kept else "left out"
+        )
+    _load_sums(model, {k: v / len(kept) for k, v in sums.items()})
+    training = _training_record(
+        [folders[i] for i in kept],
+        [1 / len(kept)] * len(kept),
+        [digests[i] for i in kept],
+        [trainings[i] for i in kept],
+    )
+    training.update(valid=record, valid_data=validation.tracks.description)
+    training["greedy"] = [
+        {
+            "checkpoint": str(folders[i]),
+            "weights": digests[i],
+            "valid_loss": own[i],
+            "soup_valid_loss": tried[i],
+            "kept": i in kept,
+        }
+        for i in order
+    ]
+    training["budget"] = (
+        f"no training of its own: a greedy soup, the uniform average of the {len(kept)} of {len(folders)} "
+        "checkpoints kept on the validation loss"
+    )
+    return save_checkpoint(model, dest, training=training, half=half, card=model_card(model, training))
+
+
+def _ingredient_folders(sources: list[str | os.PathLike], dest: str | os.PathLike) -> list[Path]:
+    """The checkpoint folders of `sources` (a run folder means its best/, a Hub repo id is
+    downloaded), checked to be averageable, none of them in `dest` (which is replaced whole)."""
     if len(sources) < 2:
         raise SeparationError(f"averaging needs at least two checkpoints, got {len(sources)}")
-    shares = _normalised(weights, len(sources))
-    folders = [resolve(run_checkpoint(s)) for s in sources]  # a Hub repo id: downloaded here
+    folders = [resolve(run_checkpoint(s)) for s in sources]
     target = Path(dest).resolve()
-    for folder in folders:  # `dest` is replaced whole: it must not be, or hold, an ingredient
+    for folder in folders:
         if folder.resolve() == target or target in folder.resolve().parents:
             raise SeparationError(
                 f"{dest} holds {folder}, one of the checkpoints to average; writing the average there would "
                 "replace it: write it elsewhere"
             )
     _check_compatible(folders)
-    # One checkpoint in memory at a time beside the float64 sums: averaging the 20 epoch
-    # snapshots of a run costs the memory of four models (sums, first, current), not of twenty.
-    model, sums, digests, trainings = None, {}, [], []
-    for folder, share in zip(folders, shares, strict=True):
-        loaded, info = load_checkpoint(folder)
-        state = loaded.state_dict()
-        bad = [k for k, t in state.items() if t.is_floating_point() and not torch.isfinite(t).all()]
-        if bad:
-            raise SeparationError(f"{folder}: non-finite weights in {', '.join(bad[:3])} (a diverged run?)")
-        digests.append(weights_digest(loaded))
-        trainings.append(info.training)
-        for key, tensor in state.items():
-            if tensor.is_floating_point():
-                sums[key] = sums.get(key, 0) + share * tensor.double()
-        if model is None:
-            model = loaded  # the first holds the result (and keeps its integer counters)
+    return folders
+
+
+def _load_finite(folder: Path) -> tuple[torch.nn.Module, dict, dict]:
+    """(model, its training record, its state dict), refusing non-finite weights."""
+    model, info = load_checkpoint(folder)
+    state = model.state_dict()
+    bad = [k for k, t in state.items() if t.is_floating_point() and not torch.isfinite(t).all()]
+    if bad:
+        raise SeparationError(f"{folder}: non-finite weights in {', '.join(bad[:3])} (a diverged run?)")
+    return model, info.training, state
+
+
+def _accumulate(sums: dict, state: dict, share: float) -> dict:
+    """`sums += share * state`, float64, floating-point tensors only."""
+    for key, tensor in state.items():
+        if tensor.is_floating_point():
+            sums[key] = sums.get(key, 0) + share * tensor.double()
+    return sums
+
+
+def _load_sums(model, weights: dict) -> None:
+    """Load float64 `weights` into `model` in its own dtypes; the tensors not in `weights`
+    (integer counters) keep the model's."""
     reference = model.state_dict()
-    model.load_state_dict({k: sums[k].to(v.dtype) if k in sums else v for k, v in reference.items()}, strict=True)
-    training = _training_record(folders, shares, digests, trainings)
-    return save_checkpoint(model, dest, training=training, half=half, card=model_card(model, training))
+    model.load_state_dict({k: weights[k].to(v.dtype) if k in weights else v for k, v in reference.items()}, strict=True)
 
 
 def _normalised(weights: list[float] | None, n: int) -> list[float]:

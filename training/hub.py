@@ -56,6 +56,12 @@ def verdict(test: dict | None, name: str | None = None) -> str:
 
 
 def _trained_line(training: dict) -> str:
+    if training.get("greedy"):
+        return (
+            f"- weights: a greedy soup, the average of the {len(training['averaged_from'])} of "
+            f"{len(training['greedy'])} checkpoints tried (best validation loss first) that did not raise the "
+            "soup's validation loss; no training of its own:"
+        )
     if training.get("averaged_from"):
         return f"- weights: the average of {len(training['averaged_from'])} checkpoints, no training of its own:"
     return (

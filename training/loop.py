@@ -39,17 +39,17 @@ from separation.checkpoints import WEIGHTS_NAME, load_checkpoint, save_checkpoin
 from separation.errors import CheckpointError
 from separation.models import build_model, get_architecture
 from separation.models.base import MaskModel
-from separation.separator import overlap_add, select_device
-from separation.tracks import TARGETS, load_track, open_musdb
+from separation.separator import select_device
+from separation.tracks import TARGETS, open_musdb
 
 from .data import ChunkDataset, DataConfig, epoch_batches, mixture_of
 from .hub import model_card
-from .losses import LossConfig, TrainingObjective, whole_track_spectral_loss
+from .losses import LossConfig, TrainingObjective
+from .validation import ValidationSet, describe_generated, musdb_name, validate
 
 log = logging.getLogger(__name__)
 TRAINER_STATE = "trainer.pt"
 FINE_TUNE_LR = 3e-4  # the sweep's best fine-tuning rate (1e-3 and 3e-3 did worse in the same time)
-VALID_CACHE_BYTES = 1 << 30  # whole validation tracks kept in memory between epochs
 
 
 @dataclass
@@ -164,18 +164,6 @@ def lineage(training: dict | None) -> dict:
     return out
 
 
-def usdr(estimate: torch.Tensor, reference: torch.Tensor, block: int = 1 << 20) -> float:
-    """Utterance-level SDR in dB (the MDX challenge's "SDR"): one number per track, fast.
-    Reported as validation progress; BSSEval v4 medians come from `eval`. Summed in float64
-    a block of samples at a time (no float64 copy of a whole track)."""
-    num = den = 1e-9
-    for a in range(0, reference.shape[-1], block):
-        ref = reference[..., a : a + block].double()
-        num += float(ref.square().sum())
-        den += float((ref - estimate[..., a : a + block].double()).square().sum())
-    return 10 * math.log10(num / den)
-
-
 class Trainer:
     def __init__(self, cfg: TrainConfig, *, resume: bool = False):
         self.cfg = cfg
@@ -198,12 +186,11 @@ class Trainer:
             extra = open_musdb(root, is_wav=cfg.is_wav, subset="train")
             train_tracks += extra
             counts.append(len(extra))
-        self.valid_tracks = open_musdb(cfg.musdb_root, is_wav=cfg.is_wav, subset="train", split="valid")
-        if cfg.valid_tracks:
-            self.valid_tracks = self.valid_tracks[: cfg.valid_tracks]
+        self.valid_set = ValidationSet.from_musdb(cfg.musdb_root, is_wav=cfg.is_wav, limit=cfg.valid_tracks)
+        self.valid_tracks = self.valid_set.tracks
         self.dataset = ChunkDataset(train_tracks, cfg.data, seed=cfg.seed)
         self.data_name = _describe_data(cfg, counts)
-        self.valid_data_name = _describe_validation(cfg, len(self.valid_tracks))
+        self.valid_data_name = self.valid_set.description
 
         self.epoch = self.batch = self.step = self.bad_epochs = 0
         self.trained_before, self._started = 0.0, None  # seconds trained by earlier processes of this run
@@ -255,8 +242,6 @@ class Trainer:
         self.stop_requested = False
         self.timing = {"steps": 0, "data_wait": 0.0, "compute": 0.0}  # this process, for benchmarks
         self.writer = None
-        self._valid_cache: dict[str, tuple] = {}
-        self._valid_cache_bytes = 0
 
     # ------------------------------------------------------------------ state
 
@@ -521,52 +506,9 @@ class Trainer:
         return result[0]
 
     def _validate(self) -> dict:
-        model = self.model
-        model.eval()
-        em = getattr(model, "wiener_iterations", 0)
-        model.wiener_iterations = 0
-        losses, sdrs = [], {s: [] for s in TARGETS}
-        self._examples = None
-        keep = int(self.cfg.log_audio_seconds * model.sample_rate)
-        for _, mix, targets in self._validation_tracks():
-            est = overlap_add(
-                model,
-                mix,
-                segment=int(model.segment_seconds * model.sample_rate),
-                device=self.device,
-                min_length=model.min_samples,
-            )
-            if isinstance(model, MaskModel):  # a segment at a time, with the model's STFT (on its device)
-                losses.append(whole_track_spectral_loss(est, targets, mix, model.stft, self.cfg.loss))
-            else:
-                losses.append(float((est - targets).square().mean()))
-            for i, s in enumerate(TARGETS):
-                sdrs[s].append(usdr(est[i], targets[i]))
-            if self._examples is None:  # what TensorBoard shows: the first seconds, not the whole track
-                self._examples = tuple(x[..., :keep].clone() for x in (mix, est, targets))
-            del est
-        model.wiener_iterations = em
-        model.train()
-        out = {"valid_loss": float(np.mean(losses))}
-        out.update({f"valid_usdr_{s}": float(np.median(v)) for s, v in sdrs.items()})
-        return out
-
-    def _validation_tracks(self):
-        """(name, mixture, targets) of every validation track. Tracks stay in memory between
-        epochs up to `VALID_CACHE_BYTES` in all; the others are read again each epoch (musdb's
-        14 validation tracks of MUSDB18-HQ are ~2 GB as float32, a 7-minute one ~0.45 GB)."""
-        for track in self.valid_tracks:
-            cached = self._valid_cache.get(track.name)
-            if cached is not None:
-                yield (track.name, *cached)
-                continue
-            mix, targets = load_track(track)
-            size = (mix.numel() + targets.numel()) * 4
-            if self._valid_cache_bytes + size <= VALID_CACHE_BYTES:
-                self._valid_cache[track.name] = (mix, targets)
-                self._valid_cache_bytes += size
-            yield track.name, mix, targets
-            del mix, targets
+        keep = int(self.cfg.log_audio_seconds * self.model.sample_rate)
+        record, self._examples = validate(self.model, self.valid_set, self.cfg.loss, self.device, keep)
+        return record
 
     def _log_epoch(self, record: dict) -> None:
         w = self.writer
@@ -643,45 +585,14 @@ def _describe_data(cfg: TrainConfig, counts: list[int]) -> str:
     """The training data, from the number of tracks each folder gave (`counts`: --musdb-root's
     training split, then each --extra-train folder's train/). A --musdb-root that gave none (it
     holds validation songs alone) is not training data and is not named here."""
-    main = [_describe_root(cfg.musdb_root, tracks=counts[0], kind="train")] if counts[0] else []
+    main = [describe_generated(cfg.musdb_root, tracks=counts[0], kind="train")] if counts[0] else []
     if main and main[0] is None:
-        name = "MUSDB18-HQ" if cfg.is_wav else "MUSDB18"
-        main = [f"{name} train split ({counts[0]} tracks), musdb's 14 validation tracks held out"]
+        main = [f"{musdb_name(cfg.is_wav)} train split ({counts[0]} tracks), musdb's 14 validation tracks held out"]
     extras = [
-        _describe_root(root, tracks=n, kind="train") or f"the {n} train/ tracks of {Path(root).name}"
+        describe_generated(root, tracks=n, kind="train") or f"the {n} train/ tracks of {Path(root).name}"
         for root, n in zip(cfg.extra_train, counts[1:], strict=True)
     ]
     return " plus ".join([*main, *extras])
-
-
-def _describe_validation(cfg: TrainConfig, tracks: int) -> str:
-    """The songs that chose the best epoch: --musdb-root's validation split (first N with --valid-tracks)."""
-    described = _describe_root(cfg.musdb_root, tracks=tracks, kind="validation")
-    if described is None:
-        described = f"{tracks} of musdb's validation tracks of " + ("MUSDB18-HQ" if cfg.is_wav else "MUSDB18")
-    return described
-
-
-def _describe_root(root: str, *, tracks: int, kind: str) -> str | None:
-    """What a generated folder holds, from its generator's record, with the number of its
-    tracks used as `kind` ("train" or "validation") (None: not generated here)."""
-    used = f"{tracks} {kind} track" + ("" if tracks == 1 else "s")
-    marker = Path(root) / "synthetic.json"
-    if marker.exists():
-        meta = json.loads(marker.read_text())
-        return f"synthetic MUSDB-shaped set (training.synthetic, {meta}; {used} of it)"
-    world = Path(root) / "world.json"
-    if world.exists():
-        meta = json.loads(world.read_text())
-        even = "" if meta.get("syllables_on_notes") else ", --even-syllables"  # older sets: no key
-        sounds = "" if meta.get("world", "train") == "train" else f", the {meta['world']!r} sounds"
-        # sets rendered before 2026-11-27 do not list their voices (the five training voices)
-        voices = f", {len(meta['voices'])} voices" if "voices" in meta else ""
-        return (
-            f"songs rendered from sampled sounds (training.world{sounds}, {used} of "
-            f"{meta['seconds']:g} s, seed {meta['seed']}{even}{voices})"
-        )
-    return None
 
 
 def _init_distributed() -> tuple[int, int, int]:
