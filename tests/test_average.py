@@ -67,7 +67,9 @@ def test_a_fine_tune_of_an_average_keeps_its_ingredients_in_its_card(musdb_root,
     assert training["init_from"] == str(soup)
     assert [p["weights"] for p in parent["averaged_from"]] == [weights_digest(load_checkpoint(f)[0]) for f in (a, b)]
     card = (tmp_path / "tuned" / "best" / "README.md").read_text()
-    assert f"fine-tuned from `{soup}`:" in card
+    # the weights started from, by SHA-256: the path alone may hold other weights later
+    assert parent["weights"] == weights_digest(load_checkpoint(soup)[0])
+    assert f"fine-tuned from `{soup}` (sha256 `{parent['weights'][:12]}...`):" in card
     assert "the average of 2 checkpoints (`python -m training average`)" in card
 
 

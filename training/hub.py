@@ -70,6 +70,13 @@ def _trained_line(training: dict) -> str:
     )
 
 
+def _fine_tuned_from(training: dict) -> str:
+    """ "fine-tuned from `PATH`", with the SHA-256 of the weights it started from where recorded
+    (runs since 2026-11-28): the same path may have held other weights before or since."""
+    digest = (training.get("parent") or {}).get("weights")
+    return f"fine-tuned from `{training['init_from']}`" + (f" (sha256 `{digest[:12]}...`)" if digest else "")
+
+
 def _ingredients(training: dict) -> str:
     """One line per checkpoint an averaged checkpoint was made of (`training.average`)."""
     lines = ""
@@ -83,7 +90,7 @@ def _ingredients(training: dict) -> str:
             )
             + f"{part.get('steps', '?')} steps, "
             f"{part.get('budget', 'budget not recorded')}"
-            + (f", fine-tuned from `{part['init_from']}`" if part.get("init_from") else "")
+            + (f", {_fine_tuned_from(part)}" if part.get("init_from") else "")
             + (f"; validation loss {part['valid_loss']:.3f}" if "valid_loss" in part else "")
         )
     return lines
@@ -136,7 +143,7 @@ def model_card(model, training: dict) -> str:
                 + (f"; validated on {node['valid_data']}" if node.get("valid_data") else "")
             )
         if node.get("init_from"):
-            budget += f"\n{indent}- fine-tuned from `{node['init_from']}`" + (":" if node.get("parent") else "")
+            budget += f"\n{indent}- {_fine_tuned_from(node)}" + (":" if node.get("parent") else "")
         node, depth = node.get("parent"), depth + 1
     # the best epoch was chosen on these songs (older checkpoints do not record them)
     valid_line = ""

@@ -35,7 +35,7 @@ import torch.distributed as dist
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from separation.checkpoints import WEIGHTS_NAME, load_checkpoint, save_checkpoint
+from separation.checkpoints import WEIGHTS_NAME, load_checkpoint, save_checkpoint, weights_digest
 from separation.errors import CheckpointError
 from separation.models import build_model, get_architecture
 from separation.models.base import MaskModel
@@ -143,10 +143,23 @@ def initial_weights(cfg: TrainConfig) -> tuple[MaskModel, dict]:
             raise CheckpointError(
                 f"--init-from {cfg.init_from}: --set {', '.join(changed)} changes the weights' shapes ({e})"
             ) from None
-    return model.train(), lineage(info.training)
+    # The SHA-256 of the weights started from: a path such as assets/checkpoints/dprnn holds
+    # different weights over time, so the path alone does not say which model was fine-tuned.
+    return model.train(), {**lineage(info.training), "weights": weights_digest(model)}
 
 
-LINEAGE_KEYS = ("data", "valid_data", "epochs", "steps", "batch_size", "chunk_seconds", "lr", "budget", "init_from")
+LINEAGE_KEYS = (
+    "data",
+    "valid_data",
+    "epochs",
+    "steps",
+    "batch_size",
+    "chunk_seconds",
+    "lr",
+    "budget",
+    "init_from",
+    "weights",  # of a parent: the SHA-256 of the weights a fine-tune started from
+)
 
 
 def lineage(training: dict | None) -> dict:
