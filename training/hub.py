@@ -71,8 +71,9 @@ def _trained_line(training: dict) -> str:
 
 
 def _fine_tuned_from(training: dict) -> str:
-    """ "fine-tuned from `PATH`", with the SHA-256 of the weights it started from where recorded
-    (runs since 2026-11-28): the same path may have held other weights before or since."""
+    """The card's words for a fine-tune's start: its --init-from path and, where recorded (runs
+    since 2026-11-28), the SHA-256 of the weights it started from, since the same path may have
+    held other weights before or since."""
     digest = (training.get("parent") or {}).get("weights")
     return f"fine-tuned from `{training['init_from']}`" + (f" (sha256 `{digest[:12]}...`)" if digest else "")
 
