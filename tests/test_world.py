@@ -178,14 +178,14 @@ def test_validation_songs_sung_by_unheard_voices_choose_the_epoch(tmp_path, worl
     with pytest.raises(SeparationError, match="no train/train tracks"):  # alone it trains on nothing
         Trainer(_cfg(tmp_path / "valid", tmp_path / "alone"))
     trainer = Trainer(_cfg(tmp_path / "valid", tmp_path / "run", extra_train=(str(world_root),)))
-    assert [t.name for t in trainer.valid_tracks] == [t["name"] for t in meta["tracks"]]
+    assert [t.name for t in trainer.valid_set.tracks] == [t["name"] for t in meta["tracks"]]
     assert len(trainer.dataset.tracks) == 4  # the extra set's 3 training + 1 validation songs
     # the card tells what it trained on from what chose its epoch: the validation songs are not training data
     assert (
         trainer.data_name
         == "songs rendered from sampled sounds (training.world, 4 train tracks of 6 s, seed 0, 9 voices)"
     )
-    assert trainer.valid_data_name == (
+    assert trainer.valid_set.description == (
         "songs rendered from sampled sounds (training.world, the 'valid' sounds, 2 validation tracks of 6 s, "
         "seed 0, 2 voices)"
     )
@@ -194,10 +194,10 @@ def test_validation_songs_sung_by_unheard_voices_choose_the_epoch(tmp_path, worl
     assert (
         f"- training data: {trainer.data_name}\n" in card and "'valid' sounds" not in card.split("- validation data")[0]
     )
-    assert f"- validation data (chose the best epoch): {trainer.valid_data_name}\n" in card
+    assert f"- validation data (chose the best epoch): {trainer.valid_set.description}\n" in card
     assert "datasets:" not in card  # rendered songs are no Hub dataset
     tuned = Trainer(_cfg(world_root, tmp_path / "tuned", init_from=str(tmp_path / "run" / "best")))
-    assert tuned.parent["valid_data"] == trainer.valid_data_name  # the chain keeps it
+    assert tuned.parent["valid_data"] == trainer.valid_set.description  # the chain keeps it
 
 
 def test_five_voices_reproduces_the_sets_rendered_before_the_new_voices(monkeypatch, tmp_path):
@@ -268,9 +268,9 @@ def test_extra_training_folders_add_their_tracks_but_not_their_validation(world_
     names = [t.name for t in trainer.dataset.tracks]
     assert len(names) == 3 + 3 and sum(n.startswith("World") for n in names) == 3
     valid = open_musdb(world_root, is_wav=True, split="valid")
-    assert [t.name for t in trainer.valid_tracks] == [t.name for t in valid]
+    assert [t.name for t in trainer.valid_set.tracks] == [t.name for t in valid]
     assert trainer.data_name.startswith("songs rendered from sampled sounds (training.world, 3 train tracks of 6 s")
-    assert "1 validation track of 6 s" in trainer.valid_data_name
+    assert "1 validation track of 6 s" in trainer.valid_set.description
     assert "--even-syllables" not in trainer.data_name  # only sets rendered without the alignment say so
     assert "plus synthetic MUSDB-shaped set" in trainer.data_name
     assert trainer.run()["step"] == 6  # (3 + 3 tracks) x 2 chunks / batch 2

@@ -200,10 +200,8 @@ class Trainer:
             train_tracks += extra
             counts.append(len(extra))
         self.valid_set = ValidationSet.from_musdb(cfg.musdb_root, is_wav=cfg.is_wav, limit=cfg.valid_tracks)
-        self.valid_tracks = self.valid_set.tracks
         self.dataset = ChunkDataset(train_tracks, cfg.data, seed=cfg.seed)
         self.data_name = _describe_data(cfg, counts)
-        self.valid_data_name = self.valid_set.description
 
         self.epoch = self.batch = self.step = self.bad_epochs = 0
         self.trained_before, self._started = 0.0, None  # seconds trained by earlier processes of this run
@@ -298,7 +296,7 @@ class Trainer:
         last = self.history[-1] if self.history else {}
         return {
             "data": self.data_name,
-            "valid_data": self.valid_data_name,
+            "valid_data": self.valid_set.description,
             "epochs": self.epoch,
             "steps": self.step,
             "batch_size": self.cfg.batch_size * self.world,
