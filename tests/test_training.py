@@ -223,6 +223,10 @@ def test_tiny_run_learns_and_its_checkpoint_separates(musdb_root, tmp_path):
     assert (tmp_path / "run" / "tensorboard").is_dir()
     sep = Separator.from_pretrained(tmp_path / "run" / "best", device="cpu")
     assert sep.info.trained and "synthetic" in sep.info.training["data"]
+    # The budget names what its minutes ran on: a GPU's minute is worth many of a CPU's.
+    gpu = torch.cuda.is_available()
+    hardware = f"on cuda ({torch.cuda.get_device_name()})" if gpu else f"on cpu ({torch.get_num_threads()} CPU threads)"
+    assert f"min of training {hardware}, " in sep.info.training["budget"]
     mix, _ = load_track(open_musdb(musdb_root, is_wav=True, subset="test")[0])
     stems = sep.separate(mix, SR)
     assert stems["vocals"].shape == mix.shape

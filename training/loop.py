@@ -305,11 +305,21 @@ class Trainer:
             "init_from": self.cfg.init_from,
             **({"parent": self.parent} if self.parent else {}),
             "budget": f"{last.get('elapsed', 0) / 60:.0f} min of training on {self.device.type}"
-            + (f" ({torch.get_num_threads()} CPU threads)" if self.device.type == "cpu" else "")
+            + self._hardware()
             + f", {precision_name(self.amp_dtype)}",
             "valid": {k: v for k, v in last.items() if k.startswith("valid")},
             "best_valid_loss": self.best,
         }
+
+    def _hardware(self) -> str:
+        """' (what the budget's minutes were spent on)': the GPU's name, since an H100's minute is
+        worth ~20 of a 2-core CPU's, or the CPU threads; nothing for other devices."""
+        if self.device.type == "cuda":
+            gpus = f"{self.world} x " if self.world > 1 else ""
+            return f" ({gpus}{torch.cuda.get_device_name(self.device)})"
+        if self.device.type == "cpu":
+            return f" ({torch.get_num_threads()} CPU threads)"
+        return ""
 
     def save_last(self) -> None:
         if not self.is_main:
