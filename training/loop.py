@@ -312,8 +312,9 @@ class Trainer:
         }
 
     def _hardware(self) -> str:
-        """' (what the budget's minutes were spent on)': the GPU's name, since an H100's minute is
-        worth ~20 of a 2-core CPU's, or the CPU threads; nothing for other devices."""
+        """' (what the budget's minutes were spent on)': the GPU's name, since an H100's minute
+        trained DPRNN on 15-30 times the examples of a 2-core CPU's (README), or the CPU threads;
+        nothing for other devices."""
         if self.device.type == "cuda":
             gpus = f"{self.world} x " if self.world > 1 else ""
             return f" ({gpus}{torch.cuda.get_device_name(self.device)})"
