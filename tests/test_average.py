@@ -216,6 +216,9 @@ def test_cli_greedy_soup_and_its_refusals(musdb_root, tmp_path, capsys):
     # a folder with no validation songs: refused by name, nothing written
     assert training_main(["average", str(tmp_path / "x"), str(a), str(b), "--validate-on", str(tmp_path / "a")]) == 2
     assert str(tmp_path / "a") in capsys.readouterr().err and not (tmp_path / "x").exists()
+    # a device that cannot be used: refused by name, nothing written
+    assert training_main([*args, "--greedy", "--device", "tpu"]) == 2
+    assert "'tpu'" in capsys.readouterr().err and not (tmp_path / "soup").exists()
     assert training_main([*args, "--greedy", "--device", "cpu"]) == 0
     training = json.loads((tmp_path / "soup" / "config.json").read_text())["training"]
     assert len(training["greedy"]) == 2 and training["greedy"][0]["kept"]

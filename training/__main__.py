@@ -249,7 +249,7 @@ def run_average(argv: list[str]) -> int:
         help="a greedy soup: in order of validation loss, keep each checkpoint that does not raise the soup's "
         "(2N - 1 validation passes; needs --validate-on)",
     )
-    v.add_argument("--device", default="auto", help="where to validate: auto, cpu, cuda, mps")
+    v.add_argument("--device", default="auto", help="where to validate: auto, cpu or cuda[:N]")
     a = p.parse_args(argv)
     if a.greedy and (a.weights or not a.validate_on):
         p.error("--greedy needs --validate-on and weighs its ingredients equally (no --weights)")

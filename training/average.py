@@ -43,11 +43,14 @@ class Validation:
 
     tracks: ValidationSet
     loss: LossConfig = field(default_factory=LossConfig)
-    device: str = "auto"
+    device: str | torch.device = "auto"
+
+    def __post_init__(self) -> None:
+        # resolved once, here: a device that is not there is refused before any checkpoint is loaded
+        self.device = select_device(self.device)
 
     def score(self, model) -> dict[str, float]:
-        device = select_device(self.device)
-        return validate(model.to(device), self.tracks, self.loss, device)[0]
+        return validate(model.to(self.device), self.tracks, self.loss, self.device)[0]
 
 
 def average_checkpoints(
