@@ -23,7 +23,7 @@ from separation import __version__
 from separation.audio import AUDIO_SUFFIXES, read_audio
 from separation.cli import HelpFormatter, dispatch, exit_now, setup_logging
 from separation.errors import SeparationError
-from separation.separator import select_device
+from separation.separator import check_shifts, select_device
 from separation.tracks import ACCOMPANIMENT, accompaniment
 
 from .scores import BACKENDS, METRICS, score_track
@@ -78,6 +78,12 @@ def build_run_parser() -> argparse.ArgumentParser:
         help="memory that parallel jobs may take together (default: 80%% of what is free now)",
     )
     p.add_argument("--wiener", type=int, help="EM iterations for mask models (default: each model's own)")
+    p.add_argument(
+        "--shifts",
+        type=int,
+        default=1,
+        help="passes averaged per model, each delayed and every other one channel-swapped (default: 1, plain)",
+    )
     p.add_argument("--window", type=float, default=1.0, help="BSSEval window in seconds (default: 1, SiSEC)")
     p.add_argument("--hop", type=float, default=1.0, help="BSSEval hop in seconds (default: 1, SiSEC)")
     _add_common(p)
@@ -92,6 +98,7 @@ def run_eval(argv: list[str]) -> int:
     select_device(args.device)  # before any folder is made: "cuda" without a GPU is one line
     if args.jobs < 1:
         raise SeparationError(f"--jobs must be >= 1, not {args.jobs}")
+    check_shifts(args.shifts, "--shifts")
     if args.window <= 0 or args.hop <= 0:
         raise SeparationError("--window and --hop must be > 0 seconds")
     cfg = RunConfig(
@@ -108,6 +115,7 @@ def run_eval(argv: list[str]) -> int:
         device=args.device,
         jobs=args.jobs,
         wiener=args.wiener,
+        shifts=args.shifts,
         window=args.window,
         hop=args.hop,
         max_memory=args.max_memory,

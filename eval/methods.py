@@ -77,8 +77,11 @@ def split_spec(spec: str) -> tuple[str, str]:
     return (name, location) if sep else (slug(spec), spec)
 
 
-def load_method(spec: str, sources: tuple[str, ...], *, device: str = "cpu", wiener: int | None = None) -> Method:
-    """Resolve a `--methods` entry; a name=location pair names the results folder."""
+def load_method(
+    spec: str, sources: tuple[str, ...], *, device: str = "cpu", wiener: int | None = None, shifts: int = 1
+) -> Method:
+    """Resolve a `--methods` entry; a name=location pair names the results folder. `shifts`
+    applies to models only: an oracle is computed from the true stems, once."""
     name, location = split_spec(spec)
     if location in ORACLES:
         kind = location
@@ -90,7 +93,7 @@ def load_method(spec: str, sources: tuple[str, ...], *, device: str = "cpu", wie
 
         return Method(name, spec, {"method": location, "kind": "oracle"}, estimate)
 
-    separator = Separator.load(location, device=device, wiener=wiener)
+    separator = Separator.load(location, device=device, wiener=wiener, shifts=shifts)
     missing = [s for s in sources if s not in separator.sources]
     if missing:
         raise SeparationError(f"{location} separates {', '.join(separator.sources)}, not {', '.join(missing)}")
@@ -108,6 +111,7 @@ def load_method(spec: str, sources: tuple[str, ...], *, device: str = "cpu", wie
         "trained": info.trained,
         "origin": info.origin,
         "wiener": getattr(separator.model, "wiener_iterations", None),
+        "shifts": separator.shifts,
         "weights": weights_digest(separator.model),  # `training export --scores` matches checkpoints by it
     }
     if Path(location).exists():

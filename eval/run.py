@@ -51,6 +51,7 @@ class RunConfig:
     device: str = "cpu"
     jobs: int = 1
     wiener: int | None = None
+    shifts: int = 1  # passes averaged per model (`Separator(shifts=...)`)
     window: float = 1.0
     hop: float = 1.0
     targets: tuple[str, ...] = TARGETS
@@ -155,7 +156,10 @@ def check_method_folder(folder: Path, record: dict) -> None:
     path = folder / "method.json"
     if path.exists():
         old = json.loads(path.read_text())
-        keys = ("method", "backend", "window", "hop", "wiener", "targets", "model", "architecture")
+        keys = ("method", "backend", "window", "hop", "wiener", "shifts", "targets", "model", "architecture")
+        # A model's folder written before `shifts` was recorded holds single-pass results.
+        if record.get("kind") == "model":
+            old.setdefault("shifts", 1)
         diff = [k for k in keys if old.get(k) != record.get(k)]
         if "weights" in old and old["weights"] != record.get(
             "weights"
@@ -283,14 +287,14 @@ def _worker_init(threads: int) -> None:
 
 def _methods(cfg: RunConfig) -> dict:
     """Methods loaded once per process."""
-    key = (tuple(cfg.methods), cfg.device, cfg.wiener, cfg.targets)
+    key = (tuple(cfg.methods), cfg.device, cfg.wiener, cfg.shifts, cfg.targets)
     if _WORKER.get("methods_key") != key:
         _WORKER["methods_key"] = key
         _WORKER["methods"] = {}
     cache = _WORKER["methods"]
     for spec, name in zip(cfg.methods, cfg.method_names, strict=True):
         if name not in cache:
-            cache[name] = load_method(spec, cfg.targets, device=cfg.device, wiener=cfg.wiener)
+            cache[name] = load_method(spec, cfg.targets, device=cfg.device, wiener=cfg.wiener, shifts=cfg.shifts)
     return cache
 
 

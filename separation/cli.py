@@ -25,7 +25,7 @@ from .checkpoints import resolve
 from .errors import SeparationError
 from .models import ARCHITECTURES
 from .pretrained import NAMED_MODELS, fetch_upstream, upstream_cache_path
-from .separator import Separator
+from .separator import Separator, check_shifts
 
 log = logging.getLogger("separation")
 
@@ -100,6 +100,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--overlap", type=float, default=0.25, help="share of each segment overlapping the next (0 to <1)")
     p.add_argument("--batch-size", type=int, default=2, help="segments per forward pass")
+    p.add_argument(
+        "--shifts",
+        type=int,
+        default=1,
+        help="passes averaged, each delayed and every other one with left/right swapped: "
+        "N times the time for a slightly cleaner split (1 to 8; default 1)",
+    )
     p.add_argument(
         "--offset",
         type=parse_time,
@@ -210,6 +217,7 @@ def separate_one(sep, path: Path, targets: dict[str, Path], args) -> None:
 def run_separate(argv: list[str]) -> int:
     args = build_parser().parse_args(argv)
     setup_logging(args.quiet, args.verbose)
+    check_shifts(args.shifts, "--shifts")  # before any file is looked at or any model loaded
     files = expand_inputs(args.inputs)
     audio.check_writable(args.out, args.format, args.bit_depth)
     if args.clip == "none" and not (args.format == "wav" and args.bit_depth == "float"):
@@ -224,6 +232,7 @@ def run_separate(argv: list[str]) -> int:
         segment=args.segment,
         overlap=args.overlap,
         batch_size=args.batch_size,
+        shifts=args.shifts,
     )
     stems = list(sep.sources)
     if args.stems:

@@ -90,6 +90,21 @@ def segment_offsets(length: int, segment: int, overlap: float) -> list[int]:
     return offsets
 
 
+# Test-time augmentation (`shifts`): the passes' delays spread over this span, as Demucs's
+# shift trick (whose random shifts reach 0.5 s); at most MAX_SHIFTS passes, so that the time a
+# request may cost stays a bound this code chooses.
+SHIFT_SPAN_SECONDS = 0.5
+MAX_SHIFTS = 8
+
+
+def check_shifts(shifts, name: str = "shifts") -> int:
+    """`shifts` as an int, or a one-line error naming the setting as the user wrote it
+    (`--shifts`, `APP_SHIFTS`): the CLIs and the app check before any work starts."""
+    if isinstance(shifts, bool) or not isinstance(shifts, int) or not 1 <= shifts <= MAX_SHIFTS:
+        raise SeparationError(f"{name} must be a whole number from 1 to {MAX_SHIFTS}, not {shifts!r}")
+    return shifts
+
+
 class OutOfMemory(SeparationError):
     """The device ran out of memory even one segment at a time."""
 
@@ -173,6 +188,7 @@ class Separator:
         overlap: float = 0.25,
         batch_size: int = 2,
         wiener: int | None = None,
+        shifts: int = 1,
     ):
         """
         Args:
@@ -180,6 +196,8 @@ class Separator:
             overlap: fraction of each segment shared with the next.
             wiener: EM iterations for mask models (default: the model's config); refused by
                 models that have no spectrogram stage (conv1d).
+            shifts: passes averaged (test-time augmentation, see `_separate_prepared`):
+                1 is one plain pass; N costs N times as long. At most `MAX_SHIFTS`.
         """
         self.info = info or ModelInfo(type(model).__name__, model.architecture, True, "in memory")
         self.device = select_device(device)
@@ -195,16 +213,34 @@ class Separator:
             raise SeparationError(f"segment must be > 0 seconds, not {self.segment}")
         self.overlap = overlap
         self.batch_size = batch_size
+        self.shifts = check_shifts(shifts)
         log.info(
-            "%s (%s, %s) on %s, %.1f-s segments",
+            "%s (%s, %s) on %s, %.1f-s segments%s",
             self.info.name,
             self.info.architecture,
             "trained" if self.info.trained else "RANDOM WEIGHTS",
             self.device,
             self.segment,
+            f", {self.shifts} passes averaged" if self.shifts > 1 else "",
         )
 
     # ------------------------------------------------------------------ construction
+
+    def variant(self, model: SeparationModel | None = None, **changes) -> Separator:
+        """The same separator with some settings changed (device, segment, overlap, batch_size,
+        shifts), e.g. shorter segments after an out-of-memory error: whatever is not named is
+        kept, so a retry never quietly drops a setting the user chose."""
+        settings = {
+            "device": self.device,
+            "segment": self.segment,
+            "overlap": self.overlap,
+            "batch_size": self.batch_size,
+            "shifts": self.shifts,
+        }
+        unknown = set(changes) - set(settings)
+        if unknown:
+            raise TypeError(f"variant() got unknown settings: {', '.join(sorted(unknown))}")
+        return Separator(model if model is not None else self.model, self.info, **(settings | changes))
 
     @classmethod
     def from_name(cls, name: str, **kwargs) -> Separator:
@@ -241,6 +277,10 @@ class Separator:
     def name(self) -> str:
         return self.info.name
 
+    @property
+    def segment_samples(self) -> int:
+        return int(math.ceil(self.segment * SAMPLE_RATE))
+
     # ------------------------------------------------------------------ separation
 
     def separate(self, waveform, sample_rate: int, *, progress: ProgressFn | None = None) -> dict[str, Tensor]:
@@ -276,14 +316,51 @@ class Separator:
             if progress is not None:
                 progress(1, 1)
             return {name: torch.zeros_like(mix) for name in self.sources}
-        stems = overlap_add(
+        passes = self._passes()
+        segment = self.segment_samples
+        # The delayed passes are longer and may take one segment more: one total for them all.
+        lengths = [mix.shape[-1] + delay for delay, _ in passes]
+        counts = [len(segment_offsets(n, min(segment, n), self.overlap)) for n in lengths]
+        stems: Tensor | None = None
+        with torch.inference_mode():  # the passes' stems are inference tensors, summed in place
+            for i, (delay, swap) in enumerate(passes):
+                before = sum(counts[:i])
+                step = None if progress is None else (lambda n, _total, b=before: progress(b + n, sum(counts)))
+                est = self._one_pass(mix, delay, swap, step)
+                stems = est if stems is None else stems.add_(est)  # pass 0 is plain: its own tensor
+            assert stems is not None
+            if len(passes) > 1:
+                stems.div_(len(passes))
+        return {name: stems[i] for i, name in enumerate(self.sources)}
+
+    def _passes(self) -> list[tuple[int, bool]]:
+        """(delay in samples, swap left and right) of each pass.
+
+        Pass i delays the input by i/N of `SHIFT_SPAN_SECONDS` and odd passes swap the
+        channels: the STFT frames, the model's chunk grid and the segment edges all fall
+        elsewhere, and left/right see each other's side (training swaps channels too), so the
+        passes' errors differ and partly cancel when averaged. Deterministic, unlike Demucs's
+        random shifts, so the same file gives the same stems on every run.
+        """
+        span = int(SHIFT_SPAN_SECONDS * SAMPLE_RATE)
+        return [(i * span // self.shifts, i % 2 == 1) for i in range(self.shifts)]
+
+    def _one_pass(self, mix: Tensor, delay: int, swap: bool, progress: ProgressFn | None) -> Tensor:
+        """`(C, T)` -> `(S, C, T)`: the model on `mix` delayed by `delay` zeros (and with its
+        channels reversed), realigned and restored to the input's channel order."""
+        if swap:
+            mix = mix.flip(0)
+        if delay:
+            mix = torch.nn.functional.pad(mix, (delay, 0))
+        est = overlap_add(
             self.model,
             mix,
-            segment=int(math.ceil(self.segment * SAMPLE_RATE)),
+            segment=self.segment_samples,
             overlap=self.overlap,
             batch_size=self.batch_size,
             device=self.device,
             min_length=self.model.min_samples,
             progress=progress,
         )
-        return {name: stems[i] for i, name in enumerate(self.sources)}
+        est = est[..., delay:]  # a view: summed into the average without another copy
+        return est.flip(1) if swap else est

@@ -27,7 +27,7 @@ from conftest import in_threads, voice_and_band
 from eval.ratings import summary
 from separation.audio import SAMPLE_RATE
 from separation.errors import SeparationError
-from separation.separator import OutOfMemory
+from separation.separator import OutOfMemory, segment_offsets
 from webapp import lab as lab_module
 from webapp import ui as ui_module
 from webapp.config import AppConfig
@@ -281,13 +281,17 @@ def test_out_of_memory_retries_with_smaller_segments(mixture):
                 raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
             return torch.stack([x * 0.25, x * 0.75], dim=1)
 
-    slot = ModelSlot(
-        "greedy", state="ready", separator=Separator(Greedy(), ModelInfo("greedy", "test", True, "here"), device="cpu")
-    )
+    info = ModelInfo("greedy", "test", True, "here")
+    slot = ModelSlot("greedy", state="ready", separator=Separator(Greedy(), info, device="cpu", shifts=2))
     with pytest.raises(OutOfMemory, match="ran out of memory on one 2.0-s segment"):
         slot.separator.separate(mixture, SR)  # 2-s segments: out of memory
-    stems = separate_with_fallback(slot, mixture)  # retried with 1-s segments
+    totals = []
+    stems = separate_with_fallback(slot, mixture, progress=lambda d, t: totals.append(t))  # retried with 1-s segments
     assert torch.allclose(stems["vocals"] + stems["accompaniment"], mixture, atol=1e-5)
+    # the retry kept the two averaged passes the separator was set up with
+    delay = Separator(Greedy(), info, device="cpu", shifts=2)._passes()[1][0]
+    length = mixture.shape[-1]
+    assert totals[-1] == len(segment_offsets(length, SR, 0.25)) + len(segment_offsets(length + delay, SR, 0.25))
 
 
 def test_a_model_that_fails_to_load_leaves_the_others_working(tmp_path):

@@ -72,6 +72,7 @@ def test_user_error_is_one_line_without_traceback(tmp_path):
         (["--model", "spleeter"], "no checkpoint at 'spleeter': not a folder, and not a Hub repo id", 2),
         (["--device", "cuda"], "CUDA was requested", 2),
         (["--wiener", "2", "--model", "conv1d"], "time-domain model", 2),
+        (["--shifts", "0"], "--shifts must be a whole number from 1 to 8, not 0", 2),
         (["--stems", "drums"], "drums not produced", 2),
         (["--filename", "{song}/{stem}.{ext}"], "unknown field 'song'", 2),
         (["--clip", "none"], "needs float output", 2),

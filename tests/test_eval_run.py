@@ -209,6 +209,22 @@ def test_a_results_folder_of_another_setup_is_refused(musdb_root, tmp_path, caps
     assert "different setup" in capsys.readouterr().err
 
 
+def test_averaged_passes_are_recorded_and_kept_apart(musdb_root, tmp_path, capsys):
+    args = ["--methods", "d=dprnn", "--musdb-root", str(musdb_root), "--is-wav", "--out", str(tmp_path), "--limit", "1"]
+    assert eval_main(args + ["-q", "--shifts", "9"]) == 2  # refused before anything is written
+    assert "--shifts must be a whole number from 1 to 8" in capsys.readouterr().err and not (tmp_path / "d").exists()
+    assert eval_main(args + ["-q", "--shifts", "2"]) == 0
+    record = json.loads((tmp_path / "d" / "method.json").read_text())
+    assert record["shifts"] == 2
+    assert eval_main(args + ["-q"]) == 2  # single-pass results would be mixed with averaged ones
+    assert "shifts: 2 -> 1" in capsys.readouterr().err
+    # a folder written before `shifts` was recorded holds single-pass results
+    record.pop("shifts")
+    (tmp_path / "d" / "method.json").write_text(json.dumps(record))
+    assert eval_main(args + ["-q"]) == 0
+    assert eval_main(args + ["-q", "--shifts", "2"]) == 2
+
+
 def test_track_selection():
     class T:
         def __init__(self, name):

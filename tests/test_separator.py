@@ -15,7 +15,14 @@ from separation import Separator, UntrainedModelWarning
 from separation.audio import prepare
 from separation.errors import DeviceError, SeparationError
 from separation.models import build_model
-from separation.separator import overlap_add, segment_offsets, select_device, triangular_weight
+from separation.separator import (
+    MAX_SHIFTS,
+    SHIFT_SPAN_SECONDS,
+    overlap_add,
+    segment_offsets,
+    select_device,
+    triangular_weight,
+)
 
 
 def identity(batch: torch.Tensor) -> torch.Tensor:
@@ -158,6 +165,61 @@ def test_wiener_option_validation():
         Separator(build_model("conv1d", TINY_CONFIGS["conv1d"]), device="cpu", wiener=1)
     with pytest.raises(SeparationError, match=">= 0"):
         Separator(build_model("dprnn", TINY_CONFIGS["dprnn"]), device="cpu", wiener=-1)
+
+
+def test_shifts_average_realigned_passes(tiny_dprnn):
+    """Pass 2 of 2 is the plain separation of the input delayed by 0.25 s with left and right
+    swapped, cut back into place and swapped back; the result is the mean of the two passes."""
+    x = torch.randn(2, int(2.5 * SR)) * 0.1
+    x[1] *= 0.3  # left and right differ: a pass whose channels were not swapped back would show
+    plain = Separator(tiny_dprnn, device="cpu", segment=1.0)
+    two = Separator(tiny_dprnn, device="cpu", segment=1.0, shifts=2)
+    delay = int(SHIFT_SPAN_SECONDS * SR) // 2
+    moved = plain.separate(torch.nn.functional.pad(x.flip(0), (delay, 0)), SR)
+    calls = []
+    stems = two.separate(x, SR, progress=lambda d, t: calls.append((d, t)))
+    for name in ("vocals", "accompaniment"):
+        expected = (plain.separate(x, SR)[name] + moved[name][:, delay:].flip(0)) / 2
+        torch.testing.assert_close(stems[name], expected, atol=1e-6, rtol=0)
+    assert not torch.allclose(stems["vocals"], plain.separate(x, SR)["vocals"], atol=1e-4)  # a second view, not a copy
+    # every pass keeps the stems aligned with the input: they still add up to the mixture
+    torch.testing.assert_close(stems["vocals"] + stems["accompaniment"], x, atol=1e-4, rtol=0)
+    assert two.separate(x, SR)["vocals"].equal(stems["vocals"])  # deterministic: no random shifts
+    # progress counts the segments of both passes, in order, to the end
+    assert [d for d, _ in calls] == sorted(d for d, _ in calls) and calls[-1][0] == calls[-1][1] == calls[0][1]
+    assert calls[-1][1] == len(segment_offsets(x.shape[-1], SR, 0.25)) + len(
+        segment_offsets(x.shape[-1] + delay, SR, 0.25)
+    )
+
+
+def test_shifts_on_short_mono_and_silent_inputs(tiny_dprnn):
+    sep = Separator(tiny_dprnn, device="cpu", shifts=MAX_SHIFTS)
+    mono = torch.randn(SR // 10) * 0.1  # shorter than the delays: each pass is still the input's length
+    stems = sep.separate(mono, SR)
+    assert stems["vocals"].shape == (2, SR // 10)
+    torch.testing.assert_close(stems["vocals"] + stems["accompaniment"], mono.expand(2, -1), atol=1e-4, rtol=0)
+    assert all(float(s.abs().max()) == 0 for s in sep.separate(torch.zeros(2, SR), SR).values())
+
+
+@pytest.mark.parametrize("shifts", [0, -1, MAX_SHIFTS + 1, 1.5, True, "2"])
+def test_shifts_option_validation(tiny_dprnn, shifts):
+    with pytest.raises(SeparationError, match=f"^shifts must be a whole number from 1 to {MAX_SHIFTS}"):
+        Separator(tiny_dprnn, device="cpu", shifts=shifts)
+
+
+def test_a_variant_keeps_every_setting_it_does_not_change(tiny_dprnn):
+    sep = Separator(tiny_dprnn, device="cpu", segment=3.0, overlap=0.5, batch_size=4, shifts=3)
+    small = sep.variant(segment=1.5, batch_size=1)
+    assert (small.segment, small.batch_size) == (1.5, 1)
+    assert (small.overlap, small.shifts, small.device, small.info, small.model) == (
+        0.5,
+        3,
+        sep.device,
+        sep.info,
+        sep.model,
+    )
+    with pytest.raises(TypeError, match="unknown settings: wiener"):
+        sep.variant(wiener=2)
 
 
 def test_unknown_model_name():

@@ -148,6 +148,19 @@ def test_settings_from_the_environment(tmp_path):
     assert AppConfig.from_env({"SPACE_ID": "user/lab"}).proxy_hops == 1
     assert AppConfig.from_env({"SPACE_ID": "user/lab", "APP_PROXY_HOPS": "2"}).proxy_hops == 2
     assert AppConfig.from_env({"APP_TRIAL_SECONDS": "8", "APP_SECRET": "k"}).trial_seconds == 8.0
+    assert AppConfig.from_env({}).shifts == 1 and AppConfig.from_env({"APP_SHIFTS": "2"}).shifts == 2
+    with pytest.raises(SeparationError, match="APP_SHIFTS must be a whole number from 1 to 8, not 9"):
+        AppConfig.from_env({"APP_SHIFTS": "9"})
+
+
+def test_model_version_names_the_weights_and_the_averaged_passes():
+    from webapp.service import model_version
+
+    sep = Separator.from_name("dprnn", device="cpu")
+    assert model_version(sep) == f"dprnn#{model_version(sep).split('#')[1]}" and "+" not in model_version(sep)
+    assert model_version(sep.variant(shifts=2)) == model_version(sep) + "+shifts2"  # other audio, same weights
+    slot = ModelPool(["dprnn"], device="cpu", shifts=2, background=False).slots["dprnn"]  # what APP_SHIFTS sets
+    assert slot.version == model_version(sep) + "+shifts2" and slot.message.endswith(", 2 passes averaged")
 
 
 def test_ratings_sync_appends_json_lines_under_the_scheduler_lock(tmp_path):

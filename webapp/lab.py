@@ -56,7 +56,9 @@ class LabApp:
         self._last_cleanup = 0.0
         self.zero_gpu = zero_gpu()
         # On ZeroGPU there is no CUDA outside `spaces.GPU` functions: load on the CPU, move inside.
-        self.pool = pool or ModelPool(config.models, device="cpu" if self.zero_gpu else config.device)
+        self.pool = pool or ModelPool(
+            config.models, device="cpu" if self.zero_gpu else config.device, shifts=config.shifts
+        )
         self._separate_on_gpu = on_gpu(self._separate_now, duration=self._gpu_seconds)
         self.clips: dict[str, Clip] = {}
         self.clip_note = ""
@@ -127,7 +129,7 @@ class LabApp:
     def _gpu_seconds(self, mix, references, clip, models=None, progress=None) -> int:
         """What to ask ZeroGPU for (called with the separation's own arguments)."""
         count = len(models) if models else max(1, len(self.pool.ready()))
-        return gpu_seconds(mix.shape[-1] / SAMPLE_RATE, count)
+        return gpu_seconds(mix.shape[-1] / SAMPLE_RATE, count * self.config.shifts)  # each pass is a model run
 
     def _separate_now(self, mix, references, clip, models=None, progress=None) -> Separation:
         """The separation and its metrics: on ZeroGPU this runs inside `spaces.GPU`, the only

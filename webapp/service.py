@@ -72,8 +72,10 @@ def public_message(exc: BaseException) -> str:
 
 def model_version(sep: Separator) -> str:
     """`name#sha` of the weights (the first 12 hex digits of `weights_digest`): ratings and API
-    answers say exactly which checkpoint made the audio, without saying where it is stored."""
-    return f"{sep.info.name}#{weights_digest(sep.model)[:12]}"
+    answers say exactly which checkpoint made the audio, without saying where it is stored.
+    Averaged passes give other audio from the same weights: `name#sha+shifts2`."""
+    version = f"{sep.info.name}#{weights_digest(sep.model)[:12]}"
+    return version + (f"+shifts{sep.shifts}" if sep.shifts > 1 else "")
 
 
 class ModelPool:
@@ -86,11 +88,12 @@ class ModelPool:
         names: list[str],
         *,
         device: str = "auto",
+        shifts: int = 1,
         loader: Callable[[str], Separator] | None = None,
         background: bool = True,
     ):
         self.device = device
-        self.loader = loader or (lambda name: Separator.load(name, device=device))
+        self.loader = loader or (lambda name: Separator.load(name, device=device, shifts=shifts))
         self.slots = {name: ModelSlot(name) for name in names}
         self._threads = [threading.Thread(target=self._load, args=(n,), daemon=True, name=f"load-{n}") for n in names]
         for t in self._threads:
@@ -104,6 +107,7 @@ class ModelPool:
             slot.separator = sep
             slot.message = (
                 f"{sep.info.architecture}, {'trained' if sep.info.trained else 'RANDOM WEIGHTS'}, on {sep.device.type}"
+                + (f", {sep.shifts} passes averaged" if sep.shifts > 1 else "")
             )
             slot.state = "ready"
             log.info("%s: %s from %s on %s", name, slot.version, sep.info.origin, sep.device)
@@ -130,14 +134,7 @@ class ModelPool:
             sep = slot.separator
             if sep is not None and sep.device != device:
                 moved.append((slot, sep))
-                slot.separator = Separator(
-                    sep.model.to(device),
-                    sep.info,
-                    device=device,
-                    segment=sep.segment,
-                    overlap=sep.overlap,
-                    batch_size=sep.batch_size,
-                )
+                slot.separator = sep.variant(sep.model.to(device), device=device)
         try:
             yield
         finally:
@@ -165,7 +162,7 @@ def separate_with_fallback(
     if sep.device.type == "cuda":
         torch.cuda.empty_cache()
     try:
-        smaller = Separator(sep.model, sep.info, device=sep.device, segment=sep.segment / 2, batch_size=1)
+        smaller = sep.variant(segment=sep.segment / 2, batch_size=1)
         return smaller.separate(mix, SAMPLE_RATE, progress=progress)
     except OutOfMemory:
         if sep.device.type == "cpu":
@@ -173,7 +170,7 @@ def separate_with_fallback(
                 f"{slot.name}: not enough memory for this input even in short segments; try a shorter excerpt"
             ) from None
         log.warning("%s: out of memory on %s again; retrying on the CPU", slot.name, sep.device)
-    cpu = Separator(copy.deepcopy(sep.model).cpu(), sep.info, device="cpu", segment=sep.segment / 2, batch_size=1)
+    cpu = sep.variant(copy.deepcopy(sep.model).cpu(), device="cpu", segment=sep.segment / 2, batch_size=1)
     return cpu.separate(mix, SAMPLE_RATE, progress=progress)
 
 
