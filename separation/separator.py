@@ -317,15 +317,16 @@ class Separator:
                 progress(1, 1)
             return {name: torch.zeros_like(mix) for name in self.sources}
         passes = self._passes()
-        segment = self.segment_samples
-        # The delayed passes are longer and may take one segment more: one total for them all.
-        lengths = [mix.shape[-1] + delay for delay, _ in passes]
-        counts = [len(segment_offsets(n, min(segment, n), self.overlap)) for n in lengths]
+        # The delayed passes are longer and may take one segment more: one total for them all,
+        # counted by the chunker's own `segment_offsets`.
+        length = mix.shape[-1]
+        counts = [len(segment_offsets(length + delay, self.segment_samples, self.overlap)) for delay, _ in passes]
+        total = sum(counts)
         stems: Tensor | None = None
         with torch.inference_mode():  # the passes' stems are inference tensors, summed in place
             for i, (delay, swap) in enumerate(passes):
                 before = sum(counts[:i])
-                step = None if progress is None else (lambda n, _total, b=before: progress(b + n, sum(counts)))
+                step = None if progress is None else (lambda n, _total, b=before: progress(b + n, total))
                 est = self._one_pass(mix, delay, swap, step)
                 stems = est if stems is None else stems.add_(est)  # pass 0 is plain: its own tensor
             assert stems is not None
