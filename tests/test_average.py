@@ -59,18 +59,30 @@ def test_the_average_holds_the_weighted_mean_of_every_tensor_and_separates(tmp_p
 
 
 def test_a_fine_tune_of_an_average_keeps_its_ingredients_in_its_card(musdb_root, tmp_path):
-    a, b = _checkpoint(tmp_path / "a", 1), _checkpoint(tmp_path / "b", 2)
-    soup = average_checkpoints([a, b], tmp_path / "soup")
+    gpu = {"data": "excerpts", "batch_size": 16, "chunk_seconds": 3.0, "valid_data": "4 songs"}
+    a = _checkpoint(tmp_path / "a", 1, budget="1 min of training on cuda (GPU X), bfloat16 autocast", **gpu)
+    b = _checkpoint(tmp_path / "b", 2, budget="2 min of training on cuda (GPU X), bfloat16 autocast", **gpu)
+    c = _checkpoint(tmp_path / "c", 3, budget="5 min of training on cpu")
+    soup = average_checkpoints([a, b, c], tmp_path / "soup")
     Trainer(tiny_train_config(musdb_root, tmp_path / "tuned", epochs=1, init_from=str(soup))).run()
     training = json.loads((tmp_path / "tuned" / "best" / "config.json").read_text())["training"]
     parent = training["parent"]
     assert training["init_from"] == str(soup)
-    assert [p["weights"] for p in parent["averaged_from"]] == [weights_digest(load_checkpoint(f)[0]) for f in (a, b)]
+    assert [p["weights"] for p in parent["averaged_from"]] == [weights_digest(load_checkpoint(f)[0]) for f in (a, b, c)]
     card = (tmp_path / "tuned" / "best" / "README.md").read_text()
     # the weights started from, by SHA-256: the path alone may hold other weights later
     assert parent["weights"] == weights_digest(load_checkpoint(soup)[0])
     assert f"fine-tuned from `{soup}` (sha256 `{parent['weights'][:12]}...`):" in card
-    assert "the average of 2 checkpoints (`python -m training average`)" in card
+    assert "the average of 3 checkpoints (`python -m training average`)" in card
+    # what the averaged runs were, one line per kind of run, budget included (a GPU step's minutes)
+    assert (
+        "  - 2 of them trained on excerpts for 10-20 steps (batch 16, 3.0-s chunks), "
+        "the longest 2 min of training on cuda (GPU X), bfloat16 autocast; validated on 4 songs"
+    ) in card
+    assert (
+        "  - 1 of them trained on set 3 for 30 steps, the longest 5 min of training on cpu; validated on valid songs"
+        in card
+    )
 
 
 def test_averaging_a_checkpoint_with_itself_changes_nothing(tmp_path):

@@ -22,6 +22,7 @@ from separation.separator import (
     segment_offsets,
     select_device,
     triangular_weight,
+    variant_settings,
 )
 
 
@@ -220,6 +221,17 @@ def test_a_variant_keeps_every_setting_it_does_not_change(tiny_dprnn):
     )
     with pytest.raises(TypeError, match="unknown settings: wiener"):
         sep.variant(wiener=2)
+
+
+def test_variant_settings_are_the_constructors_keyword_options(tiny_dprnn):
+    """A setting added to the constructor is kept by `variant` without being listed again: every
+    keyword-only parameter but the model's own (`wiener`) must be stored under its own name."""
+    assert "shifts" in variant_settings() and "wiener" not in variant_settings()
+    sep = Separator(tiny_dprnn, device="cpu", segment=2.0, overlap=0.5, batch_size=3, shifts=2, wiener=0)
+    same = sep.variant()
+    for name in variant_settings():
+        assert getattr(same, name) == getattr(sep, name), name
+    assert same.model.wiener_iterations == 0  # travels with the model
 
 
 def test_unknown_model_name():

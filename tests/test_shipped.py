@@ -11,7 +11,9 @@ import torch
 
 from conftest import SR
 from separation import Separator, UntrainedModelWarning
+from separation.checkpoints import load_checkpoint
 from separation.pretrained import ASSETS_DIR
+from training.hub import model_card
 from training.synthetic import make_track
 from training.validation import usdr
 
@@ -33,9 +35,15 @@ def test_checkpoint_is_small_and_describes_itself(name):
         assert len(meta["training"]["more_tests"]) == 2
         assert "Trained on songs rendered from sampled instruments" in card and "MUSDB18-HQ" in card
         assert card.count("## Test (") == 3 and "unseen sounds" in card and "held-out sounds" in card
+        # the 7 GPU minutes in its chain are an averaged run: their budget stays on the card
+        assert "the longest 7 min of training on cuda (NVIDIA H100 80GB HBM3)" in card
     else:
         assert meta["training"]["data"].startswith("synthetic")
         assert "Trained on synthetic data" in card
+    model, info = load_checkpoint(folder)
+    assert card == model_card(model, info.training), (
+        "stale card: write it again from the config (training.hub.model_card)"
+    )
 
 
 @pytest.fixture(scope="module")

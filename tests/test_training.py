@@ -18,6 +18,7 @@ from safetensors.torch import load_file
 
 from conftest import HF_CACHE, ROOT, SR, TINY_CONFIGS, tiny_train_config
 from separation import Separator
+from separation.checkpoints import load_checkpoint
 from separation.errors import CheckpointError, SeparationError
 from separation.tracks import ACCOMPANIMENT, accompaniment, load_track, open_musdb
 from training.data import ChunkDataset, DataConfig, epoch_batches, mixture_of
@@ -405,6 +406,25 @@ def test_cli_trains_resumes_and_refuses_to_overwrite(musdb_root, tmp_path):
     assert load_run(tmp_path / "run")[1]["epoch"] == 2
     assert main(["--model", "dprnn", "--out", str(tmp_path / "x")]) == 2  # no --musdb-root
     assert main(["--musdb-root", str(tmp_path / "nowhere"), "--out", str(tmp_path / "y")]) == 2
+
+
+def test_the_card_says_what_the_data_were_when_told(musdb_root, tmp_path):
+    """Data changed on the way (excerpts coded for a transfer, decoded into folders without their
+    metadata) are described by hand: the words reach the checkpoint's record and its card."""
+    from training.__main__ import main
+
+    args = ["--model", "conv1d", "--set", "hidden=[4,4,4]", "--musdb-root", str(musdb_root), "--is-wav"]
+    args += ["--seconds", "0.5", "--samples-per-track", "1", "--batch-size", "2", "--epochs", "1"]
+    told = ["--data-description", "8-s excerpts,\n  Vorbis-coded", "--valid-description", "2 songs, coded likewise"]
+    assert main([*args, "--out", str(tmp_path / "run"), *told]) == 0
+    info = load_checkpoint(tmp_path / "run" / "best")[1].training
+    assert (info["data"], info["valid_data"]) == ("8-s excerpts, Vorbis-coded", "2 songs, coded likewise")
+    card = (tmp_path / "run" / "best" / "README.md").read_text()
+    assert "- training data: 8-s excerpts, Vorbis-coded" in card and "2 songs, coded likewise" in card
+    assert main([*args, "--out", str(tmp_path / "plain")]) == 0  # untold: the folders' metadata speak
+    assert "synthetic" in load_checkpoint(tmp_path / "plain" / "best")[1].training["data"]
+    assert main([*args, "--out", str(tmp_path / "empty"), "--data-description", " "]) == 2
+    assert not (tmp_path / "empty").exists()
 
 
 def test_torchrun_ddp_on_cpu(musdb_root, tmp_path):

@@ -471,10 +471,11 @@ def test_training_defaults_are_the_sweeps_winners():
     )
     assert (scratch.lr, tuned.lr) == (1e-3, 3e-4)
     assert scratch.data.seconds == 3.0 and scratch.data.eq == 0.5
-    assert (
-        config_from_args(build_parser().parse_args(["--musdb-root", "x", "--lr", "0.01", "--init-from", "y"])).lr
-        == 0.01
+    assert tuned.data.seconds == 6.0  # a fine-tune's chunks: measured better than 3 s (README, "Longer chunks")
+    chosen = config_from_args(
+        build_parser().parse_args(["--musdb-root", "x", "--lr", "0.01", "--seconds", "4", "--init-from", "y"])
     )
+    assert (chosen.lr, chosen.data.seconds) == (0.01, 4.0)
     flags = ["--musdb-root", "x", "--gain", "1", "1", "--reverb-augment", "0.3"]
     augmented = config_from_args(build_parser().parse_args(flags)).data
     assert augmented.gain == (1.0, 1.0) and augmented.reverb == 0.3

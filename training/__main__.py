@@ -25,7 +25,7 @@ from separation.errors import SeparationError
 from .average import Validation, average_checkpoints, greedy_soup
 from .data import DataConfig
 from .hub import export, push_to_hub
-from .loop import FINE_TUNE_LR, TrainConfig, Trainer, resume_config
+from .loop import FINE_TUNE_LR, FINE_TUNE_SECONDS, TrainConfig, Trainer, resume_config
 from .losses import LossConfig
 from .validation import ValidationSet
 
@@ -40,7 +40,11 @@ def _value(text: str):
 def add_data_arguments(g) -> None:
     """The chunks, their augmentations and the loss: an argument group of `build_parser`."""
     d = DataConfig()
-    g.add_argument("--seconds", type=float, default=d.seconds, help="training chunk length, in seconds")
+    g.add_argument(
+        "--seconds",
+        type=float,
+        help=f"training chunk length, in seconds (default: {d.seconds:g}, or {FINE_TUNE_SECONDS:g} with --init-from)",
+    )
     g.add_argument("--samples-per-track", type=int, default=d.samples_per_track, help="chunks per track per epoch")
     g.add_argument("--silent-vocals", type=float, help="share of chunks with muted vocals (default: as drawn)")
     g.add_argument("--no-remix", action="store_true", help="take all sources of a chunk from the same track")
@@ -135,6 +139,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="also save every epoch's weights in RUN/epochs/epoch-NNN/ (~15 MB each), to average them "
         "afterwards (stochastic weight averaging: python -m training average)",
     )
+    p.add_argument(
+        "--data-description",
+        metavar="TEXT",
+        help="what the model card says the training data were, instead of what the folders' metadata say "
+        "(for data changed on the way, e.g. excerpts coded to fit a transfer and decoded elsewhere)",
+    )
+    p.add_argument("--valid-description", metavar="TEXT", help="the same for the validation data")
     p.add_argument("--workers", type=int, default=t.workers, help="data loading processes")
     p.add_argument("--device", default=t.device, help="auto (a GPU if there is one), cpu or cuda")
     p.add_argument(
@@ -165,7 +176,11 @@ def config_from_args(args) -> TrainConfig:
         is_wav=args.is_wav,
         out=str(args.out),
         data=DataConfig(
-            seconds=args.seconds,
+            seconds=args.seconds
+            if args.seconds is not None
+            else FINE_TUNE_SECONDS
+            if args.init_from
+            else DataConfig.seconds,
             samples_per_track=args.samples_per_track,
             remix=not args.no_remix,
             eq=args.eq_augment,
@@ -192,7 +207,19 @@ def config_from_args(args) -> TrainConfig:
         keep_epochs=args.keep_epochs,
         init_from=args.init_from,
         max_minutes=args.max_minutes,
+        data_description=_description(args.data_description, "--data-description"),
+        valid_description=_description(args.valid_description, "--valid-description"),
     )
+
+
+def _description(text: str | None, option: str) -> str | None:
+    """A card's description as given, or a one-line error: it is one line of the card."""
+    if text is None:
+        return None
+    text = " ".join(text.split())
+    if not text:
+        raise SeparationError(f"{option} is empty")
+    return text
 
 
 def run_export(argv: list[str]) -> int:

@@ -89,10 +89,38 @@ def _ingredients(training: dict) -> str:
                 if part.get("data") != training.get("data")
                 else "trained for "
             )
-            + f"{part.get('steps', '?')} steps, "
+            + f"{part.get('steps', '?')} steps{_shape(part.get('batch_size'), part.get('chunk_seconds'))}, "
             f"{part.get('budget', 'budget not recorded')}"
             + (f", {_fine_tuned_from(part)}" if part.get("init_from") else "")
             + (f"; validation loss {part['valid_loss']:.3f}" if "valid_loss" in part else "")
+        )
+    return lines
+
+
+def _shape(batch: int | None, chunk: float | None) -> str:
+    """' (batch 8, 3.0-s chunks)' from what is recorded, '' when neither is."""
+    shape = ", ".join([*([f"batch {batch}"] if batch else []), *([f"{chunk}-s chunks"] if chunk else [])])
+    return f" ({shape})" if shape else ""
+
+
+def _averaged_runs(parts: list[dict], indent: str) -> str:
+    """How the checkpoints of an average further up the chain were trained, one line per kind
+    (data, batch, chunk length, validation data; the epochs of one run are one kind), so that the
+    budget of a step that was averaged (e.g. a GPU run's epochs) stays on the card."""
+    kinds: dict[tuple, list[dict]] = {}
+    for part in parts:
+        key = tuple(part.get(k) for k in ("data", "batch_size", "chunk_seconds", "valid_data"))
+        kinds.setdefault(key, []).append(part)
+    lines = ""
+    for (data, batch, chunk, valid), group in kinds.items():
+        steps = sorted(p["steps"] for p in group if isinstance(p.get("steps"), int))
+        first, last = (steps[0], steps[-1]) if steps else ("?", "?")
+        span = f"{first} steps" if first == last else f"{first}-{last} steps"
+        longest = max(group, key=lambda p: p.get("steps") if isinstance(p.get("steps"), int) else -1)
+        lines += (
+            f"\n{indent}- {len(group)} of them trained on {data or '?'} for {span}{_shape(batch, chunk)}"
+            + f", the longest {longest.get('budget', 'budget not recorded')}"
+            + (f"; validated on {valid}" if valid else "")
         )
     return lines
 
@@ -135,6 +163,7 @@ def model_card(model, training: dict) -> str:
         elif node.get("averaged_from"):
             budget += (
                 f"\n{indent}- the average of {len(node['averaged_from'])} checkpoints (`python -m training average`)"
+                + _averaged_runs(node["averaged_from"], indent + "  ")
             )
         else:
             budget += (
