@@ -219,6 +219,7 @@ def test_cli_greedy_soup_and_its_refusals(musdb_root, tmp_path, capsys):
         "--greedy needs --validate-on": ["average", str(tmp_path / "soup"), str(a), str(b), "--greedy"],
         "no --weights": [*args, "--greedy", "--weights", "1", "2"],
         "--valid-tracks must be at least 1": [*args, "--valid-tracks", "0"],
+        "give both": ["average", str(tmp_path / "soup"), str(a), str(b), "--valid-description", "2 songs"],
     }
     for message, argv in usage_errors.items():
         with pytest.raises(SystemExit) as exit_:  # argparse's usage error: status 2, before any work
@@ -231,6 +232,16 @@ def test_cli_greedy_soup_and_its_refusals(musdb_root, tmp_path, capsys):
     # a device that cannot be used: refused by name, nothing written
     assert training_main([*args, "--greedy", "--device", "tpu"]) == 2
     assert "'tpu'" in capsys.readouterr().err and not (tmp_path / "soup").exists()
+    # an empty description of the validation songs: refused, nothing written
+    assert training_main([*args, "--valid-description", " \n"]) == 2
+    assert "--valid-description is empty" in capsys.readouterr().err and not (tmp_path / "soup").exists()
     assert training_main([*args, "--greedy", "--device", "cpu"]) == 0
     training = json.loads((tmp_path / "soup" / "config.json").read_text())["training"]
     assert len(training["greedy"]) == 2 and training["greedy"][0]["kept"]
+    assert training["valid_data"] == _valid(musdb_root).tracks.description  # the folder's own words by default
+    # the card's words for the validation songs, given: on the config and on the card (whitespace collapsed)
+    told = ["average", str(tmp_path / "told"), str(a), str(b), "--validate-on", root, "--is-wav", "--device", "cpu"]
+    assert training_main([*told, "--valid-description", "2 songs,\n  Vorbis-coded"]) == 0
+    training = json.loads((tmp_path / "told" / "config.json").read_text())["training"]
+    assert training["valid_data"] == "2 songs, Vorbis-coded"
+    assert "2 songs, Vorbis-coded" in (tmp_path / "told" / "README.md").read_text()

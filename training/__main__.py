@@ -271,6 +271,11 @@ def run_average(argv: list[str]) -> int:
     v.add_argument("--is-wav", action="store_true", help="ROOT holds wav stems (MUSDB18-HQ)")
     v.add_argument("--valid-tracks", type=int, help="its first N validation tracks only")
     v.add_argument(
+        "--valid-description",
+        metavar="TEXT",
+        help="the model card's words for the validation data (default: the folder's own description)",
+    )
+    v.add_argument(
         "--greedy",
         action="store_true",
         help="a greedy soup: in order of validation loss, keep each checkpoint that does not raise the soup's "
@@ -282,11 +287,16 @@ def run_average(argv: list[str]) -> int:
         p.error("--greedy needs --validate-on and weighs its ingredients equally (no --weights)")
     if a.valid_tracks is not None and a.valid_tracks < 1:
         p.error("--valid-tracks must be at least 1")
+    if a.valid_description is not None and not a.validate_on:
+        p.error("--valid-description describes the --validate-on songs: give both")
+    described = _description(a.valid_description, "--valid-description")  # an empty one before any loading
     validation = None
     if a.validate_on:
         # musdb's validation split of ROOT; a folder without one is refused with its name
         validation = Validation(
-            ValidationSet.from_musdb(a.validate_on, is_wav=a.is_wav, limit=a.valid_tracks), device=a.device
+            ValidationSet.from_musdb(a.validate_on, is_wav=a.is_wav, limit=a.valid_tracks),
+            device=a.device,
+            description=described,
         )
     if a.greedy:
         print(greedy_soup(a.checkpoints, a.dest, validation=validation, half=a.half))

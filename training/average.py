@@ -44,10 +44,14 @@ class Validation:
     tracks: ValidationSet
     loss: LossConfig = field(default_factory=LossConfig)
     device: str | torch.device = "auto"
+    # the card's words for the tracks where the folder's own description says too little
+    # (e.g. songs Vorbis-coded on the way), as `--valid-description` of a training run
+    description: str | None = None
 
     def __post_init__(self) -> None:
         # resolved once, here: a device that is not there is refused before any checkpoint is loaded
         self.device = select_device(self.device)
+        self.description = self.description or self.tracks.description
 
     def score(self, model) -> dict[str, float]:
         return validate(model.to(self.device), self.tracks, self.loss, self.device)[0]
@@ -84,7 +88,7 @@ def average_checkpoints(
     _load_sums(model, sums)
     training = _training_record(folders, shares, digests, trainings)
     if validation is not None:
-        training.update(valid=validation.score(model), valid_data=validation.tracks.description)
+        training.update(valid=validation.score(model), valid_data=validation.description)
     return save_checkpoint(model, dest, training=training, half=half, card=model_card(model, training))
 
 
@@ -131,7 +135,7 @@ def greedy_soup(
         [digests[i] for i in kept],
         [trainings[i] for i in kept],
     )
-    training.update(valid=record, valid_data=validation.tracks.description)
+    training.update(valid=record, valid_data=validation.description)
     training["greedy"] = [
         {
             "checkpoint": str(folders[i]),
