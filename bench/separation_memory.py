@@ -16,7 +16,7 @@ import resource
 import subprocess
 import sys
 
-LIMIT_GB = 2.5
+LIMIT_GIB = 2.5
 
 
 def child(name: str, seconds: float, shifts: int) -> None:
@@ -43,12 +43,11 @@ def main() -> None:
     p.add_argument("--shifts", default="1", type=passes, help="comma-separated numbers of averaged passes (default 1)")
     p.add_argument("--child")
     args = p.parse_args()
-    shifts = args.shifts
     if args.child:
-        return child(args.child, args.seconds, shifts[0])
+        return child(args.child, args.seconds, args.shifts[0])
     results = {}
     for name in args.models.split(","):
-        for n in shifts:
+        for n in args.shifts:
             out = subprocess.run(
                 [sys.executable, __file__, "--child", name, "--seconds", str(args.seconds), "--shifts", str(n)],
                 capture_output=True,
@@ -61,8 +60,8 @@ def main() -> None:
         f"one stereo track = {results[name, n]['track']:.2f} GiB float32"
     )
     for (name, n), r in results.items():
-        ok = "ok" if r["peak"] <= LIMIT_GB else f"OVER {LIMIT_GB} GiB"
-        label = name if shifts == [1] else f"{name} x{n}"
+        ok = "ok" if r["peak"] <= LIMIT_GIB else f"OVER {LIMIT_GIB} GiB"
+        label = name if args.shifts == [1] else f"{name} x{n}"
         print(
             f"  {label:10s} peak RSS {r['peak']:.2f} GiB "
             f"(peak before separating: import, model, input {r['before']:.2f} GiB)  {ok}"
