@@ -479,3 +479,82 @@ def test_training_defaults_are_the_sweeps_winners():
     flags = ["--musdb-root", "x", "--gain", "1", "1", "--reverb-augment", "0.3"]
     augmented = config_from_args(build_parser().parse_args(flags)).data
     assert augmented.gain == (1.0, 1.0) and augmented.reverb == 0.3
+
+
+# ---------------------------------------------------------------------------- synthesiser patches
+
+
+def test_patch_share_plays_parts_on_random_synth_patches_and_changes_nothing_else(songs):
+    """`patch_share` swaps soundfont presets for random synthesiser patches in bass and `other`
+    parts; at 0 the song is bit for bit the one rendered before the option existed, and the
+    score, voice and kit never depend on it."""
+    plain, plain_info = songs[("train", 2)]
+    track, info = render_song(2, "train", SECONDS, patch_share=0.0)
+    assert info == plain_info and all(np.array_equal(track[k], plain[k]) for k in plain)
+    patched, pinfo = render_song(2, "train", SECONDS, patch_share=1.0)
+    again, _ = render_song(2, "train", SECONDS, patch_share=1.0)
+    assert all(np.array_equal(patched[k], again[k]) for k in patched)  # deterministic
+    for key in ("genre", "tempo", "key", "sections", "voice", "kit"):
+        assert pinfo[key] == plain_info[key]
+    roles = [p.split(":")[0] for p in plain_info["parts"]["bass"] + plain_info["parts"]["other"]]
+    played = pinfo["parts"]["bass"] + pinfo["parts"]["other"]
+    assert [p.split(":")[0] for p in played] == roles  # the same parts, each on a patch
+    label = r"(bass|comp|pad|lead):patch:(saw|square|triangle|organ|fm):[0-9a-f]{8}"
+    assert all(re.fullmatch(label, p) for p in played)
+    assert len(set(p.split(":", 1)[1] for p in played)) == len(played)  # no two parts share a patch
+    chosen = {p.split(":")[1] for p in plain_info["parts"]["bass"] + plain_info["parts"]["other"]}
+    assert not chosen <= set(pinfo["soundfonts"])  # an unplayed soundfont is not listed as used
+    ints = {k: patched[k].astype(np.float64) * 32768 for k in patched}
+    assert np.array_equal(ints["mixture"], sum(ints[s] for s in SOURCES))  # still the exact sum
+    assert not np.array_equal(patched["bass"], plain["bass"]) and np.abs(patched["bass"]).max() > 0.01
+    f, power = welch(patched["bass"].mean(axis=1), SAMPLE_RATE, nperseg=4096)
+    assert power[f < 1500].sum() / power.sum() > 0.8  # a patched bass is still a bass
+
+
+def test_a_patch_is_band_limited_finite_and_silent_after_its_release():
+    from training.world.patches import KINDS, TOP_HZ, Patch
+
+    rng = np.random.default_rng(0)
+    seen = set()
+    for i in range(40):
+        patch = Patch.draw(rng, ["bass", "comp", "pad", "lead"][i % 4])
+        seen.add(patch.kind)
+        notes = [Note(0.1, 0.4, 84, 100), Note(0.6, 0.3, 40, 30)]
+        audio = patch.render(notes, 2.0)
+        assert audio.shape == (2 * SAMPLE_RATE, 2) and audio.dtype == np.float32 and np.isfinite(audio).all()
+        assert np.abs(audio).max() > 1e-3
+        assert not audio[: int(0.1 * SAMPLE_RATE)].any()  # nothing before the first note
+        end = int((0.9 + patch.release) * SAMPLE_RATE) + 1
+        assert not audio[end:].any()  # the last release ends at exactly zero
+        if patch.kind != "fm":  # additive: no partial above TOP_HZ, so nothing aliased (the noise burst aside)
+            tone = dataclasses.replace(patch, noise=0.0).render(notes, 2.0)
+            f, power = welch(tone[:, 0], SAMPLE_RATE, nperseg=2048)
+            assert power[f > TOP_HZ + 500].sum() < 1e-4 * power.sum(), patch
+    assert seen == set(KINDS)
+
+
+def test_patches_are_training_sounds_only(tmp_path):
+    for sounds in ("heldout", "unseen", "valid"):
+        with pytest.raises(ValueError, match="training sounds"):
+            render_song(0, sounds, 4.0, patch_share=0.5)
+        with pytest.raises(ValueError, match="training sounds"):
+            write_world(tmp_path / sounds, sounds=sounds, test=1, seconds=4.0, patch_share=0.5)
+        assert not (tmp_path / sounds).exists()
+    cli = [sys.executable, "-m", "training.world", str(tmp_path / "cli"), "--train", "1", "--valid", "0", "--test", "0"]
+    args = [*cli, "--sounds", "unseen", "--patch-share", "0.5"]
+    done = subprocess.run(args, capture_output=True, text=True, cwd=ROOT)
+    assert done.returncode == 2 and "training sounds" in done.stderr and not (tmp_path / "cli").exists()
+    for bad in ("1.5", "-0.1", "nan", "half"):
+        done = subprocess.run([*cli, "--patch-share", bad], capture_output=True, text=True, cwd=ROOT)
+        assert done.returncode == 2 and "a probability from 0 to 1" in done.stderr, bad
+    assert not (tmp_path / "cli").exists()
+
+
+def test_a_patched_set_says_so_in_its_description(tmp_path):
+    from training.validation import describe_generated
+
+    meta = write_world(tmp_path / "p", train=2, valid=0, test=0, seconds=4.0, patch_share=0.5)
+    assert meta["patch_share"] == 0.5
+    assert any(":patch:" in p for t in meta["tracks"] for p in t["parts"]["bass"] + t["parts"]["other"])
+    text = describe_generated(str(tmp_path / "p"), tracks=2, kind="train")
+    assert text.endswith(", 9 voices, --patch-share 0.5)")

@@ -167,8 +167,8 @@ def model_card(model, training: dict) -> str:
             )
         else:
             budget += (
-                f"\n{indent}- trained on {node.get('data', '?')} for {node.get('steps', '?')} steps "
-                f"(batch {node.get('batch_size', '?')}, {node.get('chunk_seconds', '?')}-s chunks), "
+                f"\n{indent}- trained on {node.get('data', '?')} for {node.get('steps', '?')} steps"
+                f"{_shape(node.get('batch_size'), node.get('chunk_seconds'))}, "
                 f"{node.get('budget', 'budget not recorded')}"
                 + (f"; validated on {node['valid_data']}" if node.get("valid_data") else "")
             )

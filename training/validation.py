@@ -140,8 +140,10 @@ def describe_generated(root: str, *, tracks: int, kind: str) -> str | None:
         sounds = "" if meta.get("world", "train") == "train" else f", the {meta['world']!r} sounds"
         # sets rendered before 2026-11-27 do not list their voices (the five training voices)
         voices = f", {len(meta['voices'])} voices" if "voices" in meta else ""
+        share = meta.get("patch_share", 0.0)  # sets rendered before 2026-11-28: no key, no patches
+        patches = f", --patch-share {share:g}" if share else ""
         return (
             f"songs rendered from sampled sounds (training.world{sounds}, {used} of "
-            f"{meta['seconds']:g} s, seed {meta['seed']}{even}{voices})"
+            f"{meta['seconds']:g} s, seed {meta['seed']}{even}{voices}{patches})"
         )
     return None

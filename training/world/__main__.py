@@ -4,6 +4,7 @@
     python -m training.world data/world-heldout --sounds heldout --test 10   # this project's unseen split
     python -m training.world data/world-unseen --sounds unseen --test 10     # FluidR3 + espeak-ng, never trained on
     python -m training.world data/world-valid --sounds valid --valid 14      # validation songs by unheard voices
+    python -m training.world data/world-patches --train 400 --valid 0 --test 0 --patch-share 0.5  # + synth patches
 
 Every track folder holds mixture.wav (the exact sum of the stems) and vocals/drums/bass/other.wav;
 `world.json` records what each track was made of (genre, voice, kit, soundfonts, programs) and
@@ -51,13 +52,33 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="sing with the five training voices of sets rendered before 2026-11-27 only (reproduces them)",
     )
+    p.add_argument(
+        "--patch-share",
+        type=_share,
+        default=0.0,
+        metavar="P",
+        help="chance that a bass or other part plays a random synthesiser patch instead of a soundfont "
+        "preset (training sounds only; 0 renders the sets before it bit for bit)",
+    )
     return p
+
+
+def _share(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"a probability from 0 to 1, not {text!r}")
+    return value
 
 
 def main(argv: list[str] | None = None) -> int:
     a = build_parser().parse_args(argv)
     options = dict(vars(a))
     root, no_traits, even = options.pop("root"), options.pop("no_traits"), options.pop("even_syllables")
+    if a.patch_share and a.sounds != "train":
+        build_parser().error(f"--patch-share: synthesiser patches are training sounds, not for --sounds {a.sounds}")
     meta = write_world(root, traits=Traits.none() if no_traits else REAL, align_syllables=not even, **options)
     n = len(meta["tracks"])
     print(

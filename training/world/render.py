@@ -18,6 +18,7 @@ from separation.audio import SAMPLE_RATE
 from ..synthetic import Traits, place_mono, validation_names, write_track
 from ..synthetic import voice as formant_voice
 from .mix import balance, channel_strip, master
+from .patches import Patch
 from .score import Song, make_song
 from .sounds import SPLITS, Voice, check_installed, voices_of
 from .synth import render_drums, synth_for
@@ -84,13 +85,20 @@ def render_song(
     *,
     align: bool = True,
     five_voices: bool = False,
+    patch_share: float = 0.0,
 ):
     """One song from split `sounds`: ({source: (T, 2) float32, "mixture": their exact sum},
     what it was made of). `align`: sung syllables on the melody's notes (False: the speech
     stretched evenly over each phrase, as sets rendered before the alignment). `five_voices`:
-    the training voices of sets rendered before 2026-11-27 (reproduces them)."""
+    the training voices of sets rendered before 2026-11-27 (reproduces them). `patch_share`:
+    the chance that a bass or `other` part is played on a random synthesiser patch
+    (`training.world.patches`) instead of its soundfont preset; training sounds only."""
+    check_patch_share(sounds, patch_share)
     rng = np.random.default_rng([seed, SPLIT_CODE[sounds]])
     trng = np.random.default_rng([seed, SPLIT_CODE[sounds], 1])  # traits: their own draws
+    # Patches draw from their own generator too, so the rest of the song (score, sounds, mix)
+    # is the one `patch_share=0` renders: only the patched parts' instruments differ.
+    prng = np.random.default_rng([seed, SPLIT_CODE[sounds], 2])
     bank = SPLITS[sounds]
     voices = voices_of(sounds, five_voices)
     voice = voices[int(rng.integers(len(voices)))]
@@ -104,15 +112,19 @@ def render_song(
             continue
         soundfont = bank.soundfonts[int(rng.integers(len(bank.soundfonts)))]
         program = _program(soundfont, part.program)
-        audio = synth_for(soundfont).render(part.notes, program, seconds)
+        if patch_share and prng.random() < patch_share:
+            patch = Patch.draw(prng, part.role)
+            audio, sound = patch.render(part.notes, seconds), patch.id
+        else:
+            audio, sound = synth_for(soundfont).render(part.notes, program, seconds), f"{soundfont.name}:{program}"
+            used["soundfonts"].append(soundfont.name)
         audio = channel_strip(audio, rng, room=float(rng.uniform(0.0, 0.3)))
         if part.stem == "bass" and trng.random() < traits.mono_bass:
             audio = place_mono(audio.mean(axis=1), None)
         elif part.stem == "other":
             audio = balance(audio, float(rng.uniform(-0.6, 0.6)))
         stems[part.stem] += audio / (np.abs(audio).max() + 1e-9) * (1.0 if part.role != "pad" else 0.5)
-        used["soundfonts"].append(soundfont.name)
-        used["parts"].setdefault(part.stem, []).append(f"{part.role}:{soundfont.name}:{program}")
+        used["parts"].setdefault(part.stem, []).append(f"{part.role}:{sound}")
     if trng.random() < traits.hard_pan:
         stems["other"] = balance(stems["other"], float(trng.choice([-1.0, 1.0])))
     drums = render_drums(kit, song.drums, seconds)
@@ -139,11 +151,23 @@ def render_song(
     return track, info
 
 
-def _render_one(job: tuple, *, sounds: str, seconds: float, traits: Traits, align: bool, five_voices: bool) -> dict:
+def check_patch_share(sounds: str, patch_share: float) -> None:
+    """Patches are training sounds: a held-out split rendered with them would not be held out."""
+    if not 0.0 <= patch_share <= 1.0:
+        raise ValueError(f"patch_share is a probability, 0 to 1: got {patch_share}")
+    if patch_share and sounds != "train":
+        raise ValueError(f"synthesiser patches are training sounds: --patch-share needs --sounds train, not {sounds!r}")
+
+
+def _render_one(
+    job: tuple, *, sounds: str, seconds: float, traits: Traits, align: bool, five_voices: bool, patch_share: float
+) -> dict:
     """One track of a world: `job` is what differs per track, (folder, seed, silent_drums)."""
     folder, seed, silent_drums = job
     t0 = time.perf_counter()
-    track, info = render_song(seed, sounds, seconds, traits, align=align, five_voices=five_voices)
+    track, info = render_song(
+        seed, sounds, seconds, traits, align=align, five_voices=five_voices, patch_share=patch_share
+    )
     if silent_drums:  # an acoustic song: the drums stem is exactly zero, the mixture the sum of the rest
         track["mixture"] = track["mixture"] - track["drums"]
         track["drums"] = np.zeros_like(track["drums"])
@@ -171,6 +195,7 @@ def write_world(
     traits: Traits = Traits(),
     align_syllables: bool = True,
     five_voices: bool = False,
+    patch_share: float = 0.0,
 ) -> dict:
     """Render a MUSDB18-HQ-shaped folder from split `sounds`: the training sounds give `train/`
     (training and validation songs) and `test/`; the `valid` sounds validation songs alone
@@ -179,6 +204,7 @@ def write_world(
     start by forkserver: a script that calls this needs an `if __name__ == "__main__":` guard, as
     for any pool that does not fork (`python -m training.world` has one)."""
     check_installed(sounds)
+    check_patch_share(sounds, patch_share)
     root = Path(root)
     if sounds == "valid":
         train = test = 0
@@ -194,7 +220,13 @@ def write_world(
         silent = traits.silent_source and position[subset] == 1
         jobs_list.append((str(root / subset / name), seed * 1_000_003 + offset, silent))
     render_one = functools.partial(
-        _render_one, sounds=sounds, seconds=seconds, traits=traits, align=align_syllables, five_voices=five_voices
+        _render_one,
+        sounds=sounds,
+        seconds=seconds,
+        traits=traits,
+        align=align_syllables,
+        five_voices=five_voices,
+        patch_share=patch_share,
     )
     t0 = time.perf_counter()
     if jobs > 1:
@@ -214,6 +246,7 @@ def write_world(
         "traits": dataclasses.asdict(traits),
         "syllables_on_notes": align_syllables,
         "voices": [v.id for v in voices_of(sounds, five_voices)],
+        "patch_share": patch_share,
         "jobs": jobs,
         "render_seconds": round(wall, 1),
         "tracks_per_minute": round(60 * len(tracks) / max(wall, 1e-9), 2),
