@@ -20,7 +20,7 @@ from pathlib import Path
 from separation.cli import HelpFormatter, dispatch, exit_now
 
 from ..synthetic import REAL, Traits
-from .render import write_world
+from .render import check_patch_share, write_world
 from .sounds import SPLITS
 
 
@@ -74,11 +74,14 @@ def _share(text: str) -> float:
 
 
 def main(argv: list[str] | None = None) -> int:
-    a = build_parser().parse_args(argv)
+    parser = build_parser()
+    a = parser.parse_args(argv)
     options = dict(vars(a))
     root, no_traits, even = options.pop("root"), options.pop("no_traits"), options.pop("even_syllables")
-    if a.patch_share and a.sounds != "train":
-        build_parser().error(f"--patch-share: synthesiser patches are training sounds, not for --sounds {a.sounds}")
+    try:
+        check_patch_share(a.sounds, a.patch_share)  # write_world's own check, as a usage error before any work
+    except ValueError as e:
+        parser.error(str(e))
     meta = write_world(root, traits=Traits.none() if no_traits else REAL, align_syllables=not even, **options)
     n = len(meta["tracks"])
     print(

@@ -111,9 +111,10 @@ class Patch:
 
     # ------------------------------------------------------------------ one note
 
-    def _envelope(self, held: int, n: int) -> np.ndarray:
-        """ADSR, `n` samples, the key released after `held`; `(n,)` float32."""
-        t = np.arange(n, dtype=np.float32) / SAMPLE_RATE
+    def _envelope(self, t: np.ndarray, held: int) -> np.ndarray:
+        """ADSR at the note's times `t` (seconds, `(n,)`), the key released after `held` samples;
+        `(n,)` float32."""
+        n = len(t)
         attack = np.minimum(t / self.attack, 1.0)
         decay = self.sustain + (1.0 - self.sustain) * np.exp(-np.maximum(t - self.attack, 0.0) / self.decay)
         env = attack * decay
@@ -151,7 +152,7 @@ class Patch:
             burst *= np.exp(-np.arange(len(burst)) / (0.006 * SAMPLE_RATE)).astype(np.float32)
             tone[: len(burst)] += (self.noise * burst)[:, None]
         gain = (note.velocity / 127.0) ** 1.5
-        return (tone * (self._envelope(held, n) * gain)[:, None]).astype(np.float32)
+        return (tone * (self._envelope(t, held) * gain)[:, None]).astype(np.float32)
 
     def _tone(self, phase: np.ndarray, f0: float, bright: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         """One unison voice, `(n,)` float32, from its running phase (radians, float64)."""
