@@ -1,10 +1,11 @@
 """Render speed of the training world: tracks per minute on this machine, one process and
 `--jobs` processes, against the synthetic generator (`training.synthetic`) in the same run.
 
-    ./run.sh bench world_render [--tracks 8] [--seconds 30] [--jobs 2] [--patch-share 0.5]
+    ./run.sh bench world_render [--tracks 8] [--seconds 30] [--jobs 2] [--patch-share 0.5] [--singer-share 0.5]
 
 With `--patch-share P` it also renders the same tracks with synthesiser patches
-(`training.world.patches`) and prints that rate against the soundfonts-only one.
+(`training.world.patches`), with `--singer-share P` with varied singers (`voices.Singer`), and
+prints each rate against the plain one.
 
 Each process loads its soundfonts once (MuseScore General: ~5 s), as a long render does; the
 first track of each process pays it, so more tracks give a truer rate.
@@ -28,6 +29,7 @@ def main() -> None:
     p.add_argument("--seconds", type=float, default=30.0)
     p.add_argument("--jobs", type=int, default=2)
     p.add_argument("--patch-share", type=float, default=0.0, help="also render with this share of patched parts")
+    p.add_argument("--singer-share", type=float, default=0.0, help="also render with this share of varied singers")
     a = p.parse_args()
     t0 = time.perf_counter()
     for i in range(a.tracks):
@@ -48,16 +50,21 @@ def main() -> None:
     print(f"  ratio world / synthetic (1 process): {rates[1] / synthetic:.2f}")
     if a.jobs > 1:
         print(f"  speed-up with {a.jobs} processes: {rates[a.jobs] / rates[1]:.2f}x")
-    if a.patch_share:
+    kw = dict(train=a.tracks, valid=0, test=0, seconds=a.seconds, jobs=a.jobs)
+    for option, share in (("patch_share", a.patch_share), ("singer_share", a.singer_share)):
+        if not share:
+            continue
         with tempfile.TemporaryDirectory() as tmp:
-            kw = dict(train=a.tracks, valid=0, test=0, seconds=a.seconds, jobs=a.jobs)
-            meta = write_world(Path(tmp) / "p", patch_share=a.patch_share, **kw)
-        patched = meta["tracks_per_minute"]
-        share = sum(":patch:" in p for t in meta["tracks"] for p in t["parts"]["bass"] + t["parts"]["other"])
-        parts = sum(len(t["parts"]["bass"]) + len(t["parts"]["other"]) for t in meta["tracks"])
+            meta = write_world(Path(tmp) / "p", **{option: share}, **kw)
+        rate = meta["tracks_per_minute"]
+        if option == "patch_share":
+            played = [p for t in meta["tracks"] for p in t["parts"]["bass"] + t["parts"]["other"]]
+            what = f"{sum(':patch:' in p for p in played)} of {len(played)} parts patched"
+        else:
+            what = f"{sum('singer' in t for t in meta['tracks'])} of {len(meta['tracks'])} songs by varied singers"
         print(
-            f"  world with --patch-share {a.patch_share:g} ({share} of {parts} parts patched), {a.jobs} process(es): "
-            f"{patched:6.1f} tracks/min, ratio to soundfonts only {patched / rates[a.jobs]:.2f}"
+            f"  world with --{option.replace('_', '-')} {share:g} ({what}), {a.jobs} process(es): "
+            f"{rate:6.1f} tracks/min, ratio to plain {rate / rates[a.jobs]:.2f}"
         )
 
 

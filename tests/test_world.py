@@ -533,19 +533,22 @@ def test_a_patch_is_band_limited_finite_and_silent_after_its_release():
     assert seen == set(KINDS)
 
 
-def test_patches_are_training_sounds_only(tmp_path):
+@pytest.mark.parametrize("share", ["patch_share", "singer_share"])
+def test_patches_and_varied_singers_are_training_sounds_only(tmp_path, share):
     for sounds in ("heldout", "unseen", "valid"):
         with pytest.raises(ValueError, match="training sounds"):
-            render_song(0, sounds, 4.0, patch_share=0.5)
+            render_song(0, sounds, 4.0, **{share: 0.5})
         with pytest.raises(ValueError, match="training sounds"):
-            write_world(tmp_path / sounds, sounds=sounds, test=1, seconds=4.0, patch_share=0.5)
+            write_world(tmp_path / sounds, sounds=sounds, test=1, seconds=4.0, **{share: 0.5})
         assert not (tmp_path / sounds).exists()
+    flag = "--" + share.replace("_", "-")
     cli = [sys.executable, "-m", "training.world", str(tmp_path / "cli"), "--train", "1", "--valid", "0", "--test", "0"]
-    args = [*cli, "--sounds", "unseen", "--patch-share", "0.5"]
+    args = [*cli, "--sounds", "unseen", flag, "0.5"]
     done = subprocess.run(args, capture_output=True, text=True, cwd=ROOT)
-    assert done.returncode == 2 and "training sounds" in done.stderr and not (tmp_path / "cli").exists()
+    assert done.returncode == 2 and "training sounds" in done.stderr and flag in done.stderr
+    assert not (tmp_path / "cli").exists()
     for bad in ("1.5", "-0.1", "nan", "half"):
-        done = subprocess.run([*cli, "--patch-share", bad], capture_output=True, text=True, cwd=ROOT)
+        done = subprocess.run([*cli, flag, bad], capture_output=True, text=True, cwd=ROOT)
         assert done.returncode == 2 and "a probability from 0 to 1" in done.stderr, bad
     assert not (tmp_path / "cli").exists()
 
@@ -553,8 +556,91 @@ def test_patches_are_training_sounds_only(tmp_path):
 def test_a_patched_set_says_so_in_its_description(tmp_path):
     from training.validation import describe_generated
 
-    meta = write_world(tmp_path / "p", train=2, valid=0, test=0, seconds=4.0, patch_share=0.5)
-    assert meta["patch_share"] == 0.5
+    meta = write_world(tmp_path / "p", train=2, valid=0, test=0, seconds=4.0, patch_share=0.5, singer_share=1.0)
+    assert meta["patch_share"] == 0.5 and meta["singer_share"] == 1.0
     assert any(":patch:" in p for t in meta["tracks"] for p in t["parts"]["bass"] + t["parts"]["other"])
+    # every song but one sung by the formant voice (it has no WORLD analysis to vary) has a singer
+    assert all(("singer" in t) == (t["voice"] != "formant:synthetic") for t in meta["tracks"])
     text = describe_generated(str(tmp_path / "p"), tracks=2, kind="train")
-    assert text.endswith(", 9 voices, --patch-share 0.5)")
+    assert text.endswith(", 9 voices, --patch-share 0.5, --singer-share 1)")
+
+
+# ---------------------------------------------------------------------------- varied singers
+
+
+def test_singer_share_varies_the_voice_and_changes_nothing_else(songs):
+    """`singer_share` sings a song through a varied copy of its voice; at 0 the song is bit for
+    bit the one rendered before the option existed, and nothing but the vocals is redrawn (the
+    other stems move only by the shared bus limiter's gain)."""
+    seed = next(s for s in range(6) if songs[("train", s)][1]["voice"] != "formant:synthetic")
+    plain, plain_info = songs[("train", seed)]
+    track, info = render_song(seed, "train", SECONDS, singer_share=0.0)
+    assert info == plain_info and "singer" not in info and all(np.array_equal(track[k], plain[k]) for k in plain)
+    varied, vinfo = render_song(seed, "train", SECONDS, singer_share=1.0)
+    again, _ = render_song(seed, "train", SECONDS, singer_share=1.0)
+    assert all(np.array_equal(varied[k], again[k]) for k in varied)  # deterministic
+    assert re.fullmatch(r"singer:w[0-9.]+:b[0-9.]+:t[+-][0-9.]+:r[0-9.]+@[0-9]+", vinfo["singer"])
+    assert vinfo["parts"]["vocals"][0] == f"{plain_info['voice']}+{vinfo['singer']}"
+    assert {k: v for k, v in vinfo.items() if k != "singer"} == plain_info | {"parts": vinfo["parts"]}
+    assert vinfo["parts"]["vocals"][1:] == plain_info["parts"]["vocals"][1:]
+    assert all(vinfo["parts"][k] == plain_info["parts"][k] for k in ("bass", "drums", "other"))
+    ints = {k: varied[k].astype(np.float64) * 32768 for k in varied}
+    assert np.array_equal(ints["mixture"], sum(ints[s] for s in SOURCES))  # still the exact sum
+    assert not np.array_equal(varied["vocals"], plain["vocals"]) and np.abs(varied["vocals"]).max() > 0.01
+    for stem in ("bass", "drums", "other"):
+        a, b = varied[stem].ravel().astype(np.float64), plain[stem].ravel().astype(np.float64)
+        if np.any(b):
+            assert np.corrcoef(a, b)[0, 1] > 0.99, stem
+    for start, end in _vocal_free_spans(plain_info):  # vocal-free sections stay vocal-free
+        span = slice(int(start * SAMPLE_RATE) + 4410, int(end * SAMPLE_RATE))
+        assert np.abs(varied["vocals"][span]).max() <= np.abs(plain["vocals"][span]).max() + 1e-3
+
+
+def _vocal_free_spans(info: dict) -> list[tuple[float, float]]:
+    return [(a, b) for name, a, b in info["sections"] if name in ("intro", "break", "outro") and b - a > 0.5]
+
+
+def test_a_singer_reshapes_the_envelope_as_its_parameters_say():
+    """`Singer.color` on a flat envelope: tilt and singer's formant where they are said to be,
+    breathiness up or down; the default singer changes nothing; drawn singers stay in range."""
+    Singer = voices.Singer
+    bins = 1025
+    freqs = np.linspace(0, SAMPLE_RATE / 2, bins)
+    sp, ap = np.ones((3, bins)), np.full((3, bins), 0.25)
+    same_sp, same_ap = Singer().color(sp, ap)
+    assert np.array_equal(same_sp, sp) and np.array_equal(same_ap, ap)
+    bright, _ = Singer(tilt_db=2.0).color(sp, ap)
+    db = 10 * np.log10(bright[0])
+    at = {f: db[np.argmin(np.abs(freqs - f))] for f in (250, 1000, 4000)}
+    assert at[1000] == pytest.approx(0.0, abs=0.2) and at[4000] == pytest.approx(4.0, abs=0.2)
+    assert at[250] == pytest.approx(-4.0, abs=0.2)
+    ring, _ = Singer(ring_db=6.0, ring_hz=3000.0).color(sp, ap)
+    assert freqs[np.argmax(ring[0])] == pytest.approx(3000.0, abs=25.0)
+    assert 10 * np.log10(ring[0].max()) == pytest.approx(6.0, abs=0.05) and ring[0][:50].max() < 1.001
+    assert (Singer(breath=0.5).color(sp, ap)[1] > ap).all() and (Singer(breath=1.5).color(sp, ap)[1] < ap).all()
+    rng = np.random.default_rng(0)
+    drawn = [Singer.draw(rng) for _ in range(200)]
+    assert all(0.88 <= d.warp <= 1.14 and 0.35 <= d.breath <= 1.6 and 0 <= d.ring_db <= 9 for d in drawn)
+    assert min(d.breath for d in drawn) < 0.5 and max(d.breath for d in drawn) > 1.3  # both ways
+
+
+def test_a_longer_vocal_tract_lowers_the_sung_formants():
+    """A singer's `warp` acts on the sung audio, not only on paper: the same phrase, same notes
+    and same draws, sung with a shorter vocal tract (warp 1.14) has its spectral centroid higher
+    than with a longer one (0.88), at the same timing."""
+    voice = SPLITS["train"].voices[1]
+    song = make_song(np.random.default_rng(0), 20.0, female=voice.female)
+    phrase = song.phrases[0]
+    sung = {}
+    for warp in (0.88, 1.14):
+        singer = voices.Singer(warp=warp)
+        sung[warp] = voices.sing(voice, phrase.words, phrase.notes, np.random.default_rng(1), singer=singer)
+    (s1, low), (s2, high) = sung[0.88], sung[1.14]
+    assert s1 == s2 and len(low) == len(high) and np.isfinite(low).all() and np.isfinite(high).all()
+
+    def centroid(x):
+        f, power = welch(x, SAMPLE_RATE, nperseg=2048)
+        band = f < 8000
+        return float((f[band] * power[band]).sum() / power[band].sum())
+
+    assert centroid(high) > 1.08 * centroid(low)

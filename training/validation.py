@@ -140,10 +140,11 @@ def describe_generated(root: str, *, tracks: int, kind: str) -> str | None:
         sounds = "" if meta.get("world", "train") == "train" else f", the {meta['world']!r} sounds"
         # sets rendered before 2026-11-27 do not list their voices (the five training voices)
         voices = f", {len(meta['voices'])} voices" if "voices" in meta else ""
-        share = meta.get("patch_share", 0.0)  # sets rendered before 2026-11-28: no key, no patches
-        patches = f", --patch-share {share:g}" if share else ""
+        # Sets rendered before an option existed have no key for it: the option was off.
+        shares = [(flag, meta.get(key, 0.0)) for flag, key in (("patch", "patch_share"), ("singer", "singer_share"))]
+        options = "".join(f", --{flag}-share {share:g}" for flag, share in shares if share)
         return (
             f"songs rendered from sampled sounds (training.world{sounds}, {used} of "
-            f"{meta['seconds']:g} s, seed {meta['seed']}{even}{voices}{patches})"
+            f"{meta['seconds']:g} s, seed {meta['seed']}{even}{voices}{options})"
         )
     return None

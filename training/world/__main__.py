@@ -5,6 +5,7 @@
     python -m training.world data/world-unseen --sounds unseen --test 10     # FluidR3 + espeak-ng, never trained on
     python -m training.world data/world-valid --sounds valid --valid 14      # validation songs by unheard voices
     python -m training.world data/world-patches --train 400 --valid 0 --test 0 --patch-share 0.5  # + synth patches
+    python -m training.world data/world-singers --train 400 --valid 0 --test 0 --singer-share 0.5  # + varied singers
 
 Every track folder holds mixture.wav (the exact sum of the stems) and vocals/drums/bass/other.wav;
 `world.json` records what each track was made of (genre, voice, kit, soundfonts, programs) and
@@ -20,7 +21,7 @@ from pathlib import Path
 from separation.cli import HelpFormatter, dispatch, exit_now
 
 from ..synthetic import REAL, Traits
-from .render import check_patch_share, write_world
+from .render import check_shares, write_world
 from .sounds import SPLITS
 
 
@@ -60,6 +61,15 @@ def build_parser() -> argparse.ArgumentParser:
         help="chance that a bass or other part plays a random synthesiser patch instead of a soundfont "
         "preset (training sounds only; 0 renders the sets before it bit for bit)",
     )
+    p.add_argument(
+        "--singer-share",
+        type=_share,
+        default=0.0,
+        metavar="P",
+        help="chance that a song is sung by a varied copy of its voice: another vocal tract length, "
+        "breathiness, brightness and singer's formant (training sounds only; 0 renders the sets before it "
+        "bit for bit)",
+    )
     return p
 
 
@@ -79,7 +89,8 @@ def main(argv: list[str] | None = None) -> int:
     options = dict(vars(a))
     root, no_traits, even = options.pop("root"), options.pop("no_traits"), options.pop("even_syllables")
     try:
-        check_patch_share(a.sounds, a.patch_share)  # write_world's own check, as a usage error before any work
+        # write_world's own check, as a usage error before any work
+        check_shares(a.sounds, patch_share=a.patch_share, singer_share=a.singer_share)
     except ValueError as e:
         parser.error(str(e))
     meta = write_world(root, traits=Traits.none() if no_traits else REAL, align_syllables=not even, **options)

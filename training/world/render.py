@@ -22,7 +22,7 @@ from .patches import Patch
 from .score import Song, make_song
 from .sounds import SPLITS, Voice, check_installed, voices_of
 from .synth import render_drums, synth_for
-from .voices import lead_vocal
+from .voices import Singer, lead_vocal
 
 SPLIT_CODE = {"train": 1, "heldout": 2, "unseen": 3, "valid": 4}
 
@@ -50,16 +50,17 @@ def _formant_vocal(song: Song, rng: np.random.Generator) -> np.ndarray:
 
 
 def _vocals(
-    song: Song, voice: Voice, soundfont: Path, rng, dual_mono: bool, align: bool
+    song: Song, voice: Voice, soundfont: Path, rng, dual_mono: bool, align: bool, singer: Singer | None = None
 ) -> tuple[np.ndarray, list[str]]:
-    """The vocals stem `(T, 2)`: lead, double, harmony, breaths, and a choir patch if scored."""
+    """The vocals stem `(T, 2)`: lead, double, harmony, breaths, and a choir patch if scored;
+    `singer`: the sung takes' voice varied (a WORLD voice's only: the formant voice has its own)."""
     n = int(song.seconds * SAMPLE_RATE)
     if voice.engine == "formant":
         takes = {"lead": _formant_vocal(song, rng)}
     else:
-        takes = lead_vocal(voice, song.phrases, song.seconds, rng, align=align)
+        takes = lead_vocal(voice, song.phrases, song.seconds, rng, align=align, singer=singer)
     choir = [p for p in song.parts if p.stem == "vocals"]
-    parts = [voice.id]
+    parts = [voice.id if singer is None else f"{voice.id}+{singer.id}"]
     room = float(rng.uniform(0.05, 0.3))
     if dual_mono and not choir:
         mono = sum(takes.values())
@@ -86,19 +87,22 @@ def render_song(
     align: bool = True,
     five_voices: bool = False,
     patch_share: float = 0.0,
+    singer_share: float = 0.0,
 ):
     """One song from split `sounds`: ({source: (T, 2) float32, "mixture": their exact sum},
     what it was made of). `align`: sung syllables on the melody's notes (False: the speech
     stretched evenly over each phrase, as sets rendered before the alignment). `five_voices`:
     the training voices of sets rendered before 2026-11-27 (reproduces them). `patch_share`:
     the chance that a bass or `other` part is played on a random synthesiser patch
-    (`training.world.patches`) instead of its soundfont preset; training sounds only."""
-    check_patch_share(sounds, patch_share)
+    (`training.world.patches`) instead of its soundfont preset; `singer_share`: the chance that
+    the song is sung by a varied copy of its voice (`voices.Singer`); both training sounds only."""
+    check_shares(sounds, patch_share=patch_share, singer_share=singer_share)
     rng = np.random.default_rng([seed, SPLIT_CODE[sounds]])
     trng = np.random.default_rng([seed, SPLIT_CODE[sounds], 1])  # traits: their own draws
     # Patches draw from their own generator too, so the rest of the song (score, sounds, mix)
     # is the one `patch_share=0` renders: only the patched parts' instruments differ.
     prng = np.random.default_rng([seed, SPLIT_CODE[sounds], 2])
+    srng = np.random.default_rng([seed, SPLIT_CODE[sounds], 3])  # singers: likewise
     bank = SPLITS[sounds]
     voices = voices_of(sounds, five_voices)
     voice = voices[int(rng.integers(len(voices)))]
@@ -106,6 +110,10 @@ def render_song(
     kit = bank.drumkits[int(rng.integers(len(bank.drumkits)))]
     n = int(seconds * SAMPLE_RATE)
     used = {"voice": voice.id, "kit": f"kit:{kit}", "soundfonts": [], "parts": {}}
+    singer = None
+    if singer_share and voice.engine != "formant" and srng.random() < singer_share:
+        singer = Singer.draw(srng)
+        used["singer"] = singer.id  # the key only where a singer varied the voice, as before it existed
     stems = {"bass": np.zeros((n, 2), np.float32), "other": np.zeros((n, 2), np.float32)}
     for part in song.parts:
         if part.stem == "vocals":
@@ -131,7 +139,7 @@ def render_song(
     stems["drums"] = channel_strip(drums, rng, room=float(rng.uniform(0.0, 0.2)))
     choir_font = bank.soundfonts[int(rng.integers(len(bank.soundfonts)))]
     dual_mono = trng.random() < traits.dual_mono_vocals
-    stems["vocals"], vocal_parts = _vocals(song, voice, choir_font, rng, dual_mono, align)
+    stems["vocals"], vocal_parts = _vocals(song, voice, choir_font, rng, dual_mono, align, singer)
     used["parts"]["vocals"] = vocal_parts
     used["parts"]["drums"] = [f"kit:{kit}"]
     if any(p.stem == "vocals" for p in song.parts):
@@ -151,22 +159,44 @@ def render_song(
     return track, info
 
 
-def check_patch_share(sounds: str, patch_share: float) -> None:
-    """Patches are training sounds: a held-out split rendered with them would not be held out."""
-    if not 0.0 <= patch_share <= 1.0:
-        raise ValueError(f"patch_share is a probability, 0 to 1: got {patch_share}")
-    if patch_share and sounds != "train":
-        raise ValueError(f"synthesiser patches are training sounds: --patch-share needs --sounds train, not {sounds!r}")
+# What each share adds to a song, for its error message.
+SHARES = {"patch_share": "synthesiser patches", "singer_share": "varied singers"}
+
+
+def check_shares(sounds: str, **shares: float) -> None:
+    """`patch_share`, `singer_share`: probabilities, and training sounds only: a held-out split
+    rendered with patches or varied training voices would not be held out."""
+    for name, share in shares.items():
+        if not 0.0 <= share <= 1.0:
+            raise ValueError(f"{name} is a probability, 0 to 1: got {share}")
+        if share and sounds != "train":
+            flag = "--" + name.replace("_", "-")
+            raise ValueError(f"{SHARES[name]} are training sounds: {flag} needs --sounds train, not {sounds!r}")
 
 
 def _render_one(
-    job: tuple, *, sounds: str, seconds: float, traits: Traits, align: bool, five_voices: bool, patch_share: float
+    job: tuple,
+    *,
+    sounds: str,
+    seconds: float,
+    traits: Traits,
+    align: bool,
+    five_voices: bool,
+    patch_share: float,
+    singer_share: float,
 ) -> dict:
     """One track of a world: `job` is what differs per track, (folder, seed, silent_drums)."""
     folder, seed, silent_drums = job
     t0 = time.perf_counter()
     track, info = render_song(
-        seed, sounds, seconds, traits, align=align, five_voices=five_voices, patch_share=patch_share
+        seed,
+        sounds,
+        seconds,
+        traits,
+        align=align,
+        five_voices=five_voices,
+        patch_share=patch_share,
+        singer_share=singer_share,
     )
     if silent_drums:  # an acoustic song: the drums stem is exactly zero, the mixture the sum of the rest
         track["mixture"] = track["mixture"] - track["drums"]
@@ -196,6 +226,7 @@ def write_world(
     align_syllables: bool = True,
     five_voices: bool = False,
     patch_share: float = 0.0,
+    singer_share: float = 0.0,
 ) -> dict:
     """Render a MUSDB18-HQ-shaped folder from split `sounds`: the training sounds give `train/`
     (training and validation songs) and `test/`; the `valid` sounds validation songs alone
@@ -204,7 +235,7 @@ def write_world(
     start by forkserver: a script that calls this needs an `if __name__ == "__main__":` guard, as
     for any pool that does not fork (`python -m training.world` has one)."""
     check_installed(sounds)
-    check_patch_share(sounds, patch_share)
+    check_shares(sounds, patch_share=patch_share, singer_share=singer_share)
     root = Path(root)
     if sounds == "valid":
         train = test = 0
@@ -227,6 +258,7 @@ def write_world(
         align=align_syllables,
         five_voices=five_voices,
         patch_share=patch_share,
+        singer_share=singer_share,
     )
     t0 = time.perf_counter()
     if jobs > 1:
@@ -247,6 +279,7 @@ def write_world(
         "syllables_on_notes": align_syllables,
         "voices": [v.id for v in voices_of(sounds, five_voices)],
         "patch_share": patch_share,
+        "singer_share": singer_share,
         "jobs": jobs,
         "render_seconds": round(wall, 1),
         "tracks_per_minute": round(60 * len(tracks) / max(wall, 1e-9), 2),

@@ -12,11 +12,13 @@ slow drift) wherever the speech was voiced; consonants stay noise. The envelope 
 above the voice's own band (diphone voices stop at 8 kHz) with a falling, mostly aperiodic
 "air", and synthesised directly at 44.1 kHz, so that a vocals stem is never recognisable by
 its bandwidth alone. Doubles (a second take, a few cents and ms off) and harmonies are more
-syntheses of the same analysis.
+syntheses of the same analysis. A `Singer` (`--singer-share`) varies a voice into another singer:
+vocal tract length, breathiness, brightness and a singer's formant.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import subprocess
 import tempfile
@@ -33,6 +35,47 @@ from .sounds import Voice
 from .synth import Note
 
 FRAME_MS = 5.0
+
+
+@dataclasses.dataclass(frozen=True)
+class Singer:
+    """A singer made from a voice (`--singer-share`): nine training voices are few singers, so
+    a song may sing through a varied copy of its voice. WORLD's envelope and aperiodicity are
+    reshaped along the axes that tell singers apart: vocal tract length (formants scaled by
+    `warp`, on top of each song's own 0.92-1.1), breathiness (aperiodicity raised to `breath`:
+    < 1 breathier, > 1 more pressed), brightness (`tilt_db` per octave about 1 kHz, as a
+    source spectrum's slope) and a singer's formant (a peak of `ring_db` at `ring_hz`, the
+    2.4-3.6 kHz cluster trained singers project with). The default is the voice unchanged."""
+
+    warp: float = 1.0
+    breath: float = 1.0
+    tilt_db: float = 0.0
+    ring_db: float = 0.0
+    ring_hz: float = 3000.0
+
+    @classmethod
+    def draw(cls, rng: np.random.Generator) -> Singer:
+        return cls(
+            warp=float(rng.uniform(0.88, 1.14)),
+            breath=float(np.exp(rng.uniform(np.log(0.35), np.log(1.6)))),
+            tilt_db=float(rng.uniform(-3.0, 2.5)),
+            ring_db=float(rng.uniform(0.0, 9.0)),
+            ring_hz=float(rng.uniform(2400.0, 3600.0)),
+        )
+
+    @property
+    def id(self) -> str:
+        """e.g. `singer:w1.07:b0.62:t-1.3:r5.1@2870` (what world.json records)."""
+        return f"singer:w{self.warp:.2f}:b{self.breath:.2f}:t{self.tilt_db:+.1f}:r{self.ring_db:.1f}@{self.ring_hz:.0f}"
+
+    def color(self, sp: np.ndarray, ap: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Full-band power envelope and aperiodicity `(frames, bins)` (from `_to_full_band`)
+        reshaped by this singer's brightness, singer's formant and breathiness."""
+        freqs = np.linspace(0, SAMPLE_RATE / 2, sp.shape[1])
+        tilt = np.clip(self.tilt_db * np.log2(np.maximum(freqs, 50.0) / 1000.0), -18.0, 18.0)
+        ring = self.ring_db * np.exp(-0.5 * ((freqs - self.ring_hz) / (0.15 * self.ring_hz)) ** 2)
+        gain = 10 ** ((tilt + ring) / 10)  # the envelope is a power spectrum
+        return np.ascontiguousarray(sp * gain), np.clip(ap, 0.0, 1.0) ** self.breath
 
 
 _SPOKEN: dict[tuple[Voice, str], tuple[np.ndarray, int]] = {}
@@ -233,9 +276,11 @@ def sing(
     warp: float = 1.0,
     detune_cents: float = 0.0,
     align: bool = True,
+    singer: Singer | None = None,
 ) -> tuple[float, np.ndarray]:
     """`words` sung to `notes`: (start time s, mono float32 at 44.1 kHz); `align`: syllables on
-    the notes (else the speech is stretched evenly over the phrase)."""
+    the notes (else the speech is stretched evenly over the phrase); `singer`: the voice varied
+    (None: as it is)."""
     import pyworld
 
     voiced, sp, ap, rate = _analysis(voice, words)
@@ -246,7 +291,10 @@ def sing(
     hi = np.minimum(lo + 1, len(voiced) - 1)
     sp_t = sp[lo] * (1 - frac) + sp[hi] * frac
     ap_t = ap[lo] * (1 - frac) + ap[hi] * frac
-    sp_f, ap_f = _to_full_band(sp_t, ap_t, rate, warp)
+    if singer is None:
+        sp_f, ap_f = _to_full_band(sp_t, ap_t, rate, warp)
+    else:
+        sp_f, ap_f = singer.color(*_to_full_band(sp_t, ap_t, rate, warp * singer.warp))
     f0 = _contour(notes, frames, start, rng, detune_cents) * voiced[near]
     audio = pyworld.synthesize(np.ascontiguousarray(f0), sp_f, ap_f, SAMPLE_RATE, FRAME_MS)
     audio = audio / (np.sqrt(np.mean(audio**2)) + 1e-9) * 0.1
@@ -275,25 +323,34 @@ def place(track: np.ndarray, start: float, audio: np.ndarray, gain: float = 1.0)
 
 
 def lead_vocal(
-    voice: Voice, phrases: list[Phrase], seconds: float, rng: np.random.Generator, *, align: bool = True
+    voice: Voice,
+    phrases: list[Phrase],
+    seconds: float,
+    rng: np.random.Generator,
+    *,
+    align: bool = True,
+    singer: Singer | None = None,
 ) -> dict[str, np.ndarray]:
     """The sung lines of a song: {"lead", "double", "harmony"} mono tracks (T,) float32; the
-    double and the harmony are silent where the song has none. `align`: see `sing`."""
+    double and the harmony are silent where the song has none. `align`, `singer`: see `sing`
+    (one singer sings every take)."""
     n = int(seconds * SAMPLE_RATE)
     out = {k: np.zeros(n, np.float32) for k in ("lead", "double", "harmony")}
     speak_all(voice, [p.words for p in phrases])
     warp = float(rng.uniform(0.92, 1.1))
     doubled = rng.random() < 0.35
     for phrase in phrases:
-        start, audio = sing(voice, phrase.words, phrase.notes, rng, warp=warp, align=align)
+        start, audio = sing(voice, phrase.words, phrase.notes, rng, warp=warp, align=align, singer=singer)
         place(out["lead"], start, audio)
         if rng.random() < 0.5:
             place(out["lead"], start - 0.3, breath(rng))
         if doubled:
             detune = rng.uniform(-8, 8)
-            s2, take = sing(voice, phrase.words, phrase.notes, rng, warp=warp, detune_cents=detune, align=align)
+            s2, take = sing(
+                voice, phrase.words, phrase.notes, rng, warp=warp, detune_cents=detune, align=align, singer=singer
+            )
             place(out["double"], s2 + rng.uniform(0.01, 0.03), take, 0.5)
         if phrase.harmony:
-            s3, harm = sing(voice, phrase.words, phrase.harmony, rng, warp=warp * 1.02, align=align)
+            s3, harm = sing(voice, phrase.words, phrase.harmony, rng, warp=warp * 1.02, align=align, singer=singer)
             place(out["harmony"], s3, harm, 0.6)
     return out
