@@ -24,7 +24,7 @@ import numpy as np
 
 import common  # noqa: F401  (puts the project on sys.path)
 from procmem import run_measured
-from training.synthetic import make_track, write_track
+from songgen.synthetic import make_track, write_track
 
 ROOT = Path(__file__).resolve().parents[1]
 GB = 2**30

@@ -25,7 +25,7 @@ import torch
 
 import common  # noqa: F401  (puts the project on sys.path)
 from eval.methods import oracle_masks
-from training.synthetic import make_track
+from songgen.synthetic import make_track
 
 ROOT = Path(__file__).resolve().parents[1]
 

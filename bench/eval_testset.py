@@ -18,7 +18,7 @@ from pathlib import Path
 
 import common  # noqa: F401  (puts the project on sys.path)
 from eval.run import RunConfig, format_table, run
-from training.synthetic import write_musdb_folder
+from songgen.synthetic import write_musdb_folder
 
 
 def main() -> None:

@@ -22,7 +22,7 @@ import torch
 import common  # noqa: F401  (puts the project on sys.path)
 from eval.methods import oracle_masks
 from eval.scores import BSS_METRICS, framewise
-from training.synthetic import Traits, make_track
+from songgen.synthetic import Traits, make_track
 
 
 def track(seconds: float, dual_mono: bool) -> tuple[np.ndarray, np.ndarray]:

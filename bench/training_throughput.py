@@ -20,10 +20,10 @@ import time
 from pathlib import Path
 
 import common  # noqa: F401  (puts the project on sys.path)
+from songgen.synthetic import write_musdb_folder
+from songgen.world.render import write_world
 from training.data import DataConfig, epoch_batches
 from training.loop import TrainConfig, Trainer, precision_name
-from training.synthetic import write_musdb_folder
-from training.world.render import write_world
 
 
 def config(model: str, root: Path, out: Path, args, workers: int, amp: bool = True) -> TrainConfig:

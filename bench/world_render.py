@@ -1,10 +1,10 @@
 """Render speed of the training world: tracks per minute on this machine, one process and
-`--jobs` processes, against the synthetic generator (`training.synthetic`) in the same run.
+`--jobs` processes, against the synthetic generator (`songgen.synthetic`) in the same run.
 
     ./run.sh bench world_render [--tracks 8] [--seconds 30] [--jobs 2] [--patch-share 0.5] [--singer-share 0.5]
 
 With `--patch-share P` it also renders the same tracks with synthesiser patches
-(`training.world.patches`), with `--singer-share P` with varied singers (`voices.Singer`), and
+(`songgen.world.patches`), with `--singer-share P` with varied singers (`voices.Singer`), and
 prints each rate against the plain one.
 
 Each process loads its soundfonts once (MuseScore General: ~5 s), as a long render does; the
@@ -19,8 +19,8 @@ import time
 from pathlib import Path
 
 import common  # noqa: F401  (puts the project on sys.path)
-from training.synthetic import Traits, make_track
-from training.world.render import write_world
+from songgen.synthetic import Traits, make_track
+from songgen.world.render import write_world
 
 
 def main() -> None:

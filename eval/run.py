@@ -31,6 +31,7 @@ from separation.files import atomic_write_text
 from separation.results import write_summary
 from separation.separator import select_device
 from separation.tracks import TARGETS, load_targets, open_musdb, read_mixture, track_frames
+from songgen.describe import describe_scored
 
 from .methods import load_method, split_spec
 from .scores import METRICS, TrackScores, score_stacked
@@ -127,28 +128,8 @@ def _method_record(cfg: RunConfig, description: dict) -> dict:
         "window": cfg.window,
         "hop": cfg.hop,
         "targets": list(cfg.targets),
-        "data": describe_data(cfg.musdb_root, cfg.subset),
+        "data": describe_scored(cfg.musdb_root, cfg.subset),
     }
-
-
-def describe_data(root: str | os.PathLike, subset: str) -> str:
-    """What the scores were measured on, for method.json and the model cards made from it."""
-    root = Path(root).resolve()
-    text = f"{subset} subset of {root.name}/"
-    marker = root / "synthetic.json"  # written by training.synthetic
-    if marker.exists():
-        meta = json.loads(marker.read_text())
-        traits = meta.get("traits") or {}
-        real = traits.get("vocal_free") is not None or traits.get("dual_mono_vocals", 0) > 0
-        text += (
-            f" (training.synthetic, seed {meta.get('seed', '?')}, {'with' if real else 'without'} real data's traits)"
-        )
-    world = root / "world.json"  # written by training.world
-    if world.exists():
-        meta = json.loads(world.read_text())
-        sounds = {"train": "the training sounds", "heldout": "held-out sounds", "unseen": "unseen sounds"}
-        text += f" (training.world, {sounds.get(meta.get('world'), meta.get('world'))}, seed {meta.get('seed', '?')})"
-    return text
 
 
 def check_method_folder(folder: Path, record: dict) -> None:

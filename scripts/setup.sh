@@ -3,7 +3,9 @@
 #   1. Debian packages: ffmpeg (musdb/stempeg refuse to import without ffmpeg and ffprobe,
 #      and m4a/aac/webm decode through it); with --dev also chromium (PNG plots of `eval report`
 #      through kaleido, and the browser tests through playwright; never a browser download);
-#   2. a virtual environment in .venv with requirements.txt (+ requirements-dev.txt with --dev),
+#      and the training world's sounds (packages-world.txt);
+#   2. a virtual environment in .venv with requirements.txt (+ requirements-dev.txt and
+#      requirements-world.txt, the `world` extra, with --dev),
 #      and this project installed into it in editable mode (`pip install -e .`): `python -m
 #      separation` and the `separate`, `separation-eval`, `separation-train`, `separation-lab`
 #      commands then work from any folder.
@@ -19,7 +21,7 @@ apt_packages=()
 { command -v ffmpeg && command -v ffprobe; } >/dev/null 2>&1 || apt_packages+=(ffmpeg)
 if $dev; then
   command -v chromium >/dev/null 2>&1 || apt_packages+=(chromium)
-  # the training world's sounds and synthesisers (python -m training.world; tests/test_world.py)
+  # the training world's sounds and synthesisers (python -m songgen.world; tests/test_world.py)
   while read -r pkg; do
     if [ -n "$pkg" ] && ! dpkg -s "$pkg" >/dev/null 2>&1; then apt_packages+=("$pkg"); fi
   done < packages-world.txt
@@ -41,7 +43,7 @@ if [ ! -x .venv/bin/python ]; then
   "$python" -m venv .venv
 fi
 files=(requirements.txt)
-$dev && files+=(requirements-dev.txt)
+$dev && files+=(requirements-dev.txt requirements-world.txt)
 want=$(cat "${files[@]}" pyproject.toml | sha256sum | cut -d' ' -f1)
 stamp=.venv/.requirements-$($dev && echo dev || echo app)-sha256
 if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then

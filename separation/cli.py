@@ -50,7 +50,13 @@ def parse_time(text: str) -> float:
 
 
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
-    """Defaults shown in every option's help; the description's own line breaks kept."""
+    """Defaults shown in every option's help; the description's own line breaks kept. An option
+    whose default is None ("not given") says its default in its own help, or has none to say."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        if action.default is None:
+            return action.help
+        return super()._get_help_string(action)
 
 
 def build_parser() -> argparse.ArgumentParser:

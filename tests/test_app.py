@@ -23,11 +23,11 @@ import torch
 from gradio_client import Client, handle_file
 from gradio_client.exceptions import AppError
 
-from conftest import in_threads, voice_and_band
 from eval.ratings import summary
 from separation.audio import SAMPLE_RATE
 from separation.errors import SeparationError
 from separation.separator import SHIFT_SPAN_SECONDS, OutOfMemory, segment_offsets
+from tests.helpers import in_threads, voice_and_band
 from webapp import lab as lab_module
 from webapp import ui as ui_module
 from webapp.config import AppConfig

@@ -17,9 +17,9 @@ import soundfile as sf
 from gradio_client import Client, handle_file
 from gradio_client.exceptions import AppError
 
-from conftest import ROOT, voice_and_band
 from separation.audio import SAMPLE_RATE
 from separation.errors import AudioTooLargeError, SeparationError, scrub_paths
+from tests.helpers import ROOT, voice_and_band
 from webapp import lab as lab_module
 from webapp import ui as ui_module
 from webapp.config import AppConfig

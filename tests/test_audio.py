@@ -12,7 +12,6 @@ import pytest
 import soundfile as sf
 import torch
 
-from conftest import SR, voice_and_band
 from separation import audio
 from separation.errors import (
     AudioError,
@@ -24,6 +23,7 @@ from separation.errors import (
     NonFiniteAudioError,
     NotAudioError,
 )
+from tests.helpers import SR, voice_and_band
 
 
 def _clip(seconds=2.0, sr=SR):

@@ -6,20 +6,26 @@ import dataclasses
 import json
 import math
 import shutil
+from pathlib import Path
 
 import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from conftest import SR, TINY_CONFIGS, tiny_train_config
 from separation import Separator
 from separation.checkpoints import load_checkpoint, save_checkpoint, weights_digest
 from separation.errors import SeparationError
 from separation.models import DPRNN, UMX
+from tests.helpers import SR, TINY_CONFIGS, tiny_train_config
 from training.__main__ import main as training_main
 from training.average import Validation, average_checkpoints, greedy_soup
 from training.loop import Trainer, resume_config
 from training.validation import ValidationSet
+
+
+def _portable(path) -> str:
+    """How a saved average names a checkpoint folder outside the working folder: its last three parts."""
+    return "/".join(Path(path).parts[-3:])
 
 
 def _checkpoint(path, seed: int, config=TINY_CONFIGS["dprnn"], arch=DPRNN, **training):
@@ -45,12 +51,18 @@ def test_the_average_holds_the_weighted_mean_of_every_tensor_and_separates(tmp_p
 
     meta = json.loads((uniform / "config.json").read_text())
     parts = meta["training"]["averaged_from"]
-    assert [p["checkpoint"] for p in parts] == [str(a), str(b)] and [p["weight"] for p in parts] == [0.5, 0.5]
+    # ingredients named without the machine's folders (tmp_path is outside the working folder)
+    assert [p["checkpoint"] for p in parts] == [_portable(a), _portable(b)] and [p["weight"] for p in parts] == [
+        0.5,
+        0.5,
+    ]
     assert [p["weights"] for p in parts] == [weights_digest(load_checkpoint(f)[0]) for f in (a, b)]
     assert meta["training"]["data"] == "set 1 plus set 2"  # the union, each set once
     assert meta["training"]["valid_data"] == "valid songs"
     card = (uniform / "README.md").read_text()
-    assert "the average of 2 checkpoints" in card and f"`{b}`" in card and "weight 0.5" in card
+    assert "| 0 | this checkpoint | average of 2 checkpoints, 2 runs (up to 20 steps) |" in card
+    assert str(tmp_path) not in card and str(tmp_path) not in (uniform / "config.json").read_text()
+    assert "weights 0.75, 0.25" in (weighted / "README.md").read_text()
 
     sep = Separator.from_pretrained(str(uniform), device="cpu")
     mix = torch.randn(2, SR).mul(0.1)
@@ -72,17 +84,13 @@ def test_a_fine_tune_of_an_average_keeps_its_ingredients_in_its_card(musdb_root,
     card = (tmp_path / "tuned" / "best" / "README.md").read_text()
     # the weights started from, by SHA-256: the path alone may hold other weights later
     assert parent["weights"] == weights_digest(load_checkpoint(soup)[0])
-    assert f"fine-tuned from `{soup}` (sha256 `{parent['weights'][:12]}...`):" in card
-    assert "the average of 3 checkpoints (`python -m training average`)" in card
-    # what the averaged runs were, one line per kind of run, budget included (a GPU step's minutes)
+    # the lineage names the average by that hash, with what its runs were and their compute (the
+    # longest checkpoint of each run: a GPU step's minutes stay on the card)
     assert (
-        "  - 2 of them trained on excerpts for 10-20 steps (batch 16, 3.0-s chunks), "
-        "the longest 2 min of training on cuda (GPU X), bfloat16 autocast; validated on 4 songs"
+        f"| 1 | `{parent['weights'][:12]}` | average of 3 checkpoints, 2 runs (up to 30 steps) | excerpts + set 3 | "
+        "2.0 min on GPU X, bfloat16; 5.0 min on CPU |"
     ) in card
-    assert (
-        "  - 1 of them trained on set 3 for 30 steps, the longest 5 min of training on cpu; validated on valid songs"
-        in card
-    )
+    assert "| compute, all 2 steps of the lineage |" in card
 
 
 def test_averaging_a_checkpoint_with_itself_changes_nothing(tmp_path):
@@ -147,9 +155,10 @@ def test_keep_epochs_saves_every_epoch_for_weight_averaging(musdb_root, tmp_path
     assert [p["weights"] for p in parts] == digests and [p["epochs"] for p in parts] == [1, 2]
     assert all(isinstance(p["valid_loss"], float) for p in parts)
     # The run's ancestry is stated once, as the average's, not once per snapshot.
-    assert training["init_from"] == str(start) and not any("init_from" in p for p in parts)
+    assert training["init_from"] == _portable(start) and not any("init_from" in p for p in parts)
     card = (swa / "README.md").read_text()
-    assert card.count(f"fine-tuned from `{start}`") == 1 and card.count("validation loss") >= 2
+    assert "| 0 | this checkpoint | average of 2 checkpoints, the epochs of one run" in card
+    assert card.count(f"| 1 | `{weights_digest(load_checkpoint(start)[0])[:12]}` | trained from scratch") == 1
     # A resumed run keeps saving them.
     Trainer(resume_config(run, epochs=3), resume=True).run()
     assert (run / "epochs" / "epoch-002").is_dir()
@@ -185,7 +194,7 @@ def test_a_validated_average_scores_as_the_training_loop_does(musdb_root, tmp_pa
     assert training["valid"] == pytest.approx(_valid(musdb_root).score(load_checkpoint(swa)[0]), rel=1e-5)
     assert "1 validation track" in training["valid_data"]
     card = (swa / "README.md").read_text()
-    assert f"| loss | {training['valid']['valid_loss']:.3f} |" in card
+    assert f"| validation when saved | loss {training['valid']['valid_loss']:.3f}, " in card
 
 
 def test_the_greedy_soup_keeps_only_what_does_not_raise_the_validation_loss(musdb_root, tmp_path):
@@ -199,15 +208,15 @@ def test_the_greedy_soup_keeps_only_what_does_not_raise_the_validation_loss(musd
 
     training = json.loads((soup / "config.json").read_text())["training"]
     tried = training["greedy"]
-    assert [t["checkpoint"] for t in tried] == [str(good), str(twin), str(tmp_path / "noisy")]  # best loss first
+    assert [t["checkpoint"] for t in tried] == [_portable(p) for p in (good, twin, tmp_path / "noisy")]  # best first
     assert [t["kept"] for t in tried] == [True, True, False]
     assert tried[2]["soup_valid_loss"] > tried[0]["valid_loss"]  # the noisy one raised it
-    assert [p["checkpoint"] for p in training["averaged_from"]] == [str(good), str(twin)]
+    assert [p["checkpoint"] for p in training["averaged_from"]] == [_portable(good), _portable(twin)]
     # the soup is the good checkpoint (twice): its weights, and never a worse validation loss
     assert weights_digest(load_checkpoint(soup)[0]) == weights_digest(load_checkpoint(good)[0])
     assert training["valid"]["valid_loss"] <= min(t["valid_loss"] for t in tried)
     card = (soup / "README.md").read_text()
-    assert "a greedy soup, the average of the 2 of 3 checkpoints tried" in card
+    assert "greedy soup of 2 of 3 checkpoints tried" in card
     assert "2 of 3 checkpoints kept on the validation loss" in training["budget"]
 
 

@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from conftest import ROOT, SR, voice_and_band
 from separation.cli import main
+from tests.helpers import ROOT, SR, voice_and_band
 
 # Without assets/checkpoints, conv1d runs on random weights: its (expected) untrained warning
 # is asserted on, not shown; the shipped checkpoints have their own tests.

@@ -15,7 +15,7 @@ from eval import bsseval
 from eval.scores import METRICS, TrackScores, framewise, score_track
 from separation.audio import SAMPLE_RATE
 from separation.errors import SeparationError
-from training.synthetic import Traits, make_track
+from songgen.synthetic import Traits, make_track
 
 SR = SAMPLE_RATE  # the project's one sample rate
 TOL_DB = 0.01

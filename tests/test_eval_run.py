@@ -23,7 +23,7 @@ from eval.run import RunConfig, load_results, run, select_tracks
 from eval.scores import TrackScores, score_track
 from separation.checkpoints import read_config
 from separation.errors import SeparationError
-from training.synthetic import write_musdb_folder
+from songgen.synthetic import write_musdb_folder
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -100,7 +100,7 @@ def test_full_length_tracks_in_bounded_memory(tmp_path):
     tree stays within 6 GB (it took ~12 GB when the oracle masks and the metrics held whole-track
     spectrograms and float64 copies); peak measured from /proc every 20 ms."""
     from bench.procmem import run_measured
-    from training.synthetic import make_track, write_track
+    from songgen.synthetic import make_track, write_track
 
     root = tmp_path / "full"
     for i, seed in enumerate((11, 12)):
@@ -444,9 +444,9 @@ def test_export_takes_only_the_scores_of_the_exported_weights(musdb_root, tmp_pa
     the results folder whose recorded weights are the checkpoint's, and refuses otherwise."""
     import dataclasses
 
-    from conftest import TINY_CONFIGS
     from separation.checkpoints import save_checkpoint, weights_digest
     from separation.models.dprnn import DPRNN
+    from tests.helpers import TINY_CONFIGS
     from training.hub import export
 
     other = tmp_path / "other"
@@ -481,7 +481,7 @@ def test_export_takes_only_the_scores_of_the_exported_weights(musdb_root, tmp_pa
 
 
 def test_card_verdicts_follow_the_measured_scores():
-    from training.hub import verdict
+    from training.card import verdict
 
     def test(model, mixture=-4.0, irm=15.0):
         return {
@@ -512,7 +512,16 @@ def test_export_puts_eval_scores_in_the_model_card(musdb_root, tmp_path):
     assert test["tracks"] == 3
     assert test["medians"]["conv1d"]["vocals"] == pytest.approx(table["conv1d"]["vocals"]["SDR"])
     assert test["medians"]["irm"]["accompaniment"] == pytest.approx(table["irm"]["accompaniment"]["SDR"])
-    assert "| conv1d |" in (dest / "README.md").read_text()
+    card = (dest / "README.md").read_text()
+    own = test["medians"]["conv1d"]
+    assert f"| **{own['vocals']:.2f}** |" in card and f"| **{own['accompaniment']:.2f}** |" in card
+    assert f'name: "vocals SDR (BSSEval v4, median)", value: {own["vocals"]:.2f}}}' in card  # Hub model-index
+
+
+def _result_rows(card: str) -> list[str]:
+    """The rows of a model card's evaluation table."""
+    table = card.split("## Evaluation results")[1].split("\n## ")[0]
+    return [line for line in table.splitlines() if line.startswith("| ") and not line.startswith("| test data")]
 
 
 def test_export_takes_several_test_sets_the_first_as_headline(musdb_root, tmp_path):
@@ -530,5 +539,5 @@ def test_export_takes_several_test_sets_the_first_as_headline(musdb_root, tmp_pa
     training = read_config(dest)["training"]
     assert training["test"]["tracks"] == 3 and [t["tracks"] for t in training["more_tests"]] == [2]
     card = (dest / "README.md").read_text()
-    assert card.count("## Test (") == 2 and "3 tracks;" in card and "2 tracks;" in card
+    assert [row.split(" | ")[1] for row in _result_rows(card)] == ["3", "2"]  # one row per test set, in order
     assert "On the " in card and ", 3 held-out tracks" in card  # the headline sentence is the first set's

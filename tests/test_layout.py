@@ -7,7 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from conftest import ROOT
+from tests.helpers import ROOT
 
 MAX_FUNCTION_LINES = 100
 

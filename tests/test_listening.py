@@ -10,7 +10,6 @@ import json
 import os
 import shutil
 import sqlite3
-import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -21,8 +20,8 @@ import soundfile as sf
 from gradio_client import Client
 from gradio_client.exceptions import AppError
 
-from conftest import in_threads
 from separation.audio import SAMPLE_RATE
+from tests.helpers import Clock, in_threads
 from webapp import lab as lab_module
 from webapp import ui as ui_module
 from webapp.config import AppConfig
@@ -32,6 +31,7 @@ from webapp.trials import EXCERPTS_PER_SOURCE, loudness
 
 SR = SAMPLE_RATE
 SECONDS = 2.0  # the trials' excerpt, and the server's minimum time before a rating
+CLOCK = Clock(real=True)  # the ratings store's clock in this module's app
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 ADMIN = "adm1n-token"
 
@@ -44,6 +44,7 @@ def lab(tmp_path_factory):
     pool = ModelPool(["dprnn", "conv1d"], device="cpu", background=False)
     config = AppConfig(data_dir=root / "data", admin_token=ADMIN, trial_seconds=SECONDS, session_trials=3, proxy_hops=1)
     lab = lab_module.LabApp(config, pool=pool)
+    lab.store.clock = CLOCK  # the wait before a rating is measured on it: tests move it, not sleep
     lab.trial_files = type(lab.trial_files)(root / "trials")  # this module's own trial folder
     demo = ui_module.build_ui(lab)
     demo.queue(default_concurrency_limit=8)
@@ -86,13 +87,12 @@ def ready_listener(client: Client, lab, passed: bool = True) -> str:
 
 
 def rate_when_allowed(client: Client, listener: str, trial: dict, answer: dict) -> dict:
-    time.sleep(max(0.0, trial["issued"] + SECONDS + 0.05 - time.monotonic()))
+    CLOCK.advance(SECONDS)
     return client.predict(listener, trial["trial_id"], answer, api_name="/rate")
 
 
 def get_trial(client: Client, listener: str, kind: str = "mushra") -> tuple[list[str], dict]:
     files, trial = client.predict(listener, kind, api_name="/trial")
-    trial["issued"] = time.monotonic()
     return files, trial
 
 
@@ -191,7 +191,7 @@ def test_malformed_ab_answers_are_refused(lab, answer, match):
     _, trial = get_trial(client, listener, "ab")
     assert trial["kind"] == "ab" and trial["labels"] == ["A", "B"]  # gold trials included: they look the same
     before = lab.store.count()
-    time.sleep(max(0.0, trial["issued"] + SECONDS + 0.05 - time.monotonic()))
+    CLOCK.advance(SECONDS)
     with pytest.raises(AppError, match=match):
         client.predict(listener, trial["trial_id"], answer, api_name="/rate")
     assert lab.store.count() == before
@@ -205,7 +205,7 @@ def test_mushra_scores_must_be_numbers_in_range(lab, bad):
     scores = {label: 60 for label in trial["labels"]}
     scores[trial["labels"][0]] = bad
     before = lab.store.count()
-    time.sleep(max(0.0, trial["issued"] + SECONDS + 0.05 - time.monotonic()))
+    CLOCK.advance(SECONDS)
     with pytest.raises(AppError, match="a score must be"):
         client.predict(listener, trial["trial_id"], {"scores": scores}, api_name="/rate")
     assert lab.store.count() == before
@@ -239,7 +239,7 @@ def test_listener_ids_are_issued_and_signed_by_the_server(lab):
     # someone else's trial cannot be rated with one's own id
     _, trial = get_trial(client, real)
     other = ready_listener(client, lab)
-    time.sleep(SECONDS)
+    CLOCK.advance(SECONDS)
     with pytest.raises(AppError, match="another listener"):
         client.predict(other, trial["trial_id"], {"scores": {x: 50 for x in trial["labels"]}}, api_name="/rate")
 
@@ -300,7 +300,7 @@ def test_twenty_clients_fifty_ratings_each_store_exactly_1000_rows(lab):
         [(listeners[i][k % 2], lab.trial_for(None, listeners[i][k % 2], f"c{i}", kind="ab")[0]) for k in range(50)]
         for i in range(20)
     ]
-    time.sleep(SECONDS)
+    CLOCK.advance(SECONDS)
 
     def run(i: int) -> None:
         for listener, trial in trials[i]:
@@ -379,7 +379,7 @@ def test_a_mushra_session_in_the_browser(lab):
         assert len(set(sources)) == 5 and all(served in src for src in sources), sources
         assert len({src.rsplit("/", 2)[-2] for src in sources}) == 1  # one random folder for the trial
         # a submission forced through (the button enabled by hand) is refused by the server
-        time.sleep(SECONDS)  # past the server's wait: what refuses it now is that nothing was played
+        CLOCK.advance(SECONDS)  # past the server's wait: what refuses it now is that nothing was played
         submit.evaluate("b => { b.disabled = false; b.click(); }")
         refusal = page.locator(".toast-body", has_text="play A, B, C, D and the reference; rate A, B, C and D")
         expect(refusal).to_be_visible(timeout=10_000)
@@ -417,7 +417,7 @@ def open_trials(lab, listener: str):
 def test_an_ab_session_on_an_upload_in_the_browser(lab, tmp_path):
     from playwright.sync_api import expect, sync_playwright
 
-    from conftest import voice_and_band
+    from tests.helpers import voice_and_band
 
     voice, band = voice_and_band(5.0)
     song = tmp_path / "my song.wav"
@@ -450,7 +450,7 @@ def test_an_ab_session_on_an_upload_in_the_browser(lab, tmp_path):
             page.get_by_label("range slider for A: overall quality, 1 bad - 5 excellent", exact=True)
         ).to_be_visible()
         page.screenshot(path=str(out / "listening-ab.png"), full_page=True)
-        time.sleep(SECONDS)  # a real listener has heard both 10-s samples by now
+        CLOCK.advance(SECONDS)  # a real listener has heard both 10-s samples by now
         submit.click()
         expect(page.get_by_text("Saved (1 of 3)")).to_be_visible(timeout=10_000)
         chromium.close()

@@ -12,13 +12,13 @@ import shutil
 import pytest
 import torch
 
-from conftest import HF_CACHE, SR, TINY_CONFIGS
 from separation import Separator
 from separation.checkpoints import load_checkpoint, save_checkpoint
 from separation.errors import CheckpointError, WeightsUnavailableError
 from separation.models import ARCHITECTURES, build_model
 from separation.models.dprnn import chunk_frames, merge_chunks
 from separation.pretrained import NAMED_MODELS
+from tests.helpers import HF_CACHE, SR, TINY_CONFIGS
 
 
 def _model(arch, seed=0):

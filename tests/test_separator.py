@@ -10,7 +10,6 @@ import warnings
 import pytest
 import torch
 
-from conftest import ROOT, SR, TINY_CONFIGS
 from separation import Separator, UntrainedModelWarning
 from separation.audio import prepare
 from separation.errors import DeviceError, SeparationError
@@ -24,6 +23,7 @@ from separation.separator import (
     triangular_weight,
     variant_settings,
 )
+from tests.helpers import ROOT, SR, TINY_CONFIGS
 
 
 def identity(batch: torch.Tensor) -> torch.Tensor:

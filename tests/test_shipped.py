@@ -4,51 +4,126 @@ actually separating (on synthetic songs they were not trained on)."""
 from __future__ import annotations
 
 import json
+import re
 import warnings
 
 import pytest
 import torch
+import yaml
 
-from conftest import SR
 from separation import Separator, UntrainedModelWarning
 from separation.checkpoints import load_checkpoint
 from separation.pretrained import ASSETS_DIR
-from training.hub import model_card
-from training.synthetic import make_track
+from songgen.synthetic import make_track
+from tests.helpers import SR
+from training.card import model_card, portable
 from training.validation import usdr
 
 SHIPPED = ["dprnn", "conv1d"]
 
 
+# An absolute folder of some machine: /home/..., /tmp/..., C:\\..., ~/...
+LOCAL_PATH = re.compile(r"(?:^|[\s`'\"(=])(?:/(?:[\w.-]+/)+[\w.-]*|~/[\w.-]+|[A-Za-z]:\\\\)")
+
+
+def _front_matter(card: str) -> dict:
+    assert card.startswith("---\n"), "a Hub card starts with YAML metadata"
+    return yaml.safe_load(card.split("---\n")[1])
+
+
+def _strings(value):
+    if isinstance(value, dict):
+        for v in value.values():
+            yield from _strings(v)
+    elif isinstance(value, list):
+        for v in value:
+            yield from _strings(v)
+    elif isinstance(value, str):
+        yield value
+
+
 @pytest.mark.parametrize("name", SHIPPED)
 def test_checkpoint_is_small_and_describes_itself(name):
+    """What the Hub shows: metadata whose `model-index` holds the config's test scores, the
+    sections of a model card in order, the results table with the same numbers, and a card that
+    is the one `model_card` writes from the config (so shipping a new model needs no test edit)."""
     folder = ASSETS_DIR / "checkpoints" / name
     meta = json.loads((folder / "config.json").read_text())
+    training = meta["training"]
     assert meta["architecture"] == name and meta["trained"]
-    assert "test" in meta["training"], "held-out test scores belong in the checkpoint"
+    assert "test" in training, "held-out test scores belong in the checkpoint"
     assert (folder / "model.safetensors").stat().st_size <= 20 * 2**20
     card = (folder / "README.md").read_text()
-    if name == "dprnn":  # trained on the rendered world, scored on its three test sets
-        assert "training.world" in meta["training"]["data"]
-        # its epoch was chosen on songs sung by voices it never trained on: named as validation, not training data
-        assert "'valid' sounds" in meta["training"]["valid_data"] and "'valid'" not in meta["training"]["data"]
-        assert len(meta["training"]["more_tests"]) == 2
-        assert "Trained on songs rendered from sampled instruments" in card and "MUSDB18-HQ" in card
-        assert card.count("## Test (") == 3 and "unseen sounds" in card and "held-out sounds" in card
-        # the 7 GPU minutes in its chain are an averaged run: their budget stays on the card
-        assert "the longest 7 min of training on cuda (NVIDIA H100 80GB HBM3)" in card
-    else:
-        assert meta["training"]["data"].startswith("synthetic")
-        assert "Trained on synthetic data" in card
     model, info = load_checkpoint(folder)
     assert card == model_card(model, info.training), (
-        "stale card: write it again from the config (training.hub.model_card)"
+        "stale card: write it again from the config (training.card.model_card)"
     )
+
+    headings = [line for line in card.splitlines() if line.startswith("## ")]
+    expected = ["Intended use and limits", "How to use", "Training data and compute", "Evaluation results"]
+    assert headings[:4] == [f"## {h}" for h in expected] and headings[-1] == "## Config"
+
+    tests = [training["test"], *training.get("more_tests", [])]
+    front = _front_matter(card)
+    assert front["library_name"] == "pytorch" and name in front["tags"]
+    results = front["model-index"][0]["results"]
+    assert len(results) == len(tests)
+    rows = [line for line in card.split("## Evaluation results")[1].split("\n## ")[0].splitlines()]
+    rows = [r for r in rows if r.startswith("| ") and not r.startswith("| test data")]
+    assert len(rows) == len(tests)
+    for result, test, row in zip(results, tests, rows, strict=True):
+        own = test["medians"][test["method"]]
+        values = {m["name"].split()[0]: m["value"] for m in result["metrics"]}
+        assert values == {s: round(own[s], 2) for s in ("vocals", "accompaniment")}
+        assert result["dataset"]["name"] == test["data"] and row.startswith(f"| {test['data']} | {test['tracks']} |")
+        cells = [c.strip("* ") for c in row.strip("|").split("|")]
+        mixture, irm = test["medians"]["mixture"], test["medians"]["irm"]
+        assert cells[2:] == [
+            f"{v:.2f}"
+            for v in (mixture["vocals"], irm["vocals"], own["vocals"])
+            + (mixture["accompaniment"], irm["accompaniment"], own["accompaniment"])
+        ]
+
+    # generated training songs: the card says so where a reader looks first
+    assert "songgen" in training["data"] or training["data"].startswith("synthetic")
+    assert "**Not trained on real music.**" in card and "datasets:" not in card
+    # one lineage row per step, each named by its weights where recorded
+    chain, node = [], training
+    while node:
+        chain.append(node)
+        node = node.get("parent")
+    if len(chain) > 1:
+        lineage = card.split("## Lineage")[1].split("\n## ")[0]
+        steps = [r for r in lineage.splitlines() if r[:2] == "| " and r.split(" | ")[0][2:].isdigit()]
+        assert len(steps) == len(chain)
+        for row, node in zip(steps[1:], chain[1:], strict=True):
+            assert row.split(" | ")[1] == (f"`{node['weights'][:12]}`" if node.get("weights") else "not recorded")
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+def test_shipped_card_and_config_name_no_folder_of_a_machine(name):
+    """A Hub page must not show the folders of the machine a model was trained on."""
+    folder = ASSETS_DIR / "checkpoints" / name
+    meta = json.loads((folder / "config.json").read_text())
+    local = [s for s in _strings(meta) if LOCAL_PATH.search(s)]
+    assert not local, local[:3]
+    card = (folder / "README.md").read_text()
+    assert not LOCAL_PATH.search(card), LOCAL_PATH.search(card)
+
+
+def test_a_local_folder_is_found_and_made_portable():
+    """The two checks above can fail: the pattern finds what export strips, and `portable` strips it."""
+    record = {"init_from": "/work/runs/L/best", "averaged_from": [{"checkpoint": "/tmp/H/epochs/epoch-002"}]}
+    assert all(LOCAL_PATH.search(s) for s in _strings(record))
+    assert not any(LOCAL_PATH.search(s) for s in _strings(portable(record)))
+    assert portable(record)["averaged_from"][0]["checkpoint"] == "H/epochs/epoch-002"
+    assert portable({"init_from": "assets/checkpoints/dprnn"}) == {"init_from": "assets/checkpoints/dprnn"}
+    assert not LOCAL_PATH.search("test subset of w2-heldout/ (songgen.world, held-out sounds, seed 0)")
 
 
 @pytest.fixture(scope="module")
 def unseen_song():
-    # Seeds of the shipped training set are < 100_003 (see training.synthetic); this one is not.
+    # Seeds of the shipped training set are < 100_003 (see songgen.synthetic); this one is not.
     track = make_track(seed=987_654_321, seconds=12.0)
     mix = torch.from_numpy(track["mixture"].T.copy())
     vocals = torch.from_numpy(track["vocals"].T.copy())
@@ -85,7 +160,7 @@ def test_shipped_dprnn_separates_songs_of_sounds_it_never_heard():
     training): the shipped DPRNN, fine-tuned on the training sounds, gains on every song and a
     clear margin on the median one (a song whose vocals sit 5 dB over the band leaves the mixture
     little to gain: 902 gains ~2 dB, the others 8-10)."""
-    from training.world.render import render_song
+    from songgen.world.render import render_song
 
     sep = Separator.from_name("dprnn", device="cpu")
     gains = []

@@ -4,8 +4,10 @@ early stopping, checkpoints, Hub upload, CLI and DDP."""
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 import os
+import shlex
 import shutil
 import subprocess
 import sys
@@ -15,15 +17,17 @@ import pytest
 import soundfile as sf
 import torch
 from safetensors.torch import load_file
+from scipy.signal import welch
 
-from conftest import HF_CACHE, ROOT, SR, TINY_CONFIGS, tiny_train_config
 from separation import Separator
 from separation.checkpoints import load_checkpoint
 from separation.errors import CheckpointError, SeparationError
 from separation.tracks import ACCOMPANIMENT, accompaniment, load_track, open_musdb
-from training.data import ChunkDataset, DataConfig, epoch_batches, mixture_of
+from songgen.synthetic import SOURCES, Traits, make_track, vocal_free_share, write_musdb_folder, write_track
+from tests.helpers import HF_CACHE, ROOT, SR, TINY_CONFIGS, tiny_train_config
+from training.data import ChunkDataset, DataConfig, epoch_batches, mixture_of, random_eq, random_reverb, varispeed
 from training.loop import TrainConfig, Trainer, load_run, resume_config
-from training.synthetic import SOURCES, Traits, make_track, vocal_free_share, write_musdb_folder, write_track
+from training.sweep import main as sweep_main
 
 
 def _cfg(root, out, **kw) -> TrainConfig:
@@ -404,6 +408,11 @@ def test_cli_trains_resumes_and_refuses_to_overwrite(musdb_root, tmp_path):
     assert main(args) == 2  # the run exists: refuse, point to --resume
     assert main(["--resume", str(tmp_path / "run"), "--epochs", "2"]) == 0
     assert load_run(tmp_path / "run")[1]["epoch"] == 2
+    # argparse takes an unambiguous prefix: `--epoch 3` raises the limit as `--epochs 3` does, and
+    # `--patience` abbreviated too; a resume without them keeps the run's own (2 epochs: nothing to do)
+    assert main(["--resume", str(tmp_path / "run")]) == 0 and load_run(tmp_path / "run")[1]["epoch"] == 2
+    assert main(["--resume", str(tmp_path / "run"), "--epoch", "3", "--pati", "5"]) == 0
+    assert load_run(tmp_path / "run")[1]["epoch"] == 3 and load_run(tmp_path / "run")[1]["config"]["patience"] == 5
     assert main(["--model", "dprnn", "--out", str(tmp_path / "x")]) == 2  # no --musdb-root
     assert main(["--musdb-root", str(tmp_path / "nowhere"), "--out", str(tmp_path / "y")]) == 2
 
@@ -420,7 +429,8 @@ def test_the_card_says_what_the_data_were_when_told(musdb_root, tmp_path):
     info = load_checkpoint(tmp_path / "run" / "best")[1].training
     assert (info["data"], info["valid_data"]) == ("8-s excerpts, Vorbis-coded", "2 songs, coded likewise")
     card = (tmp_path / "run" / "best" / "README.md").read_text()
-    assert "- training data: 8-s excerpts, Vorbis-coded" in card and "2 songs, coded likewise" in card
+    assert "| training data | 8-s excerpts, Vorbis-coded |" in card
+    assert "| validation data (chose the best epoch) | 2 songs, coded likewise |" in card
     assert main([*args, "--out", str(tmp_path / "plain")]) == 0  # untold: the folders' metadata speak
     assert "synthetic" in load_checkpoint(tmp_path / "plain" / "best")[1].training["data"]
     assert main([*args, "--out", str(tmp_path / "empty"), "--data-description", " "]) == 2
@@ -558,7 +568,7 @@ def test_cpu_training_runs_in_bf16_where_the_cpu_computes_it_and_a_resume_keeps_
     assert result["status"] == "finished" and math.isfinite(result["history"][0]["train_loss"])
     state = load_run(run)[1]
     assert state["precision"] == {"device": "cpu", "dtype": "bfloat16"}
-    assert "bfloat16 autocast" in (run / "best" / "README.md").read_text()
+    assert "CPU threads), bfloat16 |" in (run / "best" / "README.md").read_text()  # the card names it
 
     monkeypatch.setattr(loop, "cpu_computes_bf16", lambda: False)  # resumed on another CPU
     assert Trainer(resume_config(run, epochs=2), resume=True).amp_dtype is torch.bfloat16
@@ -586,3 +596,142 @@ def test_a_run_with_loader_workers_trains_the_same_weights_as_one_without(musdb_
     a, b = _weights(tmp_path / "a"), _weights(tmp_path / "b")
     for k in a:
         torch.testing.assert_close(a[k], b[k], rtol=1e-5, atol=1e-6)
+
+
+# ---------------------------------------------------- options: augmentations, time limits, the sweep, defaults
+
+
+def test_random_eq_augmentation_is_a_bounded_filter(musdb_root):
+    rng = np.random.default_rng(0)
+    noise = rng.standard_normal((2, SR)).astype(np.float32)
+    out = random_eq(noise, np.random.default_rng(1))
+    assert out.shape == noise.shape and out.dtype == np.float32 and np.isfinite(out).all()
+    f, before = welch(noise[0], SR, nperseg=2048)
+    _, after = welch(out[0], SR, nperseg=2048)
+    gain_db = 10 * np.log10(after[5:-5] / before[5:-5])
+    assert np.abs(gain_db).max() < 18 + 3  # two filters of at most 9 dB each (+ estimation noise)
+    assert np.abs(gain_db).max() > 1  # and it does change the timbre
+    tracks = open_musdb(musdb_root, is_wav=True, subset="train", split="train")
+    equalised = ChunkDataset(tracks, DataConfig(seconds=1.0, samples_per_track=1, eq=1.0))[0]
+    plain = ChunkDataset(tracks, DataConfig(seconds=1.0, samples_per_track=1, eq=0.0))[0]
+    assert equalised.shape == plain.shape and not torch.allclose(equalised, plain)  # the loader applies it
+
+
+def test_repitch_augmentation_plays_sources_at_another_speed(musdb_root):
+    # varispeed: a 440-Hz tone two semitones up is a 494-Hz tone, the chunk exactly as long
+    t = np.arange(int(3.5 * SR)) / SR
+    tone = np.stack([np.sin(2 * np.pi * 440 * t), np.zeros_like(t)]).astype(np.float32)
+    for semitones in (2.0, -2.0, 0.7):
+        speed = 2 ** (semitones / 12)
+        out = varispeed(tone, speed, 3 * SR)
+        assert out.shape == (2, 3 * SR) and out.dtype == np.float32 and not out[1].any()
+        f, power = welch(out[0], SR, nperseg=1 << 15)
+        assert abs(f[np.argmax(power)] - 440 * speed) < 3, (semitones, f[np.argmax(power)])
+        assert abs(np.sqrt(np.mean(out[0] ** 2)) - np.sqrt(0.5)) < 0.01  # same level
+    # through the loader: on a share of sources, deterministic per (seed, epoch, index); off by default
+    tracks = open_musdb(musdb_root, is_wav=True, subset="train", split="train")
+    plain = ChunkDataset(tracks, DataConfig(seconds=1.0, samples_per_track=2, eq=0.0))
+    assert DataConfig().repitch == 0.0
+    shifted = ChunkDataset(tracks, DataConfig(seconds=1.0, samples_per_track=2, eq=0.0, repitch=1.0))
+    for i in range(len(plain)):
+        a, b = plain[i], shifted[i]
+        assert a.shape == b.shape == (2, 2, SR) and torch.isfinite(b).all()
+        assert not torch.equal(a, b) and torch.equal(b, shifted[i])
+    # a track no longer than a chunk plays at the fastest speed it allows, never past its end
+    exact = ChunkDataset(tracks, DataConfig(seconds=4.0, samples_per_track=1, eq=0.0, repitch=1.0))
+    assert all(torch.isfinite(exact[i]).all() for i in range(len(exact)))
+    with pytest.raises(SeparationError, match="repitch augmentation is a share"):
+        DataConfig(repitch=1.5)
+    from training.__main__ import build_parser, config_from_args
+
+    args = build_parser().parse_args(["--musdb-root", "w", "--repitch-augment", "0.3", "--repitch-semitones", "3"])
+    assert (config_from_args(args).data.repitch, config_from_args(args).data.repitch_semitones) == (0.3, 3.0)
+
+
+def test_random_reverb_adds_a_decaying_stereo_tail_to_its_sources_target(musdb_root):
+    # A dual-mono click train: what comes out must keep the dry signal, gain a tail that decays
+    # after each click, and be stereo (independent tails per channel), as a mix's reverb is.
+    clicks = np.zeros((2, SR), dtype=np.float32)
+    clicks[:, :: SR // 2] = 1.0  # clicks at 0 and 0.5 s
+    rng = np.random.default_rng(3)
+    out = random_reverb(clicks, rng)
+    assert out.shape == clicks.shape and out.dtype == np.float32 and np.isfinite(out).all()
+    assert np.allclose(out[:, 0], 1.0, atol=0.05)  # the dry click is kept (pre-delay >= 0)
+    tail = out - clicks
+    assert not np.allclose(tail[0], tail[1])  # the reverb of a dual-mono source is stereo
+    early = np.sum(tail[:, 200:4000] ** 2)
+    late = np.sum(tail[:, 16000:19800] ** 2)  # same length, later after the first click
+    assert early > 3 * late > 0  # it decays
+    wet_db = 10 * np.log10(np.sum(tail.astype(np.float64) ** 2) / np.sum(clicks.astype(np.float64) ** 2))
+    assert -21 < wet_db < -5  # 6-20 dB below the dry signal
+    silence = np.zeros((2, 1000), dtype=np.float32)
+    assert np.array_equal(random_reverb(silence, rng), silence)  # silence stays silent, no NaN
+    tracks = open_musdb(musdb_root, is_wav=True, subset="train", split="train")
+    wet = ChunkDataset(tracks, DataConfig(seconds=1.0, samples_per_track=1, reverb=1.0))[0]
+    dry = ChunkDataset(tracks, DataConfig(seconds=1.0, samples_per_track=1, reverb=0.0))[0]
+    # the wet signal is in each source's target (so in the mixture, their sum), as a mix's returns are
+    for source in range(2):
+        assert not torch.allclose(wet[source], dry[source])
+
+
+@pytest.mark.parametrize(
+    "field, value, message",
+    [("reverb", 1.5, "share of chunks, 0 to 1"), ("eq", -0.1, "share of chunks"), ("gain", (1.0, 0.5), "0 < LO <= HI")],
+)
+def test_augmentation_settings_out_of_range_are_refused(field, value, message):
+    with pytest.raises(SeparationError, match=message):
+        DataConfig(**{field: value})
+
+
+def test_max_minutes_stops_after_whole_epochs_and_counts_across_resumes(musdb_root, tmp_path, caplog):
+    out = tmp_path / "run"
+    result = Trainer(_cfg(musdb_root, out, epochs=5, max_minutes=1e-4)).run()
+    assert result["status"] == "max_minutes" and result["epoch"] == 1  # the first epoch that ends past it
+    assert result["history"][-1]["elapsed"] > 0
+    again = Trainer(resume_config(out, max_minutes=1e-4), resume=True)
+    assert again.run()["status"] == "max_minutes" and again.epoch == 1  # nothing more to train
+    assert "raise --max-minutes to go on" in caplog.text
+    more = Trainer(resume_config(out, max_minutes=60.0), resume=True).run()
+    assert more["epoch"] == 5 and more["status"] == "finished"
+    assert more["history"][-1]["elapsed"] > result["history"][-1]["elapsed"]  # it counts the first process too
+
+
+def test_sweep_trains_each_setting_for_the_same_time_and_tables_them(musdb_root, tmp_path):
+    tiny = [
+        f"{k}={json.dumps(list(v) if isinstance(v, tuple) else v)}"
+        for k, v in dataclasses.asdict(TINY_CONFIGS["dprnn"]).items()
+    ]
+    common = "--is-wav --samples-per-track 2 --seconds 1 --batch-size 2 --epochs 2 --set " + " ".join(
+        shlex.quote(t) for t in tiny
+    )
+    argv = ["--musdb-root", str(musdb_root), "--minutes", "10", "--out", str(tmp_path), "--common", common]
+    assert sweep_main([*argv, "base:", "fast:", "--lr", "3e-3"]) == 0
+    rows = {r["name"]: r for r in json.loads((tmp_path / "sweep.json").read_text())}
+    assert set(rows) == {"base", "fast"} and rows["fast"]["args"] == "--lr 3e-3"
+    assert all(r["epochs"] == 2 and np.isfinite(r["valid_usdr_vocals"]) for r in rows.values())
+    table = (tmp_path / "sweep.md").read_text()
+    assert table.count("\n") == 4 and "| fast | --lr 3e-3 | dprnn |" in table
+    mtime = (tmp_path / "base" / "summary.json").stat().st_mtime
+    assert sweep_main([*argv, "base:"]) == 0  # a finished run is read, not trained again
+    assert (tmp_path / "base" / "summary.json").stat().st_mtime == mtime
+
+
+def test_training_defaults_are_the_sweeps_winners():
+    from training.__main__ import build_parser, config_from_args
+
+    scratch = config_from_args(build_parser().parse_args(["--musdb-root", "x"]))
+    tuned = config_from_args(
+        build_parser().parse_args(["--musdb-root", "x", "--init-from", "assets/checkpoints/dprnn"])
+    )
+    assert (scratch.lr, tuned.lr) == (1e-3, 3e-4)
+    assert scratch.data.seconds == 3.0 and scratch.data.eq == 0.5
+    assert (
+        tuned.data.seconds == 6.0
+    )  # a fine-tune's chunks: measured better than 3 s (docs/experiments.md, "Longer chunks")
+    chosen = config_from_args(
+        build_parser().parse_args(["--musdb-root", "x", "--lr", "0.01", "--seconds", "4", "--init-from", "y"])
+    )
+    assert (chosen.lr, chosen.data.seconds) == (0.01, 4.0)
+    flags = ["--musdb-root", "x", "--gain", "1", "1", "--reverb-augment", "0.3"]
+    augmented = config_from_args(build_parser().parse_args(flags)).data
+    assert augmented.gain == (1.0, 1.0) and augmented.reverb == 0.3

@@ -13,12 +13,12 @@ import pytest
 import soundfile as sf
 import torch
 
-from conftest import voice_and_band
 from separation.audio import SAMPLE_RATE
+from tests.helpers import Clock, voice_and_band
 from webapp.clips import ensure_demo_clips, load_clip
 from webapp.listeners import RateLimiter, Signer, client_address
 from webapp.service import ModelPool, cleanup, new_workdir, run_separation
-from webapp.store import RatingError, RatingsStore, missing_text
+from webapp.store import IncompleteTrial, RatingError, RatingsStore
 from webapp.trials import (
     EXCERPTS_PER_SOURCE,
     HEADPHONE_TRIALS,
@@ -30,6 +30,7 @@ from webapp.trials import (
     make_trial,
     match_loudness,
 )
+from webapp.ui_listening import missing_text
 
 SR = SAMPLE_RATE
 
@@ -205,25 +206,29 @@ def trial(store, kind="mushra", conditions=None, seconds=0.0, listener="c" * 32)
 
 
 def test_no_rating_sooner_than_the_excerpt(tmp_path):
-    store = RatingsStore(tmp_path / "r.sqlite")
-    t = trial(store, seconds=0.5)
-    with pytest.raises(RatingError, match="too soon: the samples last 0.5 s each"):
+    clock = Clock()
+    store = RatingsStore(tmp_path / "r.sqlite", clock=clock)
+    t = trial(store, seconds=10.0)
+    clock.advance(9.9)
+    with pytest.raises(RatingError, match="too soon: the samples last 10 s each"):
         store.submit("c" * 32, t.id, scores={"A": 50, "B": 100})
     assert store.count() == 0
-    time.sleep(0.5)
+    clock.advance(0.1)
     assert store.submit("c" * 32, t.id, scores={"A": 50, "B": 100}) == 2
 
 
 def test_from_the_page_every_sample_must_be_played_and_rated(tmp_path):
     store = RatingsStore(tmp_path / "r.sqlite")
     t = trial(store)
-    with pytest.raises(RatingError, match="^play A, B and the reference; rate A and B$"):
+    with pytest.raises(IncompleteTrial) as refused:  # a RatingError the page puts in words
         store.submit("c" * 32, t.id, scores={"A": 50, "B": 100}, require_marks=True)
+    assert missing_text(refused.value.unplayed, refused.value.unset) == "play A, B and the reference; rate A and B"
     for label in ("A", "B", "reference"):
         store.mark(t.id, label, "played")
     store.mark(t.id, "B", "moved")
-    with pytest.raises(RatingError, match="^rate A$"):
+    with pytest.raises(IncompleteTrial) as refused:
         store.submit("c" * 32, t.id, scores={"A": 50, "B": 100}, require_marks=True)
+    assert (refused.value.unplayed, refused.value.unset) == ([], ["A"]) and isinstance(refused.value, RatingError)
     store.mark(t.id, "A", "moved")
     assert store.submit("c" * 32, t.id, scores={"A": 50, "B": 100}, require_marks=True) == 2
     assert missing_text(["B"], [], choose=True) == "play B; choose"
@@ -335,13 +340,14 @@ def test_the_client_address_believes_only_the_proxies_it_is_told_of():
 
 
 def test_rate_limits_count_per_key_in_a_sliding_window():
-    limiter = RateLimiter({"trials": (3, 0.3)})
+    clock = Clock()
+    limiter = RateLimiter({"trials": (3, 0.3)}, clock=clock)
     for _ in range(3):
         limiter.allow("trials", "a", "trials")
     with pytest.raises(RatingError, match=r"too many trials from this connection: at most 3 per 1 s; try again in"):
         limiter.allow("trials", "a", "trials")
     limiter.allow("trials", "b", "trials")  # another client
-    time.sleep(0.35)
+    clock.advance(0.35)
     limiter.allow("trials", "a", "trials")  # the window moved on
     assert limiter.failures("trials", "a") == 1
 

@@ -10,11 +10,11 @@ import torch
 from openunmix.model import OpenUnmix
 from openunmix.model import Separator as UpstreamSeparator
 
-from conftest import SR
 from separation import Separator
 from separation import pretrained as umx_module
 from separation.errors import CheckpointError, WeightsUnavailableError
 from separation.pretrained import upstream_cache_path
+from tests.helpers import SR
 
 
 def _upstream_net(hidden_size=512, seed=0):

@@ -15,7 +15,7 @@ from separation import Separator
 from separation.audio import SAMPLE_RATE
 from separation.errors import SeparationError
 from separation.pretrained import UPSTREAM
-from training.synthetic import write_musdb_folder
+from songgen.synthetic import write_musdb_folder
 from webapp.clips import ensure_demo_clips, load_clip, musdb_clips
 from webapp.config import AppConfig
 from webapp.figures import FLOOR_DB, spectrogram_figure

@@ -1,4 +1,4 @@
-"""The rendered training world (`training.world`): exact sums, determinism, stems that hold only
+"""The rendered training world (`songgen.world`): exact sums, determinism, stems that hold only
 their own instruments, held-out sounds kept out of training, musdb reads it, training runs on
 it, fine-tuning starts from a checkpoint's weights."""
 
@@ -7,7 +7,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import re
-import shlex
 import subprocess
 import sys
 
@@ -17,21 +16,19 @@ import soundfile as sf
 import torch
 from scipy.signal import welch
 
-from conftest import ROOT, TINY_CONFIGS, tiny_train_config
 from separation import Separator
 from separation.audio import SAMPLE_RATE
 from separation.errors import CheckpointError, SeparationError
 from separation.tracks import SOURCES, open_musdb
-from training.data import ChunkDataset, DataConfig, random_eq, random_reverb, varispeed
+from songgen.synthetic import vocal_free_share, write_musdb_folder
+from songgen.world import sounds as sounds_module
+from songgen.world import voices
+from songgen.world.render import render_song, write_world
+from songgen.world.score import make_song
+from songgen.world.sounds import SPLITS, all_sound_files
+from songgen.world.synth import Note
+from tests.helpers import ROOT, TINY_CONFIGS, tiny_train_config
 from training.loop import TrainConfig, Trainer, resume_config
-from training.sweep import main as sweep_main
-from training.synthetic import vocal_free_share, write_musdb_folder
-from training.world import sounds as sounds_module
-from training.world import voices
-from training.world.render import render_song, write_world
-from training.world.score import make_song
-from training.world.sounds import SPLITS, all_sound_files
-from training.world.synth import Note
 
 SECONDS = 10.0
 
@@ -183,18 +180,18 @@ def test_validation_songs_sung_by_unheard_voices_choose_the_epoch(tmp_path, worl
     # the card tells what it trained on from what chose its epoch: the validation songs are not training data
     assert (
         trainer.data_name
-        == "songs rendered from sampled sounds (training.world, 4 train tracks of 6 s, seed 0, 9 voices)"
+        == "songs rendered from sampled sounds (songgen.world, 4 train tracks of 6 s, seed 0, 9 voices)"
     )
     assert trainer.valid_set.description == (
-        "songs rendered from sampled sounds (training.world, the 'valid' sounds, 2 validation tracks of 6 s, "
+        "songs rendered from sampled sounds (songgen.world, the 'valid' sounds, 2 validation tracks of 6 s, "
         "seed 0, 2 voices)"
     )
     assert np.isfinite(trainer.run()["best_valid_loss"])
     card = (tmp_path / "run" / "best" / "README.md").read_text()
-    assert (
-        f"- training data: {trainer.data_name}\n" in card and "'valid' sounds" not in card.split("- validation data")[0]
-    )
-    assert f"- validation data (chose the best epoch): {trainer.valid_set.description}\n" in card
+    # in a few words: the validation songs, by voices kept out of training, are named as such
+    assert "| training data | 4 songs rendered by songgen.world (6 s, seed 0) |" in card
+    valid = "2 songs rendered by songgen.world (the 'valid' sounds, 6 s, seed 0)"
+    assert f"| validation data (chose the best epoch) | {valid} |" in card
     assert "datasets:" not in card  # rendered songs are no Hub dataset
     tuned = Trainer(_cfg(world_root, tmp_path / "tuned", init_from=str(tmp_path / "run" / "best")))
     assert tuned.parent["valid_data"] == trainer.valid_set.description  # the chain keeps it
@@ -250,7 +247,10 @@ def test_training_runs_on_the_world_and_fine_tunes_from_a_checkpoint(world_root,
     assert training["parent"]["init_from"] == str(tmp_path / "a" / "best")
     assert training["parent"]["parent"]["steps"] == 3 and "init_from" not in training["parent"]["parent"]
     card = (tmp_path / "e" / "best" / "README.md").read_text()
-    assert card.count("min of training on cpu") == 3 and card.count("- fine-tuned from") == 2
+    lineage = card.split("## Lineage")[1].split("\n## ")[0]
+    steps = [row.split(" | ")[2] for row in lineage.splitlines() if row.startswith(("| 0 ", "| 1 ", "| 2 "))]
+    assert [s.split(",")[0] for s in steps] == ["fine-tune", "fine-tune", "trained from scratch"]
+    assert lineage.count(" min on CPU (") == 3 and "| compute, all 3 steps of the lineage |" in card
     resumed = Trainer(resume_config(tmp_path / "e", epochs=3), resume=True)
     assert resumed.parent == training["parent"]  # a resumed fine-tune keeps its lineage
     with pytest.raises(CheckpointError, match="is a dprnn checkpoint, not conv1d"):
@@ -269,9 +269,9 @@ def test_extra_training_folders_add_their_tracks_but_not_their_validation(world_
     assert len(names) == 3 + 3 and sum(n.startswith("World") for n in names) == 3
     valid = open_musdb(world_root, is_wav=True, split="valid")
     assert [t.name for t in trainer.valid_set.tracks] == [t.name for t in valid]
-    assert trainer.data_name.startswith("songs rendered from sampled sounds (training.world, 3 train tracks of 6 s")
+    assert trainer.data_name.startswith("songs rendered from sampled sounds (songgen.world, 3 train tracks of 6 s")
     assert "1 validation track of 6 s" in trainer.valid_set.description
-    assert "--even-syllables" not in trainer.data_name  # only sets rendered without the alignment say so
+    assert "evenly stretched" not in trainer.data_name  # only records of sets rendered before the alignment say so
     assert "plus synthetic MUSDB-shaped set" in trainer.data_name
     assert trainer.run()["step"] == 6  # (3 + 3 tracks) x 2 chunks / batch 2
     card = (tmp_path / "run" / "best" / "README.md").read_text()
@@ -290,7 +290,7 @@ def test_cli_writes_a_world_and_refuses_bad_arguments(tmp_path):
         [
             sys.executable,
             "-m",
-            "training.world",
+            "songgen.world",
             str(tmp_path / "w"),
             "--sounds",
             "heldout",
@@ -298,7 +298,6 @@ def test_cli_writes_a_world_and_refuses_bad_arguments(tmp_path):
             "1",
             "--seconds",
             "4",
-            "--even-syllables",
         ],
         capture_output=True,
         text=True,
@@ -306,11 +305,11 @@ def test_cli_writes_a_world_and_refuses_bad_arguments(tmp_path):
     )
     assert run.returncode == 0, run.stderr
     assert "wrote 1 tracks of 4 s from the 'heldout' sounds" in run.stdout
-    assert json.loads((tmp_path / "w" / "world.json").read_text())["syllables_on_notes"] is False
+    assert json.loads((tmp_path / "w" / "world.json").read_text())["syllables_on_notes"] is True
     mix, rate = sf.read(next((tmp_path / "w" / "test").iterdir()) / "mixture.wav")
     assert rate == SAMPLE_RATE and mix.shape == (4 * SAMPLE_RATE, 2)
     bad = subprocess.run(
-        [sys.executable, "-m", "training.world", str(tmp_path / "x"), "--sounds", "fluid"],
+        [sys.executable, "-m", "songgen.world", str(tmp_path / "x"), "--sounds", "fluid"],
         capture_output=True,
         text=True,
         cwd=ROOT,
@@ -320,7 +319,7 @@ def test_cli_writes_a_world_and_refuses_bad_arguments(tmp_path):
 
 def test_every_package_a_missing_sound_names_is_installed_by_setup():
     listed = set((ROOT / "packages-world.txt").read_text().split())
-    source = (ROOT / "training" / "world" / "sounds.py").read_text()
+    source = (ROOT / "songgen" / "world" / "sounds.py").read_text()
     named = set(re.findall(r'"([a-z0-9-]+(?:soundfont|drumkits|festvox-[a-z0-9-]+|festival|espeak-ng))"', source))
     named |= {v.package for s in SPLITS.values() for v in s.voices if v.package}
     assert named and named <= listed, named - listed
@@ -345,140 +344,6 @@ def test_a_voice_that_is_not_there_is_an_error_not_another_singer(tmp_path):
         voices.speak(sounds_module.Voice("flite", "no_such", "flite"), "la la")
     audio, rate = voices.speak(SPLITS["train"].voices[1], "la la")  # ked_diphone, which is there
     assert rate == 16000 and audio.size > 0.1 * rate
-
-
-def test_random_eq_augmentation_is_a_bounded_filter(world_root):
-    rng = np.random.default_rng(0)
-    noise = rng.standard_normal((2, SAMPLE_RATE)).astype(np.float32)
-    out = random_eq(noise, np.random.default_rng(1))
-    assert out.shape == noise.shape and out.dtype == np.float32 and np.isfinite(out).all()
-    f, before = welch(noise[0], SAMPLE_RATE, nperseg=2048)
-    _, after = welch(out[0], SAMPLE_RATE, nperseg=2048)
-    gain_db = 10 * np.log10(after[5:-5] / before[5:-5])
-    assert np.abs(gain_db).max() < 18 + 3  # two filters of at most 9 dB each (+ estimation noise)
-    assert np.abs(gain_db).max() > 1  # and it does change the timbre
-    tracks = open_musdb(world_root, is_wav=True, subset="train", split="train")
-    equalised = ChunkDataset(tracks, DataConfig(seconds=1.0, samples_per_track=1, eq=1.0))[0]
-    plain = ChunkDataset(tracks, DataConfig(seconds=1.0, samples_per_track=1, eq=0.0))[0]
-    assert equalised.shape == plain.shape and not torch.allclose(equalised, plain)  # the loader applies it
-
-
-def test_repitch_augmentation_plays_sources_at_another_speed(world_root):
-    # varispeed: a 440-Hz tone two semitones up is a 494-Hz tone, the chunk exactly as long
-    t = np.arange(int(3.5 * SAMPLE_RATE)) / SAMPLE_RATE
-    tone = np.stack([np.sin(2 * np.pi * 440 * t), np.zeros_like(t)]).astype(np.float32)
-    for semitones in (2.0, -2.0, 0.7):
-        speed = 2 ** (semitones / 12)
-        out = varispeed(tone, speed, 3 * SAMPLE_RATE)
-        assert out.shape == (2, 3 * SAMPLE_RATE) and out.dtype == np.float32 and not out[1].any()
-        f, power = welch(out[0], SAMPLE_RATE, nperseg=1 << 15)
-        assert abs(f[np.argmax(power)] - 440 * speed) < 3, (semitones, f[np.argmax(power)])
-        assert abs(np.sqrt(np.mean(out[0] ** 2)) - np.sqrt(0.5)) < 0.01  # same level
-    # through the loader: on a share of sources, deterministic per (seed, epoch, index); off by default
-    tracks = open_musdb(world_root, is_wav=True, subset="train", split="train")
-    plain = ChunkDataset(tracks, DataConfig(seconds=1.0, samples_per_track=2, eq=0.0))
-    assert DataConfig().repitch == 0.0
-    shifted = ChunkDataset(tracks, DataConfig(seconds=1.0, samples_per_track=2, eq=0.0, repitch=1.0))
-    for i in range(len(plain)):
-        a, b = plain[i], shifted[i]
-        assert a.shape == b.shape == (2, 2, SAMPLE_RATE) and torch.isfinite(b).all()
-        assert not torch.equal(a, b) and torch.equal(b, shifted[i])
-    # a track no longer than a chunk plays at the fastest speed it allows, never past its end
-    exact = ChunkDataset(tracks, DataConfig(seconds=6.0, samples_per_track=1, eq=0.0, repitch=1.0))
-    assert all(torch.isfinite(exact[i]).all() for i in range(len(exact)))
-    with pytest.raises(SeparationError, match="repitch augmentation is a share"):
-        DataConfig(repitch=1.5)
-    from training.__main__ import build_parser, config_from_args
-
-    args = build_parser().parse_args(["--musdb-root", "w", "--repitch-augment", "0.3", "--repitch-semitones", "3"])
-    assert (config_from_args(args).data.repitch, config_from_args(args).data.repitch_semitones) == (0.3, 3.0)
-
-
-def test_random_reverb_adds_a_decaying_stereo_tail_to_its_sources_target(world_root):
-    # A dual-mono click train: what comes out must keep the dry signal, gain a tail that decays
-    # after each click, and be stereo (independent tails per channel), as a mix's reverb is.
-    clicks = np.zeros((2, SAMPLE_RATE), dtype=np.float32)
-    clicks[:, :: SAMPLE_RATE // 2] = 1.0  # clicks at 0 and 0.5 s
-    rng = np.random.default_rng(3)
-    out = random_reverb(clicks, rng)
-    assert out.shape == clicks.shape and out.dtype == np.float32 and np.isfinite(out).all()
-    assert np.allclose(out[:, 0], 1.0, atol=0.05)  # the dry click is kept (pre-delay >= 0)
-    tail = out - clicks
-    assert not np.allclose(tail[0], tail[1])  # the reverb of a dual-mono source is stereo
-    early = np.sum(tail[:, 200:4000] ** 2)
-    late = np.sum(tail[:, 16000:19800] ** 2)  # same length, later after the first click
-    assert early > 3 * late > 0  # it decays
-    wet_db = 10 * np.log10(np.sum(tail.astype(np.float64) ** 2) / np.sum(clicks.astype(np.float64) ** 2))
-    assert -21 < wet_db < -5  # 6-20 dB below the dry signal
-    silence = np.zeros((2, 1000), dtype=np.float32)
-    assert np.array_equal(random_reverb(silence, rng), silence)  # silence stays silent, no NaN
-    tracks = open_musdb(world_root, is_wav=True, subset="train", split="train")
-    wet = ChunkDataset(tracks, DataConfig(seconds=1.0, samples_per_track=1, reverb=1.0))[0]
-    dry = ChunkDataset(tracks, DataConfig(seconds=1.0, samples_per_track=1, reverb=0.0))[0]
-    # the wet signal is in each source's target (so in the mixture, their sum), as a mix's returns are
-    for source in range(2):
-        assert not torch.allclose(wet[source], dry[source])
-
-
-@pytest.mark.parametrize(
-    "field, value, message",
-    [("reverb", 1.5, "share of chunks, 0 to 1"), ("eq", -0.1, "share of chunks"), ("gain", (1.0, 0.5), "0 < LO <= HI")],
-)
-def test_augmentation_settings_out_of_range_are_refused(field, value, message):
-    with pytest.raises(SeparationError, match=message):
-        DataConfig(**{field: value})
-
-
-def test_max_minutes_stops_after_whole_epochs_and_counts_across_resumes(world_root, tmp_path, caplog):
-    out = tmp_path / "run"
-    result = Trainer(_cfg(world_root, out, epochs=5, max_minutes=1e-4)).run()
-    assert result["status"] == "max_minutes" and result["epoch"] == 1  # the first epoch that ends past it
-    assert result["history"][-1]["elapsed"] > 0
-    again = Trainer(resume_config(out, max_minutes=1e-4), resume=True)
-    assert again.run()["status"] == "max_minutes" and again.epoch == 1  # nothing more to train
-    assert "raise --max-minutes to go on" in caplog.text
-    more = Trainer(resume_config(out, max_minutes=60.0), resume=True).run()
-    assert more["epoch"] == 5 and more["status"] == "finished"
-    assert more["history"][-1]["elapsed"] > result["history"][-1]["elapsed"]  # it counts the first process too
-
-
-def test_sweep_trains_each_setting_for_the_same_time_and_tables_them(world_root, tmp_path):
-    tiny = [
-        f"{k}={json.dumps(list(v) if isinstance(v, tuple) else v)}"
-        for k, v in dataclasses.asdict(TINY_CONFIGS["dprnn"]).items()
-    ]
-    common = "--is-wav --samples-per-track 2 --seconds 1 --batch-size 2 --epochs 2 --set " + " ".join(
-        shlex.quote(t) for t in tiny
-    )
-    argv = ["--musdb-root", str(world_root), "--minutes", "10", "--out", str(tmp_path), "--common", common]
-    assert sweep_main([*argv, "base:", "fast:", "--lr", "3e-3"]) == 0
-    rows = {r["name"]: r for r in json.loads((tmp_path / "sweep.json").read_text())}
-    assert set(rows) == {"base", "fast"} and rows["fast"]["args"] == "--lr 3e-3"
-    assert all(r["epochs"] == 2 and np.isfinite(r["valid_usdr_vocals"]) for r in rows.values())
-    table = (tmp_path / "sweep.md").read_text()
-    assert table.count("\n") == 4 and "| fast | --lr 3e-3 | dprnn |" in table
-    mtime = (tmp_path / "base" / "summary.json").stat().st_mtime
-    assert sweep_main([*argv, "base:"]) == 0  # a finished run is read, not trained again
-    assert (tmp_path / "base" / "summary.json").stat().st_mtime == mtime
-
-
-def test_training_defaults_are_the_sweeps_winners():
-    from training.__main__ import build_parser, config_from_args
-
-    scratch = config_from_args(build_parser().parse_args(["--musdb-root", "x"]))
-    tuned = config_from_args(
-        build_parser().parse_args(["--musdb-root", "x", "--init-from", "assets/checkpoints/dprnn"])
-    )
-    assert (scratch.lr, tuned.lr) == (1e-3, 3e-4)
-    assert scratch.data.seconds == 3.0 and scratch.data.eq == 0.5
-    assert tuned.data.seconds == 6.0  # a fine-tune's chunks: measured better than 3 s (README, "Longer chunks")
-    chosen = config_from_args(
-        build_parser().parse_args(["--musdb-root", "x", "--lr", "0.01", "--seconds", "4", "--init-from", "y"])
-    )
-    assert (chosen.lr, chosen.data.seconds) == (0.01, 4.0)
-    flags = ["--musdb-root", "x", "--gain", "1", "1", "--reverb-augment", "0.3"]
-    augmented = config_from_args(build_parser().parse_args(flags)).data
-    assert augmented.gain == (1.0, 1.0) and augmented.reverb == 0.3
 
 
 # ---------------------------------------------------------------------------- synthesiser patches
@@ -512,7 +377,7 @@ def test_patch_share_plays_parts_on_random_synth_patches_and_changes_nothing_els
 
 
 def test_a_patch_is_band_limited_finite_and_silent_after_its_release():
-    from training.world.patches import KINDS, TOP_HZ, Patch
+    from songgen.world.patches import KINDS, TOP_HZ, Patch
 
     rng = np.random.default_rng(0)
     seen = set()
@@ -542,7 +407,7 @@ def test_patches_and_varied_singers_are_training_sounds_only(tmp_path, share):
             write_world(tmp_path / sounds, sounds=sounds, test=1, seconds=4.0, **{share: 0.5})
         assert not (tmp_path / sounds).exists()
     flag = "--" + share.replace("_", "-")
-    cli = [sys.executable, "-m", "training.world", str(tmp_path / "cli"), "--train", "1", "--valid", "0", "--test", "0"]
+    cli = [sys.executable, "-m", "songgen.world", str(tmp_path / "cli"), "--train", "1", "--valid", "0", "--test", "0"]
     args = [*cli, "--sounds", "unseen", flag, "0.5"]
     done = subprocess.run(args, capture_output=True, text=True, cwd=ROOT)
     assert done.returncode == 2 and "training sounds" in done.stderr and flag in done.stderr
@@ -554,7 +419,7 @@ def test_patches_and_varied_singers_are_training_sounds_only(tmp_path, share):
 
 
 def test_a_patched_set_says_so_in_its_description(tmp_path):
-    from training.validation import describe_generated
+    from songgen.describe import describe_generated
 
     meta = write_world(tmp_path / "p", train=2, valid=0, test=0, seconds=4.0, patch_share=0.5, singer_share=1.0)
     assert meta["patch_share"] == 0.5 and meta["singer_share"] == 1.0

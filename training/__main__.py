@@ -8,7 +8,7 @@ python -m training export runs/dprnn assets/checkpoints/dprnn --scores results/ 
 python -m training average runs/soup runs/a runs/b/best runs/b/last   # average weights (a model soup)
 python -m training average runs/soup runs/a/epochs/* --greedy --validate-on data/musdb18hq --is-wav
 torchrun --nproc-per-node 4 -m training --model dprnn ...    # data-parallel on 4 GPUs
-python -m training.synthetic data/synthetic                  # an offline stand-in for MUSDB18-HQ
+python -m songgen.synthetic data/synthetic                  # an offline stand-in for MUSDB18-HQ
 """
 
 from __future__ import annotations
@@ -84,7 +84,7 @@ def build_parser() -> argparse.ArgumentParser:
         "  python -m training export RUN DEST [--scores RESULTS]   ship a checkpoint (float16, with a model card)\n"
         "  python -m training push RUN user/repo                   upload a checkpoint to the Hugging Face Hub\n"
         "  python -m training average DEST CKPT CKPT...            average the weights of checkpoints of one model\n"
-        "  python -m training.synthetic FOLDER                     write a MUSDB18-HQ-shaped synthetic set",
+        "  python -m songgen.synthetic FOLDER                     write a MUSDB18-HQ-shaped synthetic set",
         formatter_class=HelpFormatter,
     )
     p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
@@ -112,7 +112,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--push-to-hub", metavar="REPO", help="upload best/ with its model card when training ends")
     p.add_argument("--private", action="store_true", help="create the Hub repo as private")
     t = TrainConfig()
-    p.add_argument("--epochs", type=int, default=t.epochs, help="epochs at most (early stopping may end sooner)")
+    # --epochs and --patience default to None so that "given on the command line" is known from the
+    # parsed value (a --resume keeps the run's own limits unless they are given), abbreviations included.
+    p.add_argument("--epochs", type=int, help=f"epochs at most; early stopping may end sooner (default: {t.epochs})")
     p.add_argument("--max-steps", type=int, help="stop after this many steps in all (saving last/)")
     p.add_argument(
         "--max-minutes",
@@ -124,7 +126,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--lr", type=float, help=f"Adam learning rate (default: {t.lr:g}, or {FINE_TUNE_LR:g} with --init-from)"
     )
-    p.add_argument("--patience", type=int, default=t.patience, help="early stopping patience in epochs")
+    p.add_argument("--patience", type=int, help=f"early stopping patience in epochs (default: {t.patience})")
     p.add_argument(
         "--lr-decay-patience",
         type=int,
@@ -194,8 +196,8 @@ def config_from_args(args) -> TrainConfig:
             log_weight=args.log_weight, phase_weight=args.phase_weight, spec_augment=not args.no_spec_augment
         ),
         batch_size=args.batch_size,
-        epochs=args.epochs,
-        patience=args.patience,
+        epochs=args.epochs if args.epochs is not None else TrainConfig.epochs,
+        patience=args.patience if args.patience is not None else TrainConfig.patience,
         lr_decay_patience=args.lr_decay_patience,
         lr=args.lr if args.lr is not None else FINE_TUNE_LR if args.init_from else TrainConfig.lr,
         seed=args.seed,
@@ -322,11 +324,7 @@ def run_push(argv: list[str]) -> int:
 def run_train(argv: list[str]) -> int:
     args = build_parser().parse_args(argv)
     if args.resume:
-        given = {
-            name: getattr(args, name)
-            for name in ("epochs", "patience")
-            if f"--{name}" in argv or any(a.startswith(f"--{name}=") for a in argv)
-        }
+        given = {name: getattr(args, name) for name in ("epochs", "patience") if getattr(args, name) is not None}
         cfg = resume_config(args.resume, max_steps=args.max_steps, max_minutes=args.max_minutes, **given)
         result = Trainer(cfg, resume=True).run()
     else:

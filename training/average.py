@@ -22,11 +22,11 @@ from pathlib import Path
 
 import torch
 
-from separation.checkpoints import load_checkpoint, read_config, resolve, save_checkpoint, weights_digest
+from separation.checkpoints import load_checkpoint, read_config, resolve, weights_digest
 from separation.errors import SeparationError
 from separation.separator import select_device
 
-from .hub import model_card, run_checkpoint
+from .hub import run_checkpoint, save_release
 from .loop import lineage
 from .losses import LossConfig
 from .validation import ValidationSet, validate
@@ -89,7 +89,7 @@ def average_checkpoints(
     training = _training_record(folders, shares, digests, trainings)
     if validation is not None:
         training.update(valid=validation.score(model), valid_data=validation.description)
-    return save_checkpoint(model, dest, training=training, half=half, card=model_card(model, training))
+    return save_release(model, dest, training, half=half)
 
 
 def greedy_soup(
@@ -150,7 +150,7 @@ def greedy_soup(
         f"no training of its own: a greedy soup, the uniform average of the {len(kept)} of {len(folders)} "
         "checkpoints kept on the validation loss"
     )
-    return save_checkpoint(model, dest, training=training, half=half, card=model_card(model, training))
+    return save_release(model, dest, training, half=half)
 
 
 def _ingredient_folders(sources: list[str | os.PathLike], dest: str | os.PathLike) -> list[Path]:

@@ -41,11 +41,12 @@ from separation.models import build_model, get_architecture
 from separation.models.base import MaskModel
 from separation.separator import select_device
 from separation.tracks import TARGETS, open_musdb
+from songgen.describe import describe_generated
 
+from .card import model_card
 from .data import ChunkDataset, DataConfig, epoch_batches, mixture_of
-from .hub import model_card
 from .losses import LossConfig, TrainingObjective
-from .validation import ValidationSet, describe_generated, musdb_name, validate
+from .validation import ValidationSet, musdb_name, validate
 
 log = logging.getLogger(__name__)
 TRAINER_STATE = "trainer.pt"
@@ -199,7 +200,7 @@ class Trainer:
         self.is_main = self.rank == 0
 
         # With --extra-train, --musdb-root may hold validation songs alone (e.g. sung by voices
-        # kept out of training: `python -m training.world --sounds valid`).
+        # kept out of training: `python -m songgen.world --sounds valid`).
         train_tracks = open_musdb(
             cfg.musdb_root, is_wav=cfg.is_wav, subset="train", split="train", required=not cfg.extra_train
         )

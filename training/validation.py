@@ -12,10 +12,8 @@ training loss (`whole_track_spectral_loss`), summed a segment of STFT frames at 
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Iterator
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -24,6 +22,7 @@ from separation.errors import SeparationError
 from separation.models.base import MaskModel
 from separation.separator import overlap_add
 from separation.tracks import TARGETS, load_track, open_musdb
+from songgen.describe import describe_generated
 
 from .losses import LossConfig, whole_track_spectral_loss
 
@@ -123,28 +122,3 @@ def validate(
 
 def musdb_name(is_wav: bool) -> str:
     return "MUSDB18-HQ" if is_wav else "MUSDB18"
-
-
-def describe_generated(root: str, *, tracks: int, kind: str) -> str | None:
-    """What a generated folder holds, from its generator's record, with the number of its
-    tracks used as `kind` ("train" or "validation") (None: not generated here)."""
-    used = f"{tracks} {kind} track" + ("" if tracks == 1 else "s")
-    marker = Path(root) / "synthetic.json"
-    if marker.exists():
-        meta = json.loads(marker.read_text())
-        return f"synthetic MUSDB-shaped set (training.synthetic, {meta}; {used} of it)"
-    world = Path(root) / "world.json"
-    if world.exists():
-        meta = json.loads(world.read_text())
-        even = "" if meta.get("syllables_on_notes") else ", --even-syllables"  # older sets: no key
-        sounds = "" if meta.get("world", "train") == "train" else f", the {meta['world']!r} sounds"
-        # sets rendered before 2026-11-27 do not list their voices (the five training voices)
-        voices = f", {len(meta['voices'])} voices" if "voices" in meta else ""
-        # Sets rendered before an option existed have no key for it: the option was off.
-        shares = [(flag, meta.get(key, 0.0)) for flag, key in (("patch", "patch_share"), ("singer", "singer_share"))]
-        options = "".join(f", --{flag}-share {share:g}" for flag, share in shares if share)
-        return (
-            f"songs rendered from sampled sounds (training.world{sounds}, {used} of "
-            f"{meta['seconds']:g} s, seed {meta['seed']}{even}{voices}{options})"
-        )
-    return None

@@ -1,6 +1,6 @@
 """Clips the app can separate with known references: generated demo songs, or MUSDB test tracks.
 
-Demo clips are synthetic songs (`training.synthetic.make_track`, the data the shipped DPRNN
+Demo clips are synthetic songs (`songgen.synthetic.make_track`, the data the shipped DPRNN
 was trained on, but songs it never saw) written once to the app's data folder on first
 start. With `MUSDB_PATH` set, the MUSDB test tracks are offered instead, and the user picks
 the start and length of the excerpt.
@@ -21,11 +21,11 @@ from separation import save_audio
 from separation.audio import SAMPLE_RATE, seconds
 from separation.errors import SeparationError
 from separation.tracks import ACCOMPANIMENT, SOURCES, accompaniment, read_mixture, read_source
-from training.synthetic import make_track
+from songgen.synthetic import make_track
 
 log = logging.getLogger("webapp")
 
-DEMO_SEEDS = (31337, 4242, 777)  # not in the training/validation/test seeds of training.synthetic
+DEMO_SEEDS = (31337, 4242, 777)  # not in the training/validation/test seeds of songgen.synthetic
 DEMO_SECONDS = 30.0
 
 

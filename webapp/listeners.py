@@ -16,6 +16,7 @@ import secrets
 import threading
 import time
 from collections import defaultdict, deque
+from collections.abc import Callable
 from pathlib import Path
 
 from separation.files import atomic_write_text
@@ -93,15 +94,16 @@ def client_address(request, proxy_hops: int = 0) -> str:
 class RateLimiter:
     """At most `limit` events of a kind per key in any `window` seconds; thread-safe."""
 
-    def __init__(self, limits: dict[str, tuple[int, float]]):
+    def __init__(self, limits: dict[str, tuple[int, float]], clock: Callable[[], float] = time.monotonic):
         self.limits = limits  # kind -> (count, window seconds)
+        self.clock = clock  # seconds; tests pass one they can move forward
         self._events: dict[tuple[str, str], deque] = defaultdict(deque)
         self._lock = threading.Lock()
 
     def allow(self, kind: str, key: str, what: str) -> None:
         """Count one event, or raise `RatingError` saying how long to wait."""
         limit, window = self.limits[kind]
-        now = time.monotonic()
+        now = self.clock()
         with self._lock:
             events = self._events[(kind, key)]
             while events and now - events[0] > window:
@@ -116,7 +118,7 @@ class RateLimiter:
 
     def failures(self, kind: str, key: str) -> int:
         limit, window = self.limits[kind]
-        now = time.monotonic()
+        now = self.clock()
         with self._lock:
             return sum(1 for t in self._events[(kind, key)] if now - t <= window)
 

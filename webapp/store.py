@@ -26,7 +26,7 @@ import sqlite3
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
@@ -93,6 +93,16 @@ class RatingError(ValueError):
     """A submission that is refused (bad range, unknown trial, duplicate, too fast)."""
 
 
+class IncompleteTrial(RatingError):
+    """A page's answer before every sample was heard and every slider set (the page words it)."""
+
+    def __init__(self, unplayed: list[str], unset: list[str]):
+        self.unplayed, self.unset = unplayed, unset
+        super().__init__(
+            f"not yet played: {', '.join(unplayed) or 'none'}; not yet rated: {', '.join(unset) or 'none'}"
+        )
+
+
 @dataclass(frozen=True)
 class Trial:
     id: str
@@ -125,15 +135,19 @@ class RatingsStore:
         rate_limit: int = 30,
         rate_window: float = 60.0,
         on_write=None,
+        clock: Callable[[], float] = time.time,
     ):
         """rate_limit: ratings submissions allowed per listener per `rate_window` seconds.
-        on_write(rows): called after a committed submission (e.g. to sync a copy)."""
+        on_write(rows): called after a committed submission (e.g. to sync a copy).
+        clock: the time every row is stamped with and every wait is measured by (seconds since
+        the epoch); tests pass one they can move forward instead of sleeping."""
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.app_version = app_version
         self.rate_limit = rate_limit
         self.rate_window = rate_window
         self.on_write = on_write
+        self.clock = clock
         self._local = threading.local()
         with self._connect() as db:
             db.executescript(SCHEMA)
@@ -178,7 +192,7 @@ class RatingsStore:
             source,
             dict(conditions),
             dict(versions),
-            time.time(),
+            self.clock(),
             seconds,
             excerpt,
             answer,
@@ -223,7 +237,7 @@ class RatingsStore:
             if row is None:
                 raise RatingError("unknown trial: start a new one")
             marks = json.loads(row[what])
-            marks.setdefault(label, time.time())
+            marks.setdefault(label, self.clock())
             db.execute(f"UPDATE trials SET {what} = ? WHERE id = ?", (json.dumps(marks), str(trial_id)))
             db.execute("COMMIT")
         except BaseException:
@@ -239,7 +253,7 @@ class RatingsStore:
     def add_listener(self, listener: str, client: str) -> None:
         _check_listener(listener)
         self._connect().execute(
-            "INSERT INTO listeners (id, client, created) VALUES (?, ?, ?)", (listener, client, time.time())
+            "INSERT INTO listeners (id, client, created) VALUES (?, ?, ?)", (listener, client, self.clock())
         )
 
     def known_listener(self, listener: str) -> bool:
@@ -270,7 +284,7 @@ class RatingsStore:
             raise RatingError(f"answer each of the {len(truth)} checks with 1, 2 or 3")
         score = sum(int(a == t) for a, t in zip(answers, truth, strict=True))
         self._connect().execute(
-            "UPDATE listeners SET headphone_score = ?, headphone_at = ? WHERE id = ?", (score, time.time(), listener)
+            "UPDATE listeners SET headphone_score = ?, headphone_at = ? WHERE id = ?", (score, self.clock(), listener)
         )
         return score
 
@@ -333,7 +347,7 @@ class RatingsStore:
             raise RatingError("unknown trial: start a new one")
         if trial.listener != listener:
             raise RatingError("this trial belongs to another listener")
-        now = time.time()
+        now = self.clock()
         if now - trial.created < trial.seconds:
             raise RatingError(
                 f"too soon: the samples last {trial.seconds:g} s each; listen to them first "
@@ -484,18 +498,7 @@ def _check_marks(trial: Trial) -> None:
     unplayed = [label for label in needed if label not in trial.played]
     unset = [label for label in sorted(trial.conditions) if label not in trial.moved] if trial.kind == "mushra" else []
     if unplayed or unset:
-        raise RatingError(missing_text(unplayed, unset))
-
-
-def missing_text(unplayed: list[str], unset: list[str], choose: bool = False) -> str:
-    """What is left before a trial can be submitted, in words ("play B and the reference; rate A")."""
-
-    def names(labels):
-        words = ["the reference" if x == "reference" else x for x in labels]
-        return words[0] if len(words) == 1 else ", ".join(words[:-1]) + " and " + words[-1]
-
-    parts = ([f"play {names(unplayed)}"] if unplayed else []) + ([f"rate {names(unset)}"] if unset else [])
-    return "; ".join(parts + (["choose"] if choose else []))
+        raise IncompleteTrial(unplayed, unset)
 
 
 def _score(value, low: float, high: float) -> float:

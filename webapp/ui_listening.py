@@ -19,7 +19,7 @@ from plotly.subplots import make_subplots
 
 from .lab import LabApp, TrialState
 from .service import Separation
-from .store import NO_PREFERENCE, RatingError, missing_text
+from .store import NO_PREFERENCE, IncompleteTrial, RatingError
 from .trials import HEADPHONE_TRIALS
 from .ui_common import components, error
 
@@ -144,6 +144,17 @@ def show_trial(tab: RatingTab, trial, sep: Separation, index: int, total: int) -
         tab.submit_msg: "",
         tab.submit: submit_button(needed, trial.labels if mushra else [], choose=not mushra),
     }
+
+
+def missing_text(unplayed: list[str], unset: list[str], choose: bool = False) -> str:
+    """What is left before a trial can be submitted, in words ("play B and the reference; rate A")."""
+
+    def names(labels):
+        words = ["the reference" if x == "reference" else x for x in labels]
+        return words[0] if len(words) == 1 else ", ".join(words[:-1]) + " and " + words[-1]
+
+    parts = ([f"play {names(unplayed)}"] if unplayed else []) + ([f"rate {names(unset)}"] if unset else [])
+    return "; ".join(parts + (["choose"] if choose else []))
 
 
 def submit_button(unplayed: list[str], unset: list[str], choose: bool = False) -> gr.Button:
@@ -281,6 +292,8 @@ def wire_rating_tab(lab: LabApp, tab: RatingTab, result: gr.State, listener: gr.
         )
         try:
             lab.answer(token, state.trial_id, answer, client_of(lab, request), page=True)
+        except IncompleteTrial as exc:  # the submit button was enabled by hand: say what is left
+            raise gr.Error(missing_text(exc.unplayed, exc.unset), print_exception=False) from None
         except Exception as exc:
             raise error(exc) from None
         done += 1

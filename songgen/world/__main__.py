@@ -1,11 +1,11 @@
 """Render a MUSDB18-HQ-shaped set of songs from sampled sounds.
 
-    python -m training.world data/world --train 100 --valid 4 --test 10 --jobs 2
-    python -m training.world data/world-heldout --sounds heldout --test 10   # this project's unseen split
-    python -m training.world data/world-unseen --sounds unseen --test 10     # FluidR3 + espeak-ng, never trained on
-    python -m training.world data/world-valid --sounds valid --valid 14      # validation songs by unheard voices
-    python -m training.world data/world-patches --train 400 --valid 0 --test 0 --patch-share 0.5  # + synth patches
-    python -m training.world data/world-singers --train 400 --valid 0 --test 0 --singer-share 0.5  # + varied singers
+    python -m songgen.world data/world --train 100 --valid 4 --test 10 --jobs 2
+    python -m songgen.world data/world-heldout --sounds heldout --test 10   # this project's unseen split
+    python -m songgen.world data/world-unseen --sounds unseen --test 10     # FluidR3 + espeak-ng, never trained on
+    python -m songgen.world data/world-valid --sounds valid --valid 14      # validation songs by unheard voices
+    python -m songgen.world data/world-patches --train 400 --valid 0 --test 0 --patch-share 0.5  # + synth patches
+    python -m songgen.world data/world-singers --train 400 --valid 0 --test 0 --singer-share 0.5  # + varied singers
 
 Every track folder holds mixture.wav (the exact sum of the stems) and vocals/drums/bass/other.wav;
 `world.json` records what each track was made of (genre, voice, kit, soundfonts, programs) and
@@ -26,7 +26,7 @@ from .sounds import SPLITS
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m training.world", description=__doc__, formatter_class=HelpFormatter)
+    p = argparse.ArgumentParser(prog="python -m songgen.world", description=__doc__, formatter_class=HelpFormatter)
     p.add_argument("root", type=Path, help="folder to write train/ and test/ into")
     p.add_argument("--sounds", choices=list(SPLITS), default="train", help="which split of sounds to render from")
     p.add_argument("--train", type=int, default=100, help="training tracks (the train sounds only)")
@@ -43,15 +43,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--jobs", type=int, default=1, help="tracks rendered at once (one process each)")
     p.add_argument("--no-traits", action="store_true", help="no dual-mono stems, hard panning or silent drums")
     p.add_argument(
-        "--even-syllables",
-        action="store_true",
-        help="stretch the spoken words evenly over each phrase instead of singing syllables on the notes "
-        "(how sets were rendered before the alignment: reproduces them)",
-    )
-    p.add_argument(
         "--five-voices",
         action="store_true",
-        help="sing with the five training voices of sets rendered before 2026-11-27 only (reproduces them)",
+        help="sing with the first five training voices only, as the sets rendered before the other four "
+        "existed (the README's own test split needs it)",
     )
     p.add_argument(
         "--patch-share",
@@ -87,13 +82,13 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     a = parser.parse_args(argv)
     options = dict(vars(a))
-    root, no_traits, even = options.pop("root"), options.pop("no_traits"), options.pop("even_syllables")
+    root, no_traits = options.pop("root"), options.pop("no_traits")
     try:
         # write_world's own check, as a usage error before any work
         check_shares(a.sounds, patch_share=a.patch_share, singer_share=a.singer_share)
     except ValueError as e:
         parser.error(str(e))
-    meta = write_world(root, traits=Traits.none() if no_traits else REAL, align_syllables=not even, **options)
+    meta = write_world(root, traits=Traits.none() if no_traits else REAL, **options)
     n = len(meta["tracks"])
     print(
         f"wrote {n} tracks of {a.seconds:g} s from the {a.sounds!r} sounds to {a.root} "

@@ -38,7 +38,7 @@ def _program(soundfont: Path, program: int) -> int:
 
 
 def _formant_vocal(song: Song, rng: np.random.Generator) -> np.ndarray:
-    """The synthetic formant voice of `training.synthetic`, singing only in the song's phrases."""
+    """The synthetic formant voice of `songgen.synthetic`, singing only in the song's phrases."""
     n = int(song.seconds * SAMPLE_RATE)
     sung = formant_voice(rng, n, 48 + song.key, 60.0 / song.tempo)
     gate = np.zeros(n, np.float32)
@@ -50,7 +50,7 @@ def _formant_vocal(song: Song, rng: np.random.Generator) -> np.ndarray:
 
 
 def _vocals(
-    song: Song, voice: Voice, soundfont: Path, rng, dual_mono: bool, align: bool, singer: Singer | None = None
+    song: Song, voice: Voice, soundfont: Path, rng, dual_mono: bool, singer: Singer | None = None
 ) -> tuple[np.ndarray, list[str]]:
     """The vocals stem `(T, 2)`: lead, double, harmony, breaths, and a choir patch if scored;
     `singer`: the sung takes' voice varied (a WORLD voice's only: the formant voice has its own)."""
@@ -58,7 +58,7 @@ def _vocals(
     if voice.engine == "formant":
         takes = {"lead": _formant_vocal(song, rng)}
     else:
-        takes = lead_vocal(voice, song.phrases, song.seconds, rng, align=align, singer=singer)
+        takes = lead_vocal(voice, song.phrases, song.seconds, rng, singer=singer)
     choir = [p for p in song.parts if p.stem == "vocals"]
     parts = [voice.id if singer is None else f"{voice.id}+{singer.id}"]
     room = float(rng.uniform(0.05, 0.3))
@@ -84,17 +84,15 @@ def render_song(
     seconds: float = 30.0,
     traits: Traits = Traits(),
     *,
-    align: bool = True,
     five_voices: bool = False,
     patch_share: float = 0.0,
     singer_share: float = 0.0,
 ):
     """One song from split `sounds`: ({source: (T, 2) float32, "mixture": their exact sum},
-    what it was made of). `align`: sung syllables on the melody's notes (False: the speech
-    stretched evenly over each phrase, as sets rendered before the alignment). `five_voices`:
-    the training voices of sets rendered before 2026-11-27 (reproduces them). `patch_share`:
+    what it was made of). `five_voices`: the first five training voices only, as sets rendered
+    before the other four existed (the own test split of the published scores is one). `patch_share`:
     the chance that a bass or `other` part is played on a random synthesiser patch
-    (`training.world.patches`) instead of its soundfont preset; `singer_share`: the chance that
+    (`songgen.world.patches`) instead of its soundfont preset; `singer_share`: the chance that
     the song is sung by a varied copy of its voice (`voices.Singer`); both training sounds only."""
     check_shares(sounds, patch_share=patch_share, singer_share=singer_share)
     rng = np.random.default_rng([seed, SPLIT_CODE[sounds]])
@@ -139,7 +137,7 @@ def render_song(
     stems["drums"] = channel_strip(drums, rng, room=float(rng.uniform(0.0, 0.2)))
     choir_font = bank.soundfonts[int(rng.integers(len(bank.soundfonts)))]
     dual_mono = trng.random() < traits.dual_mono_vocals
-    stems["vocals"], vocal_parts = _vocals(song, voice, choir_font, rng, dual_mono, align, singer)
+    stems["vocals"], vocal_parts = _vocals(song, voice, choir_font, rng, dual_mono, singer)
     used["parts"]["vocals"] = vocal_parts
     used["parts"]["drums"] = [f"kit:{kit}"]
     if any(p.stem == "vocals" for p in song.parts):
@@ -180,7 +178,6 @@ def _render_one(
     sounds: str,
     seconds: float,
     traits: Traits,
-    align: bool,
     five_voices: bool,
     patch_share: float,
     singer_share: float,
@@ -193,7 +190,6 @@ def _render_one(
         sounds,
         seconds,
         traits,
-        align=align,
         five_voices=five_voices,
         patch_share=patch_share,
         singer_share=singer_share,
@@ -223,7 +219,6 @@ def write_world(
     seed: int = 0,
     jobs: int = 1,
     traits: Traits = Traits(),
-    align_syllables: bool = True,
     five_voices: bool = False,
     patch_share: float = 0.0,
     singer_share: float = 0.0,
@@ -233,7 +228,7 @@ def write_world(
     (named as musdb's, in `train/`), the held-out splits test songs alone. Returns (and writes as
     `world.json`) what every track was made of and how long it took. With `jobs > 1` the workers
     start by forkserver: a script that calls this needs an `if __name__ == "__main__":` guard, as
-    for any pool that does not fork (`python -m training.world` has one)."""
+    for any pool that does not fork (`python -m songgen.world` has one)."""
     check_installed(sounds)
     check_shares(sounds, patch_share=patch_share, singer_share=singer_share)
     root = Path(root)
@@ -255,7 +250,6 @@ def write_world(
         sounds=sounds,
         seconds=seconds,
         traits=traits,
-        align=align_syllables,
         five_voices=five_voices,
         patch_share=patch_share,
         singer_share=singer_share,
@@ -276,7 +270,8 @@ def write_world(
         "seconds": seconds,
         "seed": seed,
         "traits": dataclasses.asdict(traits),
-        "syllables_on_notes": align_syllables,
+        # always true now; records of sets made before syllables were sung on the notes lack it
+        "syllables_on_notes": True,
         "voices": [v.id for v in voices_of(sounds, five_voices)],
         "patch_share": patch_share,
         "singer_share": singer_share,

@@ -1,6 +1,6 @@
 """A synthetic, MUSDB18-HQ-shaped data set: songs with a sung-like voice over a band.
 
-    python -m training.synthetic data/synthetic --train 40 --valid 4 --test 10 --seconds 15
+    python -m songgen.synthetic data/synthetic --train 40 --valid 4 --test 10 --seconds 15
 
 writes `train/` and `test/`, one folder per track with `mixture.wav`, `vocals.wav`,
 `drums.wav`, `bass.wav` and `other.wav` (16-bit, 44.1 kHz stereo, mixture == sum of stems
@@ -410,7 +410,7 @@ def write_musdb_folder(
 
 def main() -> None:
     p = argparse.ArgumentParser(
-        prog="python -m training.synthetic",
+        prog="python -m songgen.synthetic",
         description=__doc__.splitlines()[0],
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )

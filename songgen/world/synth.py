@@ -1,7 +1,7 @@
 """Notes to audio: FluidSynth (through its C library, by ctypes) for pitched instruments and
 choir patches, and a sampler of Hydrogen drum-kit recordings for drums.
 
-FluidSynth's own reverb and chorus are off: the mix adds room per stem (`training.world.mix`),
+FluidSynth's own reverb and chorus are off: the mix adds room per stem (`songgen.world.mix`),
 so that a stem's dry sound and its effects are drawn like the rest of the mix. Rendering is
 deterministic: the same notes give the same samples.
 """

@@ -20,6 +20,7 @@ split rendered from other sounds than it says would make its scores lie.
 from __future__ import annotations
 
 import functools
+import importlib.util
 import re
 import shutil
 import xml.etree.ElementTree as ET
@@ -45,7 +46,7 @@ class Voice:
     """A text-to-speech voice: `engine` is "festival" (`name` is its voice function without
     `voice_`), "espeak" (`name` is an espeak-ng voice, e.g. `en+f3`), "flite" (`name` is one of
     `flite -lv`, e.g. `awb`) or "formant" (the synthetic
-    voice of `training.synthetic`, which needs no text); `female` picks the melody's range."""
+    voice of `songgen.synthetic`, which needs no text); `female` picks the melody's range."""
 
     engine: str
     name: str
@@ -58,7 +59,7 @@ class Voice:
 
     @property
     def program(self) -> str | None:
-        """The speech synthesiser `training.world.voices` runs for this voice (None: none)."""
+        """The speech synthesiser `songgen.world.voices` runs for this voice (None: none)."""
         return ENGINES.get(self.engine, (None, None))[0]
 
 
@@ -158,7 +159,10 @@ def all_sound_files(split: str) -> set[str]:
 
 
 def check_installed(split: str) -> None:
-    """Raise a `SeparationError` naming the Debian package of the first missing sound."""
+    """Raise a `SeparationError` naming the package of the first missing sound or renderer."""
+    for module in ("pyworld", "pedalboard"):  # imported where used, so that the rest imports without them
+        if importlib.util.find_spec(module) is None:
+            raise SeparationError(f"{module} is not installed: the training world needs `pip install '.[world]'`")
     s = SPLITS[split]
     for path in s.soundfonts:
         if not path.exists():

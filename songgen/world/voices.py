@@ -219,8 +219,8 @@ def _timing(voiced: np.ndarray, sp: np.ndarray, notes: list[Note], *, align: boo
     onset and its vowel is held until the consonants before the next group, which keep their
     spoken length (at most 40 % of the gap between the notes); the first consonants come just
     before the first note (at most 150 ms), the last ones after the phrase's last note (200 ms).
-    Between anchors the mapping is linear. Without `align` (renders made before syllables were
-    aligned), or for speech with no voiced frame, the speech is stretched evenly over the phrase."""
+    Between anchors the mapping is linear. Without `align` (the comparison the tests draw),
+    or for speech with no voiced frame, the speech is stretched evenly over the phrase."""
     step = FRAME_MS / 1000
     onsets = [n.start for n in notes]
     end = max(n.start + n.length for n in notes)
@@ -328,11 +328,10 @@ def lead_vocal(
     seconds: float,
     rng: np.random.Generator,
     *,
-    align: bool = True,
     singer: Singer | None = None,
 ) -> dict[str, np.ndarray]:
     """The sung lines of a song: {"lead", "double", "harmony"} mono tracks (T,) float32; the
-    double and the harmony are silent where the song has none. `align`, `singer`: see `sing`
+    double and the harmony are silent where the song has none. `singer`: see `sing`
     (one singer sings every take)."""
     n = int(seconds * SAMPLE_RATE)
     out = {k: np.zeros(n, np.float32) for k in ("lead", "double", "harmony")}
@@ -340,17 +339,15 @@ def lead_vocal(
     warp = float(rng.uniform(0.92, 1.1))
     doubled = rng.random() < 0.35
     for phrase in phrases:
-        start, audio = sing(voice, phrase.words, phrase.notes, rng, warp=warp, align=align, singer=singer)
+        start, audio = sing(voice, phrase.words, phrase.notes, rng, warp=warp, singer=singer)
         place(out["lead"], start, audio)
         if rng.random() < 0.5:
             place(out["lead"], start - 0.3, breath(rng))
         if doubled:
             detune = rng.uniform(-8, 8)
-            s2, take = sing(
-                voice, phrase.words, phrase.notes, rng, warp=warp, detune_cents=detune, align=align, singer=singer
-            )
+            s2, take = sing(voice, phrase.words, phrase.notes, rng, warp=warp, detune_cents=detune, singer=singer)
             place(out["double"], s2 + rng.uniform(0.01, 0.03), take, 0.5)
         if phrase.harmony:
-            s3, harm = sing(voice, phrase.words, phrase.harmony, rng, warp=warp * 1.02, align=align, singer=singer)
+            s3, harm = sing(voice, phrase.words, phrase.harmony, rng, warp=warp * 1.02, singer=singer)
             place(out["harmony"], s3, harm, 0.6)
     return out

@@ -1,9 +1,9 @@
 """Procedural instruments: a random synthesiser patch per part, for timbres no soundfont has.
 
 Debian ships four independent General MIDI soundfonts, and two of them (TimGM6mb, FluidR3) are
-held out for evaluation (`training.world.sounds`), so every pitched instrument a model trains on
+held out for evaluation (`songgen.world.sounds`), so every pitched instrument a model trains on
 comes from two banks. A model that learned those banks' ~250 presets meets TimGM6mb's and FluidR3's
-instruments as new sounds. `--patch-share P` (`python -m training.world`, training sounds only)
+instruments as new sounds. `--patch-share P` (`python -m songgen.world`, training sounds only)
 plays a share of the bass and `other` parts on a patch drawn at random instead: additive
 (band-limited saw, square, triangle or organ drawbars, optionally stretched like a piano's
 strings), or two-operator FM; an amplitude envelope from percussive to bowed, a brightness
