@@ -18,7 +18,21 @@ os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["HF_HUB_DISABLE_TELEMETRY"] = "1"
 os.environ["HF_HUB_CACHE"] = tempfile.mkdtemp(prefix="hf-cache-")
 
-from tests.helpers import voice_and_band  # noqa: E402
+from tests.helpers import CHROMIUM, voice_and_band  # noqa: E402
+
+
+@pytest.hookimpl(tryfirst=True)  # before `-m` deselects: a world or browser test is slow too
+def pytest_collection_modifyitems(config, items):
+    """`world` and `browser` tests count as `slow`; `gpu` and `browser` tests are skipped where
+    there is no GPU or no Chromium (markers: pytest.ini)."""
+    gpu = torch.cuda.is_available()
+    for item in items:
+        if item.get_closest_marker("world") or item.get_closest_marker("browser"):
+            item.add_marker(pytest.mark.slow)
+        if item.get_closest_marker("gpu") and not gpu:
+            item.add_marker(pytest.mark.skip(reason="needs a GPU"))
+        if item.get_closest_marker("browser") and CHROMIUM is None:
+            item.add_marker(pytest.mark.skip(reason="Debian's chromium is not installed (scripts/setup.sh --dev)"))
 
 
 @pytest.fixture(scope="session")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import shutil
 import threading
 import time
 from pathlib import Path
@@ -17,6 +18,8 @@ from separation.models.dprnn import DPRNNConfig
 from separation.models.umx import UMXConfig
 
 ROOT = Path(__file__).resolve().parents[1]
+# Debian's Chromium for the `browser` tests (never a browser download); None where it is missing.
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 # The session's private Hub cache, set by conftest.py before anything imports huggingface_hub.
 HF_CACHE = Path(os.environ["HF_HUB_CACHE"])
 SR = SAMPLE_RATE  # the project's one sample rate

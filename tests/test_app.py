@@ -27,7 +27,7 @@ from eval.ratings import summary
 from separation.audio import SAMPLE_RATE
 from separation.errors import SeparationError
 from separation.separator import SHIFT_SPAN_SECONDS, OutOfMemory, segment_offsets
-from tests.helpers import in_threads, voice_and_band
+from tests.helpers import CHROMIUM, in_threads, voice_and_band
 from webapp import lab as lab_module
 from webapp import ui as ui_module
 from webapp.config import AppConfig
@@ -35,7 +35,6 @@ from webapp.service import ModelPool, ModelSlot, separate_with_fallback
 from webapp.store import RatingError, RatingsStore, safe_cell
 
 SR = SAMPLE_RATE  # the project's one sample rate
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
 
 @pytest.fixture(scope="module")
@@ -88,6 +87,7 @@ def wav_file(path: Path, seconds: float = 6.0) -> Path:
 # ---------------------------------------------------------------------------- gradio_client
 
 
+@pytest.mark.slow
 def test_separate_a_demo_clip_with_both_models(lab, client):
     clip = next(iter(lab.clips))
     files, info = client.predict(clip, 2, 8, api_name="/separate_clip")
@@ -124,6 +124,7 @@ def test_separate_an_uploaded_file(client, tmp_path):
         ("noise.flac", bytes(range(256)) * 40, "not an audio file|no channels or no sample rate"),
     ],
 )
+@pytest.mark.slow
 def test_a_bad_upload_returns_the_error_and_the_app_keeps_serving(client, tmp_path, name, content, message):
     bad = tmp_path / name
     bad.write_bytes(content)
@@ -140,6 +141,7 @@ def test_an_upload_over_the_duration_cap_is_refused(client, tmp_path):
         client.predict(handle_file(str(long)), "all", api_name="/separate")
 
 
+@pytest.mark.slow
 def test_ratings_round_trip_through_the_api(lab, client):
     listener = client.predict(api_name="/listener")
     with sqlite3.connect(lab.store.path) as db:
@@ -201,7 +203,8 @@ def test_admin_export_is_streamed_once_and_formula_safe(lab):
 # ---------------------------------------------------------------------------- a real browser
 
 
-@pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed (scripts/setup.sh installs it)")
+@pytest.mark.browser
+@pytest.mark.slow
 def test_browser_upload_and_separate(lab, tmp_path):
     from playwright.sync_api import expect, sync_playwright
 
@@ -314,6 +317,7 @@ def test_an_upload_over_the_size_cap_is_refused(lab, client, tmp_path):
         lab.read_upload(str(big))
 
 
+@pytest.mark.slow
 def test_a_trial_falls_back_to_an_example_clip_when_the_upload_cannot_make_one(tmp_path):
     """One model and no true stems: no A/B is possible, so the trial is a MUSHRA on a demo clip."""
     pool = ModelPool(["dprnn"], device="cpu", background=False)

@@ -78,6 +78,7 @@ def work_folders(lab) -> int:
     return sum(1 for _ in lab.work_root.glob("*/*"))
 
 
+@pytest.mark.slow
 def test_many_channels_at_a_high_rate_are_refused_from_the_header(lab, client, song, tmp_path):
     # 20 s of 8 channels at 384 kHz: 61 M samples to decode, ~50 kB of FLAC (silence)
     path = tmp_path / "eight-channels.flac"
@@ -96,6 +97,7 @@ def test_many_channels_at_a_high_rate_are_refused_from_the_header(lab, client, s
     still_serves(client, song)
 
 
+@pytest.mark.slow
 def test_a_file_without_a_duration_is_stopped_at_the_cap_while_decoding(lab, client, song, tmp_path):
     # 3 minutes of 8-channel Opus written through a pipe: the header has no duration (~0.2 MB)
     path = tmp_path / "piped.webm"
@@ -159,6 +161,7 @@ def test_too_short_an_upload_is_a_clear_message_before_any_work(lab, client, son
         (-1, 5, r"must start at 0 s or later, not -1 s"),
     ],
 )
+@pytest.mark.slow
 def test_excerpt_bounds_are_checked_before_any_work(lab, client, song, start, length, match):
     clip = next(iter(lab.clips))
     assert lab.clips[clip].duration == pytest.approx(30.0)
@@ -243,6 +246,7 @@ def test_unknown_model_names_are_refused_before_any_work(lab, client, song):
     assert list(info["stems"]) == ["dprnn"]
 
 
+@pytest.mark.slow
 def test_offline_means_no_outbound_request_at_all(tmp_path):
     """The real app, started with HF_HUB_OFFLINE=1 and every network connection recorded: it
     starts, serves the page and a separation, and never tries an address off this machine."""
@@ -326,6 +330,7 @@ def test_the_spaces_package_outside_a_space_changes_nothing(lab, client, song, m
     still_serves(client, song)
 
 
+@pytest.mark.slow
 def test_on_zerogpu_the_separation_runs_inside_spaces_gpu_with_a_duration_from_the_clip(tmp_path, monkeypatch):
     import torch
 
@@ -361,7 +366,7 @@ def test_on_zerogpu_the_separation_runs_inside_spaces_gpu_with_a_duration_from_t
     assert gpu.gpu_seconds(600, 2) == 140 and gpu.gpu_seconds(7200, 2) == gpu.MAX_SECONDS
 
 
-@pytest.mark.skipif(not __import__("torch").cuda.is_available(), reason="needs a GPU")
+@pytest.mark.gpu
 def test_models_move_to_the_gpu_for_the_call_and_back():
     import torch
 

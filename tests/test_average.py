@@ -70,6 +70,7 @@ def test_the_average_holds_the_weighted_mean_of_every_tensor_and_separates(tmp_p
     assert set(stems) == {"vocals", "accompaniment"} and all(torch.isfinite(s).all() for s in stems.values())
 
 
+@pytest.mark.slow
 def test_a_fine_tune_of_an_average_keeps_its_ingredients_in_its_card(musdb_root, tmp_path):
     gpu = {"data": "excerpts", "batch_size": 16, "chunk_seconds": 3.0, "valid_data": "4 songs"}
     a = _checkpoint(tmp_path / "a", 1, budget="1 min of training on cuda (GPU X), bfloat16 autocast", **gpu)
@@ -140,6 +141,7 @@ def test_cli_averages_and_refuses_to_overwrite_an_ingredient(tmp_path, capsys):
     assert "error:" in capsys.readouterr().err and not (tmp_path / "x").exists()
 
 
+@pytest.mark.slow
 def test_keep_epochs_saves_every_epoch_for_weight_averaging(musdb_root, tmp_path):
     """Stochastic weight averaging: `--keep-epochs` snapshots, then `average` of them."""
     run, start = tmp_path / "run", _checkpoint(tmp_path / "start", 7)
@@ -197,6 +199,7 @@ def test_a_validated_average_scores_as_the_training_loop_does(musdb_root, tmp_pa
     assert f"| validation when saved | loss {training['valid']['valid_loss']:.3f}, " in card
 
 
+@pytest.mark.slow
 def test_the_greedy_soup_keeps_only_what_does_not_raise_the_validation_loss(musdb_root, tmp_path):
     run = tmp_path / "run"
     Trainer(tiny_train_config(musdb_root, run, epochs=2)).run()

@@ -51,6 +51,7 @@ def assert_same(expected: dict, got: dict, tol: float = TOL_DB, floor: float | N
     "sources,channels,seconds",
     [(2, 2, 3.0), (3, 2, 2.5), (2, 1, 2.2), (4, 2, 1.3), (2, 2, 0.7)],  # 0.7 s: one window, the whole signal
 )
+@pytest.mark.slow
 def test_fast_matches_museval_on_random_signals(sources, channels, seconds):
     rng = np.random.default_rng(sources * 10 + channels)
     n = int(seconds * SR)
@@ -171,6 +172,7 @@ def imperfect(refs: np.ndarray, seed: int = 0) -> np.ndarray:
     return 0.8 * refs + 0.15 * refs[::-1] + 0.01 * rng.standard_normal(refs.shape)
 
 
+@pytest.mark.slow
 def test_dual_mono_reference_matches_museval():
     refs = song_references()
     refs[0, 1] = refs[0, 0]  # vocals exactly left == right: G has two identical block rows
@@ -212,6 +214,7 @@ def test_a_source_silent_for_the_whole_track_is_refused_like_museval():
 
 
 @pytest.mark.parametrize("quantised", [False, True])
+@pytest.mark.slow
 def test_a_band_limited_source_matches_museval(quantised):
     t = np.arange(4 * SR) / SR
     bass = sum(np.sin(2 * np.pi * f * t + k) / k for k, f in enumerate((55.0, 110.0, 165.0), 1))  # all below 200 Hz
@@ -237,6 +240,7 @@ def test_two_sources_with_identical_content_match_museval():
 @pytest.mark.parametrize(
     "samples", [4096, 5000, int(0.3 * SR), SR + 123]
 )  # the shortest scored, one window, one and a bit
+@pytest.mark.slow
 def test_very_short_tracks_match_museval(samples):
     rng = np.random.default_rng(samples)
     refs = 0.1 * rng.standard_normal((2, 2, samples))
@@ -256,6 +260,7 @@ def test_tracks_shorter_than_the_filters_can_fit_are_refused(backend):
         score_track(refs, refs, backend=backend)
 
 
+@pytest.mark.slow
 def test_the_singular_fallback_is_museval_least_squares(monkeypatch):
     """Where LU meets an exact zero, both take numpy's minimum-norm `lstsq(G, D)`: force museval
     onto that path and compare (museval's own fallback needs the numpy-2 alias in `eval.scores`)."""
@@ -278,7 +283,7 @@ def test_the_singular_fallback_is_museval_least_squares(monkeypatch):
     np.testing.assert_allclose(bsseval.solve_like_museval(g, d).numpy(), [[0.25], [0.25], [3.0]], atol=1e-12)
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="no GPU here")
+@pytest.mark.gpu
 def test_fast_backend_on_gpu_matches_museval():
     rng = np.random.default_rng(6)
     refs = rng.standard_normal((2, 2, 3 * SR))

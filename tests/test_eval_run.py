@@ -37,6 +37,7 @@ def quiet(*args, **kwargs):
     pass
 
 
+@pytest.mark.slow
 def test_oracles_and_the_shipped_model_rank_as_expected(musdb_root, tmp_path):
     cfg = RunConfig(
         methods=["mixture", "irm", "ibm", "dprnn"], musdb_root=str(musdb_root), is_wav=True, out=str(tmp_path)
@@ -57,6 +58,7 @@ def test_oracles_and_the_shipped_model_rank_as_expected(musdb_root, tmp_path):
     assert json.loads((tmp_path / "dprnn" / "method.json").read_text())["architecture"] == "dprnn"
 
 
+@pytest.mark.slow
 def test_default_backend_equals_museval_on_dual_mono_vocals(musdb_root, tmp_path):
     """The synthetic set has real data's traits: dual-mono vocals (singular BSSEval systems) and
     whole vocal-free seconds (NaN windows). Both backends finish, with the same medians."""
@@ -84,6 +86,7 @@ def test_default_backend_equals_museval_on_dual_mono_vocals(musdb_root, tmp_path
     assert np.isnan(frames["vocals"]["SDR"]).any() and np.isnan(frames["accompaniment"]["SDR"]).any()
 
 
+@pytest.mark.slow
 def test_musdb18_stem_mp4_through_eval(tmp_path):
     root = write_musdb_folder(tmp_path / "musdb18", train=0, valid=0, test=2, seconds=4.0, seed=3, stems_mp4=True)
     table, errors = run(
@@ -95,6 +98,7 @@ def test_musdb18_stem_mp4_through_eval(tmp_path):
     assert 15 < table["mixture"]["vocals"]["SAR"] < 100
 
 
+@pytest.mark.slow
 def test_full_length_tracks_in_bounded_memory(tmp_path):
     """Two 7-minute songs (the longest in MUSDB run ~7 min), two jobs at once: the whole process
     tree stays within 6 GB (it took ~12 GB when the oracle masks and the metrics held whole-track
@@ -144,6 +148,7 @@ def test_parallel_jobs_are_limited_by_memory(musdb_root, capsys):
     assert "more than the 0.5 GB budget; the fast backend needs far less" in capsys.readouterr().out
 
 
+@pytest.mark.slow
 def test_a_killed_run_resumes_to_the_same_table(musdb_root, tmp_path):
     straight = tmp_path / "straight"
     killed = tmp_path / "killed"
@@ -182,6 +187,7 @@ def test_a_killed_run_resumes_to_the_same_table(musdb_root, tmp_path):
             assert a[method][track].medians() == b[method][track].medians()
 
 
+@pytest.mark.slow
 def test_parallel_jobs_give_the_same_files(musdb_root, tmp_path):
     one = RunConfig(methods=["irm"], musdb_root=str(musdb_root), is_wav=True, out=str(tmp_path / "one"))
     two = RunConfig(methods=["irm"], musdb_root=str(musdb_root), is_wav=True, out=str(tmp_path / "two"), jobs=2)
@@ -425,6 +431,7 @@ def test_wilcoxon_and_holm_by_hand():
     assert holm([0.01, 0.04, 0.03]) == pytest.approx([0.03, 0.06, 0.06])
 
 
+@pytest.mark.slow
 def test_report_writes_tables_plots_and_tests(musdb_root, tmp_path):
     run(RunConfig(methods=["mixture", "irm"], musdb_root=str(musdb_root), is_wav=True, out=str(tmp_path)), echo=quiet)
     out = write_report(tmp_path)  # PNGs through kaleido and Debian's chromium (installed by set-up)
@@ -439,6 +446,7 @@ def test_report_writes_tables_plots_and_tests(musdb_root, tmp_path):
         assert (out / f"boxplot-{source}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+@pytest.mark.slow
 def test_export_takes_only_the_scores_of_the_exported_weights(musdb_root, tmp_path):
     """Results of the shipped `dprnn` must not end up in the card of another DPRNN: export finds
     the results folder whose recorded weights are the checkpoint's, and refuses otherwise."""
@@ -499,6 +507,7 @@ def test_card_verdicts_follow_the_measured_scores():
     assert "has not been scored" in verdict(None)
 
 
+@pytest.mark.slow
 def test_export_puts_eval_scores_in_the_model_card(musdb_root, tmp_path):
     from training.hub import export
 
@@ -524,6 +533,7 @@ def _result_rows(card: str) -> list[str]:
     return [line for line in table.splitlines() if line.startswith("| ") and not line.startswith("| test data")]
 
 
+@pytest.mark.slow
 def test_export_takes_several_test_sets_the_first_as_headline(musdb_root, tmp_path):
     from training.hub import export
 

@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from tests.helpers import ROOT
 
 MAX_FUNCTION_LINES = 100
@@ -27,6 +29,7 @@ def test_no_function_is_over_100_lines():
     assert not long, long
 
 
+@pytest.mark.slow
 def test_the_commands_work_from_any_folder(tmp_path):
     """`pip install -e .` (done by scripts/setup.sh) makes the packages and commands importable anywhere."""
     for module, prog in (
@@ -42,6 +45,7 @@ def test_the_commands_work_from_any_folder(tmp_path):
     assert "(default: 1000)" in res.stdout  # defaults shown
 
 
+@pytest.mark.slow
 def test_importing_app_py_starts_nothing():
     """app.py is the Space's entry point: importing it (as tools and tests do) must not launch a server."""
     code = "import runpy, sys; sys.argv = ['x']; import importlib; importlib.import_module('app'); print('ok')"

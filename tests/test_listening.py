@@ -8,7 +8,6 @@ import csv
 import io
 import json
 import os
-import shutil
 import sqlite3
 import urllib.error
 import urllib.request
@@ -21,7 +20,7 @@ from gradio_client import Client
 from gradio_client.exceptions import AppError
 
 from separation.audio import SAMPLE_RATE
-from tests.helpers import Clock, in_threads
+from tests.helpers import CHROMIUM, Clock, in_threads
 from webapp import lab as lab_module
 from webapp import ui as ui_module
 from webapp.config import AppConfig
@@ -30,9 +29,10 @@ from webapp.service import ModelPool
 from webapp.trials import EXCERPTS_PER_SOURCE, loudness
 
 SR = SAMPLE_RATE
+pytestmark = pytest.mark.slow  # every test here talks to a launched app (about 6 s to start)
+
 SECONDS = 2.0  # the trials' excerpt, and the server's minimum time before a rating
 CLOCK = Clock(real=True)  # the ratings store's clock in this module's app
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 ADMIN = "adm1n-token"
 
 
@@ -350,7 +350,7 @@ def play(page, label: str) -> None:
     page.get_by_test_id(f"audio-player-{label}").evaluate("a => a.play()")
 
 
-@pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed (scripts/setup.sh installs it)")
+@pytest.mark.browser
 def test_a_mushra_session_in_the_browser(lab):
     from playwright.sync_api import expect, sync_playwright
 
@@ -413,7 +413,7 @@ def open_trials(lab, listener: str):
     return [lab.store.get_trial(i) for i in ids]
 
 
-@pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed (scripts/setup.sh installs it)")
+@pytest.mark.browser
 def test_an_ab_session_on_an_upload_in_the_browser(lab, tmp_path):
     from playwright.sync_api import expect, sync_playwright
 

@@ -168,6 +168,7 @@ def test_wiener_option_validation():
         Separator(build_model("dprnn", TINY_CONFIGS["dprnn"]), device="cpu", wiener=-1)
 
 
+@pytest.mark.slow
 def test_shifts_average_realigned_passes(tiny_dprnn):
     """Pass 2 of 2 is the plain separation of the input delayed by 0.25 s with left and right
     swapped, cut back into place and swapped back; the result is the mean of the two passes."""

@@ -142,6 +142,7 @@ def test_default_dprnn_is_the_shipped_one_and_separates(unseen_song):
     assert usdr(stems["accompaniment"], accompaniment) > usdr(mix, accompaniment) + 4.0
 
 
+@pytest.mark.slow
 def test_dprnn_beats_the_conv1d_baseline():
     """On synthetic songs neither was trained on (one song swings by a few dB either way: three,
     each won, and a clear margin on average; on the 12-song synthetic test set the shipped DPRNN
@@ -155,6 +156,7 @@ def test_dprnn_beats_the_conv1d_baseline():
     assert min(margins) > 0.0 and sum(margins) / len(margins) > 2.0, margins
 
 
+@pytest.mark.world
 def test_shipped_dprnn_separates_songs_of_sounds_it_never_heard():
     """Songs rendered from the `unseen` sounds (FluidR3, espeak-ng voices, kits kept out of
     training): the shipped DPRNN, fine-tuned on the training sounds, gains on every song and a
@@ -173,7 +175,7 @@ def test_shipped_dprnn_separates_songs_of_sounds_it_never_heard():
     assert min(gains) > 1.0 and sorted(gains)[2] > 5.0, gains
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU")
+@pytest.mark.gpu
 def test_shipped_dprnn_separates_the_same_on_a_gpu(unseen_song):
     """cuDNN's LSTMs and cuFFT give the CPU's stems to float rounding (the app and `eval` use
     either device)."""

@@ -51,6 +51,7 @@ def test_synthetic_set_is_musdb_shaped(musdb_root):
     np.testing.assert_allclose(test[0].targets["vocals"].audio, stems["vocals"], atol=1e-4)
 
 
+@pytest.mark.slow
 def test_synthetic_tracks_are_deterministic_and_not_trivial():
     a, b, c = make_track(5, 6.0), make_track(5, 6.0), make_track(6, 6.0)
     assert all(np.array_equal(a[k], b[k]) for k in a)
@@ -67,6 +68,7 @@ def test_synthetic_tracks_are_deterministic_and_not_trivial():
     assert -4 < np.median(scores) < 4
 
 
+@pytest.mark.slow
 def test_synthetic_tracks_carry_real_datas_traits_at_musdb_like_rates():
     tracks = [make_track(seed, 6.0) for seed in range(20)]
     dual_mono = [np.array_equal(t["vocals"][:, 0], t["vocals"][:, 1]) for t in tracks]
@@ -147,6 +149,7 @@ def test_no_augmentation_reads_the_track_as_is(musdb_root):
     torch.testing.assert_close(targets, full_targets[..., : targets.shape[-1]])
 
 
+@pytest.mark.slow
 def test_musdb18_stem_mp4_is_read_by_the_training_loader(tmp_path):
     """MUSDB18 (not HQ): one AAC .stem.mp4 per track, decoded through musdb/stempeg/ffmpeg."""
     root = write_musdb_folder(tmp_path / "musdb18", train=2, valid=1, test=0, seconds=3.0, seed=2, stems_mp4=True)
@@ -165,6 +168,7 @@ def test_musdb18_stem_mp4_is_read_by_the_training_loader(tmp_path):
     assert run["step"] == 1 and (tmp_path / "run" / "last" / "trainer.pt").exists()
 
 
+@pytest.mark.slow
 def test_training_on_full_length_tracks_in_bounded_memory(tmp_path):
     """A 7-minute training track and a 7-minute validation track: chunks are read a few seconds
     at a time and validation goes a segment at a time, so a step and a validation of a tiny
@@ -219,6 +223,7 @@ def test_epoch_batches_partition_across_ranks():
 # --------------------------------------------------------------------------- the loop
 
 
+@pytest.mark.slow
 def test_tiny_run_learns_and_its_checkpoint_separates(musdb_root, tmp_path):
     cfg = _cfg(musdb_root, tmp_path / "run", epochs=4, data=DataConfig(seconds=1.0, samples_per_track=4))
     result = Trainer(cfg).run()
@@ -240,6 +245,7 @@ def test_tiny_run_learns_and_its_checkpoint_separates(musdb_root, tmp_path):
 
 
 @pytest.mark.parametrize("arch", ["conv1d", "umx"])
+@pytest.mark.slow
 def test_baselines_train_on_the_same_data(musdb_root, tmp_path, arch):
     cfg = _cfg(musdb_root, tmp_path / arch, model=arch, model_config=dataclasses.asdict(TINY_CONFIGS[arch]), epochs=2)
     trainer = Trainer(cfg)
@@ -263,6 +269,7 @@ def _weights(run):
     return load_file(str(run / "last" / "model.safetensors"))
 
 
+@pytest.mark.slow
 def test_resume_equals_a_straight_run(musdb_root, tmp_path):
     straight = _cfg(musdb_root, tmp_path / "a", max_steps=6, epochs=3)
     Trainer(straight).run()
@@ -285,6 +292,7 @@ def test_resume_equals_a_straight_run(musdb_root, tmp_path):
 
 # stopped after epoch 0's last step (before its validation), and in the middle of epoch 1
 @pytest.mark.parametrize("stop_at,epoch,batch", [(3, 0, 3), (4, 1, 1)])
+@pytest.mark.slow
 def test_epoch_means_after_a_resume_cover_the_whole_epoch(musdb_root, tmp_path, stop_at, epoch, batch, caplog):
     straight = Trainer(_cfg(musdb_root, tmp_path / "a", epochs=2)).run()
     assert Trainer(_cfg(musdb_root, tmp_path / "b", epochs=2, max_steps=stop_at)).run()["status"] == "max_steps"
@@ -297,6 +305,7 @@ def test_epoch_means_after_a_resume_cover_the_whole_epoch(musdb_root, tmp_path, 
         assert a["valid_loss"] == pytest.approx(b["valid_loss"], rel=1e-5)
 
 
+@pytest.mark.slow
 def test_a_finished_run_says_so_on_resume_and_trains_nothing(musdb_root, tmp_path, caplog):
     run = tmp_path / "run"
     Trainer(_cfg(musdb_root, run, max_steps=3)).run()
@@ -382,6 +391,7 @@ def test_push_to_hub_uploads_a_loadable_checkpoint(musdb_root, tmp_path, monkeyp
 # --------------------------------------------------------------------------- command line
 
 
+@pytest.mark.slow
 def test_cli_trains_resumes_and_refuses_to_overwrite(musdb_root, tmp_path):
     from training.__main__ import main
 
@@ -437,6 +447,7 @@ def test_the_card_says_what_the_data_were_when_told(musdb_root, tmp_path):
     assert not (tmp_path / "empty").exists()
 
 
+@pytest.mark.slow
 def test_torchrun_ddp_on_cpu(musdb_root, tmp_path):
     torchrun = shutil.which("torchrun", path=str(ROOT / ".venv" / "bin")) or shutil.which("torchrun")
     if torchrun is None:
@@ -483,6 +494,7 @@ def _validation_signals(seconds: float = 30.0):
     return est, targets, mixture_of(targets)
 
 
+@pytest.mark.slow
 def test_whole_track_validation_loss_equals_the_loss_of_the_whole_spectrogram():
     """Validation takes a long track's spectral loss a segment of STFT frames at a time (bounded
     memory); the number is the one of the whole spectrogram at once."""
@@ -496,7 +508,7 @@ def test_whole_track_validation_loss_equals_the_loss_of_the_whole_spectrogram():
     assert whole_track_spectral_loss(est, targets, mix, stft, cfg) == pytest.approx(float(whole), rel=1e-5)
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU")
+@pytest.mark.gpu
 def test_validation_loss_on_the_gpu_equals_the_cpu_one():
     """On a GPU the validation loss runs where the model is (segments moved from the CPU one
     at a time), with the CPU's number."""
@@ -548,6 +560,7 @@ def test_training_loss_of_masked_magnitudes_is_the_complex_loss_with_its_gradien
     assert float(masked_spectral_loss(mags, mix, targets, cfg, mix_mag=mix.abs())[0]) == pytest.approx(fast[0].item())
 
 
+@pytest.mark.slow
 def test_cpu_training_runs_in_bf16_where_the_cpu_computes_it_and_a_resume_keeps_its_precision(
     musdb_root, tmp_path, monkeypatch
 ):
@@ -584,6 +597,7 @@ def test_cpu_training_runs_in_bf16_where_the_cpu_computes_it_and_a_resume_keeps_
     assert Trainer(resume_config(run, epochs=2), resume=True).amp_dtype is None
 
 
+@pytest.mark.slow
 def test_a_run_with_loader_workers_trains_the_same_weights_as_one_without(musdb_root, tmp_path):
     """Chunks are drawn from (seed, epoch, index) wherever they are made: worker processes (which
     the loader starts afresh each epoch, after the epoch is set) change nothing but the speed."""
@@ -683,6 +697,7 @@ def test_augmentation_settings_out_of_range_are_refused(field, value, message):
         DataConfig(**{field: value})
 
 
+@pytest.mark.slow
 def test_max_minutes_stops_after_whole_epochs_and_counts_across_resumes(musdb_root, tmp_path, caplog):
     out = tmp_path / "run"
     result = Trainer(_cfg(musdb_root, out, epochs=5, max_minutes=1e-4)).run()
@@ -696,6 +711,7 @@ def test_max_minutes_stops_after_whole_epochs_and_counts_across_resumes(musdb_ro
     assert more["history"][-1]["elapsed"] > result["history"][-1]["elapsed"]  # it counts the first process too
 
 
+@pytest.mark.slow
 def test_sweep_trains_each_setting_for_the_same_time_and_tables_them(musdb_root, tmp_path):
     tiny = [
         f"{k}={json.dumps(list(v) if isinstance(v, tuple) else v)}"

@@ -60,6 +60,7 @@ def conditions_of(store, audio) -> dict[str, str]:
     return store.get_trial(audio.trial_id).conditions
 
 
+@pytest.mark.slow
 def test_a_mushra_trial_hides_shuffles_and_never_repeats_a_file(separated, files, tmp_path):
     store = RatingsStore(tmp_path / "r.sqlite")
     orders, names = set(), set()

@@ -30,6 +30,8 @@ from songgen.world.synth import Note
 from tests.helpers import ROOT, TINY_CONFIGS, tiny_train_config
 from training.loop import TrainConfig, Trainer, resume_config
 
+pytestmark = pytest.mark.world  # every test here renders or reads the world's sounds
+
 SECONDS = 10.0
 
 
