@@ -214,7 +214,7 @@ def decode_budget(max_seconds: float | None) -> int | None:
     return None if max_seconds is None else int((max_seconds + DURATION_GRACE_S) * BUDGET_RATE * BUDGET_CHANNELS)
 
 
-def seconds(value, what: str) -> float:
+def parse_seconds(value, what: str) -> float:
     """A finite number of seconds from an argument, a form field or an API call, or a clear error."""
     try:
         number = float(value)
@@ -242,11 +242,11 @@ class _Selection:
 
 def _select(path: Path, *, offset, duration, max_seconds: float | None, max_bytes: int | None) -> _Selection:
     info = probe(path, max_bytes=max_bytes)
-    offset = seconds(offset, "excerpt's start")
+    offset = parse_seconds(offset, "excerpt's start")
     if offset < 0:
         raise AudioError(f"{path.name}: the excerpt must start at 0 s or later, not {offset:g} s")
     if duration is not None:
-        duration = seconds(duration, "excerpt's length")
+        duration = parse_seconds(duration, "excerpt's length")
         if duration <= 0:
             raise AudioError(f"{path.name}: the excerpt must last more than 0 s, not {duration:g} s")
     rate = info.sample_rate

@@ -215,7 +215,7 @@ def test_training_on_full_length_tracks_in_bounded_memory(tmp_path):
 def test_epoch_batches_partition_across_ranks():
     single = epoch_batches(10, 2, seed=0, epoch=3)
     assert sorted(i for b in single for i in b) == list(range(10))
-    r0, r1 = (epoch_batches(10, 2, seed=0, epoch=3, rank=r, world=2) for r in (0, 1))
+    r0, r1 = (epoch_batches(10, 2, seed=0, epoch=3, rank=r, world_size=2) for r in (0, 1))
     assert len(r0) == len(r1) == 2 and not set(sum(r0, [])) & set(sum(r1, []))
     assert epoch_batches(10, 2, seed=0, epoch=4) != single
 

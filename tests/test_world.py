@@ -200,8 +200,8 @@ def test_validation_songs_sung_by_unheard_voices_choose_the_epoch(tmp_path, worl
 
 
 def test_five_voices_reproduces_the_sets_rendered_before_the_new_voices(monkeypatch, tmp_path):
-    """The training voices grew from five to nine on 2026-11-27; `five_voices` draws from the first
-    five as sets rendered before did, and a Flite voice (one of the new) really sings."""
+    """The training voices grew from five to nine; `five_voices` draws from the first five, as the
+    sets rendered before did (the published own test split is one), and a Flite voice (one of the new) sings."""
     assert [v.engine for v in sounds_module.voices_of("train", five_voices=True)] == ["festival"] * 4 + ["formant"]
     assert sounds_module.voices_of("unseen", five_voices=True) == SPLITS["unseen"].voices  # training voices only
     old = write_world(tmp_path / "old", train=2, valid=0, test=0, seconds=4.0, five_voices=True)

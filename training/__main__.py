@@ -30,7 +30,8 @@ from .losses import LossConfig
 from .validation import ValidationSet
 
 
-def _value(text: str):
+def _set_value(text: str):
+    """The value of a `--set KEY=VALUE`: JSON where it parses (numbers, lists, true), else the text."""
     try:
         return json.loads(text)
     except json.JSONDecodeError:
@@ -169,7 +170,7 @@ def config_from_args(args) -> TrainConfig:
         key, sep, value = item.partition("=")
         if not sep:
             raise SeparationError(f"--set {item!r}: expected KEY=VALUE")
-        overrides[key] = _value(value)
+        overrides[key] = _set_value(value)
     return TrainConfig(
         model=args.model,
         model_config=overrides,

@@ -47,8 +47,9 @@ from separation.tracks import (
 
 @dataclass(frozen=True)
 class DataConfig:
-    # Defaults from the equal-time sweep on the rendered world (README, "Tuned defaults"):
-    # 3-s chunks (twice the steps of 6-s ones in the same time) and a random EQ on half the sources.
+    # Defaults from an equal-time sweep on rendered songs (docs/experiments.md): at a small budget
+    # 3-s chunks (twice the steps of 6-s ones in the same time) and a random EQ on half the sources
+    # (more timbres than the instruments themselves give) learned fastest.
     seconds: float = 3.0
     samples_per_track: int = 64
     remix: bool = True
@@ -215,12 +216,12 @@ def random_reverb(audio: np.ndarray, rng: np.random.Generator, rate: int = SAMPL
 
 
 def epoch_batches(
-    n_items: int, batch_size: int, *, seed: int, epoch: int, rank: int = 0, world: int = 1
+    n_items: int, batch_size: int, *, seed: int, epoch: int, rank: int = 0, world_size: int = 1
 ) -> list[list[int]]:
     """This rank's batches of item indices for an epoch: a seeded permutation, full batches
     only, dealt round-robin to the ranks. Resuming at batch k is `epoch_batches(...)[k:]`."""
     gen = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
     order = torch.randperm(n_items, generator=gen).tolist()
     batches = [order[i : i + batch_size] for i in range(0, n_items - batch_size + 1, batch_size)]
-    usable = len(batches) - len(batches) % world
-    return batches[rank:usable:world]
+    usable = len(batches) - len(batches) % world_size
+    return batches[rank:usable:world_size]

@@ -52,8 +52,9 @@ log = logging.getLogger(__name__)
 TRAINER_STATE = "trainer.pt"
 FINE_TUNE_LR = 3e-4  # the sweep's best fine-tuning rate (1e-3 and 3e-3 did worse in the same time)
 # A fine-tune's chunk length: from the same model, 55 minutes, 6-s chunks (half the steps) beat
-# 3-s ones on unheard sounds, +0.29 dB vocals per song over 20 songs (p 0.024; README, "Longer
-# chunks"). From scratch the 3-s default stays (the sweep's 5-minute runs favoured their steps).
+# 3-s ones on unheard sounds, +0.29 dB vocals per song over 20 songs (p 0.024): the DPRNN's
+# inter-chunk LSTM sees more context per example. From scratch the 3-s default stays (the
+# sweep's 5-minute runs favoured their steps). Measurements: docs/experiments.md.
 FINE_TUNE_SECONDS = 6.0
 
 
@@ -189,29 +190,12 @@ def lineage(training: dict | None) -> dict:
 
 class Trainer:
     def __init__(self, cfg: TrainConfig, *, resume: bool = False):
+        """A run from `cfg` (or, with `resume`, the run in `cfg.out` where it stopped): the
+        distribution and device, the data, the model, the optimizer and the precision, in that order."""
         self.cfg = cfg
         self.out = Path(cfg.out)
-        self.rank, self.world, local_rank = _init_distributed()
-        if self.world > 1 and torch.cuda.is_available():
-            self.device = torch.device("cuda", local_rank)
-            torch.cuda.set_device(self.device)
-        else:
-            self.device = select_device(cfg.device)
-        self.is_main = self.rank == 0
-
-        # With --extra-train, --musdb-root may hold validation songs alone (e.g. sung by voices
-        # kept out of training: `python -m songgen.world --sounds valid`).
-        train_tracks = open_musdb(
-            cfg.musdb_root, is_wav=cfg.is_wav, subset="train", split="train", required=not cfg.extra_train
-        )
-        counts = [len(train_tracks)]  # per folder, for the card
-        for root in cfg.extra_train:
-            extra = open_musdb(root, is_wav=cfg.is_wav, subset="train")
-            train_tracks += extra
-            counts.append(len(extra))
-        self.valid_set = ValidationSet.from_musdb(cfg.musdb_root, is_wav=cfg.is_wav, limit=cfg.valid_tracks)
-        self.dataset = ChunkDataset(train_tracks, cfg.data, seed=cfg.seed)
-        self.data_name = cfg.data_description or _describe_data(cfg, counts)
+        self._set_up_distribution()
+        self.dataset, self.valid_set, self.data_name = self._get_datasets()
         self.valid_name = cfg.valid_description or self.valid_set.description
 
         self.epoch = self.batch = self.step = self.bad_epochs = 0
@@ -219,37 +203,11 @@ class Trainer:
         self.best = math.inf
         self.history: list[dict] = []
         self.epoch_sums = _empty_sums()  # train loss and timings of the current epoch so far
-        self.parent: dict | None = None  # how the --init-from checkpoint was trained
         torch.manual_seed(cfg.seed)
-        if resume:
-            self.model, state = load_run(self.out)
-        elif cfg.init_from:
-            self.model, self.parent = initial_weights(cfg)
-            state = None
-        else:
-            arch = get_architecture(cfg.model)
-            base = dataclasses.asdict(arch.config_class())
-            self.model = build_model(cfg.model, {**base, **cfg.model_config})
-            init_input_statistics(self.model, self.dataset)
-            state = None
-        self.model.to(self.device)
-        self.objective = TrainingObjective(self.model, cfg.loss)
-        self.train_module = self.objective
-        if self.world > 1:
-            self.train_module = torch.nn.parallel.DistributedDataParallel(
-                self.objective, device_ids=[self.device.index] if self.device.type == "cuda" else None
-            )
-        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-        self.scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
-            self.optimizer, factor=cfg.lr_decay_gamma, patience=cfg.lr_decay_patience
-        )
-        self.amp_dtype = autocast_dtype(self.device, cfg.amp)
-        if state is not None:
-            # A resumed run keeps the precision it ran in (runs from before CPU bf16 ran in float32).
-            saved = state.get("precision", {"device": "cpu", "dtype": None})
-            if saved["device"] == self.device.type:
-                self.amp_dtype = getattr(torch, saved["dtype"]) if saved["dtype"] else None
-        self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
+        self.model, self.parent, state = self._get_model(resume)
+        self.objective, self.train_module = self._get_objective()
+        self.optimizer, self.scheduler = self._get_optimizer()
+        self.amp_dtype, self.scaler = self._get_precision(state)
         if self.is_main:
             log.info("training on %s in %s", self.device, precision_name(self.amp_dtype))
         if state is not None:
@@ -264,6 +222,77 @@ class Trainer:
         self.stop_requested = False
         self.timing = {"steps": 0, "data_wait": 0.0, "compute": 0.0}  # this process, for benchmarks
         self.writer = None
+
+    # ------------------------------------------------------------------ set-up
+
+    def _set_up_distribution(self) -> None:
+        """Rank and number of processes (torchrun sets them; 1 otherwise) and this process's device."""
+        self.rank, self.world_size, local_rank = _init_distributed()
+        if self.world_size > 1 and torch.cuda.is_available():
+            self.device = torch.device("cuda", local_rank)
+            torch.cuda.set_device(self.device)
+        else:
+            self.device = select_device(self.cfg.device)
+        self.is_main = self.rank == 0
+
+    def _get_datasets(self) -> tuple[ChunkDataset, ValidationSet, str]:
+        """Training chunks from --musdb-root's train split and every --extra-train folder,
+        validation tracks from --musdb-root, and the words the card uses for the training data."""
+        cfg = self.cfg
+        # With --extra-train, --musdb-root may hold validation songs alone (e.g. sung by voices
+        # kept out of training: `python -m songgen.world --sounds valid`).
+        train_tracks = open_musdb(
+            cfg.musdb_root, is_wav=cfg.is_wav, subset="train", split="train", required=not cfg.extra_train
+        )
+        counts = [len(train_tracks)]  # per folder, for the card
+        for root in cfg.extra_train:
+            extra = open_musdb(root, is_wav=cfg.is_wav, subset="train")
+            train_tracks += extra
+            counts.append(len(extra))
+        valid_set = ValidationSet.from_musdb(cfg.musdb_root, is_wav=cfg.is_wav, limit=cfg.valid_tracks)
+        dataset = ChunkDataset(train_tracks, cfg.data, seed=cfg.seed)
+        return dataset, valid_set, cfg.data_description or _describe_data(cfg, counts)
+
+    def _get_model(self, resume: bool) -> tuple[MaskModel, dict | None, dict | None]:
+        """(model on the device, how an --init-from checkpoint was trained, the saved trainer
+        state of a resumed run): the run's own weights, a checkpoint's, or new ones."""
+        cfg, parent, state = self.cfg, None, None
+        if resume:
+            model, state = load_run(self.out)
+        elif cfg.init_from:
+            model, parent = initial_weights(cfg)
+        else:
+            arch = get_architecture(cfg.model)
+            base = dataclasses.asdict(arch.config_class())
+            model = build_model(cfg.model, {**base, **cfg.model_config})
+            init_input_statistics(model, self.dataset)
+        return model.to(self.device), parent, state
+
+    def _get_objective(self) -> tuple[TrainingObjective, torch.nn.Module]:
+        """The model with its loss, and what a step calls: the same, wrapped in DDP on several processes."""
+        objective = TrainingObjective(self.model, self.cfg.loss)
+        if self.world_size == 1:
+            return objective, objective
+        ids = [self.device.index] if self.device.type == "cuda" else None
+        return objective, torch.nn.parallel.DistributedDataParallel(objective, device_ids=ids)
+
+    def _get_optimizer(self) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.ReduceLROnPlateau]:
+        cfg = self.cfg
+        optimizer = torch.optim.Adam(self.model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+        scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
+            optimizer, factor=cfg.lr_decay_gamma, patience=cfg.lr_decay_patience
+        )
+        return optimizer, scheduler
+
+    def _get_precision(self, state: dict | None) -> tuple[torch.dtype | None, torch.amp.GradScaler]:
+        """The autocast dtype (None: float32) and the gradient scaler float16 needs."""
+        amp_dtype = autocast_dtype(self.device, self.cfg.amp)
+        if state is not None:
+            # A resumed run keeps the precision it ran in (runs from before CPU bf16 ran in float32).
+            saved = state.get("precision", {"device": "cpu", "dtype": None})
+            if saved["device"] == self.device.type:
+                amp_dtype = getattr(torch, saved["dtype"]) if saved["dtype"] else None
+        return amp_dtype, torch.amp.GradScaler("cuda", enabled=amp_dtype == torch.float16)
 
     # ------------------------------------------------------------------ state
 
@@ -310,7 +339,7 @@ class Trainer:
             "valid_data": self.valid_name,
             "epochs": self.epoch,
             "steps": self.step,
-            "batch_size": self.cfg.batch_size * self.world,
+            "batch_size": self.cfg.batch_size * self.world_size,
             "chunk_seconds": self.cfg.data.seconds,
             "lr": self.cfg.lr,
             "init_from": self.cfg.init_from,
@@ -324,10 +353,10 @@ class Trainer:
 
     def _hardware(self) -> str:
         """' (what the budget's minutes were spent on)': the GPU's name, since an H100's minute
-        trained DPRNN on 15-30 times the examples of a 2-core CPU's (README), or the CPU threads;
+        trained DPRNN on 15-30 times the examples of a 2-core CPU's (docs/training.md), or the CPU threads;
         nothing for other devices."""
         if self.device.type == "cuda":
-            gpus = f"{self.world} x " if self.world > 1 else ""
+            gpus = f"{self.world_size} x " if self.world_size > 1 else ""
             return f" ({gpus}{torch.cuda.get_device_name(self.device)})"
         if self.device.type == "cpu":
             return f" ({torch.get_num_threads()} CPU threads)"
@@ -412,7 +441,12 @@ class Trainer:
         self._started = time.perf_counter()
         while self.epoch < cfg.epochs:
             batches = epoch_batches(
-                len(self.dataset), cfg.batch_size, seed=cfg.seed, epoch=self.epoch, rank=self.rank, world=self.world
+                len(self.dataset),
+                cfg.batch_size,
+                seed=cfg.seed,
+                epoch=self.epoch,
+                rank=self.rank,
+                world_size=self.world_size,
             )
             loader = self.loader(batches[self.batch :])
             self.model.train()
@@ -534,7 +568,7 @@ class Trainer:
         result = [None]
         if self.is_main:
             result[0] = self._validate()
-        if self.world > 1:
+        if self.world_size > 1:
             dist.broadcast_object_list(result, src=0)
         return result[0]
 
@@ -629,9 +663,10 @@ def _describe_data(cfg: TrainConfig, counts: list[int]) -> str:
 
 
 def _init_distributed() -> tuple[int, int, int]:
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world <= 1:
+    """(rank, world size, local rank) under torchrun, (0, 1, 0) in a plain process."""
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    if world_size <= 1:
         return 0, 1, 0
     if not dist.is_initialized():
         dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
-    return dist.get_rank(), world, int(os.environ.get("LOCAL_RANK", "0"))
+    return dist.get_rank(), world_size, int(os.environ.get("LOCAL_RANK", "0"))

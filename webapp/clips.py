@@ -18,7 +18,7 @@ import soundfile as sf
 import torch
 
 from separation import save_audio
-from separation.audio import SAMPLE_RATE, seconds
+from separation.audio import SAMPLE_RATE, parse_seconds
 from separation.errors import SeparationError
 from separation.tracks import ACCOMPANIMENT, SOURCES, accompaniment, read_mixture, read_source
 from songgen.synthetic import make_track
@@ -83,8 +83,8 @@ def check_excerpt(
 ) -> tuple[float, float]:
     """`(start, length)` checked against a clip of `duration` seconds, before anything is read:
     a number, not negative, inside the clip, and at least `min_seconds` long where it ends."""
-    start = seconds(start, "excerpt's start")
-    length = duration - start if length is None else seconds(length, "excerpt's length")
+    start = parse_seconds(start, "excerpt's start")
+    length = duration - start if length is None else parse_seconds(length, "excerpt's length")
     if start < 0:
         raise SeparationError(f"the excerpt must start at 0 s or later, not {start:g} s")
     if length < min_seconds:

@@ -1,4 +1,5 @@
-"""Plotly figures of the app: decimated dB spectrograms with linked zoom, and SDR over time.
+"""Plotly figures of the app: decimated dB spectrograms with linked zoom, SDR over time, and the
+listening tests' results (MUSHRA means, preference rates, metrics against listeners).
 
 A 30-s clip has 2,600 STFT frames x 1,025 bins; sending that for 6 panels would be ~70 MB of
 JSON. The panels here are reduced to `MAX_FRAMES` time columns x `BANDS` log-spaced bands
@@ -196,3 +197,92 @@ def framewise_figure(curves: dict[str, dict[str, np.ndarray]], *, hop: float = 1
 def figure_bytes(fig: go.Figure) -> int:
     """What the browser receives for a figure (Gradio sends `fig.to_json()`)."""
     return len(fig.to_json().encode())
+
+
+# ---------------------------------------------------------------------------- listening results
+
+
+def rounded(x):
+    """A statistic for a table or a label: 2 decimals, None for a missing or infinite one."""
+    return None if x is None or (isinstance(x, float) and not math.isfinite(x)) else round(x, 2)
+
+
+def mushra_figure(scores: list[dict]) -> go.Figure:
+    """Mean MUSHRA score with its 95% CI per condition, one colour per source."""
+    fig = go.Figure()
+    for source in sorted({x["source"] for x in scores}):
+        rows = [x for x in scores if x["source"] == source]
+        fig.add_trace(
+            go.Bar(
+                x=[x["condition"] for x in rows],
+                y=[x["mean"] for x in rows],
+                name=source,
+                error_y={
+                    "type": "data",
+                    "symmetric": False,
+                    "array": [(x["high"] - x["mean"]) if math.isfinite(x["high"]) else 0 for x in rows],
+                    "arrayminus": [(x["mean"] - x["low"]) if math.isfinite(x["low"]) else 0 for x in rows],
+                },
+            )
+        )
+    fig.update_layout(
+        barmode="group",
+        yaxis={"range": [0, 100], "title": "score"},
+        height=320,
+        template="plotly_white",
+        margin={"l": 40, "r": 10, "t": 20, "b": 40},
+    )
+    return fig
+
+
+def preference_figure(pairs: list[dict]) -> go.Figure:
+    """How often x was preferred over y, with the Wilson 95% CI; 0.5 is no preference."""
+    fig = go.Figure(
+        go.Scatter(
+            x=[p["rate_x"] for p in pairs],
+            y=[f"{p['x']} vs {p['y']}" for p in pairs],
+            mode="markers",
+            error_x={
+                "type": "data",
+                "symmetric": False,
+                "array": [p["high"] - p["rate_x"] for p in pairs],
+                "arrayminus": [p["rate_x"] - p["low"] for p in pairs],
+            },
+        )
+    )
+    fig.add_vline(x=0.5, line_dash="dot")
+    fig.update_layout(
+        xaxis={"range": [0, 1], "title": "rate x preferred"},
+        height=320,
+        template="plotly_white",
+        margin={"l": 120, "r": 10, "t": 20, "b": 40},
+    )
+    return fig
+
+
+def agreement_figure(agreement: dict[str, dict]) -> go.Figure:
+    """One panel per metric: the metric of each (excerpt, condition) against its mean score."""
+    names = list(agreement) or ["SDR"]
+    fig = make_subplots(
+        rows=1,
+        cols=len(names),
+        subplot_titles=[f"{m} (tau {rounded(agreement[m]['tau'])})" if m in agreement else m for m in names],
+        shared_yaxes=True,
+    )
+    for i, name in enumerate(names):
+        points = agreement.get(name, {}).get("points", [])
+        fig.add_trace(
+            go.Scatter(
+                x=[p[0] for p in points],
+                y=[p[1] for p in points],
+                mode="markers",
+                text=[p[2] for p in points],
+                showlegend=False,
+                hovertemplate="%{text}: %{x:.1f} dB, score %{y:.0f}<extra></extra>",
+            ),
+            row=1,
+            col=i + 1,
+        )
+    fig.update_yaxes(title_text="mean score", col=1)
+    fig.update_layout(height=300, template="plotly_white", margin={"l": 40, "r": 10, "t": 40, "b": 30})
+    return fig

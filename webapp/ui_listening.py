@@ -9,14 +9,12 @@ any answer sooner than one excerpt length after the trial was issued.
 
 from __future__ import annotations
 
-import math
 import time
 from dataclasses import dataclass
 
 import gradio as gr
-import plotly.graph_objects as go
-from plotly.subplots import make_subplots
 
+from .figures import agreement_figure, mushra_figure, preference_figure, rounded
 from .lab import LabApp, TrialState
 from .service import Separation
 from .store import NO_PREFERENCE, IncompleteTrial, RatingError
@@ -388,10 +386,6 @@ def build_results_tab() -> ResultsTab:
     )
 
 
-def _r(x):
-    return None if x is None or (isinstance(x, float) and not math.isfinite(x)) else round(x, 2)
-
-
 def results_view(lab: LabApp, tab: ResultsTab) -> dict:
     s = lab.summary()
     text = (
@@ -402,7 +396,10 @@ def results_view(lab: LabApp, tab: ResultsTab) -> dict:
     screening = [[c, v["listeners"], v["ratings"], v["rule"]] for c, v in s["screening"].items()]
 
     def stats(rows):
-        return [[x["condition"], x["source"], x["n"], _r(x["mean"]), _r(x["low"]), _r(x["high"])] for x in rows]
+        return [
+            [x["condition"], x["source"], x["n"], rounded(x["mean"]), rounded(x["low"]), rounded(x["high"])]
+            for x in rows
+        ]
 
     preference = [
         [
@@ -411,9 +408,9 @@ def results_view(lab: LabApp, tab: ResultsTab) -> dict:
             p["wins_x"],
             p["wins_y"],
             p["ties"],
-            _r(p["rate_x"]),
-            f"{_r(p['low'])}-{_r(p['high'])}",
-            _r(p["p"]),
+            rounded(p["rate_x"]),
+            f"{rounded(p['low'])}-{rounded(p['high'])}",
+            rounded(p["p"]),
         ]
         for p in s["preference"]
     ]
@@ -426,90 +423,11 @@ def results_view(lab: LabApp, tab: ResultsTab) -> dict:
         tab.mos: stats(s["mos"]),
         tab.mushra_plot: mushra_figure(s["mushra"]["scores"]),
         tab.preference_plot: preference_figure(s["preference"]),
-        tab.agreement: [[m, a["n"], _r(a["tau"]), f"{_r(a['low'])} to {_r(a['high'])}"] for m, a in agreement.items()],
+        tab.agreement: [
+            [m, a["n"], rounded(a["tau"]), f"{rounded(a['low'])} to {rounded(a['high'])}"] for m, a in agreement.items()
+        ],
         tab.agreement_plot: agreement_figure(agreement),
     }
-
-
-def mushra_figure(scores: list[dict]) -> go.Figure:
-    """Mean MUSHRA score with its 95% CI per condition, one colour per source."""
-    fig = go.Figure()
-    for source in sorted({x["source"] for x in scores}):
-        rows = [x for x in scores if x["source"] == source]
-        fig.add_trace(
-            go.Bar(
-                x=[x["condition"] for x in rows],
-                y=[x["mean"] for x in rows],
-                name=source,
-                error_y={
-                    "type": "data",
-                    "symmetric": False,
-                    "array": [(x["high"] - x["mean"]) if math.isfinite(x["high"]) else 0 for x in rows],
-                    "arrayminus": [(x["mean"] - x["low"]) if math.isfinite(x["low"]) else 0 for x in rows],
-                },
-            )
-        )
-    fig.update_layout(
-        barmode="group",
-        yaxis={"range": [0, 100], "title": "score"},
-        height=320,
-        template="plotly_white",
-        margin={"l": 40, "r": 10, "t": 20, "b": 40},
-    )
-    return fig
-
-
-def preference_figure(pairs: list[dict]) -> go.Figure:
-    """How often x was preferred over y, with the Wilson 95% CI; 0.5 is no preference."""
-    fig = go.Figure(
-        go.Scatter(
-            x=[p["rate_x"] for p in pairs],
-            y=[f"{p['x']} vs {p['y']}" for p in pairs],
-            mode="markers",
-            error_x={
-                "type": "data",
-                "symmetric": False,
-                "array": [p["high"] - p["rate_x"] for p in pairs],
-                "arrayminus": [p["rate_x"] - p["low"] for p in pairs],
-            },
-        )
-    )
-    fig.add_vline(x=0.5, line_dash="dot")
-    fig.update_layout(
-        xaxis={"range": [0, 1], "title": "rate x preferred"},
-        height=320,
-        template="plotly_white",
-        margin={"l": 120, "r": 10, "t": 20, "b": 40},
-    )
-    return fig
-
-
-def agreement_figure(agreement: dict[str, dict]) -> go.Figure:
-    """One panel per metric: the metric of each (excerpt, condition) against its mean score."""
-    names = list(agreement) or ["SDR"]
-    fig = make_subplots(
-        rows=1,
-        cols=len(names),
-        subplot_titles=[f"{m} (tau {_r(agreement[m]['tau'])})" if m in agreement else m for m in names],
-        shared_yaxes=True,
-    )
-    for i, name in enumerate(names):
-        points = agreement.get(name, {}).get("points", [])
-        fig.add_trace(
-            go.Scatter(
-                x=[p[0] for p in points],
-                y=[p[1] for p in points],
-                mode="markers",
-                text=[p[2] for p in points],
-                showlegend=False,
-                hovertemplate="%{text}: %{x:.1f} dB, score %{y:.0f}<extra></extra>",
-            ),
-            row=1,
-            col=i + 1,
-        )
-    fig.update_yaxes(title_text="mean score", col=1)
-    fig.update_layout(height=300, template="plotly_white", margin={"l": 40, "r": 10, "t": 40, "b": 30})
-    return fig
 
 
 def wire_results_tab(lab: LabApp, tab: ResultsTab, demo: gr.Blocks):

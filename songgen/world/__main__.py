@@ -46,7 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--five-voices",
         action="store_true",
         help="sing with the first five training voices only, as the sets rendered before the other four "
-        "existed (the README's own test split needs it)",
+        "existed (the published scores' own test split is one)",
     )
     p.add_argument(
         "--patch-share",

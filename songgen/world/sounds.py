@@ -79,8 +79,9 @@ SPLITS: dict[str, SoundSet] = {
             Voice("festival", "cmu_us_slt_arctic_hts", "festvox-us-slt-hts", female=True),
             Voice("festival", "lp_diphone", "festvox-italp16k", female=True),
             Voice("formant", "synthetic"),
-            # Added 2026-11-27: more singers, accents and synthesis engines. Sets rendered before
-            # drew from the five above alone (`--five-voices` reproduces them: FIVE_VOICES).
+            # More singers, accents and synthesis engines. Sets rendered before these existed drew
+            # from the five above alone (`--five-voices` reproduces them: FIVE_VOICES); the own
+            # test split of the published scores is one of them.
             Voice("flite", "awb", "flite"),
             Voice("flite", "rms", "flite"),
             Voice("festival", "czech_dita", "festvox-czech-dita", female=True),
@@ -121,12 +122,12 @@ SPLITS["valid"] = SoundSet(
     ),
     drumkits=SPLITS["train"].drumkits,
 )
-FIVE_VOICES = 5  # how many of the training voices sets rendered before 2026-11-27 drew from
+FIVE_VOICES = 5  # how many of the training voices sets rendered before the other four drew from
 
 
 def voices_of(split: str, five_voices: bool = False) -> tuple[Voice, ...]:
-    """The voices a song of `split` is sung by; `five_voices`: the training voices of sets rendered
-    before 2026-11-27 (the first five), which reproduces them."""
+    """The voices a song of `split` is sung by; `five_voices`: the first five training voices only,
+    which reproduces sets rendered before the other four existed."""
     voices = SPLITS[split].voices
     return voices[:FIVE_VOICES] if five_voices and split == "train" else voices
 
