@@ -203,7 +203,11 @@ def test_training_on_full_length_tracks_in_bounded_memory(tmp_path):
         "num_blocks=1",
     ]
     peak, code = run_measured(
-        cmd, cwd=ROOT, env=dict(os.environ, PYTHONPATH=str(ROOT)), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        cmd,
+        cwd=ROOT,
+        env=dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     assert code == 0
     assert peak < 3 * 2**30, f"peak {peak / 2**30:.2f} GB"
@@ -249,7 +253,7 @@ def test_tiny_run_learns_and_its_checkpoint_separates(musdb_root, tmp_path):
 def test_baselines_train_on_the_same_data(musdb_root, tmp_path, arch):
     cfg = _cfg(musdb_root, tmp_path / arch, model=arch, model_config=dataclasses.asdict(TINY_CONFIGS[arch]), epochs=2)
     trainer = Trainer(cfg)
-    initial = {k: v.clone() for k, v in trainer.model.state_dict().items()}
+    initial = {k: v.detach().cpu().clone() for k, v in trainer.model.state_dict().items()}  # on a GPU too
     result = trainer.run()
     assert result["status"] == "finished" and result["step"] == 6  # 3 steps per epoch
     model, _ = load_run(tmp_path / arch)
@@ -577,7 +581,7 @@ def test_cpu_training_runs_in_bf16_where_the_cpu_computes_it_and_a_resume_keeps_
     assert loop.autocast_dtype(cpu, amp=True) is torch.bfloat16
 
     run = tmp_path / "bf16"
-    result = Trainer(_cfg(musdb_root, run, epochs=1)).run()
+    result = Trainer(_cfg(musdb_root, run, epochs=1, device="cpu")).run()  # the CPU, also where a GPU is
     assert result["status"] == "finished" and math.isfinite(result["history"][0]["train_loss"])
     state = load_run(run)[1]
     assert state["precision"] == {"device": "cpu", "dtype": "bfloat16"}
@@ -586,7 +590,7 @@ def test_cpu_training_runs_in_bf16_where_the_cpu_computes_it_and_a_resume_keeps_
     monkeypatch.setattr(loop, "cpu_computes_bf16", lambda: False)  # resumed on another CPU
     assert Trainer(resume_config(run, epochs=2), resume=True).amp_dtype is torch.bfloat16
     float32 = tmp_path / "float32"  # started on a CPU without bf16 instructions
-    Trainer(_cfg(musdb_root, float32, epochs=1)).run()
+    Trainer(_cfg(musdb_root, float32, epochs=1, device="cpu")).run()
     assert load_run(float32)[1]["precision"] == {"device": "cpu", "dtype": None}
     monkeypatch.setattr(loop, "cpu_computes_bf16", lambda: True)
     assert Trainer(resume_config(float32, epochs=2), resume=True).amp_dtype is None
