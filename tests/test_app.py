@@ -31,6 +31,7 @@ from tests.helpers import CHROMIUM, in_threads, voice_and_band
 from webapp import lab as lab_module
 from webapp import ui as ui_module
 from webapp.config import AppConfig
+from webapp.listeners import RateLimiter
 from webapp.service import ModelPool, ModelSlot, separate_with_fallback
 from webapp.store import RatingError, RatingsStore, safe_cell
 
@@ -172,6 +173,24 @@ def test_ratings_round_trip_through_the_api(lab, client):
     direct = summary(lab.store.rows(), lab.store.headphone_scores())  # what the server computes, ids included
     assert stats["mushra"]["kept"] == len(direct["mushra"]["kept"]) and listener in direct["mushra"]["kept"]
     assert listener not in str(stats)
+
+
+def test_a_loopback_caller_cannot_choose_its_address(lab, monkeypatch):
+    """Without a proxy in front (APP_PROXY_HOPS=0) `X-Forwarded-For` is believed by no one: not by
+    the app, and not by uvicorn, which by default rewrites the client address for loopback peers.
+    Eleven callers from 127.0.0.1, each naming another address, are one client: its limit of new
+    listener ids per hour (10) refuses the eleventh."""
+    assert lab.config.proxy_hops == 0
+    monkeypatch.setattr(lab, "limiter", RateLimiter(lab.limiter.limits))  # this test's counts only
+    answers = []
+    for i in range(11):
+        client = Client(lab.url, verbose=False, headers={"X-Forwarded-For": f"198.51.100.{i + 1}"})
+        try:
+            answers.append(client.predict(api_name="/listener"))
+        except AppError as e:
+            answers.append(str(e))
+    assert all(len(a) > 20 and "too many" not in a for a in answers[:10])
+    assert "too many new listener ids from this connection" in answers[10]
 
 
 def test_admin_export_is_streamed_once_and_formula_safe(lab):

@@ -139,6 +139,33 @@ def test_a_trial_s_files_reveal_no_condition(lab):
     assert not {Path(f).name for f in second_files} & set(names)
 
 
+def test_no_response_header_tells_conditions_apart_and_only_trial_files_are_served(lab):
+    """Over 10 trials, every sample of every condition is served with the same ETag, Last-Modified
+    and length: a HEAD request names neither the anchor nor the hidden reference (the trial files
+    are hard links of fixed excerpts, whose own times would). The excerpts and references beside
+    the trial folders are not served at all."""
+    client = new_client(lab)
+    listener = ready_listener(client, lab)
+    seen: dict[str, set] = {}
+    for _ in range(10):
+        files, trial = get_trial(client, listener)
+        conditions = lab.store.get_trial(trial["trial_id"]).conditions
+        on_server = {p.name: p for p in lab.trial_files.served.rglob("*.wav")}
+        for label, file in zip(trial["labels"], files, strict=False):  # the last file: the open reference
+            url = f"{lab.url}gradio_api/file={on_server[Path(file).name]}"
+            with urllib.request.urlopen(urllib.request.Request(url, method="HEAD")) as response:
+                headers = tuple(response.headers.get(h) for h in ("ETag", "Last-Modified", "Content-Length"))
+            assert all(headers), headers
+            seen.setdefault(conditions[label], set()).add(headers)
+    assert {"reference", "anchor"} <= set(seen) and len(seen) >= 3
+    assert len(set().union(*seen.values())) == 1, seen  # one set of headers for every condition
+    hidden = next(lab.trial_files.excerpts.rglob("reference.wav"))
+    for path in (hidden, lab.store.path):
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(f"{lab.url}gradio_api/file={path}")
+        assert refused.value.code in (403, 404)
+
+
 def test_trials_reuse_their_excerpt_files(lab):
     """A trial costs hard links, not copies: each excerpt's audio is written once (a fixed set per
     clip and source), and every trial's randomly named files are links to it."""

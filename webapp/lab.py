@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import hmac
 import logging
+import os
 import random
 import secrets
 import tempfile
@@ -357,8 +358,16 @@ def clip_excerpt(lab: LabApp, clip_id: str, start_s, length_s):
 
 
 def launch_options(lab: LabApp) -> dict:
-    """What `launch` needs from the app's settings (the tests launch with the same)."""
+    """What `launch` needs from the app's settings (the tests launch with the same).
+
+    Only the trial folders are served as they are (random names, no content hash); anything else
+    a handler returns goes through Gradio's cache, and the excerpts and references beside the
+    trial folders are never served. And uvicorn, which Gradio starts, must not rewrite the client
+    address from `X-Forwarded-For` (by default it believes any loopback peer, so a local proxy or
+    tunnel passing the header on would let every caller name its own address): `APP_PROXY_HOPS`
+    alone decides which hop to believe (`listeners.client_address`)."""
+    os.environ["FORWARDED_ALLOW_IPS"] = ""  # read when uvicorn's Config is made, inside launch()
     return {
         "max_file_size": lab.config.max_upload_bytes,  # in bytes: Gradio's "50mb" would be MiB, the page says MB
-        "allowed_paths": [str(lab.work_root)],
+        "allowed_paths": [str(lab.trial_files.served)],
     }

@@ -166,9 +166,16 @@ def _fixed_start(separation_id: str, heard: tuple[Path, ...], frames: int, pick:
 # ---------------------------------------------------------------------------- files
 
 
+# Every served trial file carries this modification time. HTTP's ETag and Last-Modified are made
+# from a file's mtime and size; hard links share their excerpt's inode, so with each excerpt's own
+# mtime one look at the headers would name a condition (the anchor, the hidden reference) in every
+# later trial of that excerpt. With one mtime for all, and one length and format, they are equal.
+SERVED_MTIME = 946_684_800  # 2000-01-01T00:00:00Z
+
+
 class TrialFiles:
     """Where trial audio lives: `excerpts/` (made once per excerpt) and `served/` (per trial,
-    random names, hard links to the excerpt's files; the only folder the page serves them from)."""
+    random names, hard links to the excerpt's files; the only folder the app serves files from)."""
 
     def __init__(self, root: Path):
         self.root = root
@@ -190,6 +197,7 @@ class TrialFiles:
                 os.link(path, target)  # no copy: the same bytes under a new, unrelated name
             except OSError:
                 shutil.copyfile(path, target)
+            os.utime(target, (SERVED_MTIME, SERVED_MTIME))  # the excerpt's too: they are one inode
             out[name] = target
         return out
 
