@@ -44,8 +44,12 @@ class MeanCI:
         return asdict(self)
 
 
-def mean_ci(values: Iterable[float], confidence: float = 0.95) -> MeanCI:
-    """Mean and Student-t confidence interval; NaN bounds with fewer than 2 values."""
+def mean_ci(
+    values: Iterable[float], confidence: float = 0.95, scale: tuple[float, float] | None = None
+) -> MeanCI:
+    """Mean and Student-t confidence interval; NaN bounds with fewer than 2 values. With `scale`
+    (the rating scale's ends), the interval is cut to it: with few and spread ratings the t
+    interval passes the ends (28-134 on a 0-100 scale), where no mean of such ratings can be."""
     x = [float(v) for v in values]
     n = len(x)
     if n == 0:
@@ -55,11 +59,18 @@ def mean_ci(values: Iterable[float], confidence: float = 0.95) -> MeanCI:
         return MeanCI(n, mean, math.nan, math.nan)
     sd = math.sqrt(sum((v - mean) ** 2 for v in x) / (n - 1))
     half = stats.t.ppf(0.5 + confidence / 2, n - 1) * sd / math.sqrt(n)
-    return MeanCI(n, mean, mean - half, mean + half)
+    low, high = mean - half, mean + half
+    if scale is not None:
+        low, high = max(low, scale[0]), min(high, scale[1])
+    return MeanCI(n, mean, low, high)
+
+
+SCALES = {"mushra": (0.0, 100.0), "mos": (1.0, 5.0)}  # the sliders' ends
 
 
 def score_summary(rows: Iterable[dict], kind: str | None = None, confidence: float = 0.95) -> list[dict]:
-    """Mean score with CI per (condition, source); rows with a `score`, optionally of one kind."""
+    """Mean score with CI per (condition, source); rows with a `score`, optionally of one kind
+    (MUSHRA when none is named); the CI is cut to that kind's scale."""
     groups: dict[tuple[str, str], list[float]] = defaultdict(list)
     for r in rows:
         if r.get("score") is None or (kind and r.get("kind") != kind):
@@ -67,7 +78,8 @@ def score_summary(rows: Iterable[dict], kind: str | None = None, confidence: flo
         groups[(r["condition"], r.get("source") or "")].append(float(r["score"]))
     out = []
     for (condition, source), values in sorted(groups.items()):
-        out.append({"condition": condition, "source": source, **mean_ci(values, confidence).as_dict()})
+        scale = SCALES.get(kind or "mushra")
+        out.append({"condition": condition, "source": source, **mean_ci(values, confidence, scale).as_dict()})
     return out
 
 

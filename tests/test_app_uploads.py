@@ -181,6 +181,18 @@ def test_excerpt_bounds_that_are_not_numbers(lab, start, length):
         lab_module.clip_excerpt(lab, clip, start, length)
 
 
+def test_api_errors_are_plain_text_not_html(client):
+    """A refusal's words reach an API client as written: quotes are not HTML entities (the page's
+    toast escapes what could be markup, `<`, `>` and `&`, and nothing else)."""
+    message = refused(
+        client, r"export is disabled: set ADMIN_TOKEN in the app's environment", "x", api_name="/export_link"
+    )
+    assert "&#x27;" not in message and "&amp;" not in message
+    from webapp.ui_common import page_text
+
+    assert page_text('<b>"x.wav" & co</b>') == '&lt;b&gt;"x.wav" &amp; co&lt;/b&gt;'
+
+
 def test_sizes_are_in_one_unit_everywhere(lab, client, song, tmp_path):
     """5 MB = 5,000,000 bytes in the page, Gradio's upload limit and the app's own check alike:
     a file between 5 MB and 5 MiB (5,242,880 bytes) used to pass the upload and then be refused
@@ -216,6 +228,9 @@ def test_public_answers_name_no_server_path(lab, client, song, tmp_path):
     for text in (str(info), about, ui_module.summary_line(lab.separate(*voice_and_band_mix(), "x.wav"))):
         assert scrub_paths(text) == text, text
         assert not any(folder in text for folder in lab.private), text
+        # no emoji: without an emoji font they are boxes ("\u2610 dprnn"); words say it everywhere
+        assert all(ord(c) < 0x2190 for c in text), [c for c in text if ord(c) >= 0x2190]
+    assert "**dprnn**: ready (dprnn, trained, on cpu)" in about
     # a damaged checkpoint's message, public: its file name without the folder
     broken = tmp_path / "secret-folder" / "ckpt"
     broken.mkdir(parents=True)

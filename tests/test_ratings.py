@@ -32,6 +32,21 @@ def test_mean_ci_by_hand():
     assert mean_ci([]).n == 0
 
 
+def test_a_ci_stays_on_the_rating_scale():
+    """Few, spread ratings: the t interval passes the scale's ends; cut to the scale, it does not,
+    and an interval inside the scale is untouched."""
+    spread = [50, 100, 100]
+    assert mean_ci(spread).high > 100 and mean_ci(spread, scale=(0, 100)).high == 100
+    assert mean_ci(spread, scale=(0, 100)).low == pytest.approx(mean_ci(spread).low)
+    assert mean_ci([1, 1, 3], scale=(1, 5)).low == 1
+    rows = [
+        {"listener": x, "trial": x, "kind": "mushra", "condition": "c", "source": "vocals", "score": v}
+        for x, v in zip("abc", spread, strict=True)
+    ]
+    (row,) = score_summary(rows)
+    assert 0 <= row["low"] <= row["high"] == 100
+
+
 def test_score_summary_groups_by_condition_and_source():
     rows = [
         {"listener": "a", "trial": "1", "kind": "mos", "condition": "dprnn", "source": "vocals", "score": 4},
@@ -42,8 +57,9 @@ def test_score_summary_groups_by_condition_and_source():
     got = {(r["condition"], r["source"]): r for r in score_summary(rows, kind="mos")}
     assert set(got) == {("dprnn", "vocals"), ("umxhq", "vocals")}
     assert got[("dprnn", "vocals")]["mean"] == 3 and got[("dprnn", "vocals")]["n"] == 2
-    # sd = sqrt(2), se = 1, t(0.975, 1) = 12.7062
-    assert got[("dprnn", "vocals")]["high"] == pytest.approx(3 + 12.7062, abs=1e-3)
+    # sd = sqrt(2), se = 1, t(0.975, 1) = 12.7062: the t interval is 3 +- 12.7; on the 1-5 scale it is 1-5
+    assert (got[("dprnn", "vocals")]["low"], got[("dprnn", "vocals")]["high"]) == (1.0, 5.0)
+    assert mean_ci([4, 2]).high == pytest.approx(3 + 12.7062, abs=1e-3)
 
 
 def mushra_trial(listener: str, trial: str, reference: float, dprnn: float = 60, anchor: float = 20) -> list[dict]:

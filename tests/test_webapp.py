@@ -185,3 +185,10 @@ def test_ratings_sync_appends_json_lines_under_the_scheduler_lock(tmp_path):
 def test_separator_device_auto_uses_what_is_there():
     sep = Separator.from_name("conv1d", device="auto")
     assert sep.device.type == ("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def test_counts_read_as_words():
+    """'1 listener', not '1 listeners' (the results line and the session's length)."""
+    from webapp.ui_common import counted
+
+    assert [counted(n, "listener") for n in (0, 1, 2)] == ["0 listeners", "1 listener", "2 listeners"]

@@ -15,7 +15,6 @@ The page itself uses private events; these are the same functions of `webapp.lab
 
 from __future__ import annotations
 
-import html
 import inspect
 from pathlib import Path
 
@@ -26,7 +25,7 @@ from separation.results import json_safe
 
 from .lab import LabApp, clip_excerpt, summary_public
 from .service import SOURCES, Separation
-from .ui_common import error
+from .ui_common import error, page_text
 
 
 def api_result(sep: Separation, wanted: list[str] | None) -> tuple[list[str], dict]:
@@ -34,7 +33,7 @@ def api_result(sep: Separation, wanted: list[str] | None) -> tuple[list[str], di
     wanted = list(sep.stems) if wanted is None else wanted
     if not any(m in sep.stems for m in wanted):
         reasons = "; ".join(f"{k}: {v}" for k, v in sep.errors.items()) or "none is loaded"
-        raise gr.Error(html.escape(f"no model could separate this: {reasons}"), print_exception=False)
+        raise gr.Error(page_text(f"no model could separate this: {reasons}"), print_exception=False)
     files, stems = [], {}
     for m in wanted:
         if m in sep.stems:

@@ -323,12 +323,13 @@ class LabApp:
         return self.store.export_lines(self.screened()[1])
 
     def status_markdown(self) -> str:
+        # words, not emoji: a machine without an emoji font shows a box for each (Spaces' viewers too)
         lines = []
         for slot in self.pool.slots.values():
-            icon = {"ready": "✅", "loading": "⏳", "unavailable": "⚠️"}[slot.state]
-            lines.append(f"{icon} **{slot.name}**: {slot.message}")
+            said = {"ready": f"ready ({slot.message})", "loading": "loading...", "unavailable": slot.message}
+            lines.append(f"**{slot.name}**: {said[slot.state]}")
         if self.clip_note:
-            lines.append(f"⚠️ {self.clip_note}")
+            lines.append(f"Note: {self.clip_note}")
         return "  \n".join(lines)
 
 

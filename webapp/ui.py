@@ -168,7 +168,7 @@ def show_separation(lab: LabApp, tab: SeparateTab, sep: Separation, guide_pct: f
         else:
             reason = sep.errors.get(name, "not run")
             updates |= {
-                col.header: f"### {name}\n⚠️ {reason}",
+                col.header: f"### {name}\nNot run: {reason}",
                 col.vocals: None,
                 col.karaoke: None,
                 col.download: gr.DownloadButton(visible=False),
@@ -235,7 +235,7 @@ def summary_line(sep: Separation) -> str:
     done = ", ".join(f"{m} {sep.timings.get(f'separate {m}', 0):.1f} s" for m in sep.stems) or "no model"
     lines = [f"**{sep.clip}** ({sep.seconds:.1f} s): {done}; total {sep.timings.get('total', 0):.1f} s."]
     # models that are unavailable say so in their own column; here only what failed in this run
-    lines += [f"⚠️ {name}: {reason}" for name, reason in sep.errors.items() if name not in sep.unavailable]
+    lines += [f"{name} failed: {reason}" for name, reason in sep.errors.items() if name not in sep.unavailable]
     return "  \n".join(lines)
 
 

@@ -26,13 +26,24 @@ def components(tab) -> list:
     return out
 
 
+def counted(n: int, noun: str) -> str:
+    """'1 listener', '2 listeners', '0 ratings' (nouns here take an s)."""
+    return f"{n} {noun}{'' if n == 1 else 's'}"
+
+
+def page_text(message: str) -> str:
+    """An error's text, safe in the page's toast (which renders HTML) and plain in the API's JSON:
+    only `<`, `>` and `&` are escaped (a file name the client chose may hold them); quotes are
+    harmless in text and stay as they are (`the app's`, not `the app&#x27;s`)."""
+    return html.escape(message, quote=False)
+
+
 def error(exc: Exception) -> gr.Error:
     """The error a page or an API client sees: the public text (no server paths), HTML-escaped
     (it may quote a file name the client chose); a bug's text stays in the server log."""
     if isinstance(exc, (SeparationError, RatingError)):
         log.info("refused: %s", exc)
-        return gr.Error(
-            html.escape(public_message(exc) if isinstance(exc, SeparationError) else str(exc)), print_exception=False
-        )
+        text = public_message(exc) if isinstance(exc, SeparationError) else str(exc)
+        return gr.Error(page_text(text), print_exception=False)
     log.exception("unexpected error")
     return gr.Error(f"something went wrong ({type(exc).__name__}); the app is still running, please try again")

@@ -19,7 +19,7 @@ from .lab import LabApp, TrialState
 from .service import Separation
 from .store import NO_PREFERENCE, IncompleteTrial, RatingError
 from .trials import HEADPHONE_TRIALS
-from .ui_common import components, error
+from .ui_common import components, counted, error
 
 MOS_LABEL = "{}: overall quality, 1 bad - 5 excellent (optional: not rated)"
 MAX_TRIAL_SAMPLES = 6  # MUSHRA: hidden reference + anchor + up to 4 models
@@ -67,7 +67,7 @@ def build_rating_tab(lab: LabApp) -> RatingTab:
         "are played at the same loudness. With true stems: rate each sample from 0 (bad) to 100 (excellent) "
         "against the open **reference** (one sample is the hidden reference itself, another a low-pass "
         "anchor; MUSHRA, ITU-R BS.1534). Without: say which of A and B you prefer and score each from 1 to 5. "
-        f"A session is {lab.config.session_trials} trials; please use headphones."
+        f"A session is {counted(lab.config.session_trials, 'trial')}; please use headphones."
     )
     start = gr.Button("Start a blind trial", variant="primary")
     info = gr.Markdown()
@@ -297,9 +297,9 @@ def wire_rating_tab(lab: LabApp, tab: RatingTab, result: gr.State, listener: gr.
         done += 1
         total = lab.config.session_trials
         message = (
-            f"✅ Saved ({done % total or total} of {total}). Start the next trial when ready."
+            f"Saved ({done % total or total} of {total}). Start the next trial when ready."
             if done % total
-            else f"✅ Saved: that was the last of {total}. Thank you! Another session is welcome."
+            else f"Saved: that was the last of {total}. Thank you! Another session is welcome."
         )
         return {trial_state: None, session: done, tab.submit_msg: message, tab.submit: gr.Button(visible=False)}
 
@@ -389,8 +389,8 @@ def build_results_tab() -> ResultsTab:
 def results_view(lab: LabApp, tab: ResultsTab) -> dict:
     s = lab.summary()
     text = (
-        f"**{s['ratings']} ratings** from **{s['listeners']} listeners**; kept after screening: "
-        f"**{s['kept_ratings']} ratings** from **{s['kept_listeners']} listeners** "
+        f"**{counted(s['ratings'], 'rating')}** from **{counted(s['listeners'], 'listener')}**; kept after "
+        f"screening: **{counted(s['kept_ratings'], 'rating')}** from **{counted(s['kept_listeners'], 'listener')}** "
         f"(updated {time.strftime('%H:%M:%S')})."
     )
     screening = [[c, v["listeners"], v["ratings"], v["rule"]] for c, v in s["screening"].items()]
