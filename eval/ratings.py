@@ -44,9 +44,7 @@ class MeanCI:
         return asdict(self)
 
 
-def mean_ci(
-    values: Iterable[float], confidence: float = 0.95, scale: tuple[float, float] | None = None
-) -> MeanCI:
+def mean_ci(values: Iterable[float], confidence: float = 0.95, scale: tuple[float, float] | None = None) -> MeanCI:
     """Mean and Student-t confidence interval; NaN bounds with fewer than 2 values. With `scale`
     (the rating scale's ends), the interval is cut to it: with few and spread ratings the t
     interval passes the ends (28-134 on a 0-100 scale), where no mean of such ratings can be."""

@@ -10,7 +10,9 @@ import csv
 import io
 import json
 import math
+import re
 import shutil
+import socket
 import sqlite3
 import time
 import urllib.request
@@ -181,7 +183,8 @@ def test_a_loopback_caller_cannot_choose_its_address(lab, monkeypatch):
     Eleven callers from 127.0.0.1, each naming another address, are one client: its limit of new
     listener ids per hour (10) refuses the eleventh."""
     assert lab.config.proxy_hops == 0
-    monkeypatch.setattr(lab, "limiter", RateLimiter(lab.limiter.limits))  # this test's counts only
+    # this test's counts only, with a small limit
+    monkeypatch.setattr(lab, "limiter", RateLimiter({**lab.limiter.limits, "listeners": (10, 3600.0)}))
     answers = []
     for i in range(11):
         client = Client(lab.url, verbose=False, headers={"X-Forwarded-For": f"198.51.100.{i + 1}"})
@@ -246,6 +249,94 @@ def test_browser_upload_and_separate(lab, tmp_path):
     out = Path(__file__).resolve().parents[1] / "out" / "screenshots"
     out.mkdir(parents=True, exist_ok=True)
     shutil.copy(tmp_path / "separated.png", out / "app-separated.png")
+
+
+def _launch(data_dir: Path, port: int | None = None, **settings):
+    """An app of its own (the conv1d demo model only: its page is what these tests need)."""
+    pool = ModelPool(["conv1d"], device="cpu", background=False)
+    lab = lab_module.LabApp(AppConfig(data_dir=data_dir, models=["conv1d"], **settings), pool=pool)
+    demo = ui_module.build_ui(lab)
+    demo.queue()
+    app, url, _ = demo.launch(
+        prevent_thread_lock=True,
+        server_name="127.0.0.1",
+        server_port=port,
+        quiet=True,
+        **lab_module.launch_options(lab),
+    )
+    ui_module.register_routes(app, lab)
+    return lab, demo, url
+
+
+def _listeners(lab) -> int:
+    with sqlite3.connect(lab.store.path) as db:
+        return db.execute("SELECT COUNT(*) FROM listeners").fetchone()[0]
+
+
+def _wait_for(condition, seconds: float = 30.0) -> None:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.1)
+
+
+@pytest.mark.browser
+def test_a_returning_listener_is_the_same_listener_after_a_restart(tmp_path):
+    """The page keeps the listener id in the browser, sealed with a key derived from the app's
+    secret (kept in the data folder): after the server restarts (a Space sleeping, rebuilt or
+    redeployed) the same browser is the same listener, not a new one sent back to the headphone check."""
+    from playwright.sync_api import sync_playwright
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    data = tmp_path / "data"
+    lab, demo, url = _launch(data, port)
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"], headless=True)
+        page = browser.new_page()
+        page.goto(url)
+        _wait_for(lambda: _listeners(lab) == 1)
+        demo.close()
+        lab, demo, url = _launch(data, port)  # the same data folder: the same secret.key and ratings
+        try:
+            page.reload()
+            page.get_by_role("tab", name="Listen and rate (blind)").click()
+            page.get_by_role("button", name="Start a blind trial").click()
+            page.get_by_text("Before the first trial: a short headphone check.").wait_for(timeout=30_000)
+            assert _listeners(lab) == 1  # recognised: no second listener
+        finally:
+            browser.close()
+            demo.close()
+
+
+@pytest.mark.browser
+def test_a_listener_over_the_address_limit_is_told_why_and_until_when(tmp_path):
+    """A second browser behind an address whose limit of new listeners is used up: the rating
+    tab says so at once, and Start says it again with the time to come back (not "unknown or
+    forged listener id: reload the page", which reloading never cured)."""
+    from playwright.sync_api import expect, sync_playwright
+
+    lab, demo, url = _launch(tmp_path / "data", limits={"listeners": 1, "trials": 600, "ratings": 600, "checks": 60})
+    try:
+        with sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"], headless=True)
+            first = browser.new_context().new_page()
+            first.goto(url)
+            _wait_for(lambda: _listeners(lab) == 1)
+            second = browser.new_context().new_page()  # another browser: its own storage, the same address
+            second.goto(url)
+            second.get_by_role("tab", name="Listen and rate (blind)").click()
+            said = "Ratings cannot start from this browser yet: this network address has had as many new listeners"
+            expect(second.get_by_text(said)).to_be_visible(timeout=30_000)
+            second.get_by_role("button", name="Start a blind trial").click()
+            toast = second.locator(".toast-body", has_text="please come back after")
+            expect(toast).to_be_visible(timeout=30_000)
+            assert re.search(r"come back after \d\d:\d\d UTC", toast.inner_text())
+            assert "forged" not in toast.inner_text() and _listeners(lab) == 1
+            browser.close()
+    finally:
+        demo.close()
 
 
 # ---------------------------------------------------------------------------- the store

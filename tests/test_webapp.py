@@ -151,6 +151,13 @@ def test_settings_from_the_environment(tmp_path):
     assert AppConfig.from_env({}).shifts == 1 and AppConfig.from_env({"APP_SHIFTS": "2"}).shifts == 2
     with pytest.raises(SeparationError, match="APP_SHIFTS must be a whole number from 1 to 8, not 9"):
         AppConfig.from_env({"APP_SHIFTS": "9"})
+    # per-address limits: sized for a class behind one address by default, each a setting
+    assert AppConfig.from_env({}).limits == {"listeners": 60, "trials": 600, "ratings": 600, "checks": 60}
+    lab_limits = AppConfig.from_env({"APP_LIMIT_LISTENERS": "200", "APP_LIMIT_TRIALS": "3000"}).limits
+    assert lab_limits == {"listeners": 200, "trials": 3000, "ratings": 600, "checks": 60}
+    for bad in ("0", "-3", "many"):
+        with pytest.raises(SeparationError, match=f"APP_LIMIT_CHECKS must be a whole number of 1 or more, not '{bad}'"):
+            AppConfig.from_env({"APP_LIMIT_CHECKS": bad})
 
 
 def test_model_version_names_the_weights_and_the_averaged_passes():

@@ -19,6 +19,10 @@
 | `APP_SESSION_TRIALS` | 8 | trials per listening session in the page |
 | `APP_WORK_MAX_MB` | 2000 | size cap of the app's work folder (stems, trial audio) |
 | `APP_PROXY_HOPS` | 1 on a Space, else 0 | proxies in front adding to `X-Forwarded-For` (0: header ignored) |
+| `APP_LIMIT_LISTENERS` | 60 | new listener ids per address and hour (a class or office shares one address) |
+| `APP_LIMIT_TRIALS` | 600 | trials per address and hour (30 people behind one address, ~20 trials each) |
+| `APP_LIMIT_RATINGS` | 600 | ratings submitted per address and hour |
+| `APP_LIMIT_CHECKS` | 60 | headphone checks per address and hour |
 | `RATINGS_REPO`, `HF_TOKEN` | - | with both: ratings also sync to that private Hub dataset repo |
 """
 
@@ -29,6 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from separation import __version__
+from separation.errors import SeparationError
 from separation.separator import check_shifts
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -39,6 +44,9 @@ def _default_data_dir() -> Path:
     if os.environ.get("SPACE_ID") and space_storage.is_dir() and os.access(space_storage, os.W_OK):
         return space_storage / "separation-lab"
     return ROOT / "out" / "app"
+
+
+DEFAULT_LIMITS = {"listeners": 60, "trials": 600, "ratings": 600, "checks": 60}
 
 
 @dataclass
@@ -61,9 +69,11 @@ class AppConfig:
     trial_seconds: float = 10.0  # the excerpt of a blind trial; no rating is taken sooner
     session_trials: int = 8  # trials per listening session in the page ("3 of 8")
     work_max_mb: float = 2000.0  # the app's work folder (stems, trial audio) is kept under this
-    # per client (address, hashed) and hour: listener ids, trials, ratings, headphone checks
     proxy_hops: int = 0  # see APP_PROXY_HOPS: how far to trust X-Forwarded-For (per-client limits)
-    limits: dict = field(default_factory=lambda: {"listeners": 10, "trials": 120, "ratings": 120, "checks": 20})
+    # per client (address, hashed) and hour: listener ids, trials, ratings, headphone checks. Sized
+    # for a lab campaign where a class of ~30 shares one address; one scripted caller still gets
+    # no more than a class would (and each listener is limited on its own: `rate_limit`).
+    limits: dict = field(default_factory=lambda: dict(DEFAULT_LIMITS))
 
     def __post_init__(self):
         check_shifts(self.shifts, "APP_SHIFTS")  # a bad APP_SHIFTS stops the start with one line, not every request
@@ -99,6 +109,12 @@ class AppConfig:
         ):
             if env.get(name):
                 kwargs[key] = kind(env[name])
+        limits = dict(DEFAULT_LIMITS)
+        for kind in limits:
+            name = f"APP_LIMIT_{kind.upper()}"
+            if env.get(name):
+                limits[kind] = _positive_int(env[name], name)
+        kwargs["limits"] = limits
         if "proxy_hops" not in kwargs and env.get("SPACE_ID"):
             kwargs["proxy_hops"] = 1  # the Space's proxy appends the caller's address
         return cls(**kwargs)
@@ -112,3 +128,13 @@ class AppConfig:
     @property
     def version(self) -> str:
         return __version__
+
+
+def _positive_int(text: str, name: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise SeparationError(f"{name} must be a whole number of 1 or more, not {text!r}")
+    return value

@@ -47,6 +47,11 @@ class Signer:
     def _sign(self, text: str) -> str:
         return hmac.new(self._key, text.encode(), hashlib.sha256).hexdigest()[:SIG_HEX]
 
+    def derived_key(self, purpose: str) -> str:
+        """A key for another use (`purpose`), derived from this one: what the page's stored
+        listener id is sealed with, so that a restart (a Space waking up, redeployed) reads it."""
+        return hmac.new(self._key, f"derived:{purpose}".encode(), hashlib.sha256).hexdigest()
+
     def issue(self) -> str:
         """A new listener id: `<32 hex>.<32 hex signature>`."""
         ident = secrets.token_hex(ID_BYTES)
@@ -91,6 +96,14 @@ def client_address(request, proxy_hops: int = 0) -> str:
     return getattr(client, "host", None) or "unknown"
 
 
+class RateLimited(RatingError):
+    """A limit per client reached; `wait`: seconds until the oldest counted event leaves the window."""
+
+    def __init__(self, message: str, *, wait: float):
+        super().__init__(message)
+        self.wait = wait
+
+
 class RateLimiter:
     """At most `limit` events of a kind per key in any `window` seconds; thread-safe."""
 
@@ -110,9 +123,10 @@ class RateLimiter:
                 events.popleft()
             if len(events) >= limit:
                 wait = window - (now - events[0])
-                raise RatingError(
+                raise RateLimited(
                     f"too many {what} from this connection: at most {limit} per "
-                    f"{_span(window)}; try again in {_span(wait)}"
+                    f"{_span(window)}; try again in {_span(wait)}",
+                    wait=wait,
                 )
             events.append(now)
 

@@ -26,7 +26,14 @@ from .lab import WORK_MAX_AGE_S, LabApp, clip_excerpt, launch_options
 from .service import Separation, karaoke, metrics_rows
 from .store import RatingError
 from .ui_common import components, error
-from .ui_listening import build_rating_tab, build_results_tab, client_of, wire_rating_tab, wire_results_tab
+from .ui_listening import (
+    build_rating_tab,
+    build_results_tab,
+    client_of,
+    no_listener_text,
+    wire_rating_tab,
+    wire_results_tab,
+)
 
 log = logging.getLogger("webapp")
 
@@ -288,7 +295,11 @@ def build_ui(lab: LabApp) -> gr.Blocks:
     # folders are named by a hash of the content (which gave the hidden reference away)
     gr.set_static_paths([str(lab.trial_files.served)])
     with gr.Blocks(title="Separation lab", delete_cache=(1800, WORK_MAX_AGE_S)) as demo:
-        listener = gr.BrowserState(None, storage_key="separation-lab-listener")
+        # sealed with a key derived from the app's secret, not a random one per process: a returning
+        # listener stays the same listener across restarts (no second headphone check)
+        listener = gr.BrowserState(
+            None, storage_key="separation-lab-listener", secret=lab.signer.derived_key("browser-state")
+        )
         result = gr.State(None)  # the session's last Separation
         gr.Markdown(INTRO)
         status = gr.Markdown(lab.status_markdown())
@@ -306,18 +317,20 @@ def build_ui(lab: LabApp) -> gr.Blocks:
         wire_api(lab)
 
         def on_load(token, request: gr.Request):
-            """A signed listener id for a new browser (or one whose id this server did not issue)."""
+            """A signed listener id for a new browser (or one whose id this server did not issue).
+            Where none can be issued, the rating tab says why and until when (a warning toast would
+            never show: a load outside the queue cannot raise one)."""
+            out = {status: lab.status_markdown(), about: about_markdown(lab)}
             try:
-                token = lab.listener(token)
+                return {**out, listener: lab.listener(token)}
             except RatingError:
-                try:
-                    token = lab.new_listener(client_of(lab, request))
-                except RatingError as exc:
-                    gr.Warning(str(exc))
-                    token = None
-            return {listener: token, status: lab.status_markdown(), about: about_markdown(lab)}
+                pass
+            try:
+                return {**out, listener: lab.new_listener(client_of(lab, request))}
+            except RatingError as exc:
+                return {**out, listener: None, rating.info: no_listener_text(exc)}
 
-        demo.load(on_load, listener, [listener, status, about], api_visibility="private", queue=False)
+        demo.load(on_load, listener, [listener, status, about, rating.info], api_visibility="private", queue=False)
     return demo
 
 

@@ -16,10 +16,11 @@ import gradio as gr
 
 from .figures import agreement_figure, mushra_figure, preference_figure, rounded
 from .lab import LabApp, TrialState
+from .listeners import RateLimited
 from .service import Separation
 from .store import NO_PREFERENCE, IncompleteTrial, RatingError
 from .trials import HEADPHONE_TRIALS
-from .ui_common import components, counted, error
+from .ui_common import components, counted, error, page_text
 
 MOS_LABEL = "{}: overall quality, 1 bad - 5 excellent (optional: not rated)"
 MAX_TRIAL_SAMPLES = 6  # MUSHRA: hidden reference + anchor + up to 4 models
@@ -235,26 +236,49 @@ def wire_marks(lab: LabApp, tab: RatingTab, trial_state: gr.State, listener: gr.
         )
 
 
+def no_listener_text(exc: Exception) -> str:
+    """Why this browser has no listener id, in the listener's words, and until when."""
+    if isinstance(exc, RateLimited):
+        at = time.strftime("%H:%M UTC", time.gmtime(time.time() + exc.wait))
+        return (
+            "Ratings cannot start from this browser yet: this network address has had as many new "
+            f"listeners in the last hour as the app takes ({exc}). Reloading the page does not help; "
+            f"please come back after {at}. (Organisers of a group that shares one network can raise "
+            "the limit: APP_LIMIT_LISTENERS.)"
+        )
+    return f"Ratings cannot start from this browser: {exc}"
+
+
 def wire_rating_tab(lab: LabApp, tab: RatingTab, result: gr.State, listener: gr.BrowserState, refresh_results) -> None:
     trial_state = gr.State(None)
     session = gr.State(0)  # trials done in this session
     mos_touched = gr.State([])  # the A/B quality sliders the listener has set in this trial
 
     def on_start(sep, token, done, request: gr.Request):
+        issued = {}
         try:
             client = client_of(lab, request)
+            if token is None:  # the page's load could not issue one (the address's limit): try again now
+                token = lab.new_listener(client)
+                issued = {listener: token}
             if lab.store.headphone_score(lab.listener(token)) is None:
                 files = lab.headphone_check(token, client)
                 return {
+                    **issued,
                     tab.info: "Before the first trial: a short headphone check.",
                     tab.check.group: gr.Group(visible=True),
                     **{p: str(f) for p, f in zip(tab.check.players, files, strict=True)},
                 }
             trial, sep = lab.trial_for(sep, token, client)
+        except RateLimited as exc:
+            if not issued and token is None:  # no id at all: say why, and until when
+                raise gr.Error(page_text(no_listener_text(exc)), print_exception=False) from None
+            raise error(exc) from None
         except Exception as exc:
             raise error(exc) from None
         index = done % lab.config.session_trials + 1
         return {
+            **issued,
             trial_state: TrialState(trial.trial_id, trial.kind, trial.labels),
             mos_touched: [],
             **show_trial(tab, trial, sep, index, lab.config.session_trials),
@@ -306,7 +330,7 @@ def wire_rating_tab(lab: LabApp, tab: RatingTab, result: gr.State, listener: gr.
     tab.start.click(
         on_start,
         [result, listener, session],
-        [trial_state, mos_touched, *components(tab)],
+        [trial_state, mos_touched, listener, *components(tab)],
         api_visibility="private",
         concurrency_limit=4,
         concurrency_id="trials",
