@@ -125,7 +125,8 @@ class LabApp:
         """Keep the work folder under its age and size caps (checked at most once a minute)."""
         if now or time.monotonic() - self._last_cleanup > 60:
             self._last_cleanup = time.monotonic()
-            cleanup(self.work_root, max_age_s=WORK_MAX_AGE_S, max_bytes=int(self.config.work_max_mb * 1e6))
+            live = [sep.workdir for sep in list(self._demo.values())]  # shared: never deleted under a cache
+            cleanup(self.work_root, max_age_s=WORK_MAX_AGE_S, max_bytes=int(self.config.work_max_mb * 1e6), keep=live)
 
     def _gpu_seconds(self, mix, references, clip, models=None, progress=None) -> int:
         """What to ask ZeroGPU for (called with the separation's own arguments)."""

@@ -9,11 +9,13 @@ from __future__ import annotations
 import contextlib
 import copy
 import logging
+import os
 import shutil
+import stat as stat_module
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -208,14 +210,21 @@ def new_workdir(root: Path) -> Path:
     return d
 
 
-def cleanup(root: Path, max_age_s: float = 24 * 3600, max_bytes: int | None = None) -> None:
+def cleanup(root: Path, max_age_s: float = 24 * 3600, max_bytes: int | None = None, keep: Iterable[Path] = ()) -> None:
     """Delete work folders older than `max_age_s`, then the oldest others while the work folder
     is over `max_bytes`: request folders (`<day>/<id>`), trial excerpts and served trial files.
-    (Gradio keeps its own copies of what it served; hard links keep a served file alive.)"""
+    (Gradio keeps its own copies of what it served; hard links keep a served file alive.)
+
+    Sizes are real disk use: a trial's files are hard links of its excerpt's, so each file is
+    counted once however many names it has, and deleting a folder frees only the files that have
+    no other name left. Folders in `keep` (what a live cache points to, e.g. the shared demo
+    separations) are never deleted: deleting them only makes the next request write them again."""
     for legacy in root.glob("ratings-*"):  # raw exports the app once wrote where it serves files
         shutil.rmtree(legacy, ignore_errors=True)
+    kept = {Path(k).resolve() for k in keep}
     folders = [d for day in root.glob("[0-9]" * 8) for d in day.iterdir() if d.is_dir()]
     folders += [d for part in ("excerpts", "served") for d in (root / "trials" / part).glob("*") if d.is_dir()]
+    folders = [d for d in folders if d.resolve() not in kept]
     now, aged = time.time(), []
     for d in folders:
         try:
@@ -228,13 +237,28 @@ def cleanup(root: Path, max_age_s: float = 24 * 3600, max_bytes: int | None = No
             aged.append((stat.st_mtime, d))
     if max_bytes is None:
         return
-    sizes = {d: sum(f.stat().st_size for f in d.rglob("*") if f.is_file()) for _, d in aged}
-    total = sum(sizes.values())
+    total = disk_bytes(root)
     for _, d in sorted(aged):
         if total <= max_bytes:
             break
+        freed = sum(st.st_size for st in _file_stats(d) if st.st_nlink == 1)  # no other name keeps it
         shutil.rmtree(d, ignore_errors=True)
-        total -= sizes[d]
+        total -= freed
+
+
+def disk_bytes(root: Path) -> int:
+    """The bytes the files under `root` take, each file once however many hard links it has."""
+    return sum({(st.st_dev, st.st_ino): st.st_size for st in _file_stats(root)}.values())
+
+
+def _file_stats(root: Path) -> Iterator[os.stat_result]:
+    for f in root.rglob("*"):
+        try:
+            st = f.lstat()
+        except OSError:  # deleted meanwhile
+            continue
+        if stat_module.S_ISREG(st.st_mode):
+            yield st
 
 
 class _Timer:
