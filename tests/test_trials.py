@@ -172,7 +172,8 @@ def test_the_headphone_check_tells_headphones_from_loudspeakers(tmp_path):
     """Woods et al. (2017): on headphones the -6 dB tone is the softest; over loudspeakers the
     antiphase tone cancels in the air (left + right) and sounds softest. A listener who picks
     the softest tone as heard passes on headphones and fails on loudspeakers."""
-    files, answers = headphone_check(tmp_path / "check", np.random.default_rng(0))
+    trial_files = TrialFiles(tmp_path / "trials")
+    files, answers = headphone_check(trial_files, np.random.default_rng(0))
     assert len(files) == len(answers) == HEADPHONE_TRIALS and set(answers) <= {1, 2, 3}
     tones = [slice(0, SR), slice(int(1.5 * SR), int(2.5 * SR)), slice(3 * SR, 4 * SR)]
 
@@ -189,6 +190,14 @@ def test_the_headphone_check_tells_headphones_from_loudspeakers(tmp_path):
     assert [softest(f, headphones) for f in files] == answers
     assert sum(softest(f, loudspeakers) == a for f, a in zip(files, answers, strict=True)) == 0
     assert len({f.name for f in files}) == HEADPHONE_TRIALS
+    # a fixed set of six files, reused by every check as links under new names: 20 checks write nothing new
+    for seed in range(20):
+        more, _ = headphone_check(trial_files, np.random.default_rng(seed))
+        assert not {f.name for f in more} & {f.name for f in files}
+    from webapp.service import disk_bytes
+
+    variants = list((tmp_path / "trials" / "headphones").glob("*.wav"))
+    assert len(variants) == 6 and disk_bytes(tmp_path / "trials") == sum(v.stat().st_size for v in variants)
 
 
 # ---------------------------------------------------------------------------- the store's rules

@@ -187,8 +187,7 @@ class LabApp:
         if self.store.headphone_score(listener) is not None:
             raise RatingError("the headphone check is already done")
         self.limiter.allow("checks", client, "headphone checks")
-        folder = self.trial_files.served / secrets.token_hex(16)
-        files, answers = headphone_check(folder, np.random.default_rng())
+        files, answers = headphone_check(self.trial_files, np.random.default_rng())
         self.store.set_headphone_check(listener, answers)
         return files
 

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import itertools
 import json
 import os
 import random
@@ -335,24 +336,41 @@ def excerpt_metrics(signals: dict[str, np.ndarray]) -> dict[str, dict[str, float
 HEADPHONE_TRIALS = 6
 
 
-def headphone_check(folder: Path, rng: np.random.Generator) -> tuple[list[Path], list[int]]:
+# The three tones of a check trial in every order: six files, written once and served as links
+# under new names for every check (a check used to write 4.2 MB that nothing reused).
+HEADPHONE_ORDERS = tuple(itertools.permutations(("normal", "soft", "antiphase")))
+
+
+def headphone_variants(folder: Path) -> list[Path]:
     """Woods et al. (2017), "Headphone screening to facilitate web-based auditory experiments":
     each trial is three 1-s 200-Hz tones; one is 6 dB softer, one is in antiphase between the
     left and right channels. Asked which is softest, a listener on headphones hears the -6 dB
-    tone; over loudspeakers the antiphase tone cancels in the air and sounds softest. Returns
-    the trial files and the correct answers (1, 2 or 3)."""
+    tone; over loudspeakers the antiphase tone cancels in the air and sounds softest. The files of
+    the six orders (`HEADPHONE_ORDERS`), made once in `folder`."""
+    files = [folder / f"order-{i}.wav" for i in range(len(HEADPHONE_ORDERS))]
+    if (folder / "done").exists():
+        return files
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)  # the dither: any fixed draw will do
     t = np.arange(SAMPLE_RATE) / SAMPLE_RATE
     tone = fade_edges(np.sin(2 * np.pi * 200 * t).astype(np.float32)[None] * 0.3, 0.1)[0]
     gap = np.zeros(SAMPLE_RATE // 2, np.float32)
-    folder.mkdir(parents=True, exist_ok=True)
-    files, answers = [], []
-    for _ in range(HEADPHONE_TRIALS):
-        order = rng.permutation(["normal", "soft", "antiphase"])
+    for path, order in zip(files, HEADPHONE_ORDERS, strict=True):
         parts = []
         for kind in order:
             left = tone * (10 ** (-6 / 20) if kind == "soft" else 1.0)
             right = -left if kind == "antiphase" else left
             parts += [np.stack([left, right]), np.stack([gap, gap])]
-        files.append(write_dithered(folder / f"{secrets.token_hex(12)}.wav", np.concatenate(parts[:-1], axis=1), rng))
-        answers.append(int(list(order).index("soft")) + 1)
-    return files, answers
+        write_dithered(path, np.concatenate(parts[:-1], axis=1), rng)
+    (folder / "done").write_text("")
+    return files
+
+
+def headphone_check(files: TrialFiles, rng: np.random.Generator) -> tuple[list[Path], list[int]]:
+    """A listener's check: `HEADPHONE_TRIALS` orders drawn at random, served under new random names
+    (links to the fixed files); returns the served files and the right answers (1, 2 or 3)."""
+    variants = headphone_variants(files.root / "headphones")
+    picks = [int(rng.integers(len(HEADPHONE_ORDERS))) for _ in range(HEADPHONE_TRIALS)]
+    served = files.publish({str(i): variants[p] for i, p in enumerate(picks)})
+    answers = [HEADPHONE_ORDERS[p].index("soft") + 1 for p in picks]
+    return [served[str(i)] for i in range(HEADPHONE_TRIALS)], answers
