@@ -384,10 +384,10 @@ def test_the_work_folder_is_kept_under_its_size_cap(tmp_path):
     assert not old.exists()
 
 
-def test_the_work_folder_counts_hard_links_once_and_keeps_what_a_cache_points_to(tmp_path):
+def test_the_work_folder_counts_hard_links_once(tmp_path):
     """Trials are hard links of their excerpt's files: 10 trials of one 1000-byte excerpt take 1000
-    bytes, not 11,000, so they are no reason to delete anything; over the cap, a folder a live
-    cache points to (the shared demo separation) stays, the oldest others go."""
+    bytes, not 11,000, so they are no reason to delete anything; over the cap, the oldest go, and a
+    trial folder's deletion frees nothing while its excerpt keeps the bytes."""
     from webapp.service import disk_bytes
 
     excerpt = tmp_path / "trials" / "excerpts" / "e1"
@@ -398,11 +398,11 @@ def test_the_work_folder_counts_hard_links_once_and_keeps_what_a_cache_points_to
     assert disk_bytes(tmp_path) == 1000 and all(p.stat().st_ino == served[0].stat().st_ino for p in served)
     cleanup(tmp_path, max_age_s=3600, max_bytes=1500)
     assert excerpt.exists() and all(p.exists() for p in served)  # 1000 bytes on disk: under the cap
-    demo, request = new_workdir(tmp_path), new_workdir(tmp_path)
-    for d, age in ((demo, 50), (request, 10)):
+    older, old = new_workdir(tmp_path), new_workdir(tmp_path)
+    for d, age in ((older, 50), (old, 10)):
         (d / "stem.wav").write_bytes(b"x" * 1000)
         os.utime(d, (time.time() - age, time.time() - age))
     os.utime(excerpt, (time.time() - 5, time.time() - 5))
-    cleanup(tmp_path, max_age_s=3600, max_bytes=2500, keep=[demo])
-    assert demo.exists() and not request.exists()  # the oldest but kept; then the next oldest went
-    assert disk_bytes(tmp_path) <= 2500
+    cleanup(tmp_path, max_age_s=3600, max_bytes=2000)
+    assert not older.exists() and old.exists() and excerpt.exists()  # 3000 bytes: one folder of 1000 went
+    assert disk_bytes(tmp_path) == 2000

@@ -7,11 +7,14 @@ benchmarks drive the same code without a browser.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import hmac
+import json
 import logging
 import os
 import random
 import secrets
+import shutil
 import tempfile
 import threading
 import time
@@ -29,7 +32,17 @@ from .clips import MIN_SECONDS, Clip, check_excerpt, ensure_demo_clips, load_cli
 from .config import AppConfig
 from .gpu import gpu_seconds, on_gpu, zero_gpu
 from .listeners import RateLimiter, Signer, client_address
-from .service import SOURCES, ModelPool, Separation, cleanup, new_workdir, run_separation
+from .service import (
+    SOURCES,
+    ModelPool,
+    Separation,
+    cleanup,
+    keep_separation,
+    kept_clip,
+    new_workdir,
+    read_separation,
+    run_separation,
+)
 from .store import HEADPHONE_PASS, RatingError, RatingsStore
 from .sync import start_sync
 from .trials import TrialFiles, headphone_check, make_trial
@@ -125,8 +138,7 @@ class LabApp:
         """Keep the work folder under its age and size caps (checked at most once a minute)."""
         if now or time.monotonic() - self._last_cleanup > 60:
             self._last_cleanup = time.monotonic()
-            live = [sep.workdir for sep in list(self._demo.values())]  # shared: never deleted under a cache
-            cleanup(self.work_root, max_age_s=WORK_MAX_AGE_S, max_bytes=int(self.config.work_max_mb * 1e6), keep=live)
+            cleanup(self.work_root, max_age_s=WORK_MAX_AGE_S, max_bytes=int(self.config.work_max_mb * 1e6))
 
     def _gpu_seconds(self, mix, references, clip, models=None, progress=None) -> int:
         """What to ask ZeroGPU for (called with the separation's own arguments)."""
@@ -148,15 +160,31 @@ class LabApp:
         by every session; made once per clip and models loaded."""
         with self._demo_lock:
             clip = self.clips[clip_id] if clip_id in self.clips else random.choice(list(self.clips.values()))
+            versions = {s.name: s.version for s in self.pool.ready()}
+
+            def current(sep: Separation | None) -> bool:
+                return sep is not None and sep.mixture.exists() and sep.versions == versions
+
             cached = self._demo.get(clip.id)
-            if (
-                cached is None
-                or not cached.mixture.exists()
-                or set(cached.stems) != {s.name for s in self.pool.ready()}
-            ):
-                mix, refs = load_clip(clip, 0.0, min(clip.duration, 30.0))
-                self._demo[clip.id] = self.separate(mix, refs, clip.id)
-            return self._demo[clip.id]
+            if not current(cached):
+                # kept in the data folder by an earlier run (a restart need not separate it again)
+                folder = self.demo_folder(clip.id, versions)
+                cached = read_separation(folder)
+                if not current(cached):
+                    mix, refs = load_clip(clip, 0.0, min(clip.duration, 30.0))
+                    cached = keep_separation(self.separate(mix, refs, clip.id), folder)
+                self._demo[clip.id] = cached
+            return cached
+
+    def demo_folder(self, clip_id: str, versions: dict[str, str]) -> Path:
+        """Where a clip's shared separation by these models (by weights) is kept; one per clip:
+        the folders of other models' separations of it are removed."""
+        key = hashlib.sha256(json.dumps([clip_id, sorted(versions.items())]).encode()).hexdigest()[:24]
+        root = self.data_dir / "demo-separations"
+        for old in root.glob("*"):
+            if old.name != key and kept_clip(old) == clip_id:
+                shutil.rmtree(old, ignore_errors=True)
+        return root / key
 
     # ------------------------------------------------------------------ listeners
 

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import dataclasses
+import json
 import logging
 import os
 import shutil
@@ -15,7 +17,7 @@ import stat as stat_module
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -28,6 +30,7 @@ from separation import Separator, save_audio
 from separation.audio import SAMPLE_RATE
 from separation.checkpoints import weights_digest
 from separation.errors import SeparationError
+from separation.files import atomic_write_text
 from separation.separator import OutOfMemory
 
 from .figures import band_power, framewise_figure, spectrogram_figure
@@ -199,6 +202,80 @@ class Separation:
     figures: dict = field(default_factory=dict)  # "vocals", "accompaniment", "framewise" -> plotly figures
 
 
+RECORD_NAME = "separation.json"
+
+
+def keep_separation(sep: Separation, folder: Path) -> Separation:
+    """Move a separation's files to `folder` (outside the work folder's clean-up) with a record of
+    it, so that a later process reads it back (`read_separation`) instead of separating again.
+    Figures are not kept: they are made for the page that asked, not for trials."""
+    if folder.exists():
+        shutil.rmtree(folder)
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    shutil.move(str(sep.workdir), str(folder))
+
+    def moved(path: Path) -> Path:
+        return folder / Path(path).relative_to(sep.workdir)
+
+    kept = dataclasses.replace(
+        sep,
+        workdir=folder,
+        mixture=moved(sep.mixture),
+        references={k: moved(v) for k, v in sep.references.items()} if sep.references else None,
+        stems={m: {k: moved(v) for k, v in stems.items()} for m, stems in sep.stems.items()},
+        figures={},
+    )
+    record = {
+        "id": kept.id,
+        "clip": kept.clip,
+        "seconds": kept.seconds,
+        "mixture": kept.mixture.name,
+        "references": {k: str(v.relative_to(folder)) for k, v in kept.references.items()} if kept.references else None,
+        "stems": {m: {k: str(v.relative_to(folder)) for k, v in st.items()} for m, st in kept.stems.items()},
+        "versions": kept.versions,
+        "errors": kept.errors,
+        "unavailable": sorted(kept.unavailable),
+        "metrics": kept.metrics,
+        "framewise": kept.framewise,
+        "timings": kept.timings,
+    }
+    atomic_write_text(folder / RECORD_NAME, json.dumps(record))
+    return kept
+
+
+def kept_clip(folder: Path) -> str | None:
+    """The clip a kept separation is of (None: no readable record)."""
+    try:
+        return json.loads((folder / RECORD_NAME).read_text())["clip"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def read_separation(folder: Path) -> Separation | None:
+    """A separation kept by `keep_separation`, or None where there is none or a file is missing."""
+    try:
+        r = json.loads((folder / RECORD_NAME).read_text())
+        sep = Separation(
+            id=r["id"],
+            workdir=folder,
+            clip=r["clip"],
+            seconds=r["seconds"],
+            mixture=folder / r["mixture"],
+            references={k: folder / v for k, v in r["references"].items()} if r["references"] else None,
+            stems={m: {k: folder / v for k, v in st.items()} for m, st in r["stems"].items()},
+            versions=r["versions"],
+            errors=r["errors"],
+            unavailable=set(r["unavailable"]),
+            metrics=r["metrics"],
+            framewise=r["framewise"],
+            timings=r["timings"],
+        )
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    files = [sep.mixture, *(sep.references or {}).values(), *(p for st in sep.stems.values() for p in st.values())]
+    return sep if all(f.exists() for f in files) else None
+
+
 def write_wav(path: Path, wave: torch.Tensor | np.ndarray) -> Path:
     """16-bit wav, what every browser plays; peaks above full scale are clipped, not wrapped."""
     return save_audio(path, torch.as_tensor(wave).clamp(-1.0, 1.0), SAMPLE_RATE, bit_depth="16")
@@ -210,21 +287,19 @@ def new_workdir(root: Path) -> Path:
     return d
 
 
-def cleanup(root: Path, max_age_s: float = 24 * 3600, max_bytes: int | None = None, keep: Iterable[Path] = ()) -> None:
+def cleanup(root: Path, max_age_s: float = 24 * 3600, max_bytes: int | None = None) -> None:
     """Delete work folders older than `max_age_s`, then the oldest others while the work folder
     is over `max_bytes`: request folders (`<day>/<id>`), trial excerpts and served trial files.
     (Gradio keeps its own copies of what it served; hard links keep a served file alive.)
 
     Sizes are real disk use: a trial's files are hard links of its excerpt's, so each file is
     counted once however many names it has, and deleting a folder frees only the files that have
-    no other name left. Folders in `keep` (what a live cache points to, e.g. the shared demo
-    separations) are never deleted: deleting them only makes the next request write them again."""
+    no other name left. (What a cache points to lives outside this folder: the shared demo
+    separations are kept in the data folder, `keep_separation`.)"""
     for legacy in root.glob("ratings-*"):  # raw exports the app once wrote where it serves files
         shutil.rmtree(legacy, ignore_errors=True)
-    kept = {Path(k).resolve() for k in keep}
     folders = [d for day in root.glob("[0-9]" * 8) for d in day.iterdir() if d.is_dir()]
     folders += [d for part in ("excerpts", "served") for d in (root / "trials" / part).glob("*") if d.is_dir()]
-    folders = [d for d in folders if d.resolve() not in kept]
     now, aged = time.time(), []
     for d in folders:
         try:
