@@ -165,6 +165,12 @@ def test_ratings_round_trip_through_the_api(lab, client):
     assert client.predict(listener, trial["trial_id"], {"scores": scores}, api_name="/rate") == {"saved": 4}
     with pytest.raises(AppError, match="already rated"):
         client.predict(listener, trial["trial_id"], {"scores": scores}, api_name="/rate")
+    # stored with how they came, and not counted by default: a script needs no play records
+    assert {r["via"] for r in lab.store.rows() if r["listener"] == listener} == {"api"}
+    stats = client.predict(api_name="/results")
+    assert stats["api_ratings"] == {"rows": stats["api_ratings"]["rows"], "counted": False}
+    assert stats["api_ratings"]["rows"] >= 4 and not stats["mushra"]["scores"]
+    lab.config.count_api_ratings = True  # the admin's choice (APP_COUNT_API_RATINGS=1) for scripted tests
     stats = client.predict(api_name="/results")
     rows = {(r["condition"], r["source"]): r for r in stats["mushra"]["scores"]}
     assert any(c == "reference" and r["n"] >= 1 and r["mean"] == 100 for (c, _), r in rows.items())
@@ -175,6 +181,7 @@ def test_ratings_round_trip_through_the_api(lab, client):
     direct = summary(lab.store.rows(), lab.store.headphone_scores())  # what the server computes, ids included
     assert stats["mushra"]["kept"] == len(direct["mushra"]["kept"]) and listener in direct["mushra"]["kept"]
     assert listener not in str(stats)
+    lab.config.count_api_ratings = False
 
 
 def test_a_loopback_caller_cannot_choose_its_address(lab, monkeypatch):

@@ -215,6 +215,37 @@ def trial(store, kind="mushra", conditions=None, seconds=0.0, listener="c" * 32)
     )
 
 
+def test_each_rating_records_how_it_came_and_older_rows_say_unknown(tmp_path):
+    """`via`: "page" (every sample played and every slider set first) or "api" (a script). A
+    database written before the column existed is migrated in place; its rows say "unknown"."""
+    import sqlite3
+
+    from webapp import store as store_module
+
+    path = tmp_path / "old.sqlite"
+    with sqlite3.connect(path) as db:  # the schema as it was, and one rating in it
+        db.executescript(store_module.SCHEMA)
+        db.execute(
+            "INSERT INTO trials (id, listener, kind, clip, source, conditions, versions, created) VALUES"
+            " ('t0', 'l', 'mushra', 'x', 'vocals', '{}', '{}', 0)"
+        )
+        db.execute(
+            "INSERT INTO ratings (listener, trial, kind, clip, source, condition, score, created,"
+            " app_version, checkpoint) VALUES ('l', 't0', 'mushra', 'x', 'vocals', 'dprnn', 50, 0, 'v', '-')"
+        )
+    store = RatingsStore(path)
+    assert [r["via"] for r in store.rows()] == ["unknown"]
+    page, api = trial(store), trial(store)
+    for label in ("A", "B", "reference"):
+        store.mark(page.id, label, "played")
+        store.mark(page.id, label, "moved")
+    store.submit("c" * 32, page.id, scores={"A": 50, "B": 100}, require_marks=True, via="page")
+    store.submit("c" * 32, api.id, scores={"A": 50, "B": 100})
+    assert [r["via"] for r in store.rows()] == ["unknown", "page", "page", "api", "api"]
+    with pytest.raises(ValueError, match="via is one of"):
+        store.submit("c" * 32, trial(store).id, scores={"A": 1, "B": 2}, via="email")
+
+
 def test_no_rating_sooner_than_the_excerpt(tmp_path):
     clock = Clock()
     store = RatingsStore(tmp_path / "r.sqlite", clock=clock)

@@ -19,6 +19,7 @@
 | `APP_SESSION_TRIALS` | 8 | trials per listening session in the page |
 | `APP_WORK_MAX_MB` | 2000 | size cap of the app's work folder (stems, trial audio) |
 | `APP_PROXY_HOPS` | 1 on a Space, else 0 | proxies in front adding to `X-Forwarded-For` (0: header ignored) |
+| `APP_COUNT_API_RATINGS` | 0 | 1: count ratings sent over the API (scripts, no play records) in the results |
 | `APP_LIMIT_LISTENERS` | 60 | new listener ids per address and hour (a class or office shares one address) |
 | `APP_LIMIT_TRIALS` | 600 | trials per address and hour (30 people behind one address, ~20 trials each) |
 | `APP_LIMIT_RATINGS` | 600 | ratings submitted per address and hour |
@@ -69,6 +70,7 @@ class AppConfig:
     trial_seconds: float = 10.0  # the excerpt of a blind trial; no rating is taken sooner
     session_trials: int = 8  # trials per listening session in the page ("3 of 8")
     work_max_mb: float = 2000.0  # the app's work folder (stems, trial audio) is kept under this
+    count_api_ratings: bool = False  # API ratings (no play records) are stored, not counted, unless set
     proxy_hops: int = 0  # see APP_PROXY_HOPS: how far to trust X-Forwarded-For (per-client limits)
     # per client (address, hashed) and hour: listener ids, trials, ratings, headphone checks. Sized
     # for a lab campaign where a class of ~30 shares one address; one scripted caller still gets
@@ -109,6 +111,8 @@ class AppConfig:
         ):
             if env.get(name):
                 kwargs[key] = kind(env[name])
+        if env.get("APP_COUNT_API_RATINGS"):
+            kwargs["count_api_ratings"] = env["APP_COUNT_API_RATINGS"].strip().lower() in ("1", "true", "yes")
         limits = dict(DEFAULT_LIMITS)
         for kind in limits:
             name = f"APP_LIMIT_{kind.upper()}"

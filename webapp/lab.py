@@ -281,7 +281,7 @@ class LabApp:
         key = (self.store.count(), self.store.headphone_scores())
         with self._screen_lock:
             if self._screened is None or self._screened[0] != key:
-                rows = self.store.rows()
+                rows = self.counted(self.store.rows())
                 self._screened = (key, rows, excluded_by(rows, key[1]))
             return self._screened[1], self._screened[2]
 
@@ -309,12 +309,21 @@ class LabApp:
             choice=answer.get("choice"),
             mos=answer.get("mos"),
             require_marks=page,
+            via="page" if page else "api",
         )
 
     # ------------------------------------------------------------------ results
 
+    def counted(self, rows: list[dict]) -> list[dict]:
+        """The ratings the statistics count: from the listening page, where every sample was played
+        first; API ratings (scripts, with no play records) only with `APP_COUNT_API_RATINGS`."""
+        return rows if self.config.count_api_ratings else [r for r in rows if r.get("via") != "api"]
+
     def summary(self) -> dict:
-        return summary(self.store.rows(), self.store.headphone_scores())
+        rows = self.store.rows()
+        api = sum(1 for r in rows if r.get("via") == "api")
+        out = summary(self.counted(rows), self.store.headphone_scores())
+        return {**out, "api_ratings": {"rows": api, "counted": bool(self.config.count_api_ratings)}}
 
     def agreement(self) -> dict:
         """Kendall's tau of each metric with the kept MUSHRA scores (`eval.ratings.metric_agreement`);
@@ -348,7 +357,8 @@ class LabApp:
         expiry = self._exports.pop(link, None)
         if expiry is None or expiry < time.monotonic():
             return None
-        return self.store.export_lines(self.screened()[1])
+        # every listener's screening flags, over all of its rows (API ones too: the raw data)
+        return self.store.export_lines(excluded_by(self.store.rows(), self.store.headphone_scores()))
 
     def status_markdown(self) -> str:
         # words, not emoji: a machine without an emoji font shows a box for each (Spaces' viewers too)

@@ -83,6 +83,11 @@ TRIAL_COLUMNS = {
     "played": "TEXT NOT NULL DEFAULT '{}'",  # JSON {label: time}: samples played in the page
     "moved": "TEXT NOT NULL DEFAULT '{}'",  # JSON {label: time}: sliders the listener set in the page
 }
+# Columns added to `ratings` later, likewise. `via`: how the answer came, "page" (the listening
+# page: every sample played and every slider set first) or "api" (a script; no play records);
+# rows written before the column existed say "unknown".
+RATING_COLUMNS = {"via": "TEXT NOT NULL DEFAULT 'unknown'"}
+VIAS = ("page", "api")
 NO_PREFERENCE = "no preference"
 HEADPHONE_PASS = 5  # of 6 (Woods et al. 2017)
 
@@ -151,10 +156,11 @@ class RatingsStore:
         self._local = threading.local()
         with self._connect() as db:
             db.executescript(SCHEMA)
-            have = {row["name"] for row in db.execute("PRAGMA table_info(trials)")}
-            for column, declaration in TRIAL_COLUMNS.items():
-                if column not in have:
-                    db.execute(f"ALTER TABLE trials ADD COLUMN {column} {declaration}")
+            for table, columns in (("trials", TRIAL_COLUMNS), ("ratings", RATING_COLUMNS)):
+                have = {row["name"] for row in db.execute(f"PRAGMA table_info({table})")}
+                for column, declaration in columns.items():
+                    if column not in have:
+                        db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {declaration}")
 
     def _connect(self) -> sqlite3.Connection:
         db = getattr(self._local, "db", None)
@@ -330,6 +336,7 @@ class RatingsStore:
         choice: str | None = None,
         mos: dict[str, float] | None = None,
         require_marks: bool = False,
+        via: str = "api",
     ) -> int:
         """Store a listener's answer to a trial; returns the number of rows written.
 
@@ -339,9 +346,11 @@ class RatingsStore:
         No answer is taken sooner than the excerpt's length after the trial was issued; with
         `require_marks` (the page), every sample (and MUSHRA's open reference) must have been
         played and every slider set. Everything is checked before anything is written, and
-        written in one transaction.
+        written in one transaction. `via` ("page" or "api") is stored with every row.
         """
         _check_listener(listener)
+        if via not in VIAS:
+            raise ValueError(f"via is one of {VIAS}, not {via!r}")
         trial = self.get_trial(trial_id)
         if trial is None:
             raise RatingError("unknown trial: start a new one")
@@ -375,7 +384,7 @@ class RatingsStore:
             for kind, condition, score, chosen in rows:
                 db.execute(
                     "INSERT INTO ratings (listener, trial, kind, clip, source, condition, score, choice, created,"
-                    " app_version, checkpoint) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    " app_version, checkpoint, via) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     (
                         listener,
                         trial.id,
@@ -388,6 +397,7 @@ class RatingsStore:
                         now,
                         self.app_version,
                         json.dumps(trial.versions) if kind in ("ab", "gold") else trial.versions.get(condition, "-"),
+                        via,
                     ),
                 )
             db.execute("COMMIT")
@@ -428,6 +438,7 @@ class RatingsStore:
                 "clip": r["clip"],
                 "score": r["score"],
                 "excerpt": r["excerpt"],
+                "via": r["via"],
             }
             if r["kind"] in ("ab", "gold"):
                 row["a"], row["b"] = r["condition"].split("|", 1)

@@ -417,6 +417,13 @@ def results_view(lab: LabApp, tab: ResultsTab) -> dict:
         f"screening: **{counted(s['kept_ratings'], 'rating')}** from **{counted(s['kept_listeners'], 'listener')}** "
         f"(updated {time.strftime('%H:%M:%S')})."
     )
+    api = s["api_ratings"]
+    if api["rows"]:
+        text += f" {counted(api['rows'], 'rating')} came over the API (scripts, no play records): " + (
+            "counted (APP_COUNT_API_RATINGS)."
+            if api["counted"]
+            else "not counted (APP_COUNT_API_RATINGS=1 counts them)."
+        )
     screening = [[c, v["listeners"], v["ratings"], v["rule"]] for c, v in s["screening"].items()]
 
     def stats(rows):
