@@ -184,7 +184,10 @@ def test_a_killed_run_resumes_to_the_same_table(musdb_root, tmp_path):
     assert a.keys() == b.keys()
     for method in a:
         for track in a[method]:
-            assert a[method][track].medians() == b[method][track].medians()
+            # the same to float round-off: once in four full-suite runs on a loaded 2-core machine the
+            # resumed DPRNN scores differed from the straight run's by 2e-4 dB (CPU kernels)
+            for source, row in a[method][track].medians().items():
+                assert b[method][track].medians()[source] == pytest.approx(row, abs=1e-3, nan_ok=True)
 
 
 @pytest.mark.slow
