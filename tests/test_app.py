@@ -40,6 +40,21 @@ from webapp.store import RatingError, RatingsStore, safe_cell
 SR = SAMPLE_RATE  # the project's one sample rate
 
 
+def _serve(lab, port: int | None = None, concurrency: int | None = None):
+    """The app's page and routes on loopback, launched as `webapp.ui.main` launches them: (demo, url)."""
+    demo = ui_module.build_ui(lab)
+    demo.queue(default_concurrency_limit=concurrency) if concurrency else demo.queue()
+    app, url, _ = demo.launch(
+        prevent_thread_lock=True,
+        server_name="127.0.0.1",
+        server_port=port,
+        quiet=True,
+        **lab_module.launch_options(lab),
+    )
+    ui_module.register_routes(app, lab)
+    return demo, url
+
+
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory):
     """The app with both models, on a free port; closed after the module."""
@@ -61,17 +76,7 @@ def lab(tmp_path_factory):
         data_dir=root / "data", admin_token="s3cret-token", max_minutes=2.0, max_upload_mb=5, trial_seconds=1.0
     )
     lab = lab_module.LabApp(config, pool=pool)
-    demo = ui_module.build_ui(lab)
-    demo.queue(default_concurrency_limit=4)
-    app, url, _ = demo.launch(
-        prevent_thread_lock=True,
-        server_name="127.0.0.1",
-        server_port=None,
-        quiet=True,
-        **lab_module.launch_options(lab),
-    )
-    ui_module.register_routes(app, lab)
-    lab.url = url
+    demo, lab.url = _serve(lab, concurrency=4)
     yield lab
     demo.close()
 
@@ -184,6 +189,7 @@ def test_ratings_round_trip_through_the_api(lab, client):
     lab.config.count_api_ratings = False
 
 
+@pytest.mark.slow
 def test_a_loopback_caller_cannot_choose_its_address(lab, monkeypatch):
     """Without a proxy in front (APP_PROXY_HOPS=0) `X-Forwarded-For` is believed by no one: not by
     the app, and not by uvicorn, which by default rewrites the client address for loopback peers.
@@ -262,16 +268,7 @@ def _launch(data_dir: Path, port: int | None = None, **settings):
     """An app of its own (the conv1d demo model only: its page is what these tests need)."""
     pool = ModelPool(["conv1d"], device="cpu", background=False)
     lab = lab_module.LabApp(AppConfig(data_dir=data_dir, models=["conv1d"], **settings), pool=pool)
-    demo = ui_module.build_ui(lab)
-    demo.queue()
-    app, url, _ = demo.launch(
-        prevent_thread_lock=True,
-        server_name="127.0.0.1",
-        server_port=port,
-        quiet=True,
-        **lab_module.launch_options(lab),
-    )
-    ui_module.register_routes(app, lab)
+    demo, url = _serve(lab, port)
     return lab, demo, url
 
 

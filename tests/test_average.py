@@ -180,6 +180,7 @@ def _noisy_copy(source, dest, scale: float) -> None:
     save_checkpoint(model, dest, training=info.training)
 
 
+@pytest.mark.slow
 def test_a_validated_average_scores_as_the_training_loop_does(musdb_root, tmp_path):
     """An average's own validation record; scoring a run's snapshot in `average` reproduces the
     validation loss the training loop recorded for it (same tracks, same loss, same chunker)."""
