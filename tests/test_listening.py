@@ -429,6 +429,11 @@ def test_a_mushra_session_in_the_browser(lab):
         page.screenshot(path=str(out / "listening-mushra.png"), full_page=True)
         submit.click()
         expect(page.get_by_text("Saved (1 of 3)")).to_be_visible(timeout=10_000)
+        # the session's place is kept on the server: after a reload the next trial is the second
+        page.reload()
+        page.get_by_role("tab", name="Listen and rate (blind)").click()
+        page.get_by_role("button", name="Start a blind trial").click()
+        expect(page.get_by_text("Trial 2 of 3")).to_be_visible(timeout=60_000)
         chromium.close()
     stored = {r["condition"]: r["score"] for r in lab.store.rows() if r["listener"] == listener}
     assert stored == {c: float(s) for c, s in scores.items()}

@@ -242,6 +242,7 @@ def test_each_rating_records_how_it_came_and_older_rows_say_unknown(tmp_path):
     store.submit("c" * 32, page.id, scores={"A": 50, "B": 100}, require_marks=True, via="page")
     store.submit("c" * 32, api.id, scores={"A": 50, "B": 100})
     assert [r["via"] for r in store.rows()] == ["unknown", "page", "page", "api", "api"]
+    assert store.rated_trials("c" * 32) == 2 and store.rated_trials("d" * 32) == 0  # answers, not rows
     with pytest.raises(ValueError, match="via is one of"):
         store.submit("c" * 32, trial(store).id, scores={"A": 1, "B": 2}, via="email")
 

@@ -254,6 +254,12 @@ class RatingsStore:
     def count_trials(self, listener: str) -> int:
         return self._connect().execute("SELECT COUNT(*) FROM trials WHERE listener = ?", (listener,)).fetchone()[0]
 
+    def rated_trials(self, listener: str) -> int:
+        """How many trials the listener has answered: where a listening session stands, whatever the
+        page remembers (a reload, another tab)."""
+        query = "SELECT COUNT(DISTINCT trial) FROM ratings WHERE listener = ?"
+        return self._connect().execute(query, (listener,)).fetchone()[0]
+
     # ------------------------------------------------------------------ listeners
 
     def add_listener(self, listener: str, client: str) -> None:

@@ -251,10 +251,9 @@ def no_listener_text(exc: Exception) -> str:
 
 def wire_rating_tab(lab: LabApp, tab: RatingTab, result: gr.State, listener: gr.BrowserState, refresh_results) -> None:
     trial_state = gr.State(None)
-    session = gr.State(0)  # trials done in this session
     mos_touched = gr.State([])  # the A/B quality sliders the listener has set in this trial
 
-    def on_start(sep, token, done, request: gr.Request):
+    def on_start(sep, token, request: gr.Request):
         issued = {}
         try:
             client = client_of(lab, request)
@@ -276,7 +275,8 @@ def wire_rating_tab(lab: LabApp, tab: RatingTab, result: gr.State, listener: gr.
             raise error(exc) from None
         except Exception as exc:
             raise error(exc) from None
-        index = done % lab.config.session_trials + 1
+        # the session's place is the server's count of this listener's answers, not the page's
+        index = lab.store.rated_trials(lab.listener(token)) % lab.config.session_trials + 1
         return {
             **issued,
             trial_state: TrialState(trial.trial_id, trial.kind, trial.labels),
@@ -302,7 +302,7 @@ def wire_rating_tab(lab: LabApp, tab: RatingTab, result: gr.State, listener: gr.
             tab.info: f"Headphone check: {score} of {HEADPHONE_TRIALS} right, {verdict} Start a trial when ready.",
         }
 
-    def on_submit(state, token, done, request: gr.Request, *values):  # Gradio puts the request here
+    def on_submit(state, token, request: gr.Request, *values):  # Gradio puts the request here
         scores, (pref, a, b, touched) = values[:MAX_TRIAL_SAMPLES], values[MAX_TRIAL_SAMPLES:]
         if state is None:
             raise gr.Error("start a trial first", print_exception=False)
@@ -318,18 +318,18 @@ def wire_rating_tab(lab: LabApp, tab: RatingTab, result: gr.State, listener: gr.
             raise gr.Error(missing_text(exc.unplayed, exc.unset), print_exception=False) from None
         except Exception as exc:
             raise error(exc) from None
-        done += 1
+        done = lab.store.rated_trials(lab.listener(token))
         total = lab.config.session_trials
         message = (
             f"Saved ({done % total or total} of {total}). Start the next trial when ready."
             if done % total
             else f"Saved: that was the last of {total}. Thank you! Another session is welcome."
         )
-        return {trial_state: None, session: done, tab.submit_msg: message, tab.submit: gr.Button(visible=False)}
+        return {trial_state: None, tab.submit_msg: message, tab.submit: gr.Button(visible=False)}
 
     tab.start.click(
         on_start,
-        [result, listener, session],
+        [result, listener],
         [trial_state, mos_touched, listener, *components(tab)],
         api_visibility="private",
         concurrency_limit=4,
@@ -339,11 +339,9 @@ def wire_rating_tab(lab: LabApp, tab: RatingTab, result: gr.State, listener: gr.
         on_check, [listener, *tab.check.answers], [tab.check.group, tab.info], api_visibility="private"
     )
     wire_marks(lab, tab, trial_state, listener, mos_touched)
-    inputs = [trial_state, listener, session, *tab.sliders, tab.choice, tab.mos_a, tab.mos_b, mos_touched]
+    inputs = [trial_state, listener, *tab.sliders, tab.choice, tab.mos_a, tab.mos_b, mos_touched]
     refresh_results(
-        tab.submit.click(
-            on_submit, inputs, [trial_state, session, tab.submit_msg, tab.submit], api_visibility="private"
-        ).then
+        tab.submit.click(on_submit, inputs, [trial_state, tab.submit_msg, tab.submit], api_visibility="private").then
     )
 
 
