@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import dataclasses
 import json
 import logging
 import os
@@ -209,37 +208,32 @@ def keep_separation(sep: Separation, folder: Path) -> Separation:
     """Move a separation's files to `folder` (outside the work folder's clean-up) with a record of
     it, so that a later process reads it back (`read_separation`) instead of separating again.
     Figures are not kept: they are made for the page that asked, not for trials."""
+
+    def relative(path: Path) -> str:
+        return str(Path(path).relative_to(sep.workdir))
+
+    record = {
+        "id": sep.id,
+        "clip": sep.clip,
+        "seconds": sep.seconds,
+        "mixture": relative(sep.mixture),
+        "references": {k: relative(v) for k, v in sep.references.items()} if sep.references else None,
+        "stems": {m: {k: relative(v) for k, v in st.items()} for m, st in sep.stems.items()},
+        "versions": sep.versions,
+        "errors": sep.errors,
+        "unavailable": sorted(sep.unavailable),
+        "metrics": sep.metrics,
+        "framewise": sep.framewise,
+        "timings": sep.timings,
+    }
+    atomic_write_text(sep.workdir / RECORD_NAME, json.dumps(record))
     if folder.exists():
         shutil.rmtree(folder)
     folder.parent.mkdir(parents=True, exist_ok=True)
     shutil.move(str(sep.workdir), str(folder))
-
-    def moved(path: Path) -> Path:
-        return folder / Path(path).relative_to(sep.workdir)
-
-    kept = dataclasses.replace(
-        sep,
-        workdir=folder,
-        mixture=moved(sep.mixture),
-        references={k: moved(v) for k, v in sep.references.items()} if sep.references else None,
-        stems={m: {k: moved(v) for k, v in stems.items()} for m, stems in sep.stems.items()},
-        figures={},
-    )
-    record = {
-        "id": kept.id,
-        "clip": kept.clip,
-        "seconds": kept.seconds,
-        "mixture": kept.mixture.name,
-        "references": {k: str(v.relative_to(folder)) for k, v in kept.references.items()} if kept.references else None,
-        "stems": {m: {k: str(v.relative_to(folder)) for k, v in st.items()} for m, st in kept.stems.items()},
-        "versions": kept.versions,
-        "errors": kept.errors,
-        "unavailable": sorted(kept.unavailable),
-        "metrics": kept.metrics,
-        "framewise": kept.framewise,
-        "timings": kept.timings,
-    }
-    atomic_write_text(folder / RECORD_NAME, json.dumps(record))
+    kept = read_separation(folder)  # the one reader of the record, here as after a restart
+    if kept is None:
+        raise SeparationError(f"the separation kept in {folder.name} cannot be read back")
     return kept
 
 

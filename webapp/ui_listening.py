@@ -270,7 +270,7 @@ def wire_rating_tab(lab: LabApp, tab: RatingTab, result: gr.State, listener: gr.
                 }
             trial, sep = lab.trial_for(sep, token, client)
         except RateLimited as exc:
-            if not issued and token is None:  # no id at all: say why, and until when
+            if token is None:  # no id could be issued at all: say why, and until when
                 raise gr.Error(page_text(no_listener_text(exc)), print_exception=False) from None
             raise error(exc) from None
         except Exception as exc:
