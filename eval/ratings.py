@@ -15,7 +15,8 @@ A row is one rating, e.g. from the app's SQLite store:
 - `preference`: A/B preference rate per pair of conditions with an exact two-sided binomial
   test against 50% (ties excluded, reported) and a Wilson 95% interval.
 - `screening`/`summary`: listeners excluded by the headphone check, BS.1534 post-screening,
-  anchor-above-reference and gold A/B trials, and the statistics of the others.
+  anchor-above-reference, gold A/B trials, answers faster than the reported listening,
+  test-retest on repeated excerpts and distance from the crowd, and the statistics of the others.
 - `metric_agreement`: Kendall's tau between objective metrics and listener scores.
 """
 
@@ -194,11 +195,87 @@ def gold_failures(rows: Iterable[dict], *, max_fraction: float = 0.25) -> dict[s
     return {who: sum(w) / len(w) for who, w in answers.items() if sum(w) / len(w) > max_fraction}
 
 
+def faster_than_the_audio(rows: Iterable[dict], *, slack: float = 1.0) -> dict[str, int]:
+    """{listener: trials answered in less time than the listening their page reported}. The
+    page's player sounds one sample at a time, so a trial's samples' heard seconds summed
+    (`heard`) cannot exceed the seconds from its issue to its answer (`took`); more is a page
+    altered or a script that claims listening it did not do. Rows without both say nothing."""
+    seen: dict[tuple[str, str], bool] = {}
+    for r in rows:
+        heard, took = r.get("heard"), r.get("took")
+        if heard and took is not None:
+            seen[(r["listener"], r["trial"])] = float(heard) > float(took) + slack
+    out: dict[str, int] = defaultdict(int)
+    for (listener, _), fast in seen.items():
+        if fast:
+            out[listener] += 1
+    return dict(out)
+
+
+def retest_inconsistency(rows: Iterable[dict], *, max_difference: float = 25.0) -> dict[str, float]:
+    """{listener: mean absolute difference of their scores between two presentations of the same
+    MUSHRA excerpt (every condition), averaged over their repeated excerpts}, for those over
+    `max_difference` points: test-retest reliability. The app plays one excerpt of each session
+    twice, blind (new labels, new files); a listener who answers at random cannot agree with
+    themself."""
+    by: dict[tuple[str, str], dict[str, dict[str, float]]] = defaultdict(lambda: defaultdict(dict))
+    for r in rows:
+        if r.get("kind") == "mushra" and r.get("excerpt") and r.get("score") is not None:
+            by[(r["listener"], r["excerpt"])][r["trial"]][r["condition"]] = float(r["score"])
+    differences: dict[str, list[float]] = defaultdict(list)
+    for (listener, _), trials in by.items():
+        if len(trials) < 2:
+            continue
+        first, second = list(trials.values())[:2]
+        common = set(first) & set(second)
+        if common:
+            differences[listener].append(float(np.mean([abs(first[c] - second[c]) for c in common])))
+    means = {who: float(np.mean(d)) for who, d in differences.items()}
+    return {who: m for who, m in means.items() if m > max_difference}
+
+
+def crowd_outliers(
+    rows: Iterable[dict], *, max_deviation: float = 30.0, min_others: int = 3, min_stimuli: int = 2
+) -> dict[str, float]:
+    """{listener: mean absolute distance of their MUSHRA scores of the models (not the hidden
+    reference, not the anchor) from the other listeners' mean on the same excerpt and condition},
+    for those over `max_deviation` points. Only stimuli `min_others` others rated count, and a
+    listener needs `min_stimuli` of them. This is what catches the informed cheater: one who has
+    found the hidden reference and the anchor (they pass BS.1534's rules by construction) and
+    gives one model a fixed score, whatever it sounds like, lands far from the crowd."""
+    scores: dict[tuple[str, str], dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
+    for r in rows:
+        if (
+            r.get("kind") == "mushra"
+            and r.get("excerpt")
+            and r.get("condition") not in (REFERENCE, ANCHOR)
+            and r.get("score") is not None
+        ):
+            scores[(r["excerpt"], r["condition"])][r["listener"]].append(float(r["score"]))
+    distances: dict[str, list[float]] = defaultdict(list)
+    for by_listener in scores.values():
+        means = {who: float(np.mean(v)) for who, v in by_listener.items()}
+        if len(means) < min_others + 1:
+            continue
+        total = sum(means.values())
+        for who, mine in means.items():
+            others = (total - mine) / (len(means) - 1)  # leave-one-out: a listener is not their own crowd
+            distances[who].append(abs(mine - others))
+    return {
+        who: float(np.mean(d))
+        for who, d in distances.items()
+        if len(d) >= min_stimuli and float(np.mean(d)) > max_deviation
+    }
+
+
 SCREENING = {
     "headphones": "failed or did not take the headphone check (Woods et al. 2017, 5 of 6 needed)",
     "reference": "rated the hidden reference below 90 in more than 15% of MUSHRA trials (BS.1534-3)",
     "anchor": "rated the low-pass anchor above the hidden reference in more than 15% of MUSHRA trials",
     "gold": "chose the degraded sample in more than 25% of gold A/B trials",
+    "timing": "answered a trial in less time than the listening its page reported (one sample sounds at a time)",
+    "retest": "scored a repeated MUSHRA excerpt more than 25 points apart from the first time, on average",
+    "outlier": "scored the models more than 30 points from the other listeners' mean on the same excerpts, on average",
 }
 
 
@@ -214,6 +291,9 @@ def screening(rows: list[dict], headphones: dict[str, int | None] | None = None,
         "reference": set(dropped),
         "anchor": set(anchor_above_reference(rows)),
         "gold": set(gold_failures(rows)),
+        "timing": set(faster_than_the_audio(rows)),
+        "retest": set(retest_inconsistency(rows)),
+        "outlier": set(crowd_outliers(rows)),
     }
 
 

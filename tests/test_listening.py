@@ -42,7 +42,14 @@ def lab(tmp_path_factory):
     X-Forwarded-For entry the proxy would append."""
     root = tmp_path_factory.mktemp("listening")
     pool = ModelPool(["dprnn", "conv1d"], device="cpu", background=False)
-    config = AppConfig(data_dir=root / "data", admin_token=ADMIN, trial_seconds=SECONDS, session_trials=3, proxy_hops=1)
+    config = AppConfig(
+        data_dir=root / "data",
+        admin_token=ADMIN,
+        trial_seconds=SECONDS,
+        session_trials=3,
+        proxy_hops=1,
+        min_heard=0.5,  # each sample's listening before its rating counts (3 s in a real campaign)
+    )
     lab = lab_module.LabApp(config, pool=pool)
     lab.store.clock = CLOCK  # the wait before a rating is measured on it: tests move it, not sleep
     lab.trial_files = type(lab.trial_files)(root / "trials")  # this module's own trial folder
@@ -184,6 +191,24 @@ def test_trials_reuse_their_excerpt_files(lab):
 
 
 # ---------------------------------------------------------------------------- really listened to
+
+
+def test_the_last_trial_of_a_session_repeats_an_excerpt_blind(lab):
+    """Test-retest: the session's last trial (here the 3rd) plays an excerpt the listener rated in
+    this session again, with new labels and new files; screening compares the two answers."""
+    client = new_client(lab)
+    listener = ready_listener(client, lab)
+    excerpts, names = [], set()
+    for _ in range(3):
+        files, trial = get_trial(client, listener)
+        stored = lab.store.get_trial(trial["trial_id"])
+        excerpts.append(stored.excerpt)
+        assert not {Path(f).name for f in files} & names  # new files every time, the repeat's too
+        names |= {Path(f).name for f in files}
+        rate_when_allowed(client, listener, trial, attentive_scores(lab, trial))
+    assert excerpts[2] in excerpts[:2], excerpts
+    _, fourth = get_trial(client, listener)  # a new session: no repeat due
+    assert lab.store.get_trial(fourth["trial_id"]).excerpt is not None
 
 
 def test_an_early_rating_is_refused_and_stores_nothing(lab):
@@ -372,9 +397,21 @@ def pass_headphone_check_in_page(page, lab) -> str:
     return listener
 
 
-def play(page, label: str) -> None:
-    """Play a sample in its plain player, as a listener's click on its play button does."""
-    page.get_by_test_id(f"audio-player-{label}").evaluate("a => a.play()")
+def player_state(page) -> dict:
+    """The trial player's transport as the page has it (position, current sample, sources sounding)."""
+    return page.locator(".lab-trial").evaluate("e => e.labPlayer.state()")
+
+
+def wait_ready(page) -> None:
+    from playwright.sync_api import expect
+
+    expect(page.locator(".lab-trial .lab-play")).to_have_text("Play", timeout=30_000)  # decoded
+
+
+def listen(page, key: str, seconds: float) -> None:
+    """Switch to a sample (its button, as a listener's click) and let it play `seconds`."""
+    page.locator(f".lab-switch[data-key='{key}']").click()
+    page.wait_for_timeout(int(seconds * 1000))
 
 
 @pytest.mark.browser
@@ -383,6 +420,7 @@ def test_a_mushra_session_in_the_browser(lab):
 
     out = Path(__file__).resolve().parents[1] / "out" / "screenshots"
     out.mkdir(parents=True, exist_ok=True)
+    need = lab.config.min_heard
     with sync_playwright() as p:
         chromium = browser(p)
         page = chromium.new_page(viewport={"width": 1300, "height": 1300})
@@ -390,45 +428,89 @@ def test_a_mushra_session_in_the_browser(lab):
         listener = pass_headphone_check_in_page(page, lab)
         page.get_by_role("button", name="Start a blind trial").click()
         expect(page.get_by_text("Trial 1 of 3")).to_be_visible(timeout=60_000)
-        labels = ["Sample A", "Sample B", "Sample C", "Sample D"]
-        submit = page.get_by_role("button", name="Submit ratings")
+        wait_ready(page)
+        (trial,) = open_trials(lab, listener)
+        submit = page.locator(".lab-submit")
         expect(submit).to_be_disabled()
-        expect(submit).to_have_text("Submit ratings (play A, B, C, D and the reference; rate A, B, C and D first)")
-        # plain players: the browser's own <audio> for every sample, no waveform picture anywhere
-        for label in ["Reference (open)", *labels]:
-            expect(page.get_by_test_id(f"audio-player-{label}")).to_be_visible()
-        expect(page.locator("#waveform, [data-testid=waveform], canvas").locator("visible=true")).to_have_count(0)
-        # every sample's URL is its own random path in the served folder, not Gradio's content-hash cache
-        sources = [
-            page.get_by_test_id(f"audio-player-{label}").get_attribute("src") for label in ["Reference (open)", *labels]
-        ]
+        expect(submit).to_have_text(
+            f"Submit ratings (listen to A, B, C, D and the reference for {need:g} s each; rate A, B, C and D first)"
+        )
+        # one player, no <audio> element and no waveform: every sample is its own random file in
+        # the trial's random folder of the served folder (not Gradio's content-hash cache)
+        expect(page.locator("audio").locator("visible=true")).to_have_count(0)
+        urls = json.loads(page.locator(".lab-trial").evaluate("e => JSON.stringify(e.labPlayer.spec())"))["urls"]
         served = str(lab.trial_files.served)
-        assert len(set(sources)) == 5 and all(served in src for src in sources), sources
-        assert len({src.rsplit("/", 2)[-2] for src in sources}) == 1  # one random folder for the trial
-        # a submission forced through (the button enabled by hand) is refused by the server
-        CLOCK.advance(SECONDS)  # past the server's wait: what refuses it now is that nothing was played
-        submit.evaluate("b => { b.disabled = false; b.click(); }")
-        refusal = page.locator(".toast-body", has_text="play A, B, C, D and the reference; rate A, B, C and D")
+        assert len(set(urls.values())) == 5 and all(served in u for u in urls.values()), urls
+        assert len({u.rsplit("/", 2)[-2] for u in urls.values()}) == 1
+
+        # a 0.1-s play-pause is 0.1 s heard: it unlocks nothing
+        page.locator(".lab-play").click()
+        page.wait_for_timeout(100)
+        page.locator(".lab-play").click()
+        state = player_state(page)
+        assert state["current"] == "reference" and 0.05 < state["heard"]["reference"] < 0.5, state
+        expect(submit).to_be_disabled()
+        # and a submission forced through (the button enabled by hand) is refused by the server
+        CLOCK.advance(SECONDS)  # past the server's wait: what refuses it now is what was not heard
+        page.locator(".lab-trial").evaluate("e => e.labPlayer.submitAnyway()")
+        refusal = page.locator(".toast-body", has_text=f"listen to A, B, C, D and the reference for {need:g} s each")
         expect(refusal).to_be_visible(timeout=10_000)
         assert not [r for r in lab.store.rows() if r["listener"] == listener]
-        for label in ["Reference (open)", *labels]:
-            play(page, label)
+        page.get_by_test_id("toast-close").first.click()
+
+        # switching keeps the position: B starts where the reference was, on the same clock instant
+        page.locator(".lab-play").click()
+        page.wait_for_function("() => document.querySelector('.lab-trial').labPlayer.state().position > 0.8")
+        page.locator("body").click(position={"x": 5, "y": 5})  # the keys act on the page, not a field
+        page.keyboard.press("2")
+        page.wait_for_timeout(150)
+        state = player_state(page)
+        switch = state["lastSwitch"]
+        assert (switch["from"], switch["to"]) == ("reference", "B") and state["current"] == "B"
+        assert 0.8 <= switch["at"] < SECONDS and abs(state["position"] - switch["at"]) < 0.5, state
+        # one sample sounds: the reference's source faded out in 5 ms and stopped
+        assert state["sounding"] == ["B"] and state["sources"] == 1, state
+        page.keyboard.press("r")
+        page.wait_for_timeout(150)
+        state = player_state(page)
+        assert state["sounding"] == ["reference"] and state["lastSwitch"]["at"] > 0, state
+
+        # a loop region set on the reference holds: the position never leaves it
+        page.locator(".lab-loop-a").fill("0.5")
+        page.locator(".lab-loop-a").dispatch_event("change")
+        page.locator(".lab-loop-b").fill("1.2")
+        page.locator(".lab-loop-b").dispatch_event("change")
+        seen = [player_state(page)["position"] for _ in range(25) if not page.wait_for_timeout(60)]
+        assert all(0.5 - 1e-6 <= x <= 1.2 + 1e-6 for x in seen), seen
+        assert max(seen) - min(seen) > 0.4  # it played (and wrapped), it did not stand still
+        page.locator("body").click(position={"x": 5, "y": 5})  # out of the number field
+        page.keyboard.press(" ")  # space pauses
+        assert player_state(page)["playing"] is False
+
+        # listen to each sample long enough, then rate each
+        for key in ["reference", "A", "B", "C", "D"]:
+            listen(page, key, need + 0.2)
+        page.keyboard.press(" ")
         expect(submit).to_have_text("Submit ratings (rate A, B, C and D first)", timeout=10_000)
-        trial = open_trials(lab, listener)[-1]
         scores = {"reference": 100, "anchor": 15, "dprnn": 70, "conv1d": 45}
         for label in "ABCD":
-            slider = page.get_by_label(f"range slider for Sample {label}: not rated yet", exact=True)
-            slider.evaluate(
+            page.get_by_label(f"score of {label}", exact=True).evaluate(
                 "(e, v) => { e.value = v; e.dispatchEvent(new Event('input', {bubbles: true})); }",
                 str(scores[trial.conditions[label]]),
             )
-            expect(page.get_by_label(f"range slider for Sample {label}: score", exact=True)).to_be_visible()
-        expect(submit).to_have_text("Submit ratings", timeout=10_000)
+        expect(page.locator(".lab-value[data-key='A']")).not_to_have_text("not rated")
+        expect(submit).to_have_text("Submit ratings")
         expect(submit).to_be_enabled()
-        page.get_by_test_id("toast-close").click()
         page.screenshot(path=str(out / "listening-mushra.png"), full_page=True)
+
+        # Start in mid-trial shows the same trial again (no second trial left open)
+        page.get_by_role("button", name="Start a blind trial").click()
+        expect(page.get_by_text("(Your unanswered trial, shown again.)")).to_be_visible(timeout=30_000)
+        assert len(open_trials(lab, listener)) == 1
+        assert page.locator(".lab-trial").get_attribute("data-trial") == trial.id
         submit.click()
         expect(page.get_by_text("Saved (1 of 3)")).to_be_visible(timeout=10_000)
+        expect(page.locator(".lab-trial")).to_have_attribute("data-state", "empty")
         # the session's place is kept on the server: after a reload the next trial is the second
         page.reload()
         page.get_by_role("tab", name="Listen and rate (blind)").click()
@@ -437,6 +519,8 @@ def test_a_mushra_session_in_the_browser(lab):
         chromium.close()
     stored = {r["condition"]: r["score"] for r in lab.store.rows() if r["listener"] == listener}
     assert stored == {c: float(s) for c, s in scores.items()}
+    heard = lab.store.get_trial(trial.id).heard
+    assert set(heard) == {"A", "B", "C", "D", "reference"} and min(heard.values()) >= need, heard
 
 
 def open_trials(lab, listener: str):
@@ -465,22 +549,22 @@ def test_an_ab_session_on_an_upload_in_the_browser(lab, tmp_path):
         listener = pass_headphone_check_in_page(page, lab)
         page.get_by_role("button", name="Start a blind trial").click()
         expect(page.get_by_text("Trial 1 of 3: A/B on")).to_be_visible(timeout=60_000)
-        submit = page.get_by_role("button", name="Submit ratings")
-        expect(submit).to_have_text("Submit ratings (play A and B; choose first)")
-        expect(page.get_by_test_id("audio-player-Reference (open)")).to_be_hidden()
-        play(page, "Sample A")
-        expect(submit).to_have_text("Submit ratings (play B; choose first)", timeout=10_000)
-        play(page, "Sample B")
-        expect(submit).to_have_text("Submit ratings (choose first)", timeout=10_000)
+        wait_ready(page)
+        need = lab.config.min_heard
+        submit = page.locator(".lab-submit")
+        expect(submit).to_have_text(f"Submit ratings (listen to A and B for {need:g} s each; choose first)")
+        expect(page.locator(".lab-switch[data-key='reference']")).to_have_count(0)  # no reference in A/B
+        expect(page.locator(".lab-score")).to_have_count(0)  # and no 0-100 sliders
+        listen(page, "A", need + 0.2)
+        expect(submit).to_have_text(f"Submit ratings (listen to B for {need:g} s; choose first)")
+        listen(page, "B", need + 0.2)
+        page.locator(".lab-play").click()
+        expect(submit).to_have_text("Submit ratings (choose first)")
         expect(submit).to_be_disabled()
-        page.get_by_label("B", exact=True).check()
-        expect(submit).to_be_enabled(timeout=10_000)
+        page.get_by_label("B is better").check()
+        expect(submit).to_be_enabled()
         # the optional quality score of A is set, B's is left alone: only A's is stored
-        mos_a = page.get_by_label("range slider for A: overall quality, 1 bad - 5 excellent (optional: not rated)")
-        mos_a.evaluate("e => { e.value = '4'; e.dispatchEvent(new Event('input', {bubbles: true})); }")
-        expect(
-            page.get_by_label("range slider for A: overall quality, 1 bad - 5 excellent", exact=True)
-        ).to_be_visible()
+        page.get_by_label("overall quality of A").select_option("4")
         page.screenshot(path=str(out / "listening-ab.png"), full_page=True)
         CLOCK.advance(SECONDS)  # a real listener has heard both 10-s samples by now
         submit.click()

@@ -4,17 +4,21 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 
 from eval.ratings import (
     anchor_above_reference,
+    crowd_outliers,
     excluded_by,
+    faster_than_the_audio,
     gold_failures,
     mean_ci,
     metric_agreement,
     mushra_screening,
     mushra_summary,
     preference,
+    retest_inconsistency,
     score_summary,
     summary,
     wilson_interval,
@@ -149,11 +153,129 @@ def test_screening_names_what_excludes_each_listener():
         "reference": (0, 0),
         "anchor": (1, 30),
         "gold": (1, 3),
+        "timing": (0, 0),
+        "retest": (0, 0),
+        "outlier": (0, 0),
     }
     # only the kept listener's scores make the statistics
     reference = next(r for r in s["mushra"]["scores"] if r["condition"] == "reference")
     assert reference["n"] == 10 and reference["mean"] == 100
     assert summary(rows)["screening"]["headphones"]["listeners"] == 0  # no record of checks: nobody excluded
+
+
+def campaign(seed: int = 0) -> list[dict]:
+    """Rows of a MUSHRA campaign on 6 excerpts: five honest listeners (scores scattered around
+    each excerpt's truth: dprnn 45-75, conv1d 25-55), each session with one excerpt played twice;
+    the page reported 3 s heard of each of the 4 samples and the reference, answers after 40 s."""
+    rng = np.random.default_rng(seed)
+    truth = {f"x{e}": {"dprnn": 45 + 6 * e, "conv1d": 25 + 6 * e} for e in range(6)}
+    rows = []
+
+    def trial(who, n, excerpt, scores, took=40.0, heard=15.0):
+        rows.extend(
+            {
+                "listener": who,
+                "trial": f"{who}-{n}",
+                "kind": "mushra",
+                "excerpt": excerpt,
+                "condition": c,
+                "source": "vocals",
+                "score": float(v),
+                "took": took,
+                "heard": heard,
+                "via": "page",
+            }
+            for c, v in scores.items()
+        )
+
+    for h in range(5):
+        for n, excerpt in enumerate([*truth, "x0"]):  # the session's last trial repeats its first excerpt
+            noisy = {c: np.clip(v + rng.normal(0, 8), 0, 100) for c, v in truth[excerpt].items()}
+            trial(f"honest{h}", n, excerpt, {"reference": 100, "anchor": 15 + rng.normal(0, 4), **noisy})
+    return rows
+
+
+def test_an_informed_cheater_passes_bs1534_but_not_the_crowd_rule():
+    """The scripted cheater of the issue: knows the hidden reference (it differs from the open one
+    by dither) and the anchor, rates them 100 and 0, and dprnn 95 whatever it sounds like."""
+    rows = campaign()
+    honest = np.mean([r["score"] for r in rows if r["condition"] == "dprnn"])
+    for n, excerpt in enumerate(["x0", "x1", "x2", "x3", "x4", "x5", "x0"]):
+        rows += [
+            {
+                "listener": "cheater",
+                "trial": f"c{n}",
+                "kind": "mushra",
+                "excerpt": excerpt,
+                "condition": c,
+                "source": "vocals",
+                "score": v,
+                "took": 40.0,
+                "heard": 15.0,
+                "via": "page",
+            }
+            for c, v in (("reference", 100.0), ("anchor", 0.0), ("dprnn", 95.0), ("conv1d", 10.0))
+        ]
+    flags = excluded_by(rows, None)
+    assert flags["cheater"] == ["outlier"]  # consistent (retest) and the rules of BS.1534 hold for them
+    assert not any(flags[f"honest{h}"] for h in range(5))
+    assert crowd_outliers(rows)["cheater"] > 30
+    s = summary(rows)
+    dprnn = next(r for r in s["mushra"]["scores"] if r["condition"] == "dprnn")
+    assert dprnn["mean"] == pytest.approx(honest) and dprnn["n"] == 35  # the cheater's 7 rows are out
+    assert s["screening"]["outlier"] == {"listeners": 1, "ratings": 28, "rule": s["screening"]["outlier"]["rule"]}
+    # with too few others on a stimulus there is no crowd to compare with: nobody is flagged
+    few = [r for r in rows if r["listener"] in ("honest0", "honest1", "cheater")]
+    assert crowd_outliers(few) == {}
+
+
+def test_a_random_clicker_fails_the_retest_and_a_fast_script_the_timing():
+    rows = campaign(1)
+    rng = np.random.default_rng(5)
+    for n, excerpt in enumerate(["x0", "x1", "x2", "x0"]):  # references right, models at random
+        rows += [
+            {
+                "listener": "clicker",
+                "trial": f"k{n}",
+                "kind": "mushra",
+                "excerpt": excerpt,
+                "condition": c,
+                "source": "vocals",
+                "score": v,
+                "took": 30.0,
+                "heard": 15.0,
+                "via": "page",
+            }
+            for c, v in (
+                ("reference", 100.0),
+                ("anchor", 10.0),
+                ("dprnn", 100.0 * (n % 2)),
+                ("conv1d", rng.uniform(0, 100)),
+            )
+        ]
+    # a script that claims 15 s of listening and answers 11 s after the trial was issued
+    rows += [
+        {
+            "listener": "script",
+            "trial": "s0",
+            "kind": "mushra",
+            "excerpt": "x3",
+            "condition": c,
+            "source": "vocals",
+            "score": v,
+            "took": 11.0,
+            "heard": 15.0,
+            "via": "page",
+        }
+        for c, v in (("reference", 100.0), ("anchor", 20.0), ("dprnn", 62.0), ("conv1d", 40.0))
+    ]
+    flags = excluded_by(rows, None)
+    assert "retest" in flags["clicker"] and retest_inconsistency(rows)["clicker"] > 25
+    assert flags["script"] == ["timing"] and faster_than_the_audio(rows) == {"script": 1}
+    assert not any(flags[f"honest{h}"] for h in range(5))
+    # API answers (no heard time) and older rows (no times at all) say nothing about timing
+    assert faster_than_the_audio([{**r, "heard": 0.0} for r in rows]) == {}
+    assert faster_than_the_audio([{k: v for k, v in r.items() if k != "took"} for r in rows]) == {}
 
 
 def test_metric_agreement_is_kendall_tau_with_a_bootstrap_interval():

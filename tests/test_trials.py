@@ -236,10 +236,10 @@ def test_each_rating_records_how_it_came_and_older_rows_say_unknown(tmp_path):
     store = RatingsStore(path)
     assert [r["via"] for r in store.rows()] == ["unknown"]
     page, api = trial(store), trial(store)
-    for label in ("A", "B", "reference"):
-        store.mark(page.id, label, "played")
-        store.mark(page.id, label, "moved")
-    store.submit("c" * 32, page.id, scores={"A": 50, "B": 100}, require_marks=True, via="page")
+    heard = {"A": 3.0, "B": 3.0, "reference": 3.0}
+    store.submit(
+        "c" * 32, page.id, scores={"A": 50, "B": 100}, heard=heard, rated=["A", "B"], min_heard=3.0, via="page"
+    )
     store.submit("c" * 32, api.id, scores={"A": 50, "B": 100})
     assert [r["via"] for r in store.rows()] == ["unknown", "page", "page", "api", "api"]
     assert store.rated_trials("c" * 32) == 2 and store.rated_trials("d" * 32) == 0  # answers, not rows
@@ -259,21 +259,38 @@ def test_no_rating_sooner_than_the_excerpt(tmp_path):
     assert store.submit("c" * 32, t.id, scores={"A": 50, "B": 100}) == 2
 
 
-def test_from_the_page_every_sample_must_be_played_and_rated(tmp_path):
+def test_from_the_page_every_sample_must_be_heard_long_enough_and_rated(tmp_path):
     store = RatingsStore(tmp_path / "r.sqlite")
-    t = trial(store)
+    t = trial(store, seconds=10.0)
+    store.clock = lambda: t.created + 60
+
+    def send(heard, rated):
+        return store.submit("c" * 32, t.id, scores={"A": 50, "B": 100}, heard=heard, rated=rated, min_heard=3.0)
+
     with pytest.raises(IncompleteTrial) as refused:  # a RatingError the page puts in words
-        store.submit("c" * 32, t.id, scores={"A": 50, "B": 100}, require_marks=True)
-    assert missing_text(refused.value.unplayed, refused.value.unset) == "play A, B and the reference; rate A and B"
-    for label in ("A", "B", "reference"):
-        store.mark(t.id, label, "played")
-    store.mark(t.id, "B", "moved")
+        send(None, None)
+    assert missing_text(refused.value.unheard, refused.value.unset, refused.value.seconds) == (
+        "listen to A, B and the reference for 3 s each; rate A and B"
+    )
+    # a 0.1-s play-pause of A is not hearing it; 2.999 s of B is not 3 s
     with pytest.raises(IncompleteTrial) as refused:
-        store.submit("c" * 32, t.id, scores={"A": 50, "B": 100}, require_marks=True)
-    assert (refused.value.unplayed, refused.value.unset) == ([], ["A"]) and isinstance(refused.value, RatingError)
-    store.mark(t.id, "A", "moved")
-    assert store.submit("c" * 32, t.id, scores={"A": 50, "B": 100}, require_marks=True) == 2
-    assert missing_text(["B"], [], choose=True) == "play B; choose"
+        send({"A": 0.1, "B": 2.999, "reference": 30.0}, ["B"])
+    assert (refused.value.unheard, refused.value.unset) == (["A", "B"], ["A"])
+    assert isinstance(refused.value, RatingError)
+    for bad in ({"A": "3"}, {"A": float("nan")}, {"A": -1}, ["A"], {"A": True}):
+        with pytest.raises(RatingError):
+            send(bad, ["A", "B"])
+    assert store.count() == 0 and store.get_trial(t.id).heard == {}
+    heard = {"A": 3.0, "B": 4.5, "reference": 12.25}
+    assert send(heard, ["A", "B"]) == 2
+    assert store.get_trial(t.id).heard == heard  # kept with the trial, for screening
+    assert {r["heard"] for r in store.rows()} == {19.75} and {r["took"] for r in store.rows()} == {60.0}
+    assert missing_text(["B"], [], 3.0) == "listen to B for 3 s"
+    # the minimum is never longer than the excerpt: a 2-s excerpt needs 2 s of each
+    short = trial(store, seconds=2.0)
+    store.clock = lambda: short.created + 60
+    done = {"A": 2.0, "B": 2.0, "reference": 2.0}
+    assert store.submit("c" * 32, short.id, scores={"A": 1, "B": 2}, heard=done, rated=["A", "B"], min_heard=3.0)
 
 
 def test_answers_are_validated_before_anything_is_written(tmp_path):
@@ -343,7 +360,7 @@ def test_an_old_database_is_migrated_in_place(tmp_path):
         )
     store = RatingsStore(path)
     old = store.get_trial("t1")
-    assert old.seconds == 0 and old.played == {} and old.conditions == {"A": "d"}
+    assert old.seconds == 0 and old.heard == {} and old.files == {} and old.conditions == {"A": "d"}
     assert store.submit("cccccccccccc", "t1", scores={"A": 5}) == 1
 
 

@@ -10,13 +10,14 @@
 | `APP_MAX_UPLOAD_MB` | 50 | upload size cap, in MB of 1,000,000 bytes |
 | `APP_MAX_MINUTES` | 10 | longest input separated (uploads and excerpts) |
 | `APP_CONCURRENCY` | 1 | separations running at once (each takes ~2 GB RAM for a 10-minute song) |
-| `APP_QUEUE_SIZE` | 20 | requests waiting beyond that get "queue full" |
+| `APP_QUEUE_SIZE` | 200 | requests waiting beyond that get "queue full" (a burst of 60 listeners fits) |
 | `APP_DEVICE` | `auto` | `cpu`, `cuda`, or `auto` |
 | `APP_SHIFTS` | 1 | passes averaged per separation (1 to 8): N times the compute for a slightly cleaner split |
 | `ADMIN_TOKEN` | - | enables the raw ratings CSV export for whoever has it |
 | `APP_SECRET` | (a key in `$APP_DATA_DIR/secret.key`) | signs listener ids |
 | `APP_TRIAL_SECONDS` | 10 | a blind trial's excerpt; no rating is accepted sooner |
-| `APP_SESSION_TRIALS` | 8 | trials per listening session in the page |
+| `APP_SESSION_TRIALS` | 8 | trials per listening session in the page (one of them repeats an earlier excerpt) |
+| `APP_MIN_HEARD_S` | 3 | seconds each sample must sound in the page's player before its rating counts |
 | `APP_WORK_MAX_MB` | 2000 | size cap of the app's work folder (stems, trial audio) |
 | `APP_PROXY_HOPS` | 1 on a Space, else 0 | proxies in front adding to `X-Forwarded-For` (0: header ignored) |
 | `APP_COUNT_API_RATINGS` | 0 | 1: count ratings sent over the API (scripts, no play records) in the results |
@@ -59,7 +60,7 @@ class AppConfig:
     max_upload_mb: float = 50.0
     max_minutes: float = 10.0
     concurrency: int = 1
-    queue_size: int = 20
+    queue_size: int = 200
     device: str = "auto"
     shifts: int = 1  # `Separator(shifts=...)`; ratings name it in the model version
     admin_token: str | None = None
@@ -69,6 +70,7 @@ class AppConfig:
     secret: str | None = None  # signs listener ids; default: a key made once in <data dir>/secret.key
     trial_seconds: float = 10.0  # the excerpt of a blind trial; no rating is taken sooner
     session_trials: int = 8  # trials per listening session in the page ("3 of 8")
+    min_heard: float = 3.0  # seconds each sample must sound in the page's player (at most the excerpt)
     work_max_mb: float = 2000.0  # the app's work folder (stems, trial audio) is kept under this
     count_api_ratings: bool = False  # API ratings (no play records) are stored, not counted, unless set
     proxy_hops: int = 0  # see APP_PROXY_HOPS: how far to trust X-Forwarded-For (per-client limits)
@@ -79,6 +81,8 @@ class AppConfig:
 
     def __post_init__(self):
         check_shifts(self.shifts, "APP_SHIFTS")  # a bad APP_SHIFTS stops the start with one line, not every request
+        if not 0 <= self.min_heard <= 60:
+            raise SeparationError(f"APP_MIN_HEARD_S is seconds from 0 to 60, not {self.min_heard:g}")
         self.data_dir = Path(self.data_dir)
         if self.ratings_db is None:
             self.ratings_db = self.data_dir / "ratings.sqlite"
@@ -106,6 +110,7 @@ class AppConfig:
             ("secret", "APP_SECRET", str),
             ("trial_seconds", "APP_TRIAL_SECONDS", float),
             ("session_trials", "APP_SESSION_TRIALS", int),
+            ("min_heard", "APP_MIN_HEARD_S", float),
             ("work_max_mb", "APP_WORK_MAX_MB", float),
             ("proxy_hops", "APP_PROXY_HOPS", int),
         ):

@@ -45,7 +45,7 @@ from .service import (
 )
 from .store import HEADPHONE_PASS, RatingError, RatingsStore
 from .sync import start_sync
-from .trials import TrialFiles, headphone_check, make_trial
+from .trials import TrialAudio, TrialFiles, headphone_check, make_trial, trial_audio
 
 log = logging.getLogger("webapp")
 
@@ -240,10 +240,14 @@ class LabApp:
         usable = sep is not None and bool(sep.stems) and (bool(sep.references) or len(sep.stems) >= 2)
         if usable and kind is not None:
             usable = len(sep.stems) >= 2 if kind == "ab" else bool(sep.references)
-        source = pair = None
+        source = pair = start = None
         if not usable:
-            clip_id, source, pair = self.least_rated("ab" if kind == "ab" else "mushra")
-            sep = self.demo_separation(clip_id)
+            repeat = self.repeat_due(listener) if kind != "ab" else None
+            if repeat is not None:
+                sep, source, start = repeat
+            else:
+                clip_id, source, pair = self.least_rated("ab" if kind == "ab" else "mushra")
+                sep = self.demo_separation(clip_id)
         trial = make_trial(
             sep,
             self.store,
@@ -253,8 +257,36 @@ class LabApp:
             source=source,
             kind=kind,
             pair=pair,
+            start=start,
         )
         return trial, sep
+
+    def repeat_due(self, listener: str) -> tuple[Separation, str, int] | None:
+        """The excerpt to play again, if this is the last trial of a session (of 3 or more) and the
+        session had a MUSHRA trial on an example clip: (separation, source, start). The repeat is
+        blind (new labels, new files); screening compares the two answers (test-retest)."""
+        n = self.config.session_trials
+        done = self.store.rated_trials(listener)
+        if n < 3 or done % n != n - 1:
+            return None
+        frames = int(min(self.config.trial_seconds, 1e9) * SAMPLE_RATE)
+        for trial in self.store.answered_trials(listener, n - 1):
+            if trial.kind != "mushra" or not trial.excerpt or trial.clip not in self.clips:
+                continue
+            sep_id, source, start, length = json.loads(trial.excerpt)[:4]
+            sep = self.demo_separation(trial.clip)
+            if sep.id == sep_id and length == min(frames, int(sep.seconds * SAMPLE_RATE)):
+                return sep, source, int(start)
+        return None
+
+    def open_trial(self, token) -> TrialAudio | None:
+        """The listener's trial issued and not answered (a Start in mid-trial, a reload), if its
+        files are still there: shown again rather than replaced by a new one."""
+        listener = self.listener(token)
+        trial = self.store.open_trial(listener, since=self.store.clock() - WORK_MAX_AGE_S / 2)
+        if trial is None or not trial.files or not all(Path(f).exists() for f in trial.files.values()):
+            return None
+        return trial_audio(trial)
 
     def least_rated(self, kind: str = "mushra") -> tuple[str, str, tuple[str, str] | None]:
         """The example (clip, source) and, for A/B, the pair of models with the fewest kept trials
@@ -285,19 +317,11 @@ class LabApp:
                 self._screened = (key, rows, excluded_by(rows, key[1]))
             return self._screened[1], self._screened[2]
 
-    def mark(self, trial_id: str, token, label: str, what: str) -> dict[str, float]:
-        """The page's record that a sample was played or its slider set (by its own listener)."""
-        trial = self.store.get_trial(trial_id)
-        if trial is None or trial.listener != self.listener(token):
-            raise RatingError("unknown trial: start a new one")
-        if label not in trial.conditions and not (label == "reference" and trial.kind == "mushra"):
-            raise RatingError("unknown sample")
-        return self.store.mark(trial_id, label, what)
-
     def answer(self, token, trial_id: str, answer: dict, client: str = "local", *, page: bool = False) -> int:
         """Store a trial's answer: MUSHRA {"scores": {label: 0-100}}; A/B and gold {"choice": label or
-        "no preference", "mos": {label: 1-5}}. From the page, every sample must have been played
-        and every slider set first."""
+        "no preference", "mos": {label: 1-5}}. From the page, the answer also says how long each
+        sample sounded ("heard": {label: seconds}, the reference too) and which sliders were set
+        ("rated"): every sample must have been heard `APP_MIN_HEARD_S` and every slider set."""
         listener = self.listener(token)
         if not isinstance(answer, dict):
             raise RatingError("the answer must be a JSON object")
@@ -308,7 +332,9 @@ class LabApp:
             scores=answer.get("scores"),
             choice=answer.get("choice"),
             mos=answer.get("mos"),
-            require_marks=page,
+            heard=answer.get("heard") if page else None,
+            rated=answer.get("rated") if page else None,
+            min_heard=self.config.min_heard if page else None,
             via="page" if page else "api",
         )
 

@@ -7,13 +7,14 @@ writers never deadlock upgrading read locks). A connection per thread, as sqlite
 What is stored: an anonymous listener id (random, issued and signed by the server, kept in the
 browser), a keyed hash of the address it was issued to (never the address), the listener's
 headphone-check score, the trial (clip, source, excerpt, which hidden condition was behind
-which label, when each sample was played), the score, the time, the app version and the
-checkpoints that made the audio. No name. Raw rows leave only through `export_lines` (streamed
-by the app to whoever has the admin token); the results tab shows aggregates.
+which label, how long the page played each sample, the files it was served as), the score, the
+time, the app version and the checkpoints that made the audio. No name. Raw rows leave only
+through `export_lines` (streamed by the app to whoever has the admin token); the results tab
+shows aggregates.
 
 What is refused (`submit`): an answer sooner than the excerpt's length after the trial was
-issued; from the page, one before every sample was played and every slider set; A/B without a
-choice; scores that are not numbers in range (a JSON `true` or `"50"` included).
+issued; from the page, one before every sample was heard for the minimum time and every slider
+set; A/B without a choice; scores that are not numbers in range (a JSON `true` or `"50"` included).
 """
 
 from __future__ import annotations
@@ -80,11 +81,14 @@ TRIAL_COLUMNS = {
     "seconds": "REAL NOT NULL DEFAULT 0",  # the excerpt's length: no rating is accepted sooner
     "excerpt": "TEXT",  # MUSHRA: the key of its metrics in excerpt_metrics
     "answer": "TEXT",  # gold trials: the label of the clean sample
-    "played": "TEXT NOT NULL DEFAULT '{}'",  # JSON {label: time}: samples played in the page
-    "moved": "TEXT NOT NULL DEFAULT '{}'",  # JSON {label: time}: sliders the listener set in the page
+    # JSON {label: seconds}: how long each sample sounded in the page's player (as the page reported
+    # it with the answer; "reference" too). Databases made before it have "played"/"moved" columns
+    # of the old players' marks, left as they are.
+    "heard": "TEXT NOT NULL DEFAULT '{}'",
+    "files": "TEXT NOT NULL DEFAULT '{}'",  # JSON {label: served file}: to show an open trial again
 }
 # Columns added to `ratings` later, likewise. `via`: how the answer came, "page" (the listening
-# page: every sample played and every slider set first) or "api" (a script; no play records);
+# page: every sample heard and every slider set first) or "api" (a script; no play records);
 # rows written before the column existed say "unknown".
 RATING_COLUMNS = {"via": "TEXT NOT NULL DEFAULT 'unknown'"}
 VIAS = ("page", "api")
@@ -99,12 +103,14 @@ class RatingError(ValueError):
 
 
 class IncompleteTrial(RatingError):
-    """A page's answer before every sample was heard and every slider set (the page words it)."""
+    """A page's answer before every sample was heard for `seconds` and every slider set (the page
+    words it)."""
 
-    def __init__(self, unplayed: list[str], unset: list[str]):
-        self.unplayed, self.unset = unplayed, unset
+    def __init__(self, unheard: list[str], unset: list[str], seconds: float = 0.0):
+        self.unheard, self.unset, self.seconds = unheard, unset, seconds
         super().__init__(
-            f"not yet played: {', '.join(unplayed) or 'none'}; not yet rated: {', '.join(unset) or 'none'}"
+            f"not yet heard for {seconds:g} s: {', '.join(unheard) or 'none'}; "
+            f"not yet rated: {', '.join(unset) or 'none'}"
         )
 
 
@@ -121,8 +127,8 @@ class Trial:
     seconds: float = 0.0
     excerpt: str | None = None
     answer: str | None = None
-    played: dict[str, float] = field(default_factory=dict)
-    moved: dict[str, float] = field(default_factory=dict)
+    heard: dict[str, float] = field(default_factory=dict)
+    files: dict[str, str] = field(default_factory=dict)
 
 
 def safe_cell(value) -> str:
@@ -188,6 +194,7 @@ class RatingsStore:
         seconds: float = 0.0,
         excerpt: str | None = None,
         answer: str | None = None,
+        files: dict[str, str] | None = None,
     ) -> Trial:
         _check_listener(listener)
         trial = Trial(
@@ -202,10 +209,11 @@ class RatingsStore:
             seconds,
             excerpt,
             answer,
+            files={k: str(v) for k, v in (files or {}).items()},
         )
         self._connect().execute(
             "INSERT INTO trials (id, listener, kind, clip, source, conditions, versions, created, seconds, excerpt,"
-            " answer) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            " answer, files) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (
                 trial.id,
                 listener,
@@ -218,6 +226,7 @@ class RatingsStore:
                 seconds,
                 excerpt,
                 answer,
+                json.dumps(trial.files),
             ),
         )
         return trial
@@ -226,30 +235,30 @@ class RatingsStore:
         row = self._connect().execute("SELECT * FROM trials WHERE id = ?", (str(trial_id),)).fetchone()
         if row is None:
             return None
-        json_columns = {"conditions", "versions", "played", "moved"}
+        json_columns = {"conditions", "versions", "heard", "files"}
         return Trial(
             **{f.name: json.loads(row[f.name]) if f.name in json_columns else row[f.name] for f in fields(Trial)}
         )
 
-    def mark(self, trial_id: str, label: str, what: str) -> dict[str, float]:
-        """Record that a sample was played (`what="played"`) or its slider set (`"moved"`) in the
-        page; returns all of the trial's marks of that kind."""
-        if what not in ("played", "moved"):
-            raise ValueError(what)
-        db = self._connect()
-        db.execute("BEGIN IMMEDIATE")
-        try:
-            row = db.execute(f"SELECT {what} FROM trials WHERE id = ?", (str(trial_id),)).fetchone()
-            if row is None:
-                raise RatingError("unknown trial: start a new one")
-            marks = json.loads(row[what])
-            marks.setdefault(label, self.clock())
-            db.execute(f"UPDATE trials SET {what} = ? WHERE id = ?", (json.dumps(marks), str(trial_id)))
-            db.execute("COMMIT")
-        except BaseException:
-            db.execute("ROLLBACK")
-            raise
-        return marks
+    def open_trial(self, listener: str, since: float) -> Trial | None:
+        """The listener's latest trial issued after `since` and not yet answered, if any: a Start
+        in mid-trial shows it again instead of issuing another."""
+        row = (
+            self._connect()
+            .execute(
+                "SELECT id FROM trials WHERE listener = ? AND created > ? AND NOT EXISTS "
+                "(SELECT 1 FROM ratings WHERE ratings.trial = trials.id) ORDER BY created DESC LIMIT 1",
+                (listener, since),
+            )
+            .fetchone()
+        )
+        return None if row is None else self.get_trial(row["id"])
+
+    def answered_trials(self, listener: str, limit: int) -> list[Trial]:
+        """The listener's last `limit` answered trials, newest first."""
+        query = "SELECT trial FROM ratings WHERE listener = ? GROUP BY trial ORDER BY MAX(created) DESC, trial LIMIT ?"
+        ids = [r["trial"] for r in self._connect().execute(query, (listener, int(limit)))]
+        return [t for t in (self.get_trial(i) for i in ids) if t is not None]
 
     def count_trials(self, listener: str) -> int:
         return self._connect().execute("SELECT COUNT(*) FROM trials WHERE listener = ?", (listener,)).fetchone()[0]
@@ -341,7 +350,9 @@ class RatingsStore:
         scores: dict[str, float] | None = None,
         choice: str | None = None,
         mos: dict[str, float] | None = None,
-        require_marks: bool = False,
+        heard: dict[str, float] | None = None,
+        rated: list[str] | None = None,
+        min_heard: float | None = None,
         via: str = "api",
     ) -> int:
         """Store a listener's answer to a trial; returns the number of rows written.
@@ -349,9 +360,11 @@ class RatingsStore:
         MUSHRA trials: `scores` {label: 0..100} for every label of the trial.
         A/B and gold trials: `choice`, a label or "no preference" (an answer must be given),
         and for A/B optionally `mos` {label: 1..5}.
-        No answer is taken sooner than the excerpt's length after the trial was issued; with
-        `require_marks` (the page), every sample (and MUSHRA's open reference) must have been
-        played and every slider set. Everything is checked before anything is written, and
+        No answer is taken sooner than the excerpt's length after the trial was issued. With
+        `min_heard` (the page), `heard` {label: seconds the player sounded it} must give every
+        sample (and MUSHRA's open reference, "reference") that long, and `rated` name every
+        MUSHRA slider the listener set; `heard` is kept with the trial (screening compares it
+        with the time the answer took). Everything is checked before anything is written, and
         written in one transaction. `via` ("page" or "api") is stored with every row.
         """
         _check_listener(listener)
@@ -368,8 +381,9 @@ class RatingsStore:
                 f"too soon: the samples last {trial.seconds:g} s each; listen to them first "
                 f"({trial.seconds - (now - trial.created):.0f} s left)"
             )
-        if require_marks:
-            _check_marks(trial)
+        listened = _listening(heard)
+        if min_heard is not None:
+            _check_heard(trial, listened, rated, min(min_heard, trial.seconds))
         rows = _answer_rows(trial, scores, choice, mos)
         db = self._connect()
         try:
@@ -406,6 +420,8 @@ class RatingsStore:
                         via,
                     ),
                 )
+            if listened:
+                db.execute("UPDATE trials SET heard = ? WHERE id = ?", (json.dumps(listened), trial.id))
             db.execute("COMMIT")
         except BaseException:
             db.execute("ROLLBACK")
@@ -430,12 +446,18 @@ class RatingsStore:
         return self._connect().execute("SELECT COUNT(*) FROM ratings").fetchone()[0]
 
     def rows(self) -> list[dict]:
-        """All ratings as dicts in the shape `eval.ratings` expects."""
+        """All ratings as dicts in the shape `eval.ratings` expects; `took` is the seconds from the
+        trial's issue to its answer and `heard` the listening the page reported for the trial
+        (its samples' seconds summed; 0 for API answers)."""
         out = []
         query = (
-            "SELECT ratings.*, trials.excerpt FROM ratings JOIN trials ON ratings.trial = trials.id ORDER BY ratings.id"
+            "SELECT ratings.*, trials.excerpt, trials.heard AS heard, trials.created AS issued"
+            " FROM ratings JOIN trials ON ratings.trial = trials.id ORDER BY ratings.id"
         )
+        heard: dict[str, float] = {}
         for r in self._connect().execute(query):
+            if r["trial"] not in heard:
+                heard[r["trial"]] = float(sum(json.loads(r["heard"] or "{}").values()))
             row = {
                 "listener": r["listener"],
                 "trial": r["trial"],
@@ -445,6 +467,8 @@ class RatingsStore:
                 "score": r["score"],
                 "excerpt": r["excerpt"],
                 "via": r["via"],
+                "took": r["created"] - r["issued"],
+                "heard": heard[r["trial"]],
             }
             if r["kind"] in ("ab", "gold"):
                 row["a"], row["b"] = r["condition"].split("|", 1)
@@ -509,13 +533,27 @@ def _answer_rows(trial: Trial, scores, choice, mos) -> list[tuple]:
     return [("ab", pair, None, chosen), *quality]
 
 
-def _check_marks(trial: Trial) -> None:
-    """The page's rule: a score counts once its sample was heard and its slider set."""
+def _listening(heard) -> dict[str, float]:
+    """{label: seconds} as the page reported it, checked: numbers from 0 to a day."""
+    if heard is None:
+        return {}
+    if not isinstance(heard, dict) or len(heard) > 16:
+        raise RatingError("the listening times must be {label: seconds}")
+    out = {}
+    for label, seconds in heard.items():
+        out[str(label)[:20]] = _score(seconds, 0, 86_400)
+    return out
+
+
+def _check_heard(trial: Trial, heard: dict[str, float], rated, seconds: float) -> None:
+    """The page's rule: a score counts once its sample was heard for `seconds` (the open
+    reference too) and, in MUSHRA, its slider set."""
     needed = sorted(trial.conditions) + (["reference"] if trial.kind == "mushra" else [])
-    unplayed = [label for label in needed if label not in trial.played]
-    unset = [label for label in sorted(trial.conditions) if label not in trial.moved] if trial.kind == "mushra" else []
-    if unplayed or unset:
-        raise IncompleteTrial(unplayed, unset)
+    unheard = [label for label in needed if heard.get(label, 0.0) + 1e-6 < seconds]
+    rated = set(rated) if isinstance(rated, list) else set()
+    unset = [label for label in sorted(trial.conditions) if label not in rated] if trial.kind == "mushra" else []
+    if unheard or unset:
+        raise IncompleteTrial(unheard, unset, round(seconds, 3))
 
 
 def _score(value, low: float, high: float) -> float:

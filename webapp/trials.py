@@ -217,10 +217,11 @@ def make_trial(
     source: str | None = None,
     kind: str | None = None,
     pair: tuple[str, str] | None = None,
+    start: int | None = None,
 ) -> TrialAudio:
     """A blind trial from a separation: MUSHRA when the references are known (unless `kind="ab"`),
     otherwise A/B between two models (`pair`, or two at random), or, at `GOLD_RATE`, a gold
-    trial. Labels are shuffled per trial."""
+    trial. Labels are shuffled per trial. `start` (a sample) repeats an excerpt already rated."""
     rng = rng or random.Random()
     models = list(separation.stems)
     source = source or rng.choice(SOURCES)
@@ -238,7 +239,8 @@ def make_trial(
     # The excerpts of a (separation, source) are a fixed set, as in a planned listening test:
     # listeners' scores pile up on the same stimuli (a mean per excerpt and condition, which the
     # metric agreement needs), and every trial reuses the excerpt's files instead of writing more.
-    start = _fixed_start(separation.id, tuple(heard), frames, rng.randrange(EXCERPTS_PER_SOURCE))
+    if start is None:
+        start = _fixed_start(separation.id, tuple(heard), frames, rng.randrange(EXCERPTS_PER_SOURCE))
     if mushra:
         kind, conditions = "mushra", ["reference", "anchor", *models]
     elif rng.random() < GOLD_RATE:
@@ -258,6 +260,10 @@ def make_trial(
     if kind == "gold":
         versions = {c: separation.versions.get(models[0], models[0]) for c in conditions}
     answer = next((label for label, c in by_label.items() if c == "clean"), None)
+    sources = {label: excerpt / f"{c}.wav" for label, c in by_label.items()}
+    if kind == "mushra":
+        sources["reference"] = excerpt / "open-reference.wav"
+    served = files.publish(sources)
     trial = store.create_trial(
         listener=listener,
         kind=kind,
@@ -268,13 +274,17 @@ def make_trial(
         seconds=frames / SAMPLE_RATE,
         excerpt=key if kind == "mushra" else None,
         answer=answer,
+        files=served,
     )
-    sources = {label: excerpt / f"{c}.wav" for label, c in by_label.items()}
-    if kind == "mushra":
-        sources["open reference"] = excerpt / "open-reference.wav"
-    served = files.publish(sources)
-    reference = served.pop("open reference", None)
-    return TrialAudio(trial.id, kind, source, labels, served, reference, frames / SAMPLE_RATE)
+    return trial_audio(trial)
+
+
+def trial_audio(trial) -> TrialAudio:
+    """The audio of a stored trial (`store.Trial`) as it was served: labels in display order."""
+    files = {label: Path(path) for label, path in trial.files.items()}
+    reference = files.pop("reference", None)
+    labels = sorted(trial.conditions)
+    return TrialAudio(trial.id, trial.kind, trial.source, labels, files, reference, trial.seconds)
 
 
 def _write_excerpt(

@@ -276,9 +276,11 @@ files, info = client.predict(handle_file("song.mp3"), "all", api_name="/separate
 ### Listening tests
 Blind: every sample has a new random file name, is loudness-matched (ITU-R BS.1770) and carries
 its own inaudible dither, so nothing but listening tells the conditions apart. A rating counts
-once its samples were played; listeners who fail the headphone check (Woods et al. 2017), rate
-the hidden reference below 90 too often (BS.1534), rate the anchor above the reference, or miss
-gold A/B trials are excluded from the results, which say how many each rule excluded.
+once each sample sounded {lab.config.min_heard:g} s in the player; listeners who fail the headphone
+check (Woods et al. 2017), rate the hidden reference below 90 too often (BS.1534), rate the anchor
+above the reference, miss gold A/B trials, answer faster than the audio, disagree with themselves
+on a repeated excerpt or score far from the other listeners are excluded from the results, which
+say how many each rule excluded.
 
 ### Privacy
 Ratings are stored with an id this server issues to your browser (kept there), no name and no
@@ -308,7 +310,7 @@ def build_ui(lab: LabApp) -> gr.Blocks:
         with gr.Tab("Listen and rate (blind)"):
             rating = build_rating_tab(lab)
         with gr.Tab("Results"):
-            results = build_results_tab()
+            results = build_results_tab(lab)
         with gr.Tab("About"):
             about = gr.Markdown(about_markdown(lab))
         wire_separate_tab(lab, separate, result, status)

@@ -1,10 +1,10 @@
 """The listening-test tabs of the page: the headphone check, blind trials in sessions, results.
 
-The page enforces what makes a rating worth keeping: a headphone check before the first
-trial; a sample's score counts only once the sample (and, in MUSHRA, the open reference) has
-been played and its slider set, and the submit button says what is left; samples play in plain
-players (no waveform picture). The server checks the same (`RatingsStore.submit`), and refuses
-any answer sooner than one excerpt length after the trial was issued.
+A trial plays in one Web Audio player (`webapp.player`): one transport over every sample,
+switching at the same position, a loop region, keys, BS.1534's quality bands for MUSHRA. Its
+submit waits until every sample (and MUSHRA's open reference) was heard for `APP_MIN_HEARD_S`
+and every slider set; the server checks the same (`RatingsStore.submit`), and refuses any answer
+sooner than one excerpt length after the trial was issued.
 """
 
 from __future__ import annotations
@@ -17,16 +17,13 @@ import gradio as gr
 from .figures import agreement_figure, mushra_figure, preference_figure, rounded
 from .lab import LabApp, TrialState
 from .listeners import RateLimited
-from .service import Separation
-from .store import NO_PREFERENCE, IncompleteTrial, RatingError
-from .trials import HEADPHONE_TRIALS
+from .player import read_answer, trial_player, trial_value
+from .store import IncompleteTrial, RatingError
+from .trials import HEADPHONE_TRIALS, TrialAudio
 from .ui_common import components, counted, error, page_text
 
-MOS_LABEL = "{}: overall quality, 1 bad - 5 excellent (optional: not rated)"
-MAX_TRIAL_SAMPLES = 6  # MUSHRA: hidden reference + anchor + up to 4 models
 STAT_HEADERS = ["condition", "source", "n", "mean", "95% CI low", "95% CI high"]
-# The browser's own player: no waveform picture (the hidden reference's was the reference's),
-# and no download or share button (nothing invites taking a sample apart outside the test).
+# The browser's own player for the headphone check: no waveform picture, no download button.
 PLAIN = {"waveform_options": gr.WaveformOptions(show_recording_waveform=False), "buttons": []}
 
 
@@ -50,26 +47,32 @@ class RatingTab:
     start: gr.Button
     info: gr.Markdown
     check: CheckPanel
-    reference: gr.Audio
-    rows: list[gr.Row]
-    samples: list[gr.Audio]
-    sliders: list[gr.Slider]
-    ab_group: gr.Group
-    choice: gr.Radio
-    mos_a: gr.Slider
-    mos_b: gr.Slider
-    submit: gr.Button
+    player: gr.HTML
     submit_msg: gr.Markdown
 
 
-def build_rating_tab(lab: LabApp) -> RatingTab:
-    gr.Markdown(
+def intro_text(lab: LabApp) -> str:
+    """What the tab asks of a listener; A/B is named only where two models can make it."""
+    mushra = (
         "Samples are labelled A, B, ...; which model made which is hidden and shuffled in every trial, and all "
         "are played at the same loudness. With true stems: rate each sample from 0 (bad) to 100 (excellent) "
         "against the open **reference** (one sample is the hidden reference itself, another a low-pass "
-        "anchor; MUSHRA, ITU-R BS.1534). Without: say which of A and B you prefer and score each from 1 to 5. "
-        f"A session is {counted(lab.config.session_trials, 'trial')}; please use headphones."
+        "anchor; MUSHRA, ITU-R BS.1534)."
     )
+    ab = (
+        " Without: say which of A and B you prefer and score each from 1 to 5."
+        if len(lab.pool.slots) >= 2
+        else " (A/B trials between models need two; this app runs one, so every trial is MUSHRA.)"
+    )
+    return (
+        f"{mushra}{ab} One player plays every sample: switch between them at the same moment with the "
+        f"letters or the keys 1-6 and R, space to play or pause. A session is "
+        f"{counted(lab.config.session_trials, 'trial')}; please use headphones."
+    )
+
+
+def build_rating_tab(lab: LabApp) -> RatingTab:
+    gr.Markdown(intro_text(lab))
     start = gr.Button("Start a blind trial", variant="primary")
     info = gr.Markdown()
     with gr.Group(visible=False) as group:
@@ -80,160 +83,42 @@ def build_rating_tab(lab: LabApp) -> RatingTab:
                 players.append(gr.Audio(label=f"Check {i + 1}", type="filepath", interactive=False, **PLAIN, scale=2))
                 answers.append(gr.Radio(["1", "2", "3"], label="softest tone", scale=1))
         check_submit = gr.Button("Send my answers")
-    reference = gr.Audio(label="Reference (open)", type="filepath", interactive=False, visible=False, **PLAIN)
-    rows, samples, sliders = [], [], []
-    for i in range(MAX_TRIAL_SAMPLES):
-        with gr.Row(visible=False) as row:
-            samples.append(
-                gr.Audio(label=f"Sample {chr(65 + i)}", type="filepath", interactive=False, scale=2, **PLAIN)
-            )
-            sliders.append(gr.Slider(0, 100, value=50, step=1, label=f"Sample {chr(65 + i)}: not rated yet", scale=1))
-        rows.append(row)
-    with gr.Group(visible=False) as ab_group:
-        choice = gr.Radio(["A", "B", NO_PREFERENCE], label="Which sounds better?")
-        with gr.Row():
-            mos_a = gr.Slider(1, 5, value=3, step=1, label=MOS_LABEL.format("A"))
-            mos_b = gr.Slider(1, 5, value=3, step=1, label=MOS_LABEL.format("B"))
-    submit = gr.Button("Submit ratings", visible=False, interactive=False)
+    player = trial_player()
     submit_msg = gr.Markdown()
-    return RatingTab(
-        start,
-        info,
-        CheckPanel(group, players, answers, check_submit),
-        reference,
-        rows,
-        samples,
-        sliders,
-        ab_group,
-        choice,
-        mos_a,
-        mos_b,
-        submit,
-        submit_msg,
-    )
+    return RatingTab(start, info, CheckPanel(group, players, answers, check_submit), player, submit_msg)
 
 
-def show_trial(tab: RatingTab, trial, sep: Separation, index: int, total: int) -> dict:
-    """Named updates of the rating tab for a new trial (`index` of `total` in the session)."""
+def show_trial(lab: LabApp, tab: RatingTab, trial: TrialAudio, clip: str, index: int, again: bool = False) -> dict:
+    """Named updates of the rating tab for a trial (`index` of the session's trials)."""
+    total = lab.config.session_trials
     mushra = trial.kind == "mushra"
     what = (
-        f"**Trial {index} of {total}**: MUSHRA on **{trial.source}** of *{sep.clip}*: play the reference and "
+        f"**Trial {index} of {total}**: MUSHRA on **{trial.source}** of *{clip}*: listen to the reference and "
         "every sample, then rate each against the reference."
         if mushra
-        else f"**Trial {index} of {total}**: A/B on **{trial.source}** of *{sep.clip}*: play both, then choose."
+        else f"**Trial {index} of {total}**: A/B on **{trial.source}** of *{clip}*: listen to both, then choose."
     )
-    updates = {
+    if again:
+        what += " (Your unanswered trial, shown again.)"
+    return {
         tab.info: what,
         tab.check.group: gr.Group(visible=False),
-        tab.reference: gr.Audio(value=str(trial.reference) if trial.reference else None, visible=mushra),
-    }
-    for i, (row, audio, slider) in enumerate(zip(tab.rows, tab.samples, tab.sliders, strict=True)):
-        label = trial.labels[i] if i < len(trial.labels) else None
-        updates |= {
-            row: gr.Row(visible=label is not None),
-            audio: gr.Audio(value=str(trial.files[label]) if label else None),
-            slider: gr.Slider(value=50, visible=mushra, label=f"Sample {chr(65 + i)}: not rated yet"),
-        }
-    needed = trial.labels + (["reference"] if mushra else [])
-    return updates | {
-        tab.ab_group: gr.Group(visible=not mushra),
-        tab.choice: gr.Radio(value=None),
-        tab.mos_a: gr.Slider(value=3, label=MOS_LABEL.format("A")),
-        tab.mos_b: gr.Slider(value=3, label=MOS_LABEL.format("B")),
+        tab.player: trial_value(trial, lab.config.min_heard),
         tab.submit_msg: "",
-        tab.submit: submit_button(needed, trial.labels if mushra else [], choose=not mushra),
     }
 
 
-def missing_text(unplayed: list[str], unset: list[str], choose: bool = False) -> str:
-    """What is left before a trial can be submitted, in words ("play B and the reference; rate A")."""
+def missing_text(unheard: list[str], unset: list[str], seconds: float = 0.0) -> str:
+    """What is left before a trial can be submitted, in words ("listen to B and the reference for
+    3 s each; rate A"), as the player says it."""
 
     def names(labels):
         words = ["the reference" if x == "reference" else x for x in labels]
         return words[0] if len(words) == 1 else ", ".join(words[:-1]) + " and " + words[-1]
 
-    parts = ([f"play {names(unplayed)}"] if unplayed else []) + ([f"rate {names(unset)}"] if unset else [])
-    return "; ".join(parts + (["choose"] if choose else []))
-
-
-def submit_button(unplayed: list[str], unset: list[str], choose: bool = False) -> gr.Button:
-    left = missing_text(unplayed, unset, choose)
-    return gr.Button(f"Submit ratings ({left} first)" if left else "Submit ratings", visible=True, interactive=not left)
-
-
-def wire_marks(lab: LabApp, tab: RatingTab, trial_state: gr.State, listener: gr.BrowserState, mos_touched) -> None:
-    """What the listener has done in a trial (played a sample, set a slider, chosen): recorded on the
-    server as it happens, and the submit button says what is left."""
-
-    def button_for(state: TrialState, choice) -> gr.Button:
-        """The submit button as the trial stands: what is left to play, rate or choose."""
-        trial = lab.store.get_trial(state.trial_id)
-        needed = state.labels + (["reference"] if state.kind == "mushra" else [])
-        unplayed = [x for x in needed if x not in trial.played]
-        unset = [x for x in state.labels if x not in trial.moved] if state.kind == "mushra" else []
-        return submit_button(unplayed, unset, choose=state.kind != "mushra" and choice is None)
-
-    def marker(what: str, index: int | None):
-        def on_mark(state, token, choice):
-            if state is None:
-                return {}
-            label = "reference" if index is None else state.labels[index] if index < len(state.labels) else None
-            before = lab.store.get_trial(state.trial_id)
-            if label is None or before is None or label in getattr(before, what):
-                return {}  # nothing new (a slider sends many input events while dragged)
-            try:
-                lab.mark(state.trial_id, token, label, what)
-            except RatingError:
-                return {}
-            updates = {tab.submit: button_for(state, choice)}
-            if what == "moved" and index is not None:
-                updates[tab.sliders[index]] = gr.Slider(label=f"Sample {label}: score")
-            return updates
-
-        return on_mark
-
-    def on_choice(state, choice):
-        return {} if state is None else {tab.submit: button_for(state, choice)}
-
-    def mos_setter(name: str, slider: gr.Slider):
-        def on_mos(touched):
-            touched = sorted({*touched, name})
-            return {mos_touched: touched, slider: gr.Slider(label=f"{name}: overall quality, 1 bad - 5 excellent")}
-
-        return on_mos
-
-    for i, audio in enumerate(tab.samples):
-        audio.play(
-            marker("played", i),
-            [trial_state, listener, tab.choice],
-            [tab.submit],
-            api_visibility="private",
-            queue=False,
-        )
-    tab.reference.play(
-        marker("played", None), [trial_state, listener, tab.choice], [tab.submit], api_visibility="private", queue=False
-    )
-    for i, slider in enumerate(tab.sliders):
-        # `input`: any change by the listener (drag, keyboard, the number box), never the page's own
-        # reset to the midpoint; the last of a burst is what counts
-        slider.input(
-            marker("moved", i),
-            [trial_state, listener, tab.choice],
-            [tab.submit, slider],
-            api_visibility="private",
-            queue=False,
-            trigger_mode="always_last",
-        )
-    tab.choice.input(on_choice, [trial_state, tab.choice], [tab.submit], api_visibility="private", queue=False)
-    for name, slider in (("A", tab.mos_a), ("B", tab.mos_b)):
-        slider.input(
-            mos_setter(name, slider),
-            mos_touched,
-            [mos_touched, slider],
-            api_visibility="private",
-            queue=False,
-            trigger_mode="always_last",
-        )
+    each = " each" if len(unheard) > 1 else ""
+    parts = [f"listen to {names(unheard)} for {seconds:g} s{each}"] if unheard else []
+    return "; ".join(parts + ([f"rate {names(unset)}"] if unset else []))
 
 
 def no_listener_text(exc: Exception) -> str:
@@ -251,7 +136,6 @@ def no_listener_text(exc: Exception) -> str:
 
 def wire_rating_tab(lab: LabApp, tab: RatingTab, result: gr.State, listener: gr.BrowserState, refresh_results) -> None:
     trial_state = gr.State(None)
-    mos_touched = gr.State([])  # the A/B quality sliders the listener has set in this trial
 
     def on_start(sep, token, request: gr.Request):
         issued = {}
@@ -266,9 +150,16 @@ def wire_rating_tab(lab: LabApp, tab: RatingTab, result: gr.State, listener: gr.
                     **issued,
                     tab.info: "Before the first trial: a short headphone check.",
                     tab.check.group: gr.Group(visible=True),
+                    tab.player: "",
                     **{p: str(f) for p, f in zip(tab.check.players, files, strict=True)},
                 }
-            trial, sep = lab.trial_for(sep, token, client)
+            # a trial issued and not answered (Start pressed again, a reload) is shown again: a
+            # new one would leave it open and let a listener skip the excerpts they do not like
+            trial = lab.open_trial(token)
+            again = trial is not None
+            if trial is None:
+                trial, sep = lab.trial_for(sep, token, client)
+            clip = lab.store.get_trial(trial.trial_id).clip
         except RateLimited as exc:
             if token is None:  # no id could be issued at all: say why, and until when
                 raise gr.Error(page_text(no_listener_text(exc)), print_exception=False) from None
@@ -280,8 +171,7 @@ def wire_rating_tab(lab: LabApp, tab: RatingTab, result: gr.State, listener: gr.
         return {
             **issued,
             trial_state: TrialState(trial.trial_id, trial.kind, trial.labels),
-            mos_touched: [],
-            **show_trial(tab, trial, sep, index, lab.config.session_trials),
+            **show_trial(lab, tab, trial, clip, index, again),
         }
 
     def on_check(token, *answers):
@@ -302,22 +192,19 @@ def wire_rating_tab(lab: LabApp, tab: RatingTab, result: gr.State, listener: gr.
             tab.info: f"Headphone check: {score} of {HEADPHONE_TRIALS} right, {verdict} Start a trial when ready.",
         }
 
-    def on_submit(state, token, request: gr.Request, *values):  # Gradio puts the request here
-        scores, (pref, a, b, touched) = values[:MAX_TRIAL_SAMPLES], values[MAX_TRIAL_SAMPLES:]
+    def on_submit(state, token, value, request: gr.Request):
         if state is None:
             raise gr.Error("start a trial first", print_exception=False)
-        mos = {k: v for k, v in (("A", a), ("B", b)) if k in touched}  # only the scores the listener set
-        answer = (
-            {"scores": dict(zip(state.labels, scores, strict=False))}
-            if state.kind == "mushra"
-            else {"choice": pref, "mos": mos if state.kind == "ab" and mos else None}
-        )
         try:
+            answer = read_answer(value, state.trial_id)
             lab.answer(token, state.trial_id, answer, client_of(lab, request), page=True)
-        except IncompleteTrial as exc:  # the submit button was enabled by hand: say what is left
-            raise gr.Error(missing_text(exc.unplayed, exc.unset), print_exception=False) from None
+        except IncompleteTrial as exc:  # the page's own check was got round: say what is left
+            raise gr.Error(missing_text(exc.unheard, exc.unset, exc.seconds), print_exception=False) from None
         except Exception as exc:
             raise error(exc) from None
+        return None
+
+    def on_saved(token):
         done = lab.store.rated_trials(lab.listener(token))
         total = lab.config.session_trials
         message = (
@@ -325,12 +212,12 @@ def wire_rating_tab(lab: LabApp, tab: RatingTab, result: gr.State, listener: gr.
             if done % total
             else f"Saved: that was the last of {total}. Thank you! Another session is welcome."
         )
-        return {trial_state: None, tab.submit_msg: message, tab.submit: gr.Button(visible=False)}
+        return {tab.submit_msg: message, tab.player: ""}
 
     tab.start.click(
         on_start,
         [result, listener],
-        [trial_state, mos_touched, listener, *components(tab)],
+        [trial_state, listener, *components(tab)],
         api_visibility="private",
         concurrency_limit=4,
         concurrency_id="trials",
@@ -338,11 +225,12 @@ def wire_rating_tab(lab: LabApp, tab: RatingTab, result: gr.State, listener: gr.
     tab.check.submit.click(
         on_check, [listener, *tab.check.answers], [tab.check.group, tab.info], api_visibility="private"
     )
-    wire_marks(lab, tab, trial_state, listener, mos_touched)
-    inputs = [trial_state, listener, *tab.sliders, tab.choice, tab.mos_a, tab.mos_b, mos_touched]
-    refresh_results(
-        tab.submit.click(on_submit, inputs, [trial_state, tab.submit_msg, tab.submit], api_visibility="private").then
-    )
+    # the answer's only output is the (invisible) state: a refusal's badge would sit on the player;
+    # once saved, the player is cleared and the message shown
+    saved = tab.player.submit(
+        on_submit, [trial_state, listener, tab.player], trial_state, api_visibility="private"
+    ).success(on_saved, listener, [tab.submit_msg, tab.player], api_visibility="private", show_progress="hidden")
+    refresh_results(saved.then)
 
 
 # ---------------------------------------------------------------------------- Results
@@ -365,21 +253,24 @@ class ResultsTab:
     export_link: gr.Markdown
 
 
-def build_results_tab() -> ResultsTab:
+def build_results_tab(lab: LabApp) -> ResultsTab:
+    # A/B needs two models: with one, its plot and tables would stay empty for good
+    ab = len(lab.pool.slots) >= 2
     text = gr.Markdown()
     screening = gr.Dataframe(
         headers=["criterion", "listeners excluded", "their ratings", "rule"], interactive=False, label="Screening"
     )
     with gr.Row():
         mushra_plot = gr.Plot(label="MUSHRA: mean and 95% CI")
-        preference_plot = gr.Plot(label="A/B preference: rate and 95% CI")
+        preference_plot = gr.Plot(label="A/B preference: rate and 95% CI", visible=ab)
     mushra = gr.Dataframe(headers=STAT_HEADERS, label="MUSHRA scores (0-100) of the listeners kept", interactive=False)
     preference = gr.Dataframe(
         headers=["x", "y", "x preferred", "y preferred", "no preference", "rate x", "95% CI", "p (binomial)"],
         label="A/B preference",
         interactive=False,
+        visible=ab,
     )
-    mos = gr.Dataframe(headers=STAT_HEADERS, label="Overall quality (1-5) in A/B trials", interactive=False)
+    mos = gr.Dataframe(headers=STAT_HEADERS, label="Overall quality (1-5) in A/B trials", interactive=False, visible=ab)
     gr.Markdown(
         "**Do the metrics predict the listeners?** Each MUSHRA excerpt's conditions are scored with "
         "BSSEval v4 and SI-SDR on the same excerpt; Kendall's tau with the mean kept score (95% bootstrap CI)."
