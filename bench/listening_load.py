@@ -9,8 +9,9 @@ through what a listener does: a listener id, the headphone check and its answers
 `--trials` blind trials, each answered once the server allows it (one excerpt length after it
 was issued). The listeners of a level arrive at once, as a class told to start does.
 
-Warm-up first: one listener takes trials until every demo clip is separated (a fresh app
-separates each clip once, then keeps it). Then, per level: p50/p95 per endpoint, the errors a
+Warm-up first: the app prepares its stimuli in the background at start (every demo clip
+separated, its MUSHRA excerpts cut, matched and scored: `APP_PREPARE_STIMULI`), then one
+listener takes 3 trials. Then, per level: p50/p95 per endpoint, the errors a
 listener saw (any refused or failed call: nothing is retried), the app's peak resident memory
 (its process tree), the work folder's real size on disk (inodes once) and the rows expected
 against the rows in the database. Last, listeners keep rating until `--total` trials in all, and
@@ -40,7 +41,7 @@ from gradio_client import Client
 
 import common  # noqa: F401  (puts the project on sys.path)
 from procmem import tree_rss
-from webapp.service import RECORD_NAME, disk_bytes
+from webapp.service import disk_bytes
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -92,6 +93,14 @@ class App:
             except OSError:
                 time.sleep(0.5)
         raise SystemExit(f"the app did not start in {timeout:.0f} s")
+
+    def wait_prepared(self, timeout: float = 900.0) -> None:
+        """Until the app has prepared its stimuli in the background (`APP_PREPARE_STIMULI`)."""
+        deadline = time.monotonic() + timeout
+        while "stimuli ready" not in Path(self.log.name).read_text():
+            if time.monotonic() > deadline or self.proc.poll() is not None:
+                raise SystemExit(f"the app did not prepare its stimuli: see {self.log.name}")
+            time.sleep(0.5)
 
     def work_bytes(self) -> int:
         return disk_bytes(self.tmp / "separation-lab")
@@ -200,14 +209,14 @@ def main() -> None:
             print(f"app up in {time.perf_counter() - started:.1f} s (peak RSS so far {app.peak / 2**20:.0f} MiB)")
             warm = Tally()
             started = time.perf_counter()
-            separated = app.data / "demo-separations"
-            clips = len(list((app.data / "demo").glob("*/mixture.flac")))
-            while not separated.is_dir() or sum(1 for _ in separated.glob(f"*/{RECORD_NAME}")) < clips:
-                listener_run(app.url, 3, warm)
-                if warm.errors:
-                    raise SystemExit(f"warm-up failed: {warm.errors[:3]}")
+            app.wait_prepared()
+            prepared = time.perf_counter() - started
+            listener_run(app.url, 3, warm)
+            if warm.errors:
+                raise SystemExit(f"warm-up failed: {warm.errors[:3]}")
             print(
-                f"warm-up: {warm.trials} trials, every demo clip separated, in {time.perf_counter() - started:.1f} s\n"
+                f"stimuli prepared by the app (every demo clip separated, its excerpts cut) {prepared:.1f} s"
+                f" after start; warm-up: {warm.trials} trials in {time.perf_counter() - started - prepared:.1f} s\n"
             )
             done_trials = warm.trials
             expected_rows = warm.rows

@@ -29,6 +29,7 @@ from webapp.trials import (
     loudness,
     make_trial,
     match_loudness,
+    prepare_excerpts,
 )
 from webapp.ui_listening import missing_text
 
@@ -132,6 +133,20 @@ def test_excerpts_are_a_fixed_set_and_their_files_are_linked_not_copied(separate
         assert all(v is None or np.isfinite(v) for v in values.values())
 
 
+def test_the_stimuli_are_prepared_ahead_and_trials_then_write_nothing(separated, files, tmp_path):
+    store = RatingsStore(tmp_path / "r.sqlite")
+    written = prepare_excerpts(separated, store, files, seconds=2.0)
+    folders = sorted(files.excerpts.iterdir())
+    assert written == len(folders) and 2 <= written <= 2 * EXCERPTS_PER_SOURCE  # both sources' fixed sets
+    assert all((f / "done").exists() for f in folders) and len({k for k, _ in store.excerpt_metrics()}) == written
+    assert prepare_excerpts(separated, store, files, seconds=2.0) == 0  # once
+    stamps = {f: f.stat().st_mtime_ns for f in folders}
+    for seed in range(10):
+        make_trial(separated, store, "e" * 32, files, rng=random.Random(seed), seconds=2.0)
+    assert sorted(files.excerpts.iterdir()) == folders  # every trial found its excerpt made
+    assert any(f.stat().st_mtime_ns != stamps[f] for f in folders)  # in use: kept by the age clean-up
+
+
 def test_ab_and_gold_trials_without_references(pool, files, tmp_path):
     voice, band = voice_and_band(3.0)
     sep = run_separation(
@@ -216,7 +231,7 @@ def trial(store, kind="mushra", conditions=None, seconds=0.0, listener="c" * 32)
 
 
 def test_each_rating_records_how_it_came_and_older_rows_say_unknown(tmp_path):
-    """`via`: "page" (every sample played and every slider set first) or "api" (a script). A
+    """`via`: "page" (every sample heard and every slider set first) or "api" (a script). A
     database written before the column existed is migrated in place; its rows say "unknown"."""
     import sqlite3
 

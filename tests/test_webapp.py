@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import threading
 import urllib.error
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -199,3 +200,22 @@ def test_counts_read_as_words():
     from webapp.ui_common import counted
 
     assert [counted(n, "listener") for n in (0, 1, 2)] == ["0 listeners", "1 listener", "2 listeners"]
+
+
+def test_with_one_model_the_page_says_why_there_is_no_ab_and_hides_its_results(pool, tmp_path):
+    import gradio as gr
+
+    from webapp.ui_listening import build_results_tab, intro_text
+
+    def lab(models):
+        return SimpleNamespace(pool=models, config=AppConfig(data_dir=tmp_path))
+
+    one = lab(ModelPool(["dprnn"], device="cpu", background=False))
+    assert "need two; this app runs one, so every trial is MUSHRA" in intro_text(one)
+    assert "which of A and B you prefer" not in intro_text(one)
+    assert "which of A and B you prefer" in intro_text(lab(pool))
+    with gr.Blocks():
+        single, both = build_results_tab(one), build_results_tab(lab(pool))
+    assert single.mushra_plot.visible and single.mushra.visible
+    assert not (single.preference_plot.visible or single.preference.visible or single.mos.visible)
+    assert both.preference_plot.visible and both.preference.visible and both.mos.visible

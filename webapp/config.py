@@ -18,6 +18,7 @@
 | `APP_TRIAL_SECONDS` | 10 | a blind trial's excerpt; no rating is accepted sooner |
 | `APP_SESSION_TRIALS` | 8 | trials per listening session in the page (one of them repeats an earlier excerpt) |
 | `APP_MIN_HEARD_S` | 3 | seconds each sample must sound in the page's player before its rating counts |
+| `APP_PREPARE_STIMULI` | 1 | at start, separate the example clips and cut their MUSHRA excerpts in the background (0: on demand) |
 | `APP_WORK_MAX_MB` | 2000 | size cap of the app's work folder (stems, trial audio) |
 | `APP_PROXY_HOPS` | 1 on a Space, else 0 | proxies in front adding to `X-Forwarded-For` (0: header ignored) |
 | `APP_COUNT_API_RATINGS` | 0 | 1: count ratings sent over the API (scripts, no play records) in the results |
@@ -71,6 +72,7 @@ class AppConfig:
     trial_seconds: float = 10.0  # the excerpt of a blind trial; no rating is taken sooner
     session_trials: int = 8  # trials per listening session in the page ("3 of 8")
     min_heard: float = 3.0  # seconds each sample must sound in the page's player (at most the excerpt)
+    prepare_stimuli: bool = True  # app.py: separate the example clips and cut their excerpts at start
     work_max_mb: float = 2000.0  # the app's work folder (stems, trial audio) is kept under this
     count_api_ratings: bool = False  # API ratings (no play records) are stored, not counted, unless set
     proxy_hops: int = 0  # see APP_PROXY_HOPS: how far to trust X-Forwarded-For (per-client limits)
@@ -116,8 +118,9 @@ class AppConfig:
         ):
             if env.get(name):
                 kwargs[key] = kind(env[name])
-        if env.get("APP_COUNT_API_RATINGS"):
-            kwargs["count_api_ratings"] = env["APP_COUNT_API_RATINGS"].strip().lower() in ("1", "true", "yes")
+        for key, name in (("count_api_ratings", "APP_COUNT_API_RATINGS"), ("prepare_stimuli", "APP_PREPARE_STIMULI")):
+            if env.get(name):
+                kwargs[key] = env[name].strip().lower() in ("1", "true", "yes")
         limits = dict(DEFAULT_LIMITS)
         for kind in limits:
             name = f"APP_LIMIT_{kind.upper()}"

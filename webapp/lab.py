@@ -45,7 +45,7 @@ from .service import (
 )
 from .store import HEADPHONE_PASS, RatingError, RatingsStore
 from .sync import start_sync
-from .trials import TrialAudio, TrialFiles, headphone_check, make_trial, trial_audio
+from .trials import TrialAudio, TrialFiles, headphone_check, make_trial, prepare_excerpts, trial_audio
 
 log = logging.getLogger("webapp")
 
@@ -101,6 +101,7 @@ class LabApp:
         self._exports: dict[str, float] = {}  # one-time export links -> expiry
         self._agreement: tuple[int, dict] | None = None
         self._screened: tuple[int, list[dict], dict] | None = None
+        self._screened_at = 0.0
         self._screen_lock = threading.Lock()
 
     # ------------------------------------------------------------------ inputs
@@ -175,6 +176,24 @@ class LabApp:
                     cached = keep_separation(self.separate(mix, refs, clip.id), folder)
                 self._demo[clip.id] = cached
             return cached
+
+    def prepare(self) -> int:
+        """The fixed stimulus set made ahead, as a planned listening test has it: every example
+        clip separated (kept in the data folder) and its MUSHRA excerpts cut, matched and scored,
+        so that no listener's trial waits for that (the real app runs it in the background at
+        start, `APP_PREPARE_STIMULI`). Returns the excerpts written now."""
+        self.pool.wait()
+        if not self.pool.ready():
+            return 0
+        written = 0
+        for clip_id in list(self.clips):
+            try:
+                sep = self.demo_separation(clip_id)
+                written += prepare_excerpts(sep, self.store, self.trial_files, self.config.trial_seconds)
+            except Exception:  # a clip that cannot be prepared is made on demand, or says why then
+                log.exception("preparing the stimuli of %s", clip_id)
+        log.info("stimuli ready: %d excerpts written", written)
+        return written
 
     def demo_folder(self, clip_id: str, versions: dict[str, str]) -> Path:
         """Where a clip's shared separation by these models (by weights) is kept; one per clip:
@@ -291,7 +310,7 @@ class LabApp:
     def least_rated(self, kind: str = "mushra") -> tuple[str, str, tuple[str, str] | None]:
         """The example (clip, source) and, for A/B, the pair of models with the fewest kept trials
         of `kind`; ties drawn at random."""
-        rows, flags = self.screened()
+        rows, flags = self.screened(max_age=5.0)
         models = sorted(s.name for s in self.pool.ready())
         pairs = [(a, b) for i, a in enumerate(models) for b in models[i + 1 :]] if kind == "ab" else [None]
         counts = {(c, s, p): 0 for c in self.clips for s in SOURCES for p in pairs or [None]}
@@ -306,15 +325,19 @@ class LabApp:
         fewest = min(counts.values())
         return random.choice([key for key, n in counts.items() if n == fewest])
 
-    def screened(self) -> tuple[list[dict], dict[str, list[str]]]:
+    def screened(self, max_age: float = 0.0) -> tuple[list[dict], dict[str, list[str]]]:
         """All rating rows and the screening criteria excluding each listener; recomputed only
-        when ratings were added or headphone checks answered since the last call (every trial
-        asks, to balance)."""
-        key = (self.store.count(), self.store.headphone_scores())
+        when ratings were added or headphone checks answered since the last call, and, with
+        `max_age`, not before that many seconds (every trial asks, to balance: under a crowd
+        the ratings change between any two trials, and balancing needs no exact count)."""
         with self._screen_lock:
+            if self._screened is not None and time.monotonic() - self._screened_at < max_age:
+                return self._screened[1], self._screened[2]
+            key = (self.store.count(), self.store.headphone_scores())
             if self._screened is None or self._screened[0] != key:
                 rows = self.counted(self.store.rows())
                 self._screened = (key, rows, excluded_by(rows, key[1]))
+                self._screened_at = time.monotonic()
             return self._screened[1], self._screened[2]
 
     def answer(self, token, trial_id: str, answer: dict, client: str = "local", *, page: bool = False) -> int:
@@ -341,7 +364,7 @@ class LabApp:
     # ------------------------------------------------------------------ results
 
     def counted(self, rows: list[dict]) -> list[dict]:
-        """The ratings the statistics count: from the listening page, where every sample was played
+        """The ratings the statistics count: from the listening page, where every sample was heard
         first; API ratings (scripts, with no play records) only with `APP_COUNT_API_RATINGS`."""
         return rows if self.config.count_api_ratings else [r for r in rows if r.get("via") != "api"]
 

@@ -31,6 +31,7 @@ import os
 import random
 import secrets
 import shutil
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -183,9 +184,16 @@ class TrialFiles:
         self.excerpts = root / "excerpts"
         self.served = root / "served"
         self.served.mkdir(parents=True, exist_ok=True)
+        self._locks: dict[str, threading.Lock] = {}
+        self._locks_lock = threading.Lock()
 
     def excerpt(self, key: str) -> Path:
         return self.excerpts / hashlib.sha256(key.encode()).hexdigest()[:24]
+
+    def lock(self, key: str) -> threading.Lock:
+        """The lock of one excerpt (made on first use; a few dozen excerpts in a campaign)."""
+        with self._locks_lock:
+            return self._locks.setdefault(key, threading.Lock())
 
     def publish(self, files: dict[str, Path]) -> dict[str, Path]:
         """{name: file} -> {name: a new random path of the same audio, served by the app}."""
@@ -249,10 +257,7 @@ def make_trial(
     else:
         kind, conditions = "ab", list(pair) if pair and set(pair) <= set(models) else rng.sample(models, 2)
         models = list(conditions)
-    key = json.dumps([separation.id, source, start, frames, kind, sorted(models)])
-    excerpt = files.excerpt(key)
-    if not (excerpt / "done").exists():
-        _write_excerpt(excerpt, separation, source, start, frames, kind, models, store, key)
+    key, excerpt, _ = ensure_excerpt(files, store, separation, source, start, frames, kind, models)
     rng.shuffle(conditions)
     labels = [chr(ord("A") + i) for i in range(len(conditions))]
     by_label = dict(zip(labels, conditions, strict=True))
@@ -277,6 +282,36 @@ def make_trial(
         files=served,
     )
     return trial_audio(trial)
+
+
+def prepare_excerpts(separation: Separation, store, files: TrialFiles, seconds: float = TRIAL_SECONDS) -> int:
+    """Write every MUSHRA excerpt of a separation with references (each source's fixed set, all
+    its models), as a planned test prepares its stimuli: no trial then waits for one to be cut,
+    matched and scored. Returns how many were written now."""
+    if not separation.references or not separation.stems:
+        return 0
+    written = 0
+    frames = min(int(separation.seconds * SAMPLE_RATE), int(seconds * SAMPLE_RATE))
+    models = list(separation.stems)
+    for source in SOURCES:
+        heard = (separation.references[source],)
+        for pick in range(EXCERPTS_PER_SOURCE):
+            start = _fixed_start(separation.id, heard, frames, pick)
+            written += ensure_excerpt(files, store, separation, source, start, frames, "mushra", models)[2]
+    return written
+
+
+def ensure_excerpt(files: TrialFiles, store, separation: Separation, source, start, frames, kind, models):
+    """An excerpt's folder, written unless it is there: (key, folder, written now). Two trials, or a
+    trial and the preparation, on a new excerpt write it once."""
+    key = json.dumps([separation.id, source, start, frames, kind, sorted(models)])
+    folder = files.excerpt(key)
+    with files.lock(key):
+        if (folder / "done").exists():
+            os.utime(folder)  # in use: the work folder's clean-up removes excerpts by age
+            return key, folder, False
+        _write_excerpt(folder, separation, source, start, frames, kind, models, store, key)
+    return key, folder, True
 
 
 def trial_audio(trial) -> TrialAudio:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -357,6 +358,8 @@ def main() -> None:
     if offline():  # offline means no request at all: Gradio's usage statistics and version check included
         os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
     lab = LabApp(config)
+    if config.prepare_stimuli:  # the example clips' separations and excerpts, while the page is up
+        threading.Thread(target=lab.prepare, daemon=True, name="prepare-stimuli").start()
     demo = build_ui(lab)
     demo.queue(default_concurrency_limit=4, max_size=config.queue_size)
     app, _, _ = demo.launch(
