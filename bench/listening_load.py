@@ -120,6 +120,10 @@ class App:
         self.log.close()
 
 
+class CallFailed(Exception):
+    """A call a listener saw fail (already counted)."""
+
+
 class Tally:
     """Latencies per endpoint, errors, and the rows each accepted answer wrote."""
 
@@ -129,6 +133,7 @@ class Tally:
         self.errors: list[str] = []
         self.rows = 0
         self.trials = 0
+        self.stopped = 0  # listeners who gave up at their first failed call
 
     def call(self, client: Client, endpoint: str, *args):
         start = time.perf_counter()
@@ -137,7 +142,7 @@ class Tally:
         except Exception as exc:
             with self.lock:
                 self.errors.append(f"{endpoint}: {str(exc)[:120]}")
-            raise
+            raise CallFailed from exc
         with self.lock:
             self.times[endpoint].append(time.perf_counter() - start)
         return out
@@ -171,10 +176,11 @@ def listener_run(url: str, trials: int, tally: Tally, start: threading.Barrier |
             with tally.lock:
                 tally.rows += int(saved["saved"])
                 tally.trials += 1
-    except Exception:  # counted in tally.errors by `call` (or the client could not connect)
+    except Exception as exc:  # a failed call (counted by `call`), or the client could not connect
         with tally.lock:
-            if not tally.errors or "connect" not in tally.errors[-1]:
-                tally.errors.append("listener stopped")
+            tally.stopped += 1
+            if not isinstance(exc, CallFailed):
+                tally.errors.append(f"connecting: {str(exc)[:120]}")
 
 
 def run_level(url: str, listeners: int, trials: int) -> tuple[Tally, float]:
@@ -235,7 +241,7 @@ def main() -> None:
                     )
                 first = f" (first: {tally.errors[0]})" if tally.errors else ""
                 print(f"  {n} listeners x {args.trials} trials in {wall:.0f} s: errors seen by a listener ", end="")
-                print(f"{len(tally.errors)}{first}")
+                print(f"{len(tally.errors)}{first}; listeners who could not go on {tally.stopped}")
                 print(
                     f"  rows: expected {expected_rows}, found {rows} ({rated} trials rated)"
                     f" {'exact' if rows == expected_rows else 'MISMATCH'}"

@@ -193,6 +193,19 @@ def test_trials_reuse_their_excerpt_files(lab):
 # ---------------------------------------------------------------------------- really listened to
 
 
+def test_the_lab_prepares_every_example_clip_s_stimuli_once(lab):
+    lab.prepare()  # what app.py starts in the background: whatever earlier tests left is completed
+    folders = {p.name for p in lab.trial_files.excerpts.iterdir() if (p / "done").exists()}
+    mushra = {key for key, _ in lab.store.excerpt_metrics()}  # scored: one per MUSHRA excerpt
+    assert len(lab.clips) * 2 <= len(mushra) <= len(lab.clips) * 2 * EXCERPTS_PER_SOURCE
+    assert len(folders) >= len(mushra) and lab.prepare() == 0  # nothing left to write
+    client = new_client(lab)
+    listener = ready_listener(client, lab)
+    _, trial = get_trial(client, listener)
+    assert lab.store.get_trial(trial["trial_id"]).excerpt in mushra  # a prepared one
+    assert {p.name for p in lab.trial_files.excerpts.iterdir()} == folders  # nothing cut for it
+
+
 def test_the_last_trial_of_a_session_repeats_an_excerpt_blind(lab):
     """Test-retest: the session's last trial (here the 3rd) plays an excerpt the listener rated in
     this session again, with new labels and new files; screening compares the two answers."""

@@ -18,7 +18,7 @@
 | `APP_TRIAL_SECONDS` | 10 | a blind trial's excerpt; no rating is accepted sooner |
 | `APP_SESSION_TRIALS` | 8 | trials per listening session in the page (one of them repeats an earlier excerpt) |
 | `APP_MIN_HEARD_S` | 3 | seconds each sample must sound in the page's player before its rating counts |
-| `APP_PREPARE_STIMULI` | 1 | at start, separate the example clips and cut their MUSHRA excerpts in the background (0: on demand) |
+| `APP_PREPARE_STIMULI` | 1 | at start, separate the example clips and cut their excerpts in the background |
 | `APP_WORK_MAX_MB` | 2000 | size cap of the app's work folder (stems, trial audio) |
 | `APP_PROXY_HOPS` | 1 on a Space, else 0 | proxies in front adding to `X-Forwarded-For` (0: header ignored) |
 | `APP_COUNT_API_RATINGS` | 0 | 1: count ratings sent over the API (scripts, no play records) in the results |
