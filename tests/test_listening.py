@@ -427,6 +427,42 @@ def listen(page, key: str, seconds: float) -> None:
     page.wait_for_timeout(int(seconds * 1000))
 
 
+def check_transport(page) -> None:
+    """What the trial player promises, read back from the page: switching keeps the position, one
+    sample sounds afterwards, and the loop region holds."""
+    # switching keeps the position: B starts where the reference was, on the same clock instant
+    page.locator(".lab-play").click()
+    page.wait_for_function("() => document.querySelector('.lab-trial').labPlayer.state().position > 0.8")
+    page.locator("body").click(position={"x": 5, "y": 5})  # the keys act on the page, not a field
+    page.keyboard.press("2")
+    page.wait_for_timeout(150)
+    state = player_state(page)
+    switch = state["lastSwitch"]
+    assert (switch["from"], switch["to"]) == ("reference", "B") and state["current"] == "B"
+    assert 0.8 <= switch["at"] < SECONDS and abs(state["position"] - switch["at"]) < 0.5, state
+    # one sample sounds: the reference's source faded out in 5 ms and stopped
+    assert state["sounding"] == ["B"] and state["sources"] == 1, state
+    page.keyboard.press("r")
+    page.wait_for_timeout(150)
+    state = player_state(page)
+    assert state["sounding"] == ["reference"] and state["lastSwitch"]["at"] > 0, state
+
+    # a loop region set on the reference holds: the position never leaves it
+    page.locator(".lab-loop-a").fill("0.5")
+    page.locator(".lab-loop-a").dispatch_event("change")
+    page.locator(".lab-loop-b").fill("1.2")
+    page.locator(".lab-loop-b").dispatch_event("change")
+    seen = []
+    for _ in range(25):  # 1.5 s: the 0.7-s region plays twice over
+        page.wait_for_timeout(60)
+        seen.append(player_state(page)["position"])
+    assert all(0.5 - 1e-6 <= x <= 1.2 + 1e-6 for x in seen), seen
+    assert max(seen) - min(seen) > 0.4  # it played (and wrapped), it did not stand still
+    page.locator("body").click(position={"x": 5, "y": 5})  # out of the number field
+    page.keyboard.press(" ")  # space pauses
+    assert player_state(page)["playing"] is False
+
+
 @pytest.mark.browser
 def test_a_mushra_session_in_the_browser(lab):
     from playwright.sync_api import expect, sync_playwright
@@ -471,34 +507,7 @@ def test_a_mushra_session_in_the_browser(lab):
         assert not [r for r in lab.store.rows() if r["listener"] == listener]
         page.get_by_test_id("toast-close").first.click()
 
-        # switching keeps the position: B starts where the reference was, on the same clock instant
-        page.locator(".lab-play").click()
-        page.wait_for_function("() => document.querySelector('.lab-trial').labPlayer.state().position > 0.8")
-        page.locator("body").click(position={"x": 5, "y": 5})  # the keys act on the page, not a field
-        page.keyboard.press("2")
-        page.wait_for_timeout(150)
-        state = player_state(page)
-        switch = state["lastSwitch"]
-        assert (switch["from"], switch["to"]) == ("reference", "B") and state["current"] == "B"
-        assert 0.8 <= switch["at"] < SECONDS and abs(state["position"] - switch["at"]) < 0.5, state
-        # one sample sounds: the reference's source faded out in 5 ms and stopped
-        assert state["sounding"] == ["B"] and state["sources"] == 1, state
-        page.keyboard.press("r")
-        page.wait_for_timeout(150)
-        state = player_state(page)
-        assert state["sounding"] == ["reference"] and state["lastSwitch"]["at"] > 0, state
-
-        # a loop region set on the reference holds: the position never leaves it
-        page.locator(".lab-loop-a").fill("0.5")
-        page.locator(".lab-loop-a").dispatch_event("change")
-        page.locator(".lab-loop-b").fill("1.2")
-        page.locator(".lab-loop-b").dispatch_event("change")
-        seen = [player_state(page)["position"] for _ in range(25) if not page.wait_for_timeout(60)]
-        assert all(0.5 - 1e-6 <= x <= 1.2 + 1e-6 for x in seen), seen
-        assert max(seen) - min(seen) > 0.4  # it played (and wrapped), it did not stand still
-        page.locator("body").click(position={"x": 5, "y": 5})  # out of the number field
-        page.keyboard.press(" ")  # space pauses
-        assert player_state(page)["playing"] is False
+        check_transport(page)
 
         # listen to each sample long enough, then rate each
         for key in ["reference", "A", "B", "C", "D"]:

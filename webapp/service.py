@@ -123,7 +123,8 @@ class ModelPool:
 
     def wait(self, timeout: float | None = None) -> None:
         for t in self._threads:
-            t.join(timeout)
+            if t.ident is not None:  # loaded in the foreground (`background=False`): nothing to wait for
+                t.join(timeout)
 
     def ready(self) -> list[ModelSlot]:
         return [s for s in self.slots.values() if s.ready]
