@@ -163,35 +163,37 @@ def test_screening_names_what_excludes_each_listener():
     assert summary(rows)["screening"]["headphones"]["listeners"] == 0  # no record of checks: nobody excluded
 
 
+def page_trial(who: str, trial: str, excerpt: str, scores: dict, took: float = 40.0, heard: float = 15.0):
+    """The rows of one MUSHRA trial answered from the page: `took` seconds from issue to answer,
+    `heard` seconds of listening reported (3 s of each of 4 samples and the reference: 15)."""
+    return [
+        {
+            "listener": who,
+            "trial": trial,
+            "kind": "mushra",
+            "excerpt": excerpt,
+            "condition": c,
+            "source": "vocals",
+            "score": float(v),
+            "took": took,
+            "heard": heard,
+            "via": "page",
+        }
+        for c, v in scores.items()
+    ]
+
+
 def campaign(seed: int = 0) -> list[dict]:
-    """Rows of a MUSHRA campaign on 6 excerpts: five honest listeners (scores scattered around
-    each excerpt's truth: dprnn 45-75, conv1d 25-55), each session with one excerpt played twice;
-    the page reported 3 s heard of each of the 4 samples and the reference, answers after 40 s."""
+    """A MUSHRA campaign on 6 excerpts: five honest listeners (scores scattered around each
+    excerpt's truth: dprnn 45-75, conv1d 25-55), each session with one excerpt played twice."""
     rng = np.random.default_rng(seed)
     truth = {f"x{e}": {"dprnn": 45 + 6 * e, "conv1d": 25 + 6 * e} for e in range(6)}
     rows = []
-
-    def trial(who, n, excerpt, scores, took=40.0, heard=15.0):
-        rows.extend(
-            {
-                "listener": who,
-                "trial": f"{who}-{n}",
-                "kind": "mushra",
-                "excerpt": excerpt,
-                "condition": c,
-                "source": "vocals",
-                "score": float(v),
-                "took": took,
-                "heard": heard,
-                "via": "page",
-            }
-            for c, v in scores.items()
-        )
-
     for h in range(5):
         for n, excerpt in enumerate([*truth, "x0"]):  # the session's last trial repeats its first excerpt
             noisy = {c: np.clip(v + rng.normal(0, 8), 0, 100) for c, v in truth[excerpt].items()}
-            trial(f"honest{h}", n, excerpt, {"reference": 100, "anchor": 15 + rng.normal(0, 4), **noisy})
+            scores = {"reference": 100, "anchor": 15 + rng.normal(0, 4), **noisy}
+            rows += page_trial(f"honest{h}", f"honest{h}-{n}", excerpt, scores)
     return rows
 
 
@@ -201,21 +203,7 @@ def test_an_informed_cheater_passes_bs1534_but_not_the_crowd_rule():
     rows = campaign()
     honest = np.mean([r["score"] for r in rows if r["condition"] == "dprnn"])
     for n, excerpt in enumerate(["x0", "x1", "x2", "x3", "x4", "x5", "x0"]):
-        rows += [
-            {
-                "listener": "cheater",
-                "trial": f"c{n}",
-                "kind": "mushra",
-                "excerpt": excerpt,
-                "condition": c,
-                "source": "vocals",
-                "score": v,
-                "took": 40.0,
-                "heard": 15.0,
-                "via": "page",
-            }
-            for c, v in (("reference", 100.0), ("anchor", 0.0), ("dprnn", 95.0), ("conv1d", 10.0))
-        ]
+        rows += page_trial("cheater", f"c{n}", excerpt, {"reference": 100, "anchor": 0, "dprnn": 95, "conv1d": 10})
     flags = excluded_by(rows, None)
     assert flags["cheater"] == ["outlier"]  # consistent (retest) and the rules of BS.1534 hold for them
     assert not any(flags[f"honest{h}"] for h in range(5))
@@ -233,42 +221,10 @@ def test_a_random_clicker_fails_the_retest_and_a_fast_script_the_timing():
     rows = campaign(1)
     rng = np.random.default_rng(5)
     for n, excerpt in enumerate(["x0", "x1", "x2", "x0"]):  # references right, models at random
-        rows += [
-            {
-                "listener": "clicker",
-                "trial": f"k{n}",
-                "kind": "mushra",
-                "excerpt": excerpt,
-                "condition": c,
-                "source": "vocals",
-                "score": v,
-                "took": 30.0,
-                "heard": 15.0,
-                "via": "page",
-            }
-            for c, v in (
-                ("reference", 100.0),
-                ("anchor", 10.0),
-                ("dprnn", 100.0 * (n % 2)),
-                ("conv1d", rng.uniform(0, 100)),
-            )
-        ]
+        scores = {"reference": 100, "anchor": 10, "dprnn": 100 * (n % 2), "conv1d": rng.uniform(0, 100)}
+        rows += page_trial("clicker", f"k{n}", excerpt, scores, took=30.0)
     # a script that claims 15 s of listening and answers 11 s after the trial was issued
-    rows += [
-        {
-            "listener": "script",
-            "trial": "s0",
-            "kind": "mushra",
-            "excerpt": "x3",
-            "condition": c,
-            "source": "vocals",
-            "score": v,
-            "took": 11.0,
-            "heard": 15.0,
-            "via": "page",
-        }
-        for c, v in (("reference", 100.0), ("anchor", 20.0), ("dprnn", 62.0), ("conv1d", 40.0))
-    ]
+    rows += page_trial("script", "s0", "x3", {"reference": 100, "anchor": 20, "dprnn": 62, "conv1d": 40}, took=11.0)
     flags = excluded_by(rows, None)
     assert "retest" in flags["clicker"] and retest_inconsistency(rows)["clicker"] > 25
     assert flags["script"] == ["timing"] and faster_than_the_audio(rows) == {"script": 1}
