@@ -7,7 +7,8 @@ the demo clips) in a fresh data folder and work folder, behind `APP_PROXY_HOPS=1
 simulated listener is a gradio_client of its own with its own forwarded address, and goes
 through what a listener does: a listener id, the headphone check and its answers, then
 `--trials` blind trials, each answered once the server allows it (one excerpt length after it
-was issued). The listeners of a level arrive at once, as a class told to start does.
+was issued). The listeners of a level have the page open (their clients connected), then all
+start at once, as a class told to start does.
 
 Warm-up first: the app prepares its stimuli in the background at start (every demo clip
 separated, its MUSHRA excerpts cut, matched and scored: `APP_PREPARE_STIMULI`), then one
@@ -160,11 +161,17 @@ def new_client(url: str) -> Client:
 
 
 def listener_run(url: str, trials: int, tally: Tally, start: threading.Barrier | None = None) -> None:
-    """One listener: an id, the headphone check, `trials` trials rated as soon as allowed."""
+    """One listener: the page open (a client connected), then, when all are (`start`), an id, the
+    headphone check, `trials` trials rated as soon as allowed."""
+    try:
+        client = new_client(url)
+    except Exception as exc:
+        client = exc
     if start is not None:
         start.wait()
     try:
-        client = new_client(url)
+        if isinstance(client, Exception):
+            raise client
         me = tally.call(client, "/listener")
         tally.call(client, "/headphone_check", me)
         tally.call(client, "/headphone_answer", me, [1, 2, 3, 1, 2, 3])

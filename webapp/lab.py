@@ -288,7 +288,7 @@ class LabApp:
         done = self.store.rated_trials(listener)
         if n < 3 or done % n != n - 1:
             return None
-        frames = int(min(self.config.trial_seconds, 1e9) * SAMPLE_RATE)
+        frames = int(self.config.trial_seconds * SAMPLE_RATE)
         for trial in self.store.answered_trials(listener, n - 1):
             if trial.kind != "mushra" or not trial.excerpt or trial.clip not in self.clips:
                 continue
