@@ -8,6 +8,7 @@ import csv
 import io
 import json
 import os
+import re
 import sqlite3
 import urllib.error
 import urllib.request
@@ -27,6 +28,7 @@ from webapp.config import AppConfig
 from webapp.listeners import Signer
 from webapp.service import ModelPool
 from webapp.trials import EXCERPTS_PER_SOURCE, loudness
+from webapp.ui_listening import saved_message
 
 SR = SAMPLE_RATE
 pytestmark = pytest.mark.slow  # every test here talks to a launched app (about 6 s to start)
@@ -222,6 +224,17 @@ def test_the_last_trial_of_a_session_repeats_an_excerpt_blind(lab):
     assert excerpts[2] in excerpts[:2], excerpts
     _, fourth = get_trial(client, listener)  # a new session: no repeat due
     assert lab.store.get_trial(fourth["trial_id"]).excerpt is not None
+    # the session is complete: the page gives a completion code, which the admin export lists
+    # beside each of the session's ratings (a paid campaign checks a payment against them)
+    who = lab.listener(listener)
+    code = lab.completion_code(who, 1)
+    assert re.fullmatch(r"[A-Z2-7]{4}-[A-Z2-7]{4}", code) and f"**{code}**" in saved_message(lab, listener)
+    assert code != lab.completion_code(who, 2) and code != lab.completion_code("f" * 32, 1)
+    assert lab_module.LabApp(lab.config, pool=lab.pool).completion_code(who, 1) == code  # a restart: the same
+    link = new_client(lab).predict(ADMIN, api_name="/export_link")
+    with urllib.request.urlopen(lab.url.rstrip("/") + link) as response:
+        rows = [r for r in csv.DictReader(io.StringIO(response.read().decode())) if r["listener"] == who]
+    assert len(rows) == 3 * 4 and {r["completion_code"] for r in rows} == {code}
 
 
 def test_an_early_rating_is_refused_and_stores_nothing(lab):

@@ -6,6 +6,7 @@ benchmarks drive the same code without a browser.
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import hashlib
 import hmac
@@ -407,7 +408,33 @@ class LabApp:
         if expiry is None or expiry < time.monotonic():
             return None
         # every listener's screening flags, over all of its rows (API ones too: the raw data)
-        return self.store.export_lines(excluded_by(self.store.rows(), self.store.headphone_scores()))
+        flags = excluded_by(self.store.rows(), self.store.headphone_scores())
+        return self.store.export_lines(flags, self.session_codes())
+
+    def completion_code(self, listener: str, session: int) -> str:
+        """The code a listener is shown at the end of their session number `session` (1, 2, ...),
+        to paste where a paid campaign asks for one (Prolific, MTurk). The admin export gives each
+        rating its session's code beside the listener's screening flags, so a payment is checked
+        against the ratings. Keyed with the app's secret: it cannot be made without it, and a
+        restart gives the same code."""
+        key = self.signer.derived_key("completion").encode()
+        digest = hmac.new(key, f"{listener}:{session}".encode(), hashlib.sha256).digest()
+        text = base64.b32encode(digest[:5]).decode()  # 8 characters, no 0/1/8/9 to misread
+        return f"{text[:4]}-{text[4:]}"
+
+    def session_codes(self) -> dict[str, str]:
+        """{trial id: the completion code of its session} for every completed session (sessions of
+        `APP_SESSION_TRIALS` answers, counted as the page counts them)."""
+        n = self.config.session_trials
+        answered: dict[str, list[str]] = {}
+        for listener, trial in self.store.answer_order():
+            answered.setdefault(listener, []).append(trial)
+        codes = {}
+        for listener, trials in answered.items():
+            for k in range(len(trials) // n):
+                code = self.completion_code(listener, k + 1)
+                codes.update({trial: code for trial in trials[k * n : (k + 1) * n]})
+        return codes
 
     def status_markdown(self) -> str:
         # words, not emoji: a machine without an emoji font shows a box for each (Spaces' viewers too)

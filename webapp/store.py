@@ -478,9 +478,18 @@ class RatingsStore:
             out.append(row)
         return out
 
-    def export_lines(self, flags: dict[str, list[str]] | None = None) -> Iterator[str]:
+    def answer_order(self) -> list[tuple[str, str]]:
+        """(listener, trial) of every answered trial, in the order they were answered."""
+        query = "SELECT listener, trial FROM ratings GROUP BY listener, trial ORDER BY MIN(id)"
+        return [(r["listener"], r["trial"]) for r in self._connect().execute(query)]
+
+    def export_lines(
+        self, flags: dict[str, list[str]] | None = None, codes: dict[str, str] | None = None
+    ) -> Iterator[str]:
         """Every rating row as CSV text, formula-safe, with the screening criteria that exclude
-        its listener (`excluded_by`, empty when kept): a line at a time, for streaming."""
+        its listener (`excluded_by`, empty when kept) and the completion code of the session its
+        trial belongs to (`codes`: {trial: code}, empty until the session is complete): a line at
+        a time, for streaming."""
         cur = self._connect().execute("SELECT * FROM ratings ORDER BY id")
         names = [d[0] for d in cur.description]
         buffer = io.StringIO()
@@ -492,10 +501,11 @@ class RatingsStore:
             writer.writerow(cells)
             return buffer.getvalue()
 
-        yield line([*names, "excluded_by"])
+        yield line([*names, "excluded_by", "completion_code"])
         for row in cur:
             excluded = ";".join((flags or {}).get(row["listener"], []))
-            yield line([safe_cell(v) for v in row] + [safe_cell(excluded)])
+            code = (codes or {}).get(row["trial"], "")
+            yield line([safe_cell(v) for v in row] + [safe_cell(excluded), safe_cell(code)])
 
     def export_csv(self, path: str | os.PathLike, flags: dict[str, list[str]] | None = None) -> Path:
         """`export_lines` written to a file, atomically (scripts and tests; the app streams)."""

@@ -108,6 +108,21 @@ def show_trial(lab: LabApp, tab: RatingTab, trial: TrialAudio, clip: str, index:
     }
 
 
+def saved_message(lab: LabApp, token) -> str:
+    """What the page says once an answer is saved: where the session stands, and at its end the
+    completion code a paid campaign asks for."""
+    listener = lab.listener(token)
+    done = lab.store.rated_trials(listener)
+    total = lab.config.session_trials
+    if done % total:
+        return f"Saved ({done % total} of {total}). Start the next trial when ready."
+    code = lab.completion_code(listener, done // total)
+    return (
+        f"Saved: that was the last of {total}. Thank you! Your completion code for this session: "
+        f"**{code}** (if a study sent you here, paste it there). Another session is welcome."
+    )
+
+
 def missing_text(unheard: list[str], unset: list[str], seconds: float = 0.0) -> str:
     """What is left before a trial can be submitted, in words ("listen to B and the reference for
     3 s each; rate A"), as the player says it."""
@@ -205,14 +220,7 @@ def wire_rating_tab(lab: LabApp, tab: RatingTab, result: gr.State, listener: gr.
         return None
 
     def on_saved(token):
-        done = lab.store.rated_trials(lab.listener(token))
-        total = lab.config.session_trials
-        message = (
-            f"Saved ({done % total or total} of {total}). Start the next trial when ready."
-            if done % total
-            else f"Saved: that was the last of {total}. Thank you! Another session is welcome."
-        )
-        return {tab.submit_msg: message, tab.player: ""}
+        return {tab.submit_msg: saved_message(lab, token), tab.player: ""}
 
     tab.start.click(
         on_start,
