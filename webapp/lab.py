@@ -19,7 +19,6 @@ import shutil
 import tempfile
 import threading
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -51,13 +50,6 @@ from .trials import TrialAudio, TrialFiles, headphone_check, make_trial, prepare
 log = logging.getLogger("webapp")
 
 WORK_MAX_AGE_S = 3 * 3600  # request folders (stems, trials) older than this are deleted
-
-
-@dataclass
-class TrialState:
-    trial_id: str
-    kind: str
-    labels: list[str]
 
 
 class LabApp:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import gradio as gr
 
-from .store import RatingError
+from .store import RatingError, needed_listening
 from .trials import TrialAudio
 
 STATIC = Path(__file__).resolve().parent / "static"
@@ -53,11 +53,6 @@ def trial_value(trial: TrialAudio, min_heard: float) -> str:
             "urls": urls,
         }
     )
-
-
-def needed_listening(min_heard: float, seconds: float) -> float:
-    """Seconds each sample must be heard: the setting, but never more than the excerpt lasts."""
-    return round(min(float(min_heard), float(seconds)), 3)
 
 
 def read_answer(value, trial_id: str) -> dict:

@@ -383,7 +383,7 @@ class RatingsStore:
             )
         listened = _listening(heard)
         if min_heard is not None:
-            _check_heard(trial, listened, rated, min(min_heard, trial.seconds))
+            _check_heard(trial, listened, rated, needed_listening(min_heard, trial.seconds))
         rows = _answer_rows(trial, scores, choice, mos)
         db = self._connect()
         try:
@@ -555,6 +555,12 @@ def _listening(heard) -> dict[str, float]:
     return out
 
 
+def needed_listening(min_heard: float, seconds: float) -> float:
+    """Seconds each sample must be heard: the setting, but never more than the excerpt lasts (to
+    the millisecond). One rule for the page's submit button and the server's check."""
+    return round(min(float(min_heard), float(seconds)), 3)
+
+
 def _check_heard(trial: Trial, heard: dict[str, float], rated, seconds: float) -> None:
     """The page's rule: a score counts once its sample was heard for `seconds` (the open
     reference too) and, in MUSHRA, its slider set."""
@@ -563,7 +569,7 @@ def _check_heard(trial: Trial, heard: dict[str, float], rated, seconds: float) -
     rated = set(rated) if isinstance(rated, list) else set()
     unset = [label for label in sorted(trial.conditions) if label not in rated] if trial.kind == "mushra" else []
     if unheard or unset:
-        raise IncompleteTrial(unheard, unset, round(seconds, 3))
+        raise IncompleteTrial(unheard, unset, seconds)
 
 
 def _score(value, low: float, high: float) -> float:

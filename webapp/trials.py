@@ -64,6 +64,7 @@ class TrialAudio:
     files: dict[str, Path]  # label -> audio (random names: nothing in them reveals the condition)
     reference: Path | None  # the open reference (MUSHRA)
     seconds: float
+    clip: str  # what the excerpt is from (the page names it)
 
 
 # ---------------------------------------------------------------------------- signals
@@ -319,7 +320,7 @@ def trial_audio(trial) -> TrialAudio:
     files = {label: Path(path) for label, path in trial.files.items()}
     reference = files.pop("reference", None)
     labels = sorted(trial.conditions)
-    return TrialAudio(trial.id, trial.kind, trial.source, labels, files, reference, trial.seconds)
+    return TrialAudio(trial.id, trial.kind, trial.source, labels, files, reference, trial.seconds, trial.clip)
 
 
 def _write_excerpt(

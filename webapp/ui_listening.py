@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import gradio as gr
 
 from .figures import agreement_figure, mushra_figure, preference_figure, rounded
-from .lab import LabApp, TrialState
+from .lab import LabApp
 from .listeners import RateLimited
 from .player import read_answer, trial_player, trial_value
 from .store import IncompleteTrial, RatingError
@@ -88,15 +88,15 @@ def build_rating_tab(lab: LabApp) -> RatingTab:
     return RatingTab(start, info, CheckPanel(group, players, answers, check_submit), player, submit_msg)
 
 
-def show_trial(lab: LabApp, tab: RatingTab, trial: TrialAudio, clip: str, index: int, again: bool = False) -> dict:
+def show_trial(lab: LabApp, tab: RatingTab, trial: TrialAudio, index: int, again: bool = False) -> dict:
     """Named updates of the rating tab for a trial (`index` of the session's trials)."""
     total = lab.config.session_trials
     mushra = trial.kind == "mushra"
     what = (
-        f"**Trial {index} of {total}**: MUSHRA on **{trial.source}** of *{clip}*: listen to the reference and "
+        f"**Trial {index} of {total}**: MUSHRA on **{trial.source}** of *{trial.clip}*: listen to the reference and "
         "every sample, then rate each against the reference."
         if mushra
-        else f"**Trial {index} of {total}**: A/B on **{trial.source}** of *{clip}*: listen to both, then choose."
+        else f"**Trial {index} of {total}**: A/B on **{trial.source}** of *{trial.clip}*: listen to both, then choose."
     )
     if again:
         what += " (Your unanswered trial, shown again.)"
@@ -150,7 +150,7 @@ def no_listener_text(exc: Exception) -> str:
 
 
 def wire_rating_tab(lab: LabApp, tab: RatingTab, result: gr.State, listener: gr.BrowserState, refresh_results) -> None:
-    trial_state = gr.State(None)
+    trial_state = gr.State(None)  # the id of the trial on show (the server's, not the page's word)
 
     def on_start(sep, token, request: gr.Request):
         issued = {}
@@ -174,7 +174,6 @@ def wire_rating_tab(lab: LabApp, tab: RatingTab, result: gr.State, listener: gr.
             again = trial is not None
             if trial is None:
                 trial, sep = lab.trial_for(sep, token, client)
-            clip = lab.store.get_trial(trial.trial_id).clip
         except RateLimited as exc:
             if token is None:  # no id could be issued at all: say why, and until when
                 raise gr.Error(page_text(no_listener_text(exc)), print_exception=False) from None
@@ -185,8 +184,8 @@ def wire_rating_tab(lab: LabApp, tab: RatingTab, result: gr.State, listener: gr.
         index = lab.store.rated_trials(lab.listener(token)) % lab.config.session_trials + 1
         return {
             **issued,
-            trial_state: TrialState(trial.trial_id, trial.kind, trial.labels),
-            **show_trial(lab, tab, trial, clip, index, again),
+            trial_state: trial.trial_id,
+            **show_trial(lab, tab, trial, index, again),
         }
 
     def on_check(token, *answers):
@@ -207,12 +206,12 @@ def wire_rating_tab(lab: LabApp, tab: RatingTab, result: gr.State, listener: gr.
             tab.info: f"Headphone check: {score} of {HEADPHONE_TRIALS} right, {verdict} Start a trial when ready.",
         }
 
-    def on_submit(state, token, value, request: gr.Request):
-        if state is None:
+    def on_submit(trial_id, token, value, request: gr.Request):
+        if trial_id is None:
             raise gr.Error("start a trial first", print_exception=False)
         try:
-            answer = read_answer(value, state.trial_id)
-            lab.answer(token, state.trial_id, answer, client_of(lab, request), page=True)
+            answer = read_answer(value, trial_id)
+            lab.answer(token, trial_id, answer, client_of(lab, request), page=True)
         except IncompleteTrial as exc:  # the page's own check was got round: say what is left
             raise gr.Error(missing_text(exc.unheard, exc.unset, exc.seconds), print_exception=False) from None
         except Exception as exc:
