@@ -68,3 +68,13 @@ def isolated_caches(tmp_path_factory, monkeypatch):
     monkeypatch.delenv("DPRNN_REPO", raising=False)
     monkeypatch.delenv("CONV1D_REPO", raising=False)
     return root
+
+
+@pytest.fixture
+def shipped_dprnn():
+    """The DPRNN the project ships (assets/checkpoints/dprnn), in eval mode."""
+    from separation.pretrained import get_named_model
+
+    model, info = get_named_model("dprnn").load()
+    assert info.trained
+    return model.eval()

@@ -219,3 +219,41 @@ def test_with_one_model_the_page_says_why_there_is_no_ab_and_hides_its_results(p
     assert single.mushra_plot.visible and single.mushra.visible
     assert not (single.preference_plot.visible or single.preference.visible or single.mos.visible)
     assert both.preference_plot.visible and both.preference.visible and both.mos.visible
+
+
+def test_separations_run_on_the_labs_own_threads_and_a_handler_may_nest_them(pool, demo_clip, tmp_path):
+    """Every separation runs on one of the lab's `concurrency` threads (torch's OpenMP teams stay
+    few); a request handler that puts its whole work there, as the Separate tab's do, calls
+    `separate` from inside without waiting on itself; the caller's context variables go along
+    (where Gradio looks up the request a progress bar belongs to)."""
+    import contextvars
+
+    from webapp.lab import LabApp
+
+    lab = LabApp(AppConfig(data_dir=tmp_path), pool=pool)
+    request = contextvars.ContextVar("request", default=None)
+    mix, refs = load_clip(demo_clip, 0.0, 2.0)
+    seen = []
+
+    def progress(fraction, text):
+        seen.append((threading.current_thread().name, request.get()))
+
+    def handler():
+        seen.append((threading.current_thread().name, request.get()))
+        return lab.separate(mix, refs, demo_clip.id, progress=progress, models=["dprnn"])
+
+    def request_thread(i):
+        request.set(f"request {i}")
+        results.append(lab.on_compute_thread(handler))
+
+    results: list = []
+    threads = [threading.Thread(target=request_thread, args=(i,)) for i in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    assert len(results) == 3 and all(set(r.stems) == {"dprnn"} for r in results)
+    names = {name for name, _ in seen}
+    assert names == {"separate_0"}, names  # concurrency 1: one thread for every request
+    assert {r for _, r in seen} == {"request 0", "request 1", "request 2"}
+    assert all(r is not None for _, r in seen)

@@ -133,15 +133,19 @@ def wire_api(lab: LabApp) -> None:
     def api_separate(path, which, *, client):
         """Separate an audio file with the app's models; returns the stem files and a JSON summary."""
         wanted = lab.check_models(which)
-        sep = lab.separate(lab.read_upload(path), None, Path(path).name, models=wanted)
+        sep = lab.on_compute_thread(lambda: lab.separate(lab.read_upload(path), None, Path(path).name, models=wanted))
         return api_result(sep, wanted)
 
     def api_separate_clip(clip_id, start_s, length_s, *, client):
         """Separate an excerpt of a clip with known stems; the JSON summary includes the metrics."""
-        mix, refs, label = clip_excerpt(
-            lab, clip_id, 0 if start_s is None else start_s, 30 if length_s is None else length_s
-        )
-        return api_result(lab.separate(mix, refs, label), None)
+
+        def work():
+            mix, refs, label = clip_excerpt(
+                lab, clip_id, 0 if start_s is None else start_s, 30 if length_s is None else length_s
+            )
+            return lab.separate(mix, refs, label)
+
+        return api_result(lab.on_compute_thread(work), None)
 
     def guard(fn):
         return guarded(lab, fn)

@@ -69,10 +69,11 @@ def band_power(
     matrix, centres = _BANDS_CACHE[N_FFT]
     pooled = []
     for (spec,) in stft_segments(stft, [x], frames_per_segment=pool * max(1, 4096 // pool)):  # whole pools
-        banded = matrix @ spec.abs().square().mean(dim=0)  # (bands, frames of this segment)
-        pad = (-banded.shape[1]) % pool  # only the last segment can be short
-        banded = torch.nn.functional.pad(banded, (0, pad))
-        pooled.append(banded.reshape(banded.shape[0], -1, pool).mean(dim=-1))
+        power = spec.abs().square_().mean(dim=0)  # (bins, frames of this segment)
+        pad = (-power.shape[1]) % pool  # only the last segment can be short
+        power = torch.nn.functional.pad(power, (0, pad))
+        # Pooled before the bands are summed (both are linear): the product is pool times smaller.
+        pooled.append(matrix @ power.reshape(power.shape[0], -1, pool).mean(dim=-1))
     banded = torch.cat(pooled, dim=1)
     times = (np.arange(banded.shape[1]) * pool + pool / 2) * HOP / SAMPLE_RATE
     return banded.numpy(), times, centres

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import contextvars
 import hashlib
 import hmac
 import json
@@ -19,6 +20,7 @@ import shutil
 import tempfile
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -85,8 +87,14 @@ class LabApp:
         )
         self._demo: dict[str, Separation] = {}
         self._demo_lock = threading.Lock()
-        # separations at once, whatever asks (the Separate tab's queue, a trial's example clip)
-        self._separating = threading.BoundedSemaphore(max(1, config.concurrency))
+        # Separations at once, whatever asks (the Separate tab's queue, a trial's example clip),
+        # each on one of the same few threads: every thread that runs torch's parallel ops keeps
+        # an OpenMP team, and with more teams' threads than cores libgomp stops spinning between
+        # parallel regions, which made a separation on the server's ever-changing worker threads
+        # 15-30% slower than on one thread (`bench/app_latency`).
+        self._separating = ThreadPoolExecutor(
+            max(1, config.concurrency), thread_name_prefix="separate", initializer=_mark_compute_thread
+        )
         self.signer = Signer(config.secret, key_file=self.data_dir / "secret.key")
         hour = 3600.0
         self.limiter = RateLimiter({**{k: (v, hour) for k, v in config.limits.items()}, "admin": (5, 900.0)})
@@ -125,8 +133,16 @@ class LabApp:
     def separate(self, mix, references, clip: str, progress=None, models: list[str] | None = None) -> Separation:
         # every request writes ~6 files of the input's length: old ones go (Gradio has copies of what it served)
         self.tidy()
-        with self._separating:
-            return self._separate_on_gpu(mix, references, clip, models, progress)
+        return self.on_compute_thread(self._separate_on_gpu, mix, references, clip, models, progress)
+
+    def on_compute_thread(self, fn, *args):
+        """`fn(*args)` on one of the separation threads (at most `concurrency` at once), waited
+        for; at once where the caller is one. A request handler runs its whole audio work so:
+        reading and cutting the input too, which also start torch's parallel ops."""
+        if getattr(_thread, "computes", False):
+            return fn(*args)
+        # the caller's context goes along: Gradio finds the request a progress bar belongs to there
+        return self._separating.submit(contextvars.copy_context().run, fn, *args).result()
 
     def tidy(self, *, now: bool = False) -> None:
         """Keep the work folder under its age and size caps (checked at most once a minute)."""
@@ -446,6 +462,13 @@ def summary_public(lab: LabApp) -> dict:
     mushra["kept"] = len(mushra["kept"])
     mushra["dropped"] = len(mushra["dropped"])
     return {**s, "mushra": mushra}
+
+
+_thread = threading.local()
+
+
+def _mark_compute_thread() -> None:
+    _thread.computes = True
 
 
 def clip_excerpt(lab: LabApp, clip_id: str, start_s, length_s):

@@ -198,19 +198,26 @@ def wire_separate_tab(lab: LabApp, tab: SeparateTab, result: gr.State, status: g
         return {result: sep, status: lab.status_markdown(), **show_separation(lab, tab, sep, guide_pct)}
 
     def on_upload(path, guide_pct, progress=gr.Progress()):
+        def work():
+            mix = lab.read_upload(path)
+            return finish(
+                lab.separate(mix, None, Path(path).name, progress=lambda f, d: progress(f, desc=d)), guide_pct
+            )
+
         try:
-            sep = lab.separate(lab.read_upload(path), None, Path(path).name, progress=lambda f, d: progress(f, desc=d))
+            return lab.on_compute_thread(work)
         except Exception as exc:
             raise error(exc) from None
-        return finish(sep, guide_pct)
 
     def on_clip(clip_id, start_s, length_s, guide_pct, progress=gr.Progress()):
-        try:
+        def work():
             mix, refs, label = clip_excerpt(lab, clip_id, start_s, length_s)
-            sep = lab.separate(mix, refs, label, progress=lambda f, d: progress(f, desc=d))
+            return finish(lab.separate(mix, refs, label, progress=lambda f, d: progress(f, desc=d)), guide_pct)
+
+        try:
+            return lab.on_compute_thread(work)
         except Exception as exc:
             raise error(exc) from None
-        return finish(sep, guide_pct)
 
     def on_clip_change(clip_id):
         c = lab.clips.get(clip_id)

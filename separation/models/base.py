@@ -106,8 +106,10 @@ class MaskModel(SeparationModel):
     def forward(self, mix: Tensor) -> Tensor:
         """`(B, C, T)` mixture -> `(B, S, C, T)` source waveforms."""
         spec = self.stft(mix)
-        mags = self.estimate(spec.abs())
-        stems = wiener_filter(mags, spec, self.wiener_iterations, residual=self.residual)
+        mag = spec.abs()
+        stems = wiener_filter(
+            self.estimate(mag), spec, self.wiener_iterations, residual=self.residual, mix_magnitude=mag
+        )
         return self.stft.inverse(stems, mix.shape[-1])
 
 

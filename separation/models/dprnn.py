@@ -156,18 +156,39 @@ class DPRNN(MaskModel):
         """The masks see the augmented input (SpecAugment), and mask the clean mixture."""
         return self.masks(augment(mag) if augment is not None else mag) * mag.unsqueeze(1)
 
-    def masks(self, mag: Tensor) -> Tensor:
-        """`(B, C, F, N)` mixture magnitude -> `(B, S', C, F, N)` masks in [0, 1]."""
+    def encode(self, mag: Tensor) -> Tensor:
+        """`(B, C, F, N)` mixture magnitude -> `(B, D, N)`: the dual-path network's features of
+        each frame, what the head turns into masks."""
         c = self.config
-        batch, channels, bins, frames = mag.shape
+        batch, channels, _, frames = mag.shape
         x = (self.features(mag) + self.input_mean) * self.input_scale
         x = self.encoder(x.reshape(batch, channels * c.max_bin, frames).transpose(1, 2))
         x = chunk_frames(x.transpose(1, 2), c.chunk_size)
         for block in self.blocks:
             x = block(x)
-        x = merge_chunks(x, frames)
-        logits = self.head(x).reshape(batch, len(c.sources), channels, bins, frames)
-        return logits.softmax(dim=1) if c.mask == "softmax" else logits.sigmoid()
+        return merge_chunks(x, frames)
+
+    def masks(self, mag: Tensor) -> Tensor:
+        """`(B, C, F, N)` mixture magnitude -> `(B, S', C, F, N)` masks in [0, 1]; the softmax
+        masks of `head` over `encode`, computed as below."""
+        c = self.config
+        _, channels, bins, _ = mag.shape
+        *hidden, last = self.head
+        x = nn.Sequential(*hidden)(self.encode(mag)).transpose(1, 2)  # (B, N, D)
+        # The last 1x1 convolution as a linear layer over frames: the masks come out frames-major,
+        # `(B, N, S', C, F)` in memory, the layout of the STFT they multiply and of what follows.
+        weight, bias = last.weight.squeeze(-1), last.bias
+        if c.mask == "softmax" and len(c.sources) == 2:
+            # A softmax over two logits is the sigmoid of their difference, and the difference
+            # of the layer's two halves of outputs is one layer with the difference of their
+            # weights: half of the head's largest product, and no softmax over a strided axis.
+            weight, bias = weight.unflatten(0, (2, -1)), bias.unflatten(0, (2, -1))
+            first = F.linear(x, weight[0] - weight[1], bias[0] - bias[1]).sigmoid_()
+            masks = torch.stack([first, 1.0 - first], dim=2)  # (B, N, 2, C * F)
+        else:
+            logits = F.linear(x, weight, bias).unflatten(2, (len(c.sources), -1))
+            masks = logits.softmax(dim=2) if c.mask == "softmax" else logits.sigmoid()
+        return masks.unflatten(3, (channels, bins)).permute(0, 2, 3, 4, 1)
 
     def estimate(self, mag: Tensor) -> Tensor:
         """`(B, C, F, N)` -> `(B, S', C, F, N)` source magnitudes."""
