@@ -283,7 +283,7 @@ def run_download(argv: list[str]) -> int:
         elif os.environ.get(named.env):
             print(f"{name}: {resolve(os.environ[named.env], revision=args.revision)}")
         else:
-            print(f"{name}: ships with the project (assets/checkpoints/{name}); set {named.env} to fetch another")
+            print(f"{name}: ships with the package ({named.shipped}); set {named.env} to fetch another")
     return 0
 
 

@@ -1,7 +1,8 @@
 """Named models -> their weights: what `Separator.from_name` and the CLI's `--model` accept.
 
     dprnn, conv1d   a checkpoint folder or Hub repo from `$DPRNN_REPO` / `$CONV1D_REPO`, else
-                    the one shipped in `assets/checkpoints/`, else random weights (said loudly)
+                    the one shipped inside the package (`separation/weights/`), else random
+                    weights (said loudly)
     umxhq, umxl     Open-Unmix's own release files (Zenodo), through the torch hub cache
 
 Each name resolves through a small resolver object (as Demucs' `pretrained.py` does), above
@@ -33,7 +34,9 @@ from .models.umx import UMX, UMXConfig
 
 log = logging.getLogger(__name__)
 
-ASSETS_DIR = Path(os.environ.get("SEPARATION_ASSETS", Path(__file__).resolve().parents[1] / "assets"))
+# The demo checkpoints travel with the package (package data), so that an installed copy finds
+# them wherever it is installed; `SEPARATION_WEIGHTS` points elsewhere (tests: an empty folder).
+WEIGHTS_DIR = Path(os.environ.get("SEPARATION_WEIGHTS", Path(__file__).resolve().parent / "weights"))
 
 # Upstream's release files (openunmix/__init__.py, umxhq_spec / umxl_spec): vocals target only.
 UPSTREAM = {
@@ -52,7 +55,7 @@ def offline() -> bool:
 
 @dataclass(frozen=True)
 class ShippedCheckpoint:
-    """A Hub repo or folder from `$env`, else the checkpoint shipped in assets/, else random weights."""
+    """A Hub repo or folder from `$env`, else the checkpoint shipped in the package, else random weights."""
 
     name: str
     architecture: str
@@ -60,7 +63,7 @@ class ShippedCheckpoint:
 
     @property
     def shipped(self) -> Path:
-        return ASSETS_DIR / "checkpoints" / self.name
+        return WEIGHTS_DIR / self.name
 
     def load(self) -> tuple[SeparationModel, ModelInfo]:
         location = os.environ.get(self.env)

@@ -126,11 +126,6 @@ def along_mixture_phase(amplitudes: Tensor, mix_spec: Tensor, mix_magnitude: Ten
     return torch.complex(amplitudes * u.real, amplitudes * u.imag)
 
 
-def apply_mixture_phase(magnitudes: Tensor, mix_spec: Tensor) -> Tensor:
-    """Magnitude estimates `(B, S, C, F, N)` + mixture STFT `(B, C, F, N)` -> complex `(B, S, C, F, N)`."""
-    return along_mixture_phase(magnitudes, mix_spec)
-
-
 def wiener_filter(
     magnitudes: Tensor,
     mix_spec: Tensor,

@@ -52,12 +52,12 @@ def mixture() -> torch.Tensor:
 
 @pytest.fixture
 def no_shipped_checkpoints(tmp_path, monkeypatch):
-    """As on a checkout without assets/checkpoints: named models fall back to random weights."""
+    """As on an install without the shipped weights: named models fall back to random weights."""
     from separation import pretrained
 
-    monkeypatch.setattr(pretrained, "ASSETS_DIR", tmp_path / "no-assets")
-    monkeypatch.setenv("SEPARATION_ASSETS", str(tmp_path / "no-assets"))  # for subprocesses
-    return tmp_path / "no-assets"
+    monkeypatch.setattr(pretrained, "WEIGHTS_DIR", tmp_path / "no-weights")
+    monkeypatch.setenv("SEPARATION_WEIGHTS", str(tmp_path / "no-weights"))  # for subprocesses
+    return tmp_path / "no-weights"
 
 
 @pytest.fixture(autouse=True)
@@ -72,7 +72,7 @@ def isolated_caches(tmp_path_factory, monkeypatch):
 
 @pytest.fixture
 def shipped_dprnn():
-    """The DPRNN the project ships (assets/checkpoints/dprnn), in eval mode."""
+    """The DPRNN the project ships (separation/weights/dprnn), in eval mode."""
     from separation.pretrained import get_named_model
 
     model, info = get_named_model("dprnn").load()

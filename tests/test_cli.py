@@ -14,7 +14,7 @@ import soundfile as sf
 from separation.cli import main
 from tests.helpers import ROOT, SR, voice_and_band
 
-# Without assets/checkpoints, conv1d runs on random weights: its (expected) untrained warning
+# Without the shipped weights, conv1d runs on random weights: its (expected) untrained warning
 # is asserted on, not shown; the shipped checkpoints have their own tests.
 pytestmark = [
     pytest.mark.filterwarnings("ignore::separation.UntrainedModelWarning"),
@@ -200,5 +200,5 @@ def test_cli_conventions(tmp_path, capsys):
     assert 100 < kbps < 160  # 128 kbit/s, constant
     assert main(["models"]) == 0
     listing = capsys.readouterr().out
-    # (this module runs without the shipped checkpoints, as a checkout without assets/ would)
+    # (this module runs without the shipped weights, as an install without them would)
     assert "weights: none (random init)" in listing and "weights: not downloaded" in listing

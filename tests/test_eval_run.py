@@ -23,6 +23,7 @@ from eval.run import RunConfig, load_results, run, select_tracks
 from eval.scores import TrackScores, score_track
 from separation.checkpoints import read_config
 from separation.errors import SeparationError
+from separation.pretrained import WEIGHTS_DIR
 from songgen.synthetic import write_musdb_folder
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -519,7 +520,7 @@ def test_export_puts_eval_scores_in_the_model_card(musdb_root, tmp_path):
         RunConfig(methods=["mixture", "irm", "conv1d"], musdb_root=str(musdb_root), is_wav=True, out=str(results)),
         echo=quiet,
     )
-    dest = export(ROOT / "assets" / "checkpoints" / "conv1d", tmp_path / "ckpt", scores=results)
+    dest = export(WEIGHTS_DIR / "conv1d", tmp_path / "ckpt", scores=results)
     test = read_config(dest)["training"]["test"]
     assert test["tracks"] == 3
     assert test["medians"]["conv1d"]["vocals"] == pytest.approx(table["conv1d"]["vocals"]["SDR"])
@@ -548,7 +549,7 @@ def test_export_takes_several_test_sets_the_first_as_headline(musdb_root, tmp_pa
             ),
             echo=quiet,
         )
-    dest = export(ROOT / "assets" / "checkpoints" / "conv1d", tmp_path / "ckpt", scores=[first, second])
+    dest = export(WEIGHTS_DIR / "conv1d", tmp_path / "ckpt", scores=[first, second])
     training = read_config(dest)["training"]
     assert training["test"]["tracks"] == 3 and [t["tracks"] for t in training["more_tests"]] == [2]
     card = (dest / "README.md").read_text()

@@ -13,7 +13,7 @@ import yaml
 
 from separation import Separator, UntrainedModelWarning
 from separation.checkpoints import load_checkpoint
-from separation.pretrained import ASSETS_DIR
+from separation.pretrained import WEIGHTS_DIR
 from songgen.synthetic import make_track
 from tests.helpers import SR
 from training.card import model_card, portable
@@ -47,7 +47,7 @@ def test_checkpoint_is_small_and_describes_itself(name):
     """What the Hub shows: metadata whose `model-index` holds the config's test scores, the
     sections of a model card in order, the results table with the same numbers, and a card that
     is the one `model_card` writes from the config (so shipping a new model needs no test edit)."""
-    folder = ASSETS_DIR / "checkpoints" / name
+    folder = WEIGHTS_DIR / name
     meta = json.loads((folder / "config.json").read_text())
     training = meta["training"]
     assert meta["architecture"] == name and meta["trained"]
@@ -103,7 +103,7 @@ def test_checkpoint_is_small_and_describes_itself(name):
 @pytest.mark.parametrize("name", SHIPPED)
 def test_shipped_card_and_config_name_no_folder_of_a_machine(name):
     """A Hub page must not show the folders of the machine a model was trained on."""
-    folder = ASSETS_DIR / "checkpoints" / name
+    folder = WEIGHTS_DIR / name
     meta = json.loads((folder / "config.json").read_text())
     local = [s for s in _strings(meta) if LOCAL_PATH.search(s)]
     assert not local, local[:3]
@@ -132,7 +132,7 @@ def unseen_song():
 
 def test_default_dprnn_is_the_shipped_one_and_separates(unseen_song):
     sep = Separator.from_name("dprnn", device="cpu")
-    assert sep.info.trained and str(ASSETS_DIR) in sep.info.origin
+    assert sep.info.trained and str(WEIGHTS_DIR) in sep.info.origin
     mix, vocals, accompaniment = unseen_song
     with warnings.catch_warnings():
         warnings.simplefilter("error", UntrainedModelWarning)

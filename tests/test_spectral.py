@@ -9,7 +9,7 @@ from openunmix.filtering import wiener as umx_wiener
 
 from separation.models import build_model
 from separation.separator import Separator
-from separation.spectral import STFT, _em_general, apply_mixture_phase, wiener_filter
+from separation.spectral import STFT, _em_general, along_mixture_phase, wiener_filter
 from songgen.synthetic import make_track
 from tests.helpers import SR
 
@@ -51,7 +51,7 @@ def test_mixture_phase_masks_that_sum_to_one_give_back_the_mixture():
     spec = stft(x)
     mask = torch.rand(1, 1, 2, 257, spec.shape[-1])
     mags = torch.cat([mask, 1 - mask], dim=1) * spec.abs().unsqueeze(1)
-    stems = stft.inverse(apply_mixture_phase(mags, spec), 8000)
+    stems = stft.inverse(along_mixture_phase(mags, spec), 8000)
     torch.testing.assert_close(stems.sum(dim=1), x, atol=1e-5, rtol=0)
 
 

@@ -741,7 +741,7 @@ def test_training_defaults_are_the_sweeps_winners():
 
     scratch = config_from_args(build_parser().parse_args(["--musdb-root", "x"]))
     tuned = config_from_args(
-        build_parser().parse_args(["--musdb-root", "x", "--init-from", "assets/checkpoints/dprnn"])
+        build_parser().parse_args(["--musdb-root", "x", "--init-from", "separation/weights/dprnn"])
     )
     assert (scratch.lr, tuned.lr) == (1e-3, 3e-4)
     assert scratch.data.seconds == 3.0 and scratch.data.eq == 0.5

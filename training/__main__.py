@@ -4,7 +4,7 @@ python -m training --model dprnn --musdb-root ~/data/musdb18hq --is-wav --out ru
 python -m training --resume runs/dprnn                       # continue where it stopped
 python -m training --model dprnn ... --push-to-hub user/dprnn-vocals
 python -m training push runs/dprnn user/dprnn-vocals         # push an existing run's best/
-python -m training export runs/dprnn assets/checkpoints/dprnn --scores results/  # ship it (float16)
+python -m training export runs/dprnn separation/weights/dprnn --scores results/  # ship it (float16)
 python -m training average runs/soup runs/a runs/b/best runs/b/last   # average weights (a model soup)
 python -m training average runs/soup runs/a/epochs/* --greedy --validate-on data/musdb18hq --is-wav
 torchrun --nproc-per-node 4 -m training --model dprnn ...    # data-parallel on 4 GPUs
@@ -108,7 +108,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--init-from",
         metavar="CHECKPOINT",
-        help="fine-tune: start from this checkpoint's weights (a folder, e.g. assets/checkpoints/dprnn, or a Hub repo)",
+        help="fine-tune: start from this checkpoint's weights (a folder, e.g. separation/weights/dprnn, or a Hub repo)",
     )
     p.add_argument("--push-to-hub", metavar="REPO", help="upload best/ with its model card when training ends")
     p.add_argument("--private", action="store_true", help="create the Hub repo as private")
@@ -229,7 +229,8 @@ def run_export(argv: list[str]) -> int:
     p = argparse.ArgumentParser(
         prog="python -m training export",
         formatter_class=HelpFormatter,
-        description="Copy a checkpoint (a run's best/ or a checkpoint folder), e.g. into assets/, with its model card.",
+        description="Copy a checkpoint (a run's best/ or a checkpoint folder) with its model card, e.g. into "
+        "separation/weights/ (what ships).",
     )
     p.add_argument("checkpoint", type=Path, help="a run folder (its best/) or a checkpoint folder")
     p.add_argument("dest", type=Path, help="the checkpoint folder to write")

@@ -154,7 +154,7 @@ def initial_weights(cfg: TrainConfig) -> tuple[MaskModel, dict]:
             raise CheckpointError(
                 f"--init-from {cfg.init_from}: --set {', '.join(changed)} changes the weights' shapes ({e})"
             ) from None
-    # The SHA-256 of the weights started from: a path such as assets/checkpoints/dprnn holds
+    # The SHA-256 of the weights started from: a path such as separation/weights/dprnn holds
     # different weights over time, so the path alone does not say which model was fine-tuned.
     return model.train(), {**lineage(info.training), "weights": weights_digest(model)}
 

@@ -5,7 +5,7 @@
 | `APP_MODELS` | `dprnn,umxhq` | side-by-side models (names, checkpoint folders or Hub ids) |
 | `DPRNN_REPO` | (shipped checkpoint) | Hub repo or folder of the DPRNN (read by `separation.pretrained`) |
 | `MUSDB_PATH` | - | MUSDB18(-HQ) root: its test tracks become the clips |
-| `APP_DATA_DIR` | `/data` on a Space with persistent storage, else `out/app` | ratings database, demo clips, outputs |
+| `APP_DATA_DIR` | see `_default_data_dir` | ratings database, secret, demo clips, kept separations |
 | `RATINGS_DB` | `$APP_DATA_DIR/ratings.sqlite` | the SQLite file |
 | `APP_MAX_UPLOAD_MB` | 50 | upload size cap, in MB of 1,000,000 bytes |
 | `APP_MAX_MINUTES` | 10 | longest input separated (uploads and excerpts) |
@@ -35,6 +35,8 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import platformdirs
+
 from separation import __version__
 from separation.errors import SeparationError
 from separation.separator import check_shifts
@@ -43,10 +45,16 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def _default_data_dir() -> Path:
+    """Where the app keeps what it must not lose, when `APP_DATA_DIR` does not say: a Space's
+    persistent storage; a source checkout's `out/app` (./run.sh app, a Space without storage);
+    else, installed with pip, the user's data folder (`~/.local/share/separation-lab` on Linux),
+    never the installation itself."""
     space_storage = Path("/data")  # Hugging Face Spaces' persistent storage, when enabled
     if os.environ.get("SPACE_ID") and space_storage.is_dir() and os.access(space_storage, os.W_OK):
         return space_storage / "separation-lab"
-    return ROOT / "out" / "app"
+    if (ROOT / "pyproject.toml").is_file() and (ROOT / "app.py").is_file():
+        return ROOT / "out" / "app"
+    return Path(platformdirs.user_data_dir("separation-lab", appauthor=False))
 
 
 DEFAULT_LIMITS = {"listeners": 60, "trials": 600, "ratings": 600, "checks": 60}

@@ -10,6 +10,7 @@ depends on the order of an outputs list written elsewhere. The logic lives in
 
 from __future__ import annotations
 
+import argparse
 import logging
 import os
 import threading
@@ -19,6 +20,7 @@ from pathlib import Path
 import gradio as gr
 from fastapi.responses import PlainTextResponse, StreamingResponse
 
+from separation import __version__
 from separation.pretrained import offline
 
 from .api import wire_api
@@ -357,11 +359,19 @@ def register_routes(app, lab: LabApp) -> None:
     app.add_api_route("/ratings-export/{link}", export, methods=["GET"])
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        prog="separation-lab",
+        description="The separation lab's web app (http://127.0.0.1:7860 by default). Its settings come from "
+        "the environment: APP_DATA_DIR, APP_MODELS, GRADIO_SERVER_PORT, ... (webapp/config.py, docs/app.md).",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     for noisy in ("httpx", "httpcore", "urllib3"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     config = AppConfig.from_env()
+    log.info("data (ratings, secret, demo clips) in %s", config.data_dir)
     if offline():  # offline means no request at all: Gradio's usage statistics and version check included
         os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
     lab = LabApp(config)
