@@ -3,6 +3,7 @@ trials, the headphone check, excerpt metrics; the store's rules; signed listener
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import stat
@@ -228,6 +229,45 @@ def trial(store, kind="mushra", conditions=None, seconds=0.0, listener="c" * 32)
         versions={},
         seconds=seconds,
     )
+
+
+def test_a_locked_database_says_so_and_leaves_no_transaction_open(tmp_path):
+    """Where another writer holds the lock past the busy timeout, the error is sqlite's own
+    "database is locked" (the handler's ROLLBACK used to replace it with "no transaction is
+    active"), and once the lock is gone the same connection rates normally."""
+    import sqlite3
+
+    store = RatingsStore(tmp_path / "r.sqlite")
+    t = trial(store)
+    store._connect().execute("PRAGMA busy_timeout=100")
+    other = sqlite3.connect(tmp_path / "r.sqlite", isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")
+    with pytest.raises(sqlite3.OperationalError, match="database is locked"):
+        store.submit("c" * 32, t.id, scores={"A": 50, "B": 100})
+    other.execute("ROLLBACK")
+    assert not store._connect().in_transaction
+    assert store.submit("c" * 32, t.id, scores={"A": 50, "B": 100}) == 2
+
+
+def test_two_answers_to_one_headphone_check_are_not_both_scored(tmp_path, monkeypatch):
+    """An answer arriving while another is being scored (here: sent from inside the first one,
+    after it read "no score yet") is refused, and the first then finds the check done: one score
+    per listener, so answers cannot be tried one against another."""
+    store = RatingsStore(tmp_path / "r.sqlite")
+    store.add_listener("c" * 32, "client")
+    store.set_headphone_check("c" * 32, [1, 2, 3])
+    real_loads, sent = json.loads, []
+
+    def concurrent_answer(text, *args, **kwargs):
+        if not sent:
+            sent.append(None)
+            sent[0] = store.answer_headphone_check("c" * 32, [3, 2, 1])  # the other request, first to store
+        return real_loads(text, *args, **kwargs)
+
+    monkeypatch.setattr("webapp.store.json.loads", concurrent_answer)
+    with pytest.raises(RatingError, match="already done"):
+        store.answer_headphone_check("c" * 32, [1, 2, 3])
+    assert sent == [1] and store.headphone_score("c" * 32) == 1  # the one stored score is the first stored
 
 
 def test_each_rating_records_how_it_came_and_older_rows_say_unknown(tmp_path):

@@ -17,6 +17,7 @@ from separation.audio import SAMPLE_RATE
 from separation.errors import SeparationError
 from separation.pretrained import UPSTREAM
 from songgen.synthetic import write_musdb_folder
+from tests.helpers import ROOT
 from webapp.clips import ensure_demo_clips, load_clip, musdb_clips
 from webapp.config import AppConfig
 from webapp.figures import FLOOR_DB, spectrogram_figure
@@ -159,6 +160,39 @@ def test_settings_from_the_environment(tmp_path):
     for bad in ("0", "-3", "many"):
         with pytest.raises(SeparationError, match=f"APP_LIMIT_CHECKS must be a whole number of 1 or more, not '{bad}'"):
             AppConfig.from_env({"APP_LIMIT_CHECKS": bad})
+
+
+@pytest.mark.parametrize(
+    "name,value,says",
+    [
+        ("APP_SESSION_TRIALS", "0", "a whole number from 1 to 100, not 0"),  # was a ZeroDivisionError mid-session
+        ("APP_TRIAL_SECONDS", "0", "seconds above 0, at most 60, not 0.0"),  # switched the wait and listening off
+        ("APP_TRIAL_SECONDS", "-5", "seconds above 0, at most 60, not -5.0"),
+        ("APP_MIN_HEARD_S", "61", "seconds from 0 to 60, not 61.0"),
+        ("APP_CONCURRENCY", "0", "a whole number of 1 or more, not 0"),
+        ("APP_CONCURRENCY", "two", "a whole number of 1 or more, not 'two'"),
+        ("APP_QUEUE_SIZE", "-1", "a whole number of 1 or more, not -1"),
+        ("APP_MAX_UPLOAD_MB", "0", "a number of MB above 0, not 0.0"),
+        ("APP_MAX_MINUTES", "nan", "a number of minutes above 0, not nan"),
+        ("APP_WORK_MAX_MB", "-1", "a number of MB above 0, not -1.0"),
+        ("APP_PROXY_HOPS", "-1", "a whole number of 0 or more, not -1"),
+    ],
+)
+def test_every_setting_is_checked_at_start_with_one_line_naming_it(name, value, says):
+    with pytest.raises(SeparationError) as refused:
+        AppConfig.from_env({name: value})
+    assert str(refused.value) == f"{name} must be {says}"
+
+
+def test_the_app_stops_at_a_bad_setting_with_that_line(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    env = os.environ | {"APP_SESSION_TRIALS": "0", "APP_DATA_DIR": str(tmp_path)}
+    out = subprocess.run([sys.executable, "app.py"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 2 and out.stdout == ""
+    assert out.stderr == "separation-lab: error: APP_SESSION_TRIALS must be a whole number from 1 to 100, not 0\n"
 
 
 def test_model_version_names_the_weights_and_the_averaged_passes():

@@ -59,6 +59,29 @@ def _default_data_dir() -> Path:
 
 DEFAULT_LIMITS = {"listeners": 60, "trials": 600, "ratings": 600, "checks": 60}
 
+# The settings read from the environment: (field, variable, type, what it must be, check).
+SETTINGS = (
+    ("musdb_path", "MUSDB_PATH", str, "a folder", None),
+    ("data_dir", "APP_DATA_DIR", Path, "a folder", None),
+    ("ratings_db", "RATINGS_DB", Path, "a file", None),
+    ("max_upload_mb", "APP_MAX_UPLOAD_MB", float, "a number of MB above 0", lambda v: v > 0),
+    ("max_minutes", "APP_MAX_MINUTES", float, "a number of minutes above 0", lambda v: v > 0),
+    ("concurrency", "APP_CONCURRENCY", int, "a whole number of 1 or more", lambda v: v >= 1),
+    ("queue_size", "APP_QUEUE_SIZE", int, "a whole number of 1 or more", lambda v: v >= 1),
+    ("device", "APP_DEVICE", str, "auto, cpu or cuda", None),
+    ("shifts", "APP_SHIFTS", int, "a whole number from 1 to 8", None),  # check_shifts
+    ("admin_token", "ADMIN_TOKEN", str, "a token", None),
+    ("ratings_repo", "RATINGS_REPO", str, "a Hub dataset repo id", None),
+    ("hf_token", "HF_TOKEN", str, "a token", None),
+    ("secret", "APP_SECRET", str, "a key", None),
+    # <= 0 would switch off a trial's wait and the listening it asks for
+    ("trial_seconds", "APP_TRIAL_SECONDS", float, "seconds above 0, at most 60", lambda v: 0 < v <= 60),
+    ("session_trials", "APP_SESSION_TRIALS", int, "a whole number from 1 to 100", lambda v: 1 <= v <= 100),
+    ("min_heard", "APP_MIN_HEARD_S", float, "seconds from 0 to 60", lambda v: 0 <= v <= 60),
+    ("work_max_mb", "APP_WORK_MAX_MB", float, "a number of MB above 0", lambda v: v > 0),
+    ("proxy_hops", "APP_PROXY_HOPS", int, "a whole number of 0 or more", lambda v: v >= 0),
+)
+
 
 @dataclass
 class AppConfig:
@@ -90,9 +113,11 @@ class AppConfig:
     limits: dict = field(default_factory=lambda: dict(DEFAULT_LIMITS))
 
     def __post_init__(self):
-        check_shifts(self.shifts, "APP_SHIFTS")  # a bad APP_SHIFTS stops the start with one line, not every request
-        if not 0 <= self.min_heard <= 60:
-            raise SeparationError(f"APP_MIN_HEARD_S is seconds from 0 to 60, not {self.min_heard:g}")
+        # A bad setting stops the start with one line naming it, not a request (or a session) later.
+        check_shifts(self.shifts, "APP_SHIFTS")
+        for key, name, _, must_be, allowed in SETTINGS:
+            if allowed is not None and not allowed(getattr(self, key)):
+                raise SeparationError(f"{name} must be {must_be}, not {getattr(self, key)!r}")
         self.data_dir = Path(self.data_dir)
         if self.ratings_db is None:
             self.ratings_db = self.data_dir / "ratings.sqlite"
@@ -104,28 +129,12 @@ class AppConfig:
         kwargs = {}
         if env.get("APP_MODELS"):
             kwargs["models"] = [m.strip() for m in env["APP_MODELS"].split(",") if m.strip()]
-        for key, name, kind in (
-            ("musdb_path", "MUSDB_PATH", str),
-            ("data_dir", "APP_DATA_DIR", Path),
-            ("ratings_db", "RATINGS_DB", Path),
-            ("max_upload_mb", "APP_MAX_UPLOAD_MB", float),
-            ("max_minutes", "APP_MAX_MINUTES", float),
-            ("concurrency", "APP_CONCURRENCY", int),
-            ("queue_size", "APP_QUEUE_SIZE", int),
-            ("device", "APP_DEVICE", str),
-            ("shifts", "APP_SHIFTS", int),
-            ("admin_token", "ADMIN_TOKEN", str),
-            ("ratings_repo", "RATINGS_REPO", str),
-            ("hf_token", "HF_TOKEN", str),
-            ("secret", "APP_SECRET", str),
-            ("trial_seconds", "APP_TRIAL_SECONDS", float),
-            ("session_trials", "APP_SESSION_TRIALS", int),
-            ("min_heard", "APP_MIN_HEARD_S", float),
-            ("work_max_mb", "APP_WORK_MAX_MB", float),
-            ("proxy_hops", "APP_PROXY_HOPS", int),
-        ):
+        for key, name, kind, must_be, _ in SETTINGS:
             if env.get(name):
-                kwargs[key] = kind(env[name])
+                try:
+                    kwargs[key] = kind(env[name])
+                except ValueError:
+                    raise SeparationError(f"{name} must be {must_be}, not {env[name]!r}") from None
         for key, name in (("count_api_ratings", "APP_COUNT_API_RATINGS"), ("prepare_stimuli", "APP_PREPARE_STIMULI")):
             if env.get(name):
                 kwargs[key] = env[name].strip().lower() in ("1", "true", "yes")

@@ -304,9 +304,14 @@ class RatingsStore:
         ):
             raise RatingError(f"answer each of the {len(truth)} checks with 1, 2 or 3")
         score = sum(int(a == t) for a, t in zip(answers, truth, strict=True))
-        self._connect().execute(
-            "UPDATE listeners SET headphone_score = ?, headphone_at = ? WHERE id = ?", (score, self.clock(), listener)
+        # Stored only where no score is yet, in the same statement as the test: two answers sent
+        # at once are not both scored (each score would tell its sender which answers were right).
+        stored = self._connect().execute(
+            "UPDATE listeners SET headphone_score = ?, headphone_at = ? WHERE id = ? AND headphone_score IS NULL",
+            (score, self.clock(), listener),
         )
+        if stored.rowcount != 1:
+            raise RatingError("the headphone check is already done")
         return score
 
     def headphone_score(self, listener: str) -> int | None:
@@ -386,8 +391,8 @@ class RatingsStore:
             _check_heard(trial, listened, rated, needed_listening(min_heard, trial.seconds))
         rows = _answer_rows(trial, scores, choice, mos)
         db = self._connect()
+        db.execute("BEGIN IMMEDIATE")  # before the try: "database is locked" is then what is raised
         try:
-            db.execute("BEGIN IMMEDIATE")
             recent = db.execute(
                 "SELECT COUNT(DISTINCT trial) FROM ratings WHERE listener = ? AND created > ?",
                 (listener, now - self.rate_window),

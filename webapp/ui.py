@@ -21,6 +21,7 @@ import gradio as gr
 from fastapi.responses import PlainTextResponse, StreamingResponse
 
 from separation import __version__
+from separation.errors import SeparationError
 from separation.pretrained import offline
 
 from .api import wire_api
@@ -370,7 +371,10 @@ def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     for noisy in ("httpx", "httpcore", "urllib3"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
-    config = AppConfig.from_env()
+    try:
+        config = AppConfig.from_env()
+    except SeparationError as exc:  # a setting out of range: one line naming it
+        parser.exit(2, f"separation-lab: error: {exc}\n")
     log.info("data (ratings, secret, demo clips) in %s", config.data_dir)
     if offline():  # offline means no request at all: Gradio's usage statistics and version check included
         os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
