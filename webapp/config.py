@@ -39,7 +39,7 @@ import platformdirs
 
 from separation import __version__
 from separation.errors import SeparationError
-from separation.separator import check_shifts
+from separation.separator import MAX_SHIFTS, check_shifts
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -69,7 +69,7 @@ SETTINGS = (
     ("concurrency", "APP_CONCURRENCY", int, "a whole number of 1 or more", lambda v: v >= 1),
     ("queue_size", "APP_QUEUE_SIZE", int, "a whole number of 1 or more", lambda v: v >= 1),
     ("device", "APP_DEVICE", str, "auto, cpu or cuda", None),
-    ("shifts", "APP_SHIFTS", int, "a whole number from 1 to 8", None),  # check_shifts
+    ("shifts", "APP_SHIFTS", int, f"a whole number from 1 to {MAX_SHIFTS}", None),  # the range: check_shifts
     ("admin_token", "ADMIN_TOKEN", str, "a token", None),
     ("ratings_repo", "RATINGS_REPO", str, "a Hub dataset repo id", None),
     ("hf_token", "HF_TOKEN", str, "a token", None),
