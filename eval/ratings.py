@@ -3,21 +3,24 @@
 A row is one rating, e.g. from the app's SQLite store:
 
     {"listener": "a1b2", "trial": "t17", "kind": "mushra", "condition": "dprnn",
-     "source": "vocals", "score": 72.0}
+     "source": "vocals", "score": 72.0, "excerpt": "..."}
     {"listener": "a1b2", "trial": "t18", "kind": "ab", "a": "dprnn", "b": "umxhq",
      "choice": "umxhq", "source": "accompaniment"}          # choice: a condition, or None (no preference)
     {"listener": "a1b2", "trial": "t18", "kind": "mos", "condition": "umxhq", "score": 4}
 
-- `mean_ci`: mean with a Student-t 95% confidence interval.
-- `score_summary`: that per condition (model) and source.
+- `mean_ci`: mean with a Student-t 95% confidence interval (scipy).
+- `score_summary`: that per condition (model) and source, one rating scale at a time.
+- `first_presentations`: each stimulus once per listener (the first time it was rated).
 - `mushra_screening`: ITU-R BS.1534-3 post-screening: a listener who rates the hidden
   reference below 90 in more than 15% of their MUSHRA trials is excluded.
 - `preference`: A/B preference rate per pair of conditions with an exact two-sided binomial
-  test against 50% (ties excluded, reported) and a Wilson 95% interval.
-- `screening`/`summary`: listeners excluded by the headphone check, BS.1534 post-screening,
-  anchor-above-reference, gold A/B trials, answers faster than the reported listening,
-  test-retest on repeated excerpts and distance from the crowd, and the statistics of the others.
-- `metric_agreement`: Kendall's tau between objective metrics and listener scores.
+  test against 50% (ties excluded, reported) and a Wilson 95% interval (scipy).
+- `Rules`, `screening`, `summary`: listeners excluded by the headphone check, BS.1534
+  post-screening, anchor-above-reference, gold A/B trials, answers faster than the reported
+  listening, test-retest on repeated excerpts and distance from the crowd, and the statistics of
+  the others.
+- `metric_agreement`: Kendall's tau between objective metrics and listener scores, with a
+  bootstrap interval (scipy).
 """
 
 from __future__ import annotations
@@ -46,19 +49,22 @@ class MeanCI:
 
 
 def mean_ci(values: Iterable[float], confidence: float = 0.95, scale: tuple[float, float] | None = None) -> MeanCI:
-    """Mean and Student-t confidence interval; NaN bounds with fewer than 2 values. With `scale`
-    (the rating scale's ends), the interval is cut to it: with few and spread ratings the t
-    interval passes the ends (28-134 on a 0-100 scale), where no mean of such ratings can be."""
-    x = [float(v) for v in values]
+    """Mean and Student-t confidence interval (`scipy.stats.t.interval`); NaN bounds with fewer
+    than 2 values. With `scale` (the rating scale's ends), the interval is cut to it: with few and
+    spread ratings the t interval passes the ends (28-134 on a 0-100 scale), where no mean of such
+    ratings can be."""
+    x = np.asarray([float(v) for v in values])
     n = len(x)
     if n == 0:
         return MeanCI(0, math.nan, math.nan, math.nan)
-    mean = sum(x) / n
+    mean = float(x.mean())
     if n < 2:
         return MeanCI(n, mean, math.nan, math.nan)
-    sd = math.sqrt(sum((v - mean) ** 2 for v in x) / (n - 1))
-    half = stats.t.ppf(0.5 + confidence / 2, n - 1) * sd / math.sqrt(n)
-    low, high = mean - half, mean + half
+    sem = float(x.std(ddof=1)) / math.sqrt(n)
+    if sem == 0:  # every rating equal: scipy's interval is NaN wide; the mean is known exactly
+        low = high = mean
+    else:
+        low, high = (float(v) for v in stats.t.interval(confidence, n - 1, loc=mean, scale=sem))
     if scale is not None:
         low, high = max(low, scale[0]), min(high, scale[1])
     return MeanCI(n, mean, low, high)
@@ -67,18 +73,37 @@ def mean_ci(values: Iterable[float], confidence: float = 0.95, scale: tuple[floa
 SCALES = {"mushra": (0.0, 100.0), "mos": (1.0, 5.0)}  # the sliders' ends
 
 
-def score_summary(rows: Iterable[dict], kind: str | None = None, confidence: float = 0.95) -> list[dict]:
-    """Mean score with CI per (condition, source); rows with a `score`, optionally of one kind
-    (MUSHRA when none is named); the CI is cut to that kind's scale."""
+def score_summary(rows: Iterable[dict], kind: str = "mushra", confidence: float = 0.95) -> list[dict]:
+    """Mean score with CI per (condition, source) of the rows of one `kind` ("mushra", 0-100, or
+    "mos", 1-5); the CI is cut to that scale. One scale at a time: a mean of a 0-100 and a 1-5
+    score means nothing."""
+    if kind not in SCALES:
+        raise ValueError(f"kind is one of {', '.join(SCALES)} (scores on different scales are never averaged)")
     groups: dict[tuple[str, str], list[float]] = defaultdict(list)
     for r in rows:
-        if r.get("score") is None or (kind and r.get("kind") != kind):
+        if r.get("score") is None or r.get("kind") != kind:
             continue
         groups[(r["condition"], r.get("source") or "")].append(float(r["score"]))
+    return [
+        {"condition": condition, "source": source, **mean_ci(values, confidence, SCALES[kind]).as_dict()}
+        for (condition, source), values in sorted(groups.items())
+    ]
+
+
+def first_presentations(rows: Iterable[dict]) -> list[dict]:
+    """The rows that count in the means: of every stimulus (`excerpt`) a listener rated more than
+    once (the session's blind repeat, or the same excerpt in a later session), the first trial's
+    rows only; the later ones serve the test-retest screening. Rows are taken in the order given
+    (the store's: the order they were written); rows without an excerpt all count."""
+    first: dict[tuple[str, str], str] = {}
     out = []
-    for (condition, source), values in sorted(groups.items()):
-        scale = SCALES.get(kind or "mushra")
-        out.append({"condition": condition, "source": source, **mean_ci(values, confidence, scale).as_dict()})
+    for r in rows:
+        key = r.get("excerpt")
+        if key:
+            trial = first.setdefault((r["listener"], key), r["trial"])
+            if trial != r["trial"]:
+                continue
+        out.append(r)
     return out
 
 
@@ -121,13 +146,11 @@ def mushra_summary(rows: list[dict], **screening) -> dict:
 
 
 def wilson_interval(successes: int, n: int, confidence: float = 0.95) -> tuple[float, float]:
+    """Wilson score interval of a proportion (`scipy.stats.binomtest(...).proportion_ci`)."""
     if n == 0:
         return math.nan, math.nan
-    z = stats.norm.ppf(0.5 + confidence / 2)
-    p = successes / n
-    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
-    return centre - half, centre + half
+    ci = stats.binomtest(successes, n, 0.5).proportion_ci(confidence_level=confidence, method="wilson")
+    return float(ci.low), float(ci.high)
 
 
 def preference(rows: Iterable[dict], confidence: float = 0.95) -> list[dict]:
@@ -213,23 +236,22 @@ def faster_than_the_audio(rows: Iterable[dict], *, slack: float = 1.0) -> dict[s
 
 
 def retest_inconsistency(rows: Iterable[dict], *, max_difference: float = 25.0) -> dict[str, float]:
-    """{listener: mean absolute difference of their scores between two presentations of the same
-    MUSHRA excerpt (every condition), averaged over their repeated excerpts}, for those over
-    `max_difference` points: test-retest reliability. The app plays one excerpt of each session
-    twice, blind (new labels, new files); a listener who answers at random cannot agree with
-    themself."""
+    """{listener: mean absolute difference of their scores between the first presentation of a
+    MUSHRA excerpt and each later one (every condition), averaged over their repeated excerpts},
+    for those over `max_difference` points: test-retest reliability. The app plays one excerpt of
+    each session again, blind (new labels, new files); a listener who answers at random cannot
+    agree with themself."""
     by: dict[tuple[str, str], dict[str, dict[str, float]]] = defaultdict(lambda: defaultdict(dict))
     for r in rows:
         if r.get("kind") == "mushra" and r.get("excerpt") and r.get("score") is not None:
             by[(r["listener"], r["excerpt"])][r["trial"]][r["condition"]] = float(r["score"])
     differences: dict[str, list[float]] = defaultdict(list)
     for (listener, _), trials in by.items():
-        if len(trials) < 2:
-            continue
-        first, second = list(trials.values())[:2]
-        common = set(first) & set(second)
-        if common:
-            differences[listener].append(float(np.mean([abs(first[c] - second[c]) for c in common])))
+        first, *later = trials.values()  # in the order the rows came (the store's: as written)
+        for again in later:
+            common = set(first) & set(again)
+            if common:
+                differences[listener].append(float(np.mean([abs(first[c] - again[c]) for c in common])))
     means = {who: float(np.mean(d)) for who, d in differences.items()}
     return {who: m for who, m in means.items() if m > max_difference}
 
@@ -268,58 +290,106 @@ def crowd_outliers(
     }
 
 
-SCREENING = {
-    "headphones": "failed or did not take the headphone check (Woods et al. 2017, 5 of 6 needed)",
-    "reference": "rated the hidden reference below 90 in more than 15% of MUSHRA trials (BS.1534-3)",
-    "anchor": "rated the low-pass anchor above the hidden reference in more than 15% of MUSHRA trials",
-    "gold": "chose the degraded sample in more than 25% of gold A/B trials",
-    "timing": "answered a trial in less time than the listening its page reported (one sample sounds at a time)",
-    "retest": "scored a repeated MUSHRA excerpt more than 25 points apart from the first time, on average",
-    "outlier": "scored the models more than 30 points from the other listeners' mean on the same excerpts, on average",
-}
+@dataclass(frozen=True)
+class Rules:
+    """The screening rules' thresholds, in one place: what `screening` applies, what `SCREENING`
+    says, and what the app's headphone verdict uses (`headphone_pass`)."""
+
+    headphone_pass: int = 5  # of 6 (Woods et al. 2017)
+    headphone_trials: int = 6
+    reference_below: float = 90.0  # BS.1534-3
+    reference_share: float = 0.15
+    anchor_share: float = 0.15
+    gold_share: float = 0.25
+    timing_slack: float = 1.0
+    retest_points: float = 25.0
+    outlier_points: float = 30.0
+    outlier_others: int = 3
+    outlier_stimuli: int = 2
+
+    def texts(self) -> dict[str, str]:
+        """{criterion: its rule in words}, made from the thresholds."""
+        return {
+            "headphones": f"failed or did not take the headphone check (Woods et al. 2017, {self.headphone_pass} "
+            f"of {self.headphone_trials} needed)",
+            "reference": f"rated the hidden reference below {self.reference_below:g} in more than "
+            f"{self.reference_share:.0%} of MUSHRA trials (BS.1534-3)",
+            "anchor": f"rated the low-pass anchor above the hidden reference in more than {self.anchor_share:.0%} "
+            "of MUSHRA trials",
+            "gold": f"chose the degraded sample in more than {self.gold_share:.0%} of gold A/B trials",
+            "timing": "answered a trial in less time than the listening its page reported (one sample sounds at "
+            "a time; the page reports it, so this catches careless scripts, not a page rewritten to lie)",
+            "retest": f"scored a repeated MUSHRA excerpt more than {self.retest_points:g} points apart from the "
+            "first time, on average",
+            "outlier": f"scored the models more than {self.outlier_points:g} points from the other listeners' mean, "
+            f"on average over the excerpts that {self.outlier_others} or more others rated (where a listener has "
+            f"{self.outlier_stimuli} or more such excerpts)",
+        }
 
 
-def screening(rows: list[dict], headphones: dict[str, int | None] | None = None, pass_score: int = 5) -> dict:
-    """{criterion: set of listeners it excludes} (see `SCREENING`). Without `headphones` (no
+RULES = Rules()
+SCREENING = RULES.texts()
+
+
+def screening(rows: list[dict], headphones: dict[str, int | None] | None = None, rules: Rules = RULES) -> dict:
+    """{criterion: set of listeners it excludes} (see `Rules.texts`). Without `headphones` (no
     record of checks at all) that criterion excludes nobody."""
     listeners = {r["listener"] for r in rows}
-    _, dropped = mushra_screening([r for r in rows if r.get("kind") == "mushra"])
+    _, dropped = mushra_screening(
+        [r for r in rows if r.get("kind") == "mushra"],
+        threshold=rules.reference_below,
+        max_fraction=rules.reference_share,
+    )
     return {
         "headphones": set()
         if headphones is None
-        else {who for who in listeners if (headphones.get(who) or 0) < pass_score},
+        else {who for who in listeners if (headphones.get(who) or 0) < rules.headphone_pass},
         "reference": set(dropped),
-        "anchor": set(anchor_above_reference(rows)),
-        "gold": set(gold_failures(rows)),
-        "timing": set(faster_than_the_audio(rows)),
-        "retest": set(retest_inconsistency(rows)),
-        "outlier": set(crowd_outliers(rows)),
+        "anchor": set(anchor_above_reference(rows, max_fraction=rules.anchor_share)),
+        "gold": set(gold_failures(rows, max_fraction=rules.gold_share)),
+        "timing": set(faster_than_the_audio(rows, slack=rules.timing_slack)),
+        "retest": set(retest_inconsistency(rows, max_difference=rules.retest_points)),
+        "outlier": set(
+            crowd_outliers(
+                rows,
+                max_deviation=rules.outlier_points,
+                min_others=rules.outlier_others,
+                min_stimuli=rules.outlier_stimuli,
+            )
+        ),
     }
 
 
-def excluded_by(rows: list[dict], headphones: dict[str, int | None] | None = None) -> dict[str, list[str]]:
+def excluded_by(
+    rows: list[dict], headphones: dict[str, int | None] | None = None, rules: Rules = RULES
+) -> dict[str, list[str]]:
     """{listener: the criteria that exclude them} (empty list: kept)."""
-    criteria = screening(rows, headphones)
+    criteria = screening(rows, headphones, rules)
     return {who: [c for c, out in criteria.items() if who in out] for who in {r["listener"] for r in rows}}
 
 
-def summary(rows: list[dict], headphones: dict[str, int | None] | None = None) -> dict:
+def summary(
+    rows: list[dict], headphones: dict[str, int | None] | None = None, flags: dict[str, list[str]] | None = None
+) -> dict:
     """Everything the results tab shows: statistics over the ratings of listeners no screening
-    criterion excludes, and how many listeners and ratings each criterion excluded."""
-    flags = excluded_by(rows, headphones)
-    kept = [r for r in rows if not flags[r["listener"]]]
+    criterion excludes (`flags`, from `excluded_by` where not given), each stimulus counted once
+    per listener (`first_presentations`), and how many listeners and ratings each criterion
+    excluded."""
+    flags = excluded_by(rows, headphones) if flags is None else flags
+    kept = first_presentations([r for r in rows if not flags.get(r["listener"])])
     return {
         "mushra": mushra_summary(kept),
         "mos": score_summary(kept, kind="mos"),
         "preference": preference(kept),
         "ratings": len(rows),
-        "listeners": len(flags),
+        "listeners": len({r["listener"] for r in rows}),
         "kept_ratings": len(kept),
-        "kept_listeners": sum(1 for f in flags.values() if not f),
+        "repeats_left_out": sum(1 for r in rows if not flags.get(r["listener"])) - len(kept),
+        "kept_listeners": len({r["listener"] for r in rows if not flags.get(r["listener"])}),
         "screening": {
             c: {
-                "listeners": sum(1 for f in flags.values() if c in f),
-                "ratings": sum(1 for r in rows if c in flags[r["listener"]]),
+                "listeners": sum(1 for who in {r["listener"] for r in rows} if c in flags.get(who, ())),
+                "ratings": sum(1 for r in rows if c in flags.get(r["listener"], ())),
                 "rule": rule,
             }
             for c, rule in SCREENING.items()
@@ -330,15 +400,15 @@ def summary(rows: list[dict], headphones: dict[str, int | None] | None = None) -
 def metric_agreement(
     rows: list[dict], metrics: dict[tuple[str, str], dict[str, float]], *, boot: int = 1000, seed: int = 0
 ) -> dict[str, dict]:
-    """Do the metrics predict the listeners? Per metric: Kendall's tau between the metric of
-    each (excerpt, condition) and its mean MUSHRA score (kept rows), with a bootstrap 95% CI
-    (pairs resampled with replacement), and the points for a scatter plot."""
+    """Do the metrics predict the listeners? Per metric: Kendall's tau-b between the metric of
+    each (excerpt, condition) and its mean MUSHRA score (kept rows, each listener's first
+    presentation), with a 95% percentile bootstrap CI over the pairs (`scipy.stats.bootstrap`,
+    paired, `boot` resamples), and the points for a scatter plot."""
     scores: dict[tuple[str, str], list[float]] = defaultdict(list)
-    for r in rows:
+    for r in first_presentations(rows):
         if r.get("kind") == "mushra" and r.get("excerpt") and r.get("condition") != REFERENCE:
             scores[(r["excerpt"], r["condition"])].append(float(r["score"]))
     names = sorted({m for values in metrics.values() for m in values})
-    rng = np.random.default_rng(seed)
     out = {}
     for name in names:
         points = [
@@ -348,16 +418,35 @@ def metric_agreement(
         ]
         x = np.array([p[0] for p in points])
         y = np.array([p[1] for p in points])
-        tau = float(stats.kendalltau(x, y).statistic) if len(points) >= 3 else math.nan
-        low = high = math.nan
+        tau = low = high = math.nan
         if len(points) >= 3:
-            draws = []
-            for _ in range(boot):
-                i = rng.integers(0, len(points), len(points))
-                t = stats.kendalltau(x[i], y[i]).statistic
-                if np.isfinite(t):
-                    draws.append(t)
-            if draws:
-                low, high = (float(v) for v in np.percentile(draws, [2.5, 97.5]))
+            tau = float(stats.kendalltau(x, y).statistic)
+            low, high = _tau_interval(x, y, boot, seed)
         out[name] = {"n": len(points), "tau": tau, "low": low, "high": high, "points": points}
     return out
+
+
+def _tau_interval(x: np.ndarray, y: np.ndarray, boot: int, seed: int) -> tuple[float, float]:
+    """The percentile bootstrap 95% interval of Kendall's tau (pairs resampled together). A
+    resample with no variation in x or y has no tau (NaN): those are left out of the percentiles;
+    BCa is not used because its jackknife fails on the many ties of rating data."""
+
+    def tau(a, b):
+        return stats.kendalltau(a, b).statistic
+
+    res = stats.bootstrap(
+        (x, y),
+        tau,
+        paired=True,
+        vectorized=False,
+        n_resamples=boot,
+        method="percentile",
+        random_state=np.random.default_rng(seed),
+    )
+    draws = res.bootstrap_distribution
+    draws = draws[np.isfinite(draws)]
+    if not len(draws):
+        return math.nan, math.nan
+    # the percentiles of the finite draws (scipy's own bounds are NaN as soon as one draw is)
+    low, high = np.percentile(draws, [2.5, 97.5])
+    return float(low), float(high)

@@ -44,6 +44,20 @@ def musdb_root(tmp_path_factory):
     return write_musdb_folder(tmp_path_factory.mktemp("musdb"), train=3, valid=1, test=1, seconds=4.0, seed=1)
 
 
+@pytest.fixture(scope="session", autouse=True)
+def demo_songs_made_once():
+    """Every app a test builds writes its demo clips (three 60-s songs) into its own data folder:
+    the songs are made once per test session (the same seeds make the same songs)."""
+    import functools
+
+    from webapp import clips
+
+    original = clips.make_track
+    clips.make_track = functools.lru_cache(maxsize=8)(original)
+    yield
+    clips.make_track = original
+
+
 @pytest.fixture
 def mixture() -> torch.Tensor:
     voice, band = voice_and_band(3.0)

@@ -98,7 +98,10 @@ def wav_file(path: Path, seconds: float = 6.0) -> Path:
 @pytest.mark.slow
 def test_separate_a_demo_clip_with_both_models(lab, client):
     clip = next(iter(lab.clips))
-    files, info = client.predict(clip, 2, 8, api_name="/separate_clip")
+    # the clip's first 30 s are the listening test's: refused, saying so and what to do
+    with pytest.raises(AppError, match=r"the first 30 s of .* are the blind listening test's material.*start at 30 s"):
+        client.predict(clip, 2, 8, api_name="/separate_clip")
+    files, info = client.predict(clip, 32, 8, api_name="/separate_clip")
     assert set(info["stems"]) == {"dprnn", "umxhq"} and info["errors"] == {}
     assert len(files) == 4
     for f in files:
@@ -150,7 +153,7 @@ def test_an_upload_over_the_duration_cap_is_refused(client, tmp_path):
 
 
 @pytest.mark.slow
-def test_ratings_round_trip_through_the_api(lab, client):
+def test_ratings_round_trip_through_the_api(lab, client, monkeypatch):
     listener = client.predict(api_name="/listener")
     with sqlite3.connect(lab.store.path) as db:
         (answers,) = db.execute("SELECT headphone_check FROM listeners WHERE id = ?", (listener,)).fetchone() or (None,)
@@ -173,20 +176,23 @@ def test_ratings_round_trip_through_the_api(lab, client):
     # stored with how they came, and not counted by default: a script needs no play records
     assert {r["via"] for r in lab.store.rows() if r["listener"] == listener} == {"api"}
     stats = client.predict(api_name="/results")
-    assert stats["api_ratings"] == {"rows": stats["api_ratings"]["rows"], "counted": False}
-    assert stats["api_ratings"]["rows"] >= 4 and not stats["mushra"]["scores"]
-    lab.config.count_api_ratings = True  # the admin's choice (APP_COUNT_API_RATINGS=1) for scripted tests
+    api_rows = sum(1 for r in lab.store.rows() if r["via"] == "api")
+    assert api_rows >= 4 and stats["api_ratings"] == {"rows": api_rows, "counted": False}
+    assert not stats["mushra"]["scores"] and stats["ratings"] == 0  # nothing counted
+    # the admin's choice (APP_COUNT_API_RATINGS=1) for scripted tests; undone when the test ends
+    monkeypatch.setattr(lab.config, "count_api_ratings", True)
     stats = client.predict(api_name="/results")
+    assert stats["api_ratings"] == {"rows": api_rows, "counted": True} and stats["ratings"] == api_rows
     rows = {(r["condition"], r["source"]): r for r in stats["mushra"]["scores"]}
     assert any(c == "reference" and r["n"] >= 1 and r["mean"] == 100 for (c, _), r in rows.items())
     assert {"dprnn", "umxhq", "anchor"} <= {c for c, _ in rows}
     # counts, never listener ids; this listener passed every screening criterion
     assert isinstance(stats["mushra"]["kept"], int) and isinstance(stats["mushra"]["dropped"], int)
     assert stats["kept_listeners"] >= 1 and set(stats["screening"]) == set(SCREENING)
-    direct = summary(lab.store.rows(), lab.store.headphone_scores())  # what the server computes, ids included
+    rows, flags = lab.campaign.screened()
+    direct = summary(rows, flags=flags)  # what the server computes, ids included
     assert stats["mushra"]["kept"] == len(direct["mushra"]["kept"]) and listener in direct["mushra"]["kept"]
     assert listener not in str(stats)
-    lab.config.count_api_ratings = False
 
 
 @pytest.mark.slow
@@ -211,7 +217,7 @@ def test_a_loopback_caller_cannot_choose_its_address(lab, monkeypatch):
 
 def test_admin_export_is_streamed_once_and_formula_safe(lab):
     listener = lab.new_listener("test")
-    for clip in ('=HYPERLINK("http://x")', "=cmd|' /C calc'!A0"):
+    for clip, via in (('=HYPERLINK("http://x")', "page"), ("=cmd|' /C calc'!A0", "api")):
         trial = lab.store.create_trial(
             listener=listener,
             kind="mushra",
@@ -220,7 +226,7 @@ def test_admin_export_is_streamed_once_and_formula_safe(lab):
             conditions={"A": "dprnn"},
             versions={"dprnn": "v"},
         )
-        lab.store.submit(listener, trial.id, scores={"A": 40})
+        lab.store.submit(listener, trial.id, scores={"A": 40}, via=via)
     for token in ("guess", "", None):
         with pytest.raises(RatingError, match="wrong admin token"):
             lab.export_link(token, "admin-test")
@@ -230,8 +236,17 @@ def test_admin_export_is_streamed_once_and_formula_safe(lab):
     clips = [r["clip"] for r in rows]
     assert "'=cmd|' /C calc'!A0" in clips
     assert not any(c.startswith(("=", "+", "-", "@")) for c in clips)
-    # no headphone check taken: the listener's rows carry that flag
-    assert {r["excluded_by"] for r in rows if r["listener"] == listener} == {"headphones"}
+    # no headphone check taken: the listener's counted row carries that flag; the API row is not
+    # counted (APP_COUNT_API_RATINGS is off), so no screening speaks of it: one screening for all
+    mine = {r["via"]: r for r in rows if r["listener"] == listener}
+    assert (mine["page"]["counted"], mine["page"]["excluded_by"], mine["page"]["counts_in_means"]) == (
+        "1",
+        "headphones",
+        "0",
+    )
+    assert (mine["api"]["counted"], mine["api"]["excluded_by"]) == ("0", "")
+    assert mine["page"]["label"] == "A" and mine["page"]["labels"] == '{"A": "dprnn"}'
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", mine["page"]["answered_utc"])
     assert lab.export_stream(link.rsplit("/", 1)[-1]) is None  # used up
 
 
@@ -254,8 +269,23 @@ def test_browser_upload_and_separate(lab, tmp_path):
         for name in ("dprnn", "umxhq"):
             expect(page.get_by_text(f"{name}: vocals", exact=True)).to_be_visible()
         expect(page.locator("audio")).not_to_have_count(0)
+        # the guide-vocal slider follows the keyboard too: two arrow presses (5 % a step) make the
+        # karaoke of a 10 % guide vocal, as a drag released there would
+        guides = set(lab.work_root.rglob("dprnn-karaoke-guide*.wav"))
+        page.get_by_role("slider", name="Guide vocal in the karaoke track (%)").focus()
+        page.keyboard.press("ArrowRight")
+        page.keyboard.press("ArrowRight")
+
+        def made() -> set[str]:  # the guide mixes made since (of this separation: new paths)
+            return {p.name for p in set(lab.work_root.rglob("dprnn-karaoke-guide*.wav")) - guides}
+
+        _wait_for(lambda: "dprnn-karaoke-guide010.wav" in made())
         page.get_by_role("tab", name="Spectrograms: vocals").click()
         expect(page.locator(".js-plotly-plot .heatmaplayer").first).to_be_visible(timeout=30_000)
+        # the colour bar reads as a level meter: 0 dB at the top, the floor at the bottom
+        ticks = page.locator(".js-plotly-plot .colorbar g[class$='tick'] text").all()
+        labels = sorted((t.bounding_box()["y"], t.text_content().replace("\u2212", "-")) for t in ticks)
+        assert labels[0][1] == "0" and labels[-1][1] == "-90", labels  # top to bottom
         page.screenshot(path=str(tmp_path / "separated.png"), full_page=True)
         browser.close()
     assert (tmp_path / "separated.png").stat().st_size > 10_000
@@ -473,7 +503,10 @@ def test_a_trial_falls_back_to_an_example_clip_when_the_upload_cannot_make_one(t
     upload = lab.separate(torch.from_numpy(voice + band), None, "upload.wav")
     listener = lab.new_listener("test")
     lab.headphone_check(listener, "test")
-    lab.store.answer_headphone_check(listener, [1] * 6)
+    (truth,) = (
+        lab.store._connect().execute("SELECT headphone_check FROM listeners WHERE id = ?", (listener,)).fetchone()
+    )
+    lab.store.answer_headphone_check(listener, json.loads(truth))  # passed: on headphones
     trial, used = lab.trial_for(upload, listener)
     assert used is not upload and used.references and trial.kind == "mushra"
     assert sorted(lab.store.get_trial(trial.trial_id).conditions.values()) == ["anchor", "dprnn", "reference"]

@@ -156,19 +156,20 @@ def test_too_short_an_upload_is_a_clear_message_before_any_work(lab, client, son
     [
         (0, 0.02, r"the excerpt lasts 0.02 s: it must last at least 1 s"),
         (0, 0, r"the excerpt lasts 0 s: it must last at least 1 s"),
-        (29.99, 10, r"starts at 29.99 s but .* lasts 30.00 s: start at 29.00 s at the latest"),
-        (31, 5, r"starts at 31 s .* lasts 30.00 s"),
+        (59.99, 10, r"starts at 59.99 s but .* lasts 60.00 s: start at 59.00 s at the latest"),
+        (61, 5, r"starts at 61 s .* lasts 60.00 s"),
+        (29, 5, r"the first 30 s of .* are the blind listening test's material"),
         (-1, 5, r"must start at 0 s or later, not -1 s"),
     ],
 )
 @pytest.mark.slow
 def test_excerpt_bounds_are_checked_before_any_work(lab, client, song, start, length, match):
     clip = next(iter(lab.clips))
-    assert lab.clips[clip].duration == pytest.approx(30.0)
+    assert lab.clips[clip].duration == pytest.approx(60.0)
     before = work_folders(lab)
     refused(client, match, clip, start, length, api_name="/separate_clip")
     assert work_folders(lab) == before
-    files, info = client.predict(clip, 28.5, 10, api_name="/separate_clip")  # the last 1.5 s: fine
+    files, info = client.predict(clip, 58.5, 10, api_name="/separate_clip")  # the last 1.5 s: fine
     assert info["seconds"] == pytest.approx(1.5, abs=0.01)
     still_serves(client, song)
 
@@ -375,7 +376,7 @@ def test_on_zerogpu_the_separation_runs_inside_spaces_gpu_with_a_duration_from_t
     assert set(sep.stems) == {"dprnn"}
     assert calls == [{"duration": gpu.gpu_seconds(3.0, 1), "function": "_separate_now"}]
     clip = next(iter(lab.clips))
-    mix, refs, label = lab_module.clip_excerpt(lab, clip, 0, 30)
+    mix, refs, label = lab_module.clip_excerpt(lab, clip, 30, 30)  # after the campaign's part
     sep = lab.separate(mix, refs, label)  # the metrics run inside too
     assert sep.metrics and calls[-1]["duration"] == gpu.gpu_seconds(30.0, 1) == 23
     assert gpu.gpu_seconds(600, 2) == 140 and gpu.gpu_seconds(7200, 2) == gpu.MAX_SECONDS

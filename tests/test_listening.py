@@ -5,6 +5,7 @@ length), the shipped DPRNN and Conv1D, and the demo clips. Nothing touches the n
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import json
 import os
@@ -131,9 +132,12 @@ def test_a_trial_s_files_reveal_no_condition(lab):
     label = {c: lab_label for lab_label, c in stored.conditions.items()}
     hidden = Path(files[trial["labels"].index(label["reference"])])
     reference = Path(files[-1])
-    # never the same bytes (independent dither), the same audio within 2 LSB of 16 bits
+    # never the same bytes (a level offset and dither of their own), the same audio once the offsets
+    # (kept with the trial) are undone, within 4 LSB of 16 bits
     assert hidden.read_bytes() != reference.read_bytes()
-    assert np.abs(read(hidden) - read(reference)).max() <= 2.5 / 32768
+    gain = {k: 10 ** (v / 20) for k, v in stored.offsets.items()}
+    undone = read(hidden) / gain[label["reference"]] - read(reference) / gain["reference"]
+    assert np.abs(undone).max() <= 4 / 32768
     # the same length and format for all
     infos = [sf.info(f) for f in files]
     assert {(i.frames, i.samplerate, i.channels, i.subtype) for i in infos} == {(int(SECONDS * SR), SR, 2, "PCM_16")}
@@ -175,19 +179,18 @@ def test_no_response_header_tells_conditions_apart_and_only_trial_files_are_serv
         assert refused.value.code in (403, 404)
 
 
-def test_trials_reuse_their_excerpt_files(lab):
-    """A trial costs hard links, not copies: each excerpt's audio is written once (a fixed set per
-    clip and source), and every trial's randomly named files are links to it."""
+def test_no_trial_file_is_a_lookup_table_for_the_next(lab):
+    """The excerpts are a fixed set (3 per clip and source), but every file a trial serves is its
+    own (a level offset and dither of its own): over 24 trials no two served files share a hash,
+    so one listener's identification of a file names nothing in anyone else's trial."""
     client = new_client(lab)
     listener = ready_listener(client, lab)
-    served = []
+    hashes = []
     for _ in range(24):
         files, _ = get_trial(client, listener)
-        served += [Path(f).name for f in files]
-    excerpt_inodes = {p.stat().st_ino for p in lab.trial_files.excerpts.rglob("*.wav")}
-    on_server = {p.name: p for p in lab.trial_files.served.rglob("*.wav")}
-    assert all(on_server[name].stat().st_ino in excerpt_inodes for name in served)  # no bytes of their own
-    # MUSHRA excerpts: at most the fixed set (3 per clip and source) exist, however many trials
+        hashes += [hashlib.sha256(Path(f).read_bytes()).hexdigest() for f in files]
+    assert len(hashes) == 24 * 5 and len(set(hashes)) == len(hashes)
+    # MUSHRA excerpts: at most the fixed set exist, however many trials
     mushra = [d for d in lab.trial_files.excerpts.iterdir() if (d / "anchor.wav").exists()]
     assert len(mushra) <= len(lab.clips) * 2 * EXCERPTS_PER_SOURCE < 24
 
@@ -208,9 +211,11 @@ def test_the_lab_prepares_every_example_clip_s_stimuli_once(lab):
     assert {p.name for p in lab.trial_files.excerpts.iterdir()} == folders  # nothing cut for it
 
 
-def test_the_last_trial_of_a_session_repeats_an_excerpt_blind(lab):
+def test_the_last_trial_of_a_session_repeats_an_excerpt_blind(lab, monkeypatch):
     """Test-retest: the session's last trial (here the 3rd) plays an excerpt the listener rated in
-    this session again, with new labels and new files; screening compares the two answers."""
+    this session again, with new labels and new files; the others are drawn without replacement;
+    screening compares the two answers and the means count the first."""
+    monkeypatch.setattr(lab.config, "count_api_ratings", True)  # this session is driven over the API
     client = new_client(lab)
     listener = ready_listener(client, lab)
     excerpts, names = [], set()
@@ -221,14 +226,18 @@ def test_the_last_trial_of_a_session_repeats_an_excerpt_blind(lab):
         assert not {Path(f).name for f in files} & names  # new files every time, the repeat's too
         names |= {Path(f).name for f in files}
         rate_when_allowed(client, listener, trial, attentive_scores(lab, trial))
-    assert excerpts[2] in excerpts[:2], excerpts
+    assert excerpts[0] != excerpts[1] and excerpts[2] in excerpts[:2], excerpts
+    repeated = lab.store.get_trial(trial["trial_id"])
+    first = lab.store.get_trial(repeated.repeat_of)
+    assert first.excerpt == repeated.excerpt and first.listener == repeated.listener
     _, fourth = get_trial(client, listener)  # a new session: no repeat due
     assert lab.store.get_trial(fourth["trial_id"]).excerpt is not None
     # the session is complete: the page gives a completion code, which the admin export lists
     # beside each of the session's ratings (a paid campaign checks a payment against them)
     who = lab.listener(listener)
     code = lab.completion_code(who, 1)
-    assert re.fullmatch(r"[A-Z2-7]{4}-[A-Z2-7]{4}", code) and f"**{code}**" in saved_message(lab, listener)
+    assert re.fullmatch(r"[0-9A-HJKMNP-TV-Z]{4}-[0-9A-HJKMNP-TV-Z]{4}", code)  # no I, L, O or U
+    assert lab.campaign.completed_codes(who) == [code] and "last of 3" in saved_message(lab, listener)
     assert code != lab.completion_code(who, 2) and code != lab.completion_code("f" * 32, 1)
     assert lab_module.LabApp(lab.config, pool=lab.pool).completion_code(who, 1) == code  # a restart: the same
     link = new_client(lab).predict(ADMIN, api_name="/export_link")
@@ -340,7 +349,11 @@ def test_new_listeners_are_limited_per_client_not_per_id(lab):
     new_client(lab).predict(api_name="/listener")  # another address is not affected
 
 
-def test_an_export_streams_once_and_leaves_no_file(lab):
+def test_an_export_streams_once_and_leaves_no_file(lab, monkeypatch):
+    # a listener who failed the check goes on only where the campaign allows it, and their API
+    # ratings are screened only where they count: both switched on here, to see the flag
+    monkeypatch.setattr(lab.config, "allow_failed_headphones", True)
+    monkeypatch.setattr(lab.config, "count_api_ratings", True)
     client = new_client(lab)
     listener = ready_listener(client, lab, passed=False)  # flagged by the headphone check
     _, trial = get_trial(client, listener)
@@ -501,9 +514,11 @@ def test_a_mushra_session_in_the_browser(lab):
         # the trial's random folder of the served folder (not Gradio's content-hash cache)
         expect(page.locator("audio").locator("visible=true")).to_have_count(0)
         urls = json.loads(page.locator(".lab-trial").evaluate("e => JSON.stringify(e.labPlayer.spec())"))["urls"]
-        served = str(lab.trial_files.served)
-        assert len(set(urls.values())) == 5 and all(served in u for u in urls.values()), urls
-        assert len({u.rsplit("/", 2)[-2] for u in urls.values()}) == 1
+        # their URLs name the random folder and file only, nothing of where the server keeps them
+        assert len(set(urls.values())) == 5 and len({u.rsplit("/", 2)[-2] for u in urls.values()}) == 1
+        assert all(re.fullmatch(r"trial-audio/[0-9a-f]{32}/[0-9a-f]{24}\.wav", u) for u in urls.values()), urls
+        folder = next(iter(urls.values())).rsplit("/", 2)[-2]
+        assert (lab.trial_files.served / folder).is_dir() and str(lab.work_root) not in page.content()
 
         # a 0.1-s play-pause is 0.1 s heard: it unlocks nothing
         page.locator(".lab-play").click()
@@ -583,7 +598,9 @@ def test_an_ab_session_on_an_upload_in_the_browser(lab, tmp_path):
         expect(page.get_by_text("my song.wav (5.0 s)")).to_be_visible(timeout=90_000)
         listener = pass_headphone_check_in_page(page, lab)
         page.get_by_role("button", name="Start a blind trial").click()
-        expect(page.get_by_text("Trial 1 of 3: A/B on")).to_be_visible(timeout=60_000)
+        # the listener's own separation: rated for them, outside the study's sessions and statistics
+        expect(page.get_by_text("Your own separation: A/B on")).to_be_visible(timeout=60_000)
+        expect(page.get_by_text("not counted in the study")).to_be_visible()
         wait_ready(page)
         need = lab.config.min_heard
         submit = page.locator(".lab-submit")
@@ -603,9 +620,10 @@ def test_an_ab_session_on_an_upload_in_the_browser(lab, tmp_path):
         page.screenshot(path=str(out / "listening-ab.png"), full_page=True)
         CLOCK.advance(SECONDS)  # a real listener has heard both 10-s samples by now
         submit.click()
-        expect(page.get_by_text("Saved (1 of 3)")).to_be_visible(timeout=10_000)
+        expect(page.get_by_text("Saved (your own separation")).to_be_visible(timeout=10_000)
         chromium.close()
     (trial,) = open_trials(lab, listener)
+    assert trial.own and trial.stimulus is None and lab.campaign.session(listener).done == 0
     assert trial.clip == "my song.wav" and trial.kind in ("ab", "gold")
     rows = [r for r in lab.store.rows() if r["listener"] == listener]
     (row,) = [r for r in rows if r["kind"] in ("ab", "gold")]

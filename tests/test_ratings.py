@@ -201,7 +201,8 @@ def test_an_informed_cheater_passes_bs1534_but_not_the_crowd_rule():
     """The scripted cheater of the issue: knows the hidden reference (it differs from the open one
     by dither) and the anchor, rates them 100 and 0, and dprnn 95 whatever it sounds like."""
     rows = campaign()
-    honest = np.mean([r["score"] for r in rows if r["condition"] == "dprnn"])
+    # each listener's first rating of an excerpt counts: the repeat (trial 6 of each session) does not
+    honest = np.mean([r["score"] for r in rows if r["condition"] == "dprnn" and not r["trial"].endswith("-6")])
     for n, excerpt in enumerate(["x0", "x1", "x2", "x3", "x4", "x5", "x0"]):
         rows += page_trial("cheater", f"c{n}", excerpt, {"reference": 100, "anchor": 0, "dprnn": 95, "conv1d": 10})
     flags = excluded_by(rows, None)
@@ -210,7 +211,7 @@ def test_an_informed_cheater_passes_bs1534_but_not_the_crowd_rule():
     assert crowd_outliers(rows)["cheater"] > 30
     s = summary(rows)
     dprnn = next(r for r in s["mushra"]["scores"] if r["condition"] == "dprnn")
-    assert dprnn["mean"] == pytest.approx(honest) and dprnn["n"] == 35  # the cheater's 7 rows are out
+    assert dprnn["mean"] == pytest.approx(honest) and dprnn["n"] == 30  # the cheater's 7 rows are out
     assert s["screening"]["outlier"] == {"listeners": 1, "ratings": 28, "rule": s["screening"]["outlier"]["rule"]}
     # with too few others on a stimulus there is no crowd to compare with: nobody is flagged
     few = [r for r in rows if r["listener"] in ("honest0", "honest1", "cheater")]

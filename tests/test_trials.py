@@ -3,10 +3,12 @@ trials, the headphone check, excerpt metrics; the store's rules; signed listener
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import random
 import stat
+import threading
 import time
 
 import numpy as np
@@ -23,6 +25,7 @@ from webapp.store import IncompleteTrial, RatingError, RatingsStore
 from webapp.trials import (
     EXCERPTS_PER_SOURCE,
     HEADPHONE_TRIALS,
+    LEVEL_JITTER_DB,
     PEAK,
     TrialFiles,
     audible_excerpt,
@@ -76,10 +79,14 @@ def test_a_mushra_trial_hides_shuffles_and_never_repeats_a_file(separated, files
         names |= trial_names
         orders.add(tuple(conditions[label] for label in audio.labels))
         hidden = next(label for label, c in conditions.items() if c == "reference")
-        # the hidden reference is the reference, but never byte for byte (its own dither)
+        # the hidden reference is the reference, but never byte for byte: each served file has a
+        # level offset of its own (kept with the trial) and its own dither
+        offsets = store.get_trial(audio.trial_id).offsets
+        assert set(offsets) == {*audio.labels, "reference"} and len(set(offsets.values())) == 5
+        assert all(abs(v) <= LEVEL_JITTER_DB for v in offsets.values())
         assert audio.files[hidden].read_bytes() != audio.reference.read_bytes()
-        assert np.abs(read(audio.files[hidden]) - read(audio.reference)).max() <= 2.5 / 32768
-        assert audio.files[hidden].stat().st_ino != audio.reference.stat().st_ino
+        hidden_wave = read(audio.files[hidden]) / 10 ** (offsets[hidden] / 20)
+        assert np.abs(hidden_wave - read(audio.reference) / 10 ** (offsets["reference"] / 20)).max() <= 4 / 32768
     assert len(orders) > 1
 
 
@@ -116,15 +123,20 @@ def test_the_anchor_is_low_passed(separated, files, tmp_path):
     assert power(anchor)[high].sum() < 1e-3 * power(reference)[high].sum()
 
 
-def test_excerpts_are_a_fixed_set_and_their_files_are_linked_not_copied(separated, files, tmp_path):
+def test_excerpts_are_a_fixed_set_and_no_served_file_equals_another(separated, files, tmp_path):
+    """The stimuli are a fixed set, but the files a browser gets are each its own: one listener's
+    identification of a file (its hash) is no lookup table for the next trial or listener."""
     store = RatingsStore(tmp_path / "r.sqlite")
     for seed in range(12):
         make_trial(separated, store, "e" * 32, files, rng=random.Random(seed), seconds=2.0, source="vocals")
     excerpts = list(files.excerpts.iterdir())
     assert 1 <= len(excerpts) <= EXCERPTS_PER_SOURCE
-    inodes = {p.stat().st_ino for p in files.excerpts.rglob("*.wav")}
     served = list(files.served.rglob("*.wav"))
-    assert len(served) == 12 * 5 and all(p.stat().st_ino in inodes for p in served)
+    assert len(served) == 12 * 5
+    hashes = {hashlib.sha256(p.read_bytes()).hexdigest() for p in served}
+    hashes |= {hashlib.sha256(p.read_bytes()).hexdigest() for p in files.excerpts.rglob("*.wav")}
+    assert len(hashes) == 12 * 5 + len(list(files.excerpts.rglob("*.wav")))
+    assert len({p.stat().st_size for p in served}) == 1  # one length and format: the size tells nothing
     # each MUSHRA excerpt's conditions are scored on the excerpt itself, once
     metrics = store.excerpt_metrics()
     keys = {excerpt for excerpt, _ in metrics}
@@ -206,14 +218,16 @@ def test_the_headphone_check_tells_headphones_from_loudspeakers(tmp_path):
     assert [softest(f, headphones) for f in files] == answers
     assert sum(softest(f, loudspeakers) == a for f, a in zip(files, answers, strict=True)) == 0
     assert len({f.name for f in files}) == HEADPHONE_TRIALS
-    # a fixed set of six files, reused by every check as links under new names: 20 checks write nothing new
-    for seed in range(20):
-        more, _ = headphone_check(trial_files, np.random.default_rng(seed))
+    # six fixed orders, but every check's files are its own (a level offset and dither of their own):
+    # no file of 20 checks equals another byte for byte, and each still tells headphones apart
+    hashes = {hashlib.sha256(f.read_bytes()).hexdigest() for f in files}
+    for seed in range(100, 120):  # the app draws from an unseeded generator; here 20 other seeds
+        more, truth = headphone_check(trial_files, np.random.default_rng(seed))
         assert not {f.name for f in more} & {f.name for f in files}
-    from webapp.service import disk_bytes
-
-    variants = list((tmp_path / "trials" / "headphones").glob("*.wav"))
-    assert len(variants) == 6 and disk_bytes(tmp_path / "trials") == sum(v.stat().st_size for v in variants)
+        assert [softest(f, headphones) for f in more] == truth
+        hashes |= {hashlib.sha256(f.read_bytes()).hexdigest() for f in more}
+    assert len(hashes) == 21 * HEADPHONE_TRIALS
+    assert len(list((tmp_path / "trials" / "headphones").glob("*.wav"))) == 6
 
 
 # ---------------------------------------------------------------------------- the store's rules
@@ -297,7 +311,9 @@ def test_each_rating_records_how_it_came_and_older_rows_say_unknown(tmp_path):
     )
     store.submit("c" * 32, api.id, scores={"A": 50, "B": 100})
     assert [r["via"] for r in store.rows()] == ["unknown", "page", "page", "api", "api"]
-    assert store.rated_trials("c" * 32) == 2 and store.rated_trials("d" * 32) == 0  # answers, not rows
+    answered = store.answered("c" * 32)
+    assert [a["trial"] for a in answered] == [page.id, api.id] and [a["via"] for a in answered] == ["page", "api"]
+    assert store.answered("d" * 32) == []  # answers, not rows
     with pytest.raises(ValueError, match="via is one of"):
         store.submit("c" * 32, trial(store).id, scores={"A": 1, "B": 2}, via="email")
 
@@ -488,25 +504,25 @@ def test_the_work_folder_is_kept_under_its_size_cap(tmp_path):
     assert not old.exists()
 
 
-def test_the_work_folder_counts_hard_links_once(tmp_path):
-    """Trials are hard links of their excerpt's files: 10 trials of one 1000-byte excerpt take 1000
-    bytes, not 11,000, so they are no reason to delete anything; over the cap, the oldest go, and a
-    trial folder's deletion frees nothing while its excerpt keeps the bytes."""
-    from webapp.service import disk_bytes
-
+def test_the_clean_up_never_deletes_an_excerpt_a_trial_is_using(tmp_path):
+    """The clean-up deletes an old excerpt holding its lock, and only if nothing touched it since it
+    was judged old: a trial that touched it (`ensure_excerpt`) while the clean-up waited keeps it."""
     excerpt = tmp_path / "trials" / "excerpts" / "e1"
     excerpt.mkdir(parents=True)
     (excerpt / "a.wav").write_bytes(b"y" * 1000)
     files = TrialFiles(tmp_path / "trials")
-    served = [files.publish({"A": excerpt / "a.wav"})["A"] for _ in range(10)]
-    assert disk_bytes(tmp_path) == 1000 and all(p.stat().st_ino == served[0].stat().st_ino for p in served)
-    cleanup(tmp_path, max_age_s=3600, max_bytes=1500)
-    assert excerpt.exists() and all(p.exists() for p in served)  # 1000 bytes on disk: under the cap
-    older, old = new_workdir(tmp_path), new_workdir(tmp_path)
-    for d, age in ((older, 50), (old, 10)):
-        (d / "stem.wav").write_bytes(b"x" * 1000)
-        os.utime(d, (time.time() - age, time.time() - age))
-    os.utime(excerpt, (time.time() - 5, time.time() - 5))
-    cleanup(tmp_path, max_age_s=3600, max_bytes=2000)
-    assert not older.exists() and old.exists() and excerpt.exists()  # 3000 bytes: one folder of 1000 went
-    assert disk_bytes(tmp_path) == 2000
+    hours_ago = time.time() - 5 * 3600
+    os.utime(excerpt, (hours_ago, hours_ago))
+    lock = files.folder_lock("e1")
+    lock.acquire()  # a trial holds the excerpt
+    sweep = threading.Thread(target=cleanup, args=(tmp_path,), kwargs={"max_age_s": 3600, "locks": files.folder_lock})
+    sweep.start()
+    sweep.join(0.5)
+    assert sweep.is_alive() and excerpt.exists()  # waiting for the lock
+    os.utime(excerpt)  # the trial touches it: in use
+    lock.release()
+    sweep.join(5)
+    assert not sweep.is_alive() and excerpt.exists()
+    os.utime(excerpt, (hours_ago, hours_ago))  # untouched for hours: now it goes
+    cleanup(tmp_path, max_age_s=3600, locks=files.folder_lock)
+    assert not excerpt.exists()

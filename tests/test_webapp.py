@@ -86,7 +86,12 @@ def test_a_separation_has_stems_metrics_and_linked_spectrograms(separated):
     for axis in ("xaxis", "yaxis"):  # zoom one, all follow: every axis matches one common axis
         matches = [fig.layout[f"{axis}{i if i > 1 else ''}"].matches for i in range(1, 7)]
         assert len({m for m in matches if m}) == 1 and matches.count(None) == 1
-    assert fig.data[0].zmin == 0 and fig.data[0].zmax == -FLOOR_DB  # dB below the mixture's peak
+    # dB relative to the mixture's peak: the colour bar runs from the floor (bottom) up to 0 dB (top)
+    # (stored as dB above the floor, one byte a cell; the bar's labels say dB relative to the peak)
+    bar = fig.data[0].colorbar
+    assert fig.data[0].zmin == 0 and fig.data[0].zmax == -FLOOR_DB and not fig.data[0].reversescale
+    assert np.asarray(fig.data[0].z).max() == -FLOOR_DB  # the mixture's peak cell: the top of the bar
+    assert list(bar.tickvals) == sorted(bar.tickvals) and (bar.ticktext[0], bar.ticktext[-1]) == ("-90", "0")
     assert len(separated.framewise["dprnn"]["vocals"]) == 6
 
 
@@ -94,10 +99,10 @@ def test_spectrograms_are_decimated(separated):
     mix = torch.randn(2, 60 * SR) * 0.1
     fig = spectrogram_figure({"mixture": mix, "estimate": mix * 0.5})
     z = fig.data[0].z
-    assert z.shape[0] == 160 and z.shape[1] <= 360 and z.dtype == np.uint8
+    assert z.shape[0] == 160 and z.shape[1] <= 360 and z.dtype == np.uint8  # whole dB, one byte a cell
     assert len(fig.to_json()) < 200_000  # a minute of audio, two panels
     # the estimate at half amplitude is 6 dB further down on the mixture's scale
-    assert abs(float(np.median(fig.data[1].z.astype(float) - fig.data[0].z.astype(float))) - 6) <= 1
+    assert abs(float(np.median(fig.data[0].z.astype(float) - fig.data[1].z.astype(float))) - 6) <= 1
 
 
 def test_karaoke_guide_vocal(separated):

@@ -26,7 +26,11 @@ from songgen.synthetic import make_track
 log = logging.getLogger("webapp")
 
 DEMO_SEEDS = (31337, 4242, 777)  # not in the training/validation/test seeds of songgen.synthetic
-DEMO_SECONDS = 30.0
+DEMO_SECONDS = 60.0
+# The listening campaign's material: the first this many seconds of every clip (its excerpts are
+# cut from their separation). The Separate tab offers what follows, and refuses this part unless
+# `APP_SEPARATE_CAMPAIGN_CLIPS` (its output is what the blind samples were cut from).
+CAMPAIGN_SECONDS = 30.0
 
 
 @dataclass(frozen=True)
@@ -43,7 +47,8 @@ def ensure_demo_clips(folder: str | os.PathLike, seeds=DEMO_SEEDS, seconds: floa
     clips = []
     for i, seed in enumerate(seeds):
         d = folder / f"demo-{i + 1}"
-        if not all((d / f"{n}.flac").exists() for n in ("mixture", "vocals", "accompaniment")):
+        complete = all((d / f"{n}.flac").exists() for n in ("mixture", "vocals", "accompaniment"))
+        if not complete or sf.info(d / "mixture.flac").duration < seconds - 0.01:  # an older, shorter demo
             d.mkdir(parents=True, exist_ok=True)
             song = make_track(seed, seconds)
             backing = accompaniment(song[s] for s in ACCOMPANIMENT)

@@ -22,6 +22,9 @@
 | `APP_WORK_MAX_MB` | 2000 | size cap of the app's work folder (stems, trial audio) |
 | `APP_PROXY_HOPS` | 1 on a Space, else 0 | proxies in front adding to `X-Forwarded-For` (0: header ignored) |
 | `APP_COUNT_API_RATINGS` | 0 | 1: count ratings sent over the API (scripts, no play records) in the results |
+| `APP_COUNT_OWN_TRIALS` | 0 | 1: count trials on a listener's own separation (stimuli nobody else rates) |
+| `APP_ALLOW_FAILED_HEADPHONES` | 0 | 1: let listeners who fail the headphone check go on (their ratings never count) |
+| `APP_SEPARATE_CAMPAIGN_CLIPS` | 0 | 1: let the Separate tab separate the listening test's excerpts (unblinds them) |
 | `APP_LIMIT_LISTENERS` | 60 | new listener ids per address and hour (a class or office shares one address) |
 | `APP_LIMIT_TRIALS` | 600 | trials per address and hour (30 people behind one address, ~20 trials each) |
 | `APP_LIMIT_RATINGS` | 600 | ratings submitted per address and hour |
@@ -57,6 +60,7 @@ def _default_data_dir() -> Path:
     return Path(platformdirs.user_data_dir("separation-lab", appauthor=False))
 
 
+TRIAL_SECONDS = 10.0  # a blind trial's excerpt: BS.1534 asks for short ones (listeners compare, then move on)
 DEFAULT_LIMITS = {"listeners": 60, "trials": 600, "ratings": 600, "checks": 60}
 
 # The settings read from the environment: (field, variable, type, what it must be, check).
@@ -100,12 +104,15 @@ class AppConfig:
     hf_token: str | None = None
     rate_limit: int = 30  # rated trials per listener per minute
     secret: str | None = None  # signs listener ids; default: a key made once in <data dir>/secret.key
-    trial_seconds: float = 10.0  # the excerpt of a blind trial; no rating is taken sooner
+    trial_seconds: float = TRIAL_SECONDS  # the excerpt of a blind trial; no rating is taken sooner
     session_trials: int = 8  # trials per listening session in the page ("3 of 8")
     min_heard: float = 3.0  # seconds each sample must sound in the page's player (at most the excerpt)
     prepare_stimuli: bool = True  # app.py: separate the example clips and cut their excerpts at start
     work_max_mb: float = 2000.0  # the app's work folder (stems, trial audio) is kept under this
     count_api_ratings: bool = False  # API ratings (no play records) are stored, not counted, unless set
+    count_own_trials: bool = False  # trials on the listener's own separation: stored, not counted, unless set
+    allow_failed_headphones: bool = False  # a failed headphone check ends the listener's part, unless set
+    separate_campaign_clips: bool = False  # the Separate tab refuses the campaign's excerpts, unless set
     proxy_hops: int = 0  # see APP_PROXY_HOPS: how far to trust X-Forwarded-For (per-client limits)
     # per client (address, hashed) and hour: listener ids, trials, ratings, headphone checks. Sized
     # for a lab campaign where a class of ~30 shares one address; one scripted caller still gets
@@ -135,9 +142,9 @@ class AppConfig:
                     kwargs[key] = kind(env[name])
                 except ValueError:
                     raise SeparationError(f"{name} must be {must_be}, not {env[name]!r}") from None
-        for key, name in (("count_api_ratings", "APP_COUNT_API_RATINGS"), ("prepare_stimuli", "APP_PREPARE_STIMULI")):
+        for key, name in SWITCHES:
             if env.get(name):
-                kwargs[key] = env[name].strip().lower() in ("1", "true", "yes")
+                kwargs[key] = _switch(env[name], name)
         limits = dict(DEFAULT_LIMITS)
         for kind in limits:
             name = f"APP_LIMIT_{kind.upper()}"
@@ -157,6 +164,23 @@ class AppConfig:
     @property
     def version(self) -> str:
         return __version__
+
+
+SWITCHES = (
+    ("count_api_ratings", "APP_COUNT_API_RATINGS"),
+    ("count_own_trials", "APP_COUNT_OWN_TRIALS"),
+    ("allow_failed_headphones", "APP_ALLOW_FAILED_HEADPHONES"),
+    ("separate_campaign_clips", "APP_SEPARATE_CAMPAIGN_CLIPS"),
+    ("prepare_stimuli", "APP_PREPARE_STIMULI"),
+)
+
+
+def _switch(text: str, name: str) -> bool:
+    """An on/off setting: 1/true/yes or 0/false/no; anything else stops the start, naming it."""
+    value = text.strip().lower()
+    if value not in ("1", "true", "yes", "0", "false", "no"):
+        raise SeparationError(f"{name} must be 1 or 0 (true/false, yes/no), not {text!r}")
+    return value in ("1", "true", "yes")
 
 
 def _positive_int(text: str, name: str) -> int:

@@ -109,7 +109,10 @@ def spectrogram_figure(panels: dict[str, torch.Tensor | np.ndarray], *, title: s
         power, times, centres = panel if isinstance(panel, tuple) else band_power(panel)
         if reference is None:
             reference = float(power.max())
-        z = to_db(power, reference)
+        # whole dB above the floor (0..90, one unsigned byte a cell: the figure's JSON stays small),
+        # labelled as dB relative to the peak: the colour bar runs from -90 at the bottom to 0 dB
+        # at the top, as a level meter does
+        z = (-FLOOR_DB - to_db(power, reference)).astype(np.uint8)
         fig.add_trace(
             go.Heatmap(
                 z=z,
@@ -118,13 +121,12 @@ def spectrogram_figure(panels: dict[str, torch.Tensor | np.ndarray], *, title: s
                 zmin=0,
                 zmax=-FLOOR_DB,
                 colorscale=COLORSCALE,
-                reversescale=True,
                 showscale=i == 0,
                 colorbar={
                     "title": {"text": "dB"},
                     "len": 0.8,
                     "tickvals": list(range(0, -FLOOR_DB + 1, 15)),
-                    "ticktext": [str(-v) for v in range(0, -FLOOR_DB + 1, 15)],
+                    "ticktext": [str(v + FLOOR_DB) for v in range(0, -FLOOR_DB + 1, 15)],
                 }
                 if i == 0
                 else None,

@@ -6,7 +6,6 @@ benchmarks drive the same code without a browser.
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import contextvars
 import hashlib
@@ -26,14 +25,16 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from eval.ratings import excluded_by, metric_agreement, summary
+from eval.ratings import metric_agreement, summary
 from separation.audio import SAMPLE_RATE, load_audio
 from separation.errors import SeparationError
 
-from .clips import MIN_SECONDS, Clip, check_excerpt, ensure_demo_clips, load_clip, musdb_clips
+from .campaign import HEADPHONE_PASS, Campaign
+from .clips import CAMPAIGN_SECONDS, MIN_SECONDS, Clip, check_excerpt, ensure_demo_clips, load_clip, musdb_clips
 from .config import AppConfig
 from .gpu import gpu_seconds, on_gpu, zero_gpu
 from .listeners import RateLimiter, Signer, client_address
+from .results import ResultsBoard
 from .service import (
     SOURCES,
     ModelPool,
@@ -45,13 +46,26 @@ from .service import (
     read_separation,
     run_separation,
 )
-from .store import HEADPHONE_PASS, RatingError, RatingsStore
+from .store import RatingError, RatingsStore
 from .sync import start_sync
-from .trials import TrialAudio, TrialFiles, headphone_check, make_trial, prepare_excerpts, trial_audio
+from .trials import (
+    EXCERPTS_PER_SOURCE,
+    TrialAudio,
+    TrialFiles,
+    headphone_check,
+    make_trial,
+    prepare_excerpts,
+    stimulus_id,
+    trial_audio,
+)
 
 log = logging.getLogger("webapp")
 
 WORK_MAX_AGE_S = 3 * 3600  # request folders (stems, trials) older than this are deleted
+FAILED_CHECK = (
+    "Thank you for your time. The headphone check was not passed, and this study needs headphones "
+    "(over loudspeakers the tones cannot be told apart), so it cannot use ratings from this browser."
+)
 
 
 class LabApp:
@@ -86,7 +100,8 @@ class LabApp:
             config.ratings_db, app_version=config.version, rate_limit=config.rate_limit, on_write=on_write
         )
         self._demo: dict[str, Separation] = {}
-        self._demo_lock = threading.Lock()
+        # one lock per clip: a trial on one clip never waits while another clip is separated
+        self._demo_locks = {clip_id: threading.Lock() for clip_id in self.clips}
         # Separations at once, whatever asks (the Separate tab's queue, a trial's example clip),
         # each on one of the same few threads: every thread that runs torch's parallel ops keeps
         # an OpenMP team, and with more teams' threads than cores libgomp stops spinning between
@@ -100,10 +115,9 @@ class LabApp:
         self.limiter = RateLimiter({**{k: (v, hour) for k, v in config.limits.items()}, "admin": (5, 900.0)})
         self.trial_files = TrialFiles(self.work_root / "trials")
         self._exports: dict[str, float] = {}  # one-time export links -> expiry
-        self._agreement: tuple[int, dict] | None = None
-        self._screened: tuple[int, list[dict], dict] | None = None
-        self._screened_at = 0.0
-        self._screen_lock = threading.Lock()
+        self.campaign = Campaign(self.store, config, self.signer.derived_key("completion").encode())
+        # the results every page shows: computed on a thread of their own when ratings change
+        self.results = ResultsBoard(self.campaign.version, lambda: (self.summary(), self.agreement()))
 
     # ------------------------------------------------------------------ inputs
 
@@ -148,7 +162,12 @@ class LabApp:
         """Keep the work folder under its age and size caps (checked at most once a minute)."""
         if now or time.monotonic() - self._last_cleanup > 60:
             self._last_cleanup = time.monotonic()
-            cleanup(self.work_root, max_age_s=WORK_MAX_AGE_S, max_bytes=int(self.config.work_max_mb * 1e6))
+            cleanup(
+                self.work_root,
+                max_age_s=WORK_MAX_AGE_S,
+                max_bytes=int(self.config.work_max_mb * 1e6),
+                locks=self.trial_files.folder_lock,
+            )
 
     def _gpu_seconds(self, mix, references, clip, models=None, progress=None) -> int:
         """What to ask ZeroGPU for (called with the separation's own arguments)."""
@@ -168,8 +187,8 @@ class LabApp:
     def demo_separation(self, clip_id: str | None = None) -> Separation:
         """A separated example clip with references (the one asked for, or a random one), shared
         by every session; made once per clip and models loaded."""
-        with self._demo_lock:
-            clip = self.clips[clip_id] if clip_id in self.clips else random.choice(list(self.clips.values()))
+        clip = self.clips[clip_id] if clip_id in self.clips else random.choice(list(self.clips.values()))
+        with self._demo_locks[clip.id]:
             versions = {s.name: s.version for s in self.pool.ready()}
 
             def current(sep: Separation | None) -> bool:
@@ -181,7 +200,7 @@ class LabApp:
                 folder = self.demo_folder(clip.id, versions)
                 cached = read_separation(folder)
                 if not current(cached):
-                    mix, refs = load_clip(clip, 0.0, min(clip.duration, 30.0))
+                    mix, refs = load_clip(clip, 0.0, min(clip.duration, CAMPAIGN_SECONDS))
                     cached = keep_separation(self.separate(mix, refs, clip.id), folder)
                 self._demo[clip.id] = cached
             return cached
@@ -249,63 +268,81 @@ class LabApp:
 
     def answer_headphone_check(self, token, answers) -> tuple[int, bool]:
         score = self.store.answer_headphone_check(self.listener(token), answers)
+        self.results.changed()
         return score, score >= HEADPHONE_PASS
 
     # ------------------------------------------------------------------ trials
 
     def trial_for(self, sep: Separation | None, token, client: str = "local", *, kind: str | None = None):
         """A blind trial on the session's last separation when it can make one (true stems, or
-        two models' outputs for A/B), otherwise on the example clip and source with the fewest
-        kept ratings (so ratings accumulate evenly). `kind="ab"` asks for an A/B trial even where
-        the true stems are known. Returns (trial audio, separation)."""
+        two models' outputs for A/B; the listener's own: not counted unless
+        `APP_COUNT_OWN_TRIALS`), otherwise on the campaign's next stimulus for this listener
+        (`Campaign.choose`; the session's last trial repeats an earlier excerpt). `kind="ab"`
+        asks for an A/B trial even where the true stems are known. Returns (trial audio,
+        separation)."""
         if kind not in (None, "mushra", "ab"):
             raise RatingError("the kind of trial is 'mushra' or 'ab'")
         listener = self.listener(token)
-        if self.store.headphone_score(listener) is None:
+        score = self.store.headphone_score(listener)
+        if score is None:
             raise RatingError("take the headphone check first (six short questions)")
+        if score < HEADPHONE_PASS and not self.config.allow_failed_headphones:
+            raise RatingError(FAILED_CHECK)
         self.limiter.allow("trials", client, "trials")
         self.tidy()
         usable = sep is not None and bool(sep.stems) and (bool(sep.references) or len(sep.stems) >= 2)
         if usable and kind is not None:
             usable = len(sep.stems) >= 2 if kind == "ab" else bool(sep.references)
-        source = pair = start = None
-        if not usable:
-            repeat = self.repeat_due(listener) if kind != "ab" else None
-            if repeat is not None:
-                sep, source, start = repeat
-            else:
-                clip_id, source, pair = self.least_rated("ab" if kind == "ab" else "mushra")
-                sep = self.demo_separation(clip_id)
-        trial = make_trial(
-            sep,
-            self.store,
-            listener,
-            self.trial_files,
-            seconds=self.config.trial_seconds,
-            source=source,
-            kind=kind,
-            pair=pair,
-            start=start,
-        )
+        common = {"seconds": self.config.trial_seconds, "kind": kind}
+        if usable:
+            return make_trial(sep, self.store, listener, self.trial_files, own=True, **common), sep
+        repeat = self.campaign.repeat_due(listener) if kind != "ab" else None
+        if repeat is not None:
+            sep_id, source, start = json.loads(repeat["excerpt"])[:3]
+            sep = self.demo_separation(repeat["clip"])
+            if sep.id == sep_id:  # the models are the same as when it was rated
+                pick = int(repeat["stimulus"].rsplit("|", 1)[1])
+                trial = make_trial(
+                    sep,
+                    self.store,
+                    listener,
+                    self.trial_files,
+                    source=source,
+                    pick=pick,
+                    start=int(start),
+                    repeat_of=repeat["trial"],
+                    **common,
+                )
+                return trial, sep
+        stimuli = self.stimuli("ab" if kind == "ab" else "mushra")
+        clip_id, source, pick, pair = stimuli[self.campaign.choose(listener, self.stimulus_counts(stimuli))]
+        sep = self.demo_separation(clip_id)
+        trial = make_trial(sep, self.store, listener, self.trial_files, source=source, pick=pick, pair=pair, **common)
         return trial, sep
 
-    def repeat_due(self, listener: str) -> tuple[Separation, str, int] | None:
-        """The excerpt to play again, if this is the last trial of a session (of 3 or more) and the
-        session had a MUSHRA trial on an example clip: (separation, source, start). The repeat is
-        blind (new labels, new files); screening compares the two answers (test-retest)."""
-        n = self.config.session_trials
-        done = self.store.rated_trials(listener)
-        if n < 3 or done % n != n - 1:
-            return None
-        frames = int(self.config.trial_seconds * SAMPLE_RATE)
-        for trial in self.store.answered_trials(listener, n - 1):
-            if trial.kind != "mushra" or not trial.excerpt or trial.clip not in self.clips:
-                continue
-            sep_id, source, start, length = json.loads(trial.excerpt)[:4]
-            sep = self.demo_separation(trial.clip)
-            if sep.id == sep_id and length == min(frames, int(sep.seconds * SAMPLE_RATE)):
-                return sep, source, int(start)
-        return None
+    def stimuli(self, kind: str = "mushra") -> dict[str, tuple[str, str, int, tuple[str, str] | None]]:
+        """The campaign's stimuli of a kind: {stimulus id: (clip, source, excerpt pick, A/B pair)}."""
+        models = sorted(self.pool.slots)
+        pairs = [(a, b) for i, a in enumerate(models) for b in models[i + 1 :]] if kind == "ab" else [None]
+        return {
+            stimulus_id(c, s, k, p): (c, s, k, p)
+            for c in self.clips
+            for s in SOURCES
+            for k in range(EXCERPTS_PER_SOURCE)
+            for p in pairs
+        }
+
+    def stimulus_counts(self, stimuli: dict) -> dict[str, int]:
+        """{stimulus: trials of it kept after screening} (a few seconds stale at most: balancing
+        needs no exact count, and under a crowd the ratings change between any two trials)."""
+        rows, flags = self.campaign.screened(max_age=5.0)
+        counts = dict.fromkeys(stimuli, 0)
+        one_row = {"mushra": "reference"}  # one row of each MUSHRA trial; A/B and gold rows: one per trial
+        for r in rows:
+            if r.get("stimulus") in counts and not flags[r["listener"]]:
+                if r["kind"] in ("ab", "gold") or r.get("condition") == one_row.get(r["kind"]):
+                    counts[r["stimulus"]] += 1
+        return counts
 
     def open_trial(self, token) -> TrialAudio | None:
         """The listener's trial issued and not answered (a Start in mid-trial, a reload), if its
@@ -316,39 +353,6 @@ class LabApp:
             return None
         return trial_audio(trial)
 
-    def least_rated(self, kind: str = "mushra") -> tuple[str, str, tuple[str, str] | None]:
-        """The example (clip, source) and, for A/B, the pair of models with the fewest kept trials
-        of `kind`; ties drawn at random."""
-        rows, flags = self.screened(max_age=5.0)
-        models = sorted(s.name for s in self.pool.ready())
-        pairs = [(a, b) for i, a in enumerate(models) for b in models[i + 1 :]] if kind == "ab" else [None]
-        counts = {(c, s, p): 0 for c in self.clips for s in SOURCES for p in pairs or [None]}
-        for r in rows:
-            if r["kind"] != kind or flags[r["listener"]]:
-                continue
-            if kind == "mushra" and r["condition"] != "reference":
-                continue  # one row of each MUSHRA trial
-            key = (r["clip"], r["source"], (r["a"], r["b"]) if kind == "ab" else None)
-            if key in counts:
-                counts[key] += 1
-        fewest = min(counts.values())
-        return random.choice([key for key, n in counts.items() if n == fewest])
-
-    def screened(self, max_age: float = 0.0) -> tuple[list[dict], dict[str, list[str]]]:
-        """All rating rows and the screening criteria excluding each listener; recomputed only
-        when ratings were added or headphone checks answered since the last call, and, with
-        `max_age`, not before that many seconds (every trial asks, to balance: under a crowd
-        the ratings change between any two trials, and balancing needs no exact count)."""
-        with self._screen_lock:
-            if self._screened is not None and time.monotonic() - self._screened_at < max_age:
-                return self._screened[1], self._screened[2]
-            key = (self.store.count(), self.store.headphone_scores())
-            if self._screened is None or self._screened[0] != key:
-                rows = self.counted(self.store.rows())
-                self._screened = (key, rows, excluded_by(rows, key[1]))
-                self._screened_at = time.monotonic()
-            return self._screened[1], self._screened[2]
-
     def answer(self, token, trial_id: str, answer: dict, client: str = "local", *, page: bool = False) -> int:
         """Store a trial's answer: MUSHRA {"scores": {label: 0-100}}; A/B and gold {"choice": label or
         "no preference", "mos": {label: 1-5}}. From the page, the answer also says how long each
@@ -358,7 +362,7 @@ class LabApp:
         if not isinstance(answer, dict):
             raise RatingError("the answer must be a JSON object")
         self.limiter.allow("ratings", client, "ratings")
-        return self.store.submit(
+        saved = self.store.submit(
             listener,
             trial_id,
             scores=answer.get("scores"),
@@ -369,29 +373,30 @@ class LabApp:
             min_heard=self.config.min_heard if page else None,
             via="page" if page else "api",
         )
+        self.results.changed()
+        return saved
 
     # ------------------------------------------------------------------ results
 
-    def counted(self, rows: list[dict]) -> list[dict]:
-        """The ratings the statistics count: from the listening page, where every sample was heard
-        first; API ratings (scripts, with no play records) only with `APP_COUNT_API_RATINGS`."""
-        return rows if self.config.count_api_ratings else [r for r in rows if r.get("via") != "api"]
-
     def summary(self) -> dict:
-        rows = self.store.rows()
-        api = sum(1 for r in rows if r.get("via") == "api")
-        out = summary(self.counted(rows), self.store.headphone_scores())
-        return {**out, "api_ratings": {"rows": api, "counted": bool(self.config.count_api_ratings)}}
+        """The statistics of the counted ratings after the one screening (`Campaign.screened`), and
+        how many ratings were stored but not counted (API, own separations)."""
+        rows, flags = self.campaign.screened()
+        everything = self.store.rows()
+        api = sum(1 for r in everything if r.get("via") == "api")
+        own = sum(1 for r in everything if r.get("own"))
+        out = summary(rows, flags=flags)
+        return {
+            **out,
+            "api_ratings": {"rows": api, "counted": bool(self.config.count_api_ratings)},
+            "own_ratings": {"rows": own, "counted": bool(self.config.count_own_trials)},
+        }
 
     def agreement(self) -> dict:
-        """Kendall's tau of each metric with the kept MUSHRA scores (`eval.ratings.metric_agreement`);
-        its bootstrap is recomputed only when the screened ratings changed since the last call."""
-        rows, flags = self.screened()
-        key = self._screened[0]  # the same ratings and screening as `rows` and `flags`
-        if self._agreement is None or self._agreement[0] != key:
-            kept = [r for r in rows if not flags[r["listener"]]]
-            self._agreement = (key, metric_agreement(kept, self.store.excerpt_metrics()))
-        return self._agreement[1]
+        """Kendall's tau of each metric with the kept MUSHRA scores (`eval.ratings.metric_agreement`)."""
+        rows, flags = self.campaign.screened()
+        kept = [r for r in rows if not flags[r["listener"]]]
+        return metric_agreement(kept, self.store.excerpt_metrics())
 
     def export_link(self, token: str | None, client: str) -> str:
         """A one-time path (valid 60 s) that streams the raw ratings CSV: for whoever holds
@@ -415,34 +420,10 @@ class LabApp:
         expiry = self._exports.pop(link, None)
         if expiry is None or expiry < time.monotonic():
             return None
-        # every listener's screening flags, over all of its rows (API ones too: the raw data)
-        flags = excluded_by(self.store.rows(), self.store.headphone_scores())
-        return self.store.export_lines(flags, self.session_codes())
+        return self.campaign.export_lines()
 
     def completion_code(self, listener: str, session: int) -> str:
-        """The code a listener is shown at the end of their session number `session` (1, 2, ...),
-        to paste where a paid campaign asks for one (Prolific, MTurk). The admin export gives each
-        rating its session's code beside the listener's screening flags, so a payment is checked
-        against the ratings. Keyed with the app's secret: it cannot be made without it, and a
-        restart gives the same code."""
-        key = self.signer.derived_key("completion").encode()
-        digest = hmac.new(key, f"{listener}:{session}".encode(), hashlib.sha256).digest()
-        text = base64.b32encode(digest[:5]).decode()  # 8 characters, no 0/1/8/9 to misread
-        return f"{text[:4]}-{text[4:]}"
-
-    def session_codes(self) -> dict[str, str]:
-        """{trial id: the completion code of its session} for every completed session (sessions of
-        `APP_SESSION_TRIALS` answers, counted as the page counts them)."""
-        n = self.config.session_trials
-        answered: dict[str, list[str]] = {}
-        for listener, trial in self.store.answer_order():
-            answered.setdefault(listener, []).append(trial)
-        codes = {}
-        for listener, trials in answered.items():
-            for k in range(len(trials) // n):
-                code = self.completion_code(listener, k + 1)
-                codes.update({trial: code for trial in trials[k * n : (k + 1) * n]})
-        return codes
+        return self.campaign.completion_code(listener, session)
 
     def status_markdown(self) -> str:
         # words, not emoji: a machine without an emoji font shows a box for each (Spaces' viewers too)
@@ -456,8 +437,12 @@ class LabApp:
 
 
 def summary_public(lab: LabApp) -> dict:
-    """The statistics without listener ids (the kept/dropped lists become counts)."""
-    s = lab.summary()
+    """The statistics of the ratings as they are (`ResultsBoard.current`), without listener ids
+    (the kept/dropped lists become counts)."""
+    snapshot = lab.results.current()
+    if snapshot is None:
+        raise RatingError("the results are being computed: ask again in a minute")
+    s = snapshot.summary
     mushra = dict(s["mushra"])
     mushra["kept"] = len(mushra["kept"])
     mushra["dropped"] = len(mushra["dropped"])
@@ -476,6 +461,8 @@ def clip_excerpt(lab: LabApp, clip_id: str, start_s, length_s):
     if clip is None:
         raise SeparationError(f"unknown clip: choose one of: {', '.join(lab.clips)}")
     start_s, length_s = check_excerpt(start_s, length_s, clip.duration, name=clip.id)  # before anything is read
+    if start_s < CAMPAIGN_SECONDS and not lab.config.separate_campaign_clips:
+        raise SeparationError(campaign_part(clip))
     if length_s > lab.config.max_minutes * 60:
         raise SeparationError(f"the excerpt is {length_s:.0f} s long, over the {lab.config.max_minutes:g}-minute limit")
     mix, refs = load_clip(clip, start_s, length_s)
@@ -485,6 +472,28 @@ def clip_excerpt(lab: LabApp, clip_id: str, start_s, length_s):
         else f"{clip.id} [{start_s:.0f}-{start_s + mix.shape[-1] / SAMPLE_RATE:.0f} s]"
     )
     return mix, refs, label
+
+
+def campaign_part(clip: Clip) -> str:
+    """Why the Separate tab does not separate the start of a clip."""
+    rest = (
+        f"start at {CAMPAIGN_SECONDS:g} s or later"
+        if clip.duration - CAMPAIGN_SECONDS >= MIN_SECONDS
+        else "this clip has nothing after it"
+    )
+    return (
+        f"the first {CAMPAIGN_SECONDS:g} s of {clip.id} are the blind listening test's material, and their "
+        f"separation would show which blind sample is which model: {rest} (the campaign's owner can allow "
+        "it: APP_SEPARATE_CAMPAIGN_CLIPS=1)"
+    )
+
+
+def separate_default(lab: LabApp, clip: Clip) -> tuple[float, float]:
+    """(start, length) the Separate tab offers for a clip: 30 s after the campaign's part, where
+    the clip has them (all of what it has after it, else), or from 0 where that is allowed."""
+    start = 0.0 if lab.config.separate_campaign_clips else min(CAMPAIGN_SECONDS, clip.duration)
+    top = min(clip.duration - start, lab.config.max_minutes * 60)
+    return start, max(0.0, min(30.0, top))
 
 
 def launch_options(lab: LabApp) -> dict:

@@ -34,8 +34,10 @@ def trial_player() -> gr.HTML:
 
 
 def file_url(path: Path | str) -> str:
-    """The page-relative URL Gradio serves an allowed file from (the trial folders only)."""
-    return f"gradio_api/file={path}"
+    """The page-relative URL of a served trial file (`webapp.ui.register_routes`): its random
+    folder and name only, nothing of where the server keeps it."""
+    path = Path(path)
+    return f"trial-audio/{path.parent.name}/{path.name}"
 
 
 def trial_value(trial: TrialAudio, min_heard: float) -> str:

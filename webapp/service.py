@@ -282,7 +282,7 @@ def new_workdir(root: Path) -> Path:
     return d
 
 
-def cleanup(root: Path, max_age_s: float = 24 * 3600, max_bytes: int | None = None) -> None:
+def cleanup(root: Path, max_age_s: float = 24 * 3600, max_bytes: int | None = None, locks=None) -> None:
     """Delete work folders older than `max_age_s`, then the oldest others while the work folder
     is over `max_bytes`: request folders (`<day>/<id>`), trial excerpts and served trial files.
     (Gradio keeps its own copies of what it served; hard links keep a served file alive.)
@@ -290,7 +290,11 @@ def cleanup(root: Path, max_age_s: float = 24 * 3600, max_bytes: int | None = No
     Sizes are real disk use: a trial's files are hard links of its excerpt's, so each file is
     counted once however many names it has, and deleting a folder frees only the files that have
     no other name left. (What a cache points to lives outside this folder: the shared demo
-    separations are kept in the data folder, `keep_separation`.)"""
+    separations are kept in the data folder, `keep_separation`.)
+
+    `locks(name)`, where given, is the lock of the trial excerpt folder `name`
+    (`TrialFiles.folder_lock`): an excerpt is deleted holding it, and only if it was not touched
+    since it was looked at (a trial that touched it goes on reading it)."""
     for legacy in root.glob("ratings-*"):  # raw exports the app once wrote where it serves files
         shutil.rmtree(legacy, ignore_errors=True)
     folders = [d for day in root.glob("[0-9]" * 8) for d in day.iterdir() if d.is_dir()]
@@ -302,18 +306,32 @@ def cleanup(root: Path, max_age_s: float = 24 * 3600, max_bytes: int | None = No
         except OSError:
             continue
         if now - stat.st_mtime > max_age_s:
-            shutil.rmtree(d, ignore_errors=True)
+            _remove(d, stat.st_mtime, locks)
         else:
             aged.append((stat.st_mtime, d))
     if max_bytes is None:
         return
     total = disk_bytes(root)
-    for _, d in sorted(aged):
+    for mtime, d in sorted(aged):
         if total <= max_bytes:
             break
         freed = sum(st.st_size for st in _file_stats(d) if st.st_nlink == 1)  # no other name keeps it
-        shutil.rmtree(d, ignore_errors=True)
-        total -= freed
+        if _remove(d, mtime, locks):
+            total -= freed
+
+
+def _remove(folder: Path, mtime: float, locks) -> bool:
+    """Delete `folder` if it still has the modification time it was judged by; an excerpt folder
+    only holding its lock (see `cleanup`). Returns whether it was deleted."""
+    lock = locks(folder.name) if locks is not None and folder.parent.name == "excerpts" else contextlib.nullcontext()
+    with lock:
+        try:
+            if folder.stat().st_mtime != mtime:
+                return False  # touched meanwhile: in use
+        except OSError:
+            return False
+        shutil.rmtree(folder, ignore_errors=True)
+    return True
 
 
 def disk_bytes(root: Path) -> int:

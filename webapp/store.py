@@ -9,7 +9,7 @@ browser), a keyed hash of the address it was issued to (never the address), the 
 headphone-check score, the trial (clip, source, excerpt, which hidden condition was behind
 which label, how long the page played each sample, the files it was served as), the score, the
 time, the app version and the checkpoints that made the audio. No name. Raw rows leave only
-through `export_lines` (streamed by the app to whoever has the admin token); the results tab
+through `export_records` (streamed by the app as CSV to whoever has the admin token); the results tab
 shows aggregates.
 
 What is refused (`submit`): an answer sooner than the excerpt's length after the trial was
@@ -19,8 +19,6 @@ set; A/B without a choice; scores that are not numbers in range (a JSON `true` o
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 import os
 import sqlite3
@@ -30,8 +28,6 @@ import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-
-from separation.files import atomic_write
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS trials (
@@ -86,6 +82,13 @@ TRIAL_COLUMNS = {
     # of the old players' marks, left as they are.
     "heard": "TEXT NOT NULL DEFAULT '{}'",
     "files": "TEXT NOT NULL DEFAULT '{}'",  # JSON {label: served file}: to show an open trial again
+    # A campaign stimulus ("clip|source|pick", "|a,b" for an A/B pair): what the scheduler balances
+    # and draws without replacement within a session. NULL: a trial on the listener's own separation.
+    "stimulus": "TEXT",
+    "own": "INTEGER NOT NULL DEFAULT 0",  # 1: made from the listener's own separation (nobody else rates it)
+    "repeat_of": "TEXT",  # the earlier trial of this listener whose excerpt this one plays again
+    "start_s": "REAL",  # where the excerpt starts in its clip (s)
+    "offsets": "TEXT NOT NULL DEFAULT '{}'",  # JSON {label: dB}: the small level offset of each served file
 }
 # Columns added to `ratings` later, likewise. `via`: how the answer came, "page" (the listening
 # page: every sample heard and every slider set first) or "api" (a script; no play records);
@@ -93,7 +96,6 @@ TRIAL_COLUMNS = {
 RATING_COLUMNS = {"via": "TEXT NOT NULL DEFAULT 'unknown'"}
 VIAS = ("page", "api")
 NO_PREFERENCE = "no preference"
-HEADPHONE_PASS = 5  # of 6 (Woods et al. 2017)
 
 FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 
@@ -129,10 +131,18 @@ class Trial:
     answer: str | None = None
     heard: dict[str, float] = field(default_factory=dict)
     files: dict[str, str] = field(default_factory=dict)
+    stimulus: str | None = None
+    own: int = 0
+    repeat_of: str | None = None
+    start_s: float | None = None
+    offsets: dict[str, float] = field(default_factory=dict)
 
 
 def safe_cell(value) -> str:
-    """A CSV cell that a spreadsheet will not run as a formula (OWASP: prefix a quote)."""
+    """A CSV cell that a spreadsheet will not run as a formula (OWASP: prefix a quote to text that
+    starts like one). Numbers stay numbers: -0.1 is no formula, and an analysis must read it."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return str(value)
     text = "" if value is None else str(value)
     return "'" + text if text.startswith(FORMULA_START) else text
 
@@ -195,6 +205,11 @@ class RatingsStore:
         excerpt: str | None = None,
         answer: str | None = None,
         files: dict[str, str] | None = None,
+        stimulus: str | None = None,
+        own: bool = False,
+        repeat_of: str | None = None,
+        start_s: float | None = None,
+        offsets: dict[str, float] | None = None,
     ) -> Trial:
         _check_listener(listener)
         trial = Trial(
@@ -210,10 +225,16 @@ class RatingsStore:
             excerpt,
             answer,
             files={k: str(v) for k, v in (files or {}).items()},
+            stimulus=stimulus,
+            own=int(bool(own)),
+            repeat_of=repeat_of,
+            start_s=start_s,
+            offsets=dict(offsets or {}),
         )
         self._connect().execute(
             "INSERT INTO trials (id, listener, kind, clip, source, conditions, versions, created, seconds, excerpt,"
-            " answer, files) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            " answer, files, stimulus, own, repeat_of, start_s, offsets)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (
                 trial.id,
                 listener,
@@ -227,6 +248,11 @@ class RatingsStore:
                 excerpt,
                 answer,
                 json.dumps(trial.files),
+                stimulus,
+                trial.own,
+                repeat_of,
+                start_s,
+                json.dumps(trial.offsets),
             ),
         )
         return trial
@@ -235,7 +261,7 @@ class RatingsStore:
         row = self._connect().execute("SELECT * FROM trials WHERE id = ?", (str(trial_id),)).fetchone()
         if row is None:
             return None
-        json_columns = {"conditions", "versions", "heard", "files"}
+        json_columns = {"conditions", "versions", "heard", "files", "offsets"}
         return Trial(
             **{f.name: json.loads(row[f.name]) if f.name in json_columns else row[f.name] for f in fields(Trial)}
         )
@@ -254,20 +280,17 @@ class RatingsStore:
         )
         return None if row is None else self.get_trial(row["id"])
 
-    def answered_trials(self, listener: str, limit: int) -> list[Trial]:
-        """The listener's last `limit` answered trials, newest first."""
-        query = "SELECT trial FROM ratings WHERE listener = ? GROUP BY trial ORDER BY MAX(created) DESC, trial LIMIT ?"
-        ids = [r["trial"] for r in self._connect().execute(query, (listener, int(limit)))]
-        return [t for t in (self.get_trial(i) for i in ids) if t is not None]
-
-    def count_trials(self, listener: str) -> int:
-        return self._connect().execute("SELECT COUNT(*) FROM trials WHERE listener = ?", (listener,)).fetchone()[0]
-
-    def rated_trials(self, listener: str) -> int:
-        """How many trials the listener has answered: where a listening session stands, whatever the
-        page remembers (a reload, another tab)."""
-        query = "SELECT COUNT(DISTINCT trial) FROM ratings WHERE listener = ?"
-        return self._connect().execute(query, (listener,)).fetchone()[0]
+    def answered(self, listener: str) -> list[dict]:
+        """The listener's answered trials in the order they were answered: {"trial", "via", "own",
+        "kind", "stimulus", "excerpt", "start_s", "seconds", "clip", "source"} each. Where a session
+        stands, and what it has played, whatever the page remembers (a reload, another tab)."""
+        query = (
+            "SELECT ratings.trial, MIN(ratings.id) AS first, ratings.via, trials.own, trials.kind, trials.stimulus,"
+            " trials.excerpt, trials.start_s, trials.seconds, trials.clip, trials.source FROM ratings"
+            " JOIN trials ON ratings.trial = trials.id WHERE ratings.listener = ? GROUP BY ratings.trial ORDER BY first"
+        )
+        keys = ("trial", "via", "own", "kind", "stimulus", "excerpt", "start_s", "seconds", "clip", "source")
+        return [{k: r[k] for k in keys} for r in self._connect().execute(query, (listener,))]
 
     # ------------------------------------------------------------------ listeners
 
@@ -451,13 +474,16 @@ class RatingsStore:
         return self._connect().execute("SELECT COUNT(*) FROM ratings").fetchone()[0]
 
     def rows(self) -> list[dict]:
-        """All ratings as dicts in the shape `eval.ratings` expects; `took` is the seconds from the
-        trial's issue to its answer and `heard` the listening the page reported for the trial
-        (its samples' seconds summed; 0 for API answers)."""
+        """All ratings as dicts in the shape `eval.ratings` expects, in the order they were written;
+        `took` is the seconds from the trial's issue to its answer and `heard` the listening the
+        page reported for the trial (its samples' seconds summed; 0 for API answers). Each row also
+        says how it came (`via`), whether its trial was on the listener's own separation (`own`),
+        its campaign `stimulus`, and the trial it repeats (`repeat_of`)."""
         out = []
         query = (
-            "SELECT ratings.*, trials.excerpt, trials.heard AS heard, trials.created AS issued"
-            " FROM ratings JOIN trials ON ratings.trial = trials.id ORDER BY ratings.id"
+            "SELECT ratings.*, trials.excerpt, trials.heard AS heard, trials.created AS issued, trials.own,"
+            " trials.stimulus, trials.repeat_of FROM ratings JOIN trials ON ratings.trial = trials.id"
+            " ORDER BY ratings.id"
         )
         heard: dict[str, float] = {}
         for r in self._connect().execute(query):
@@ -472,6 +498,9 @@ class RatingsStore:
                 "score": r["score"],
                 "excerpt": r["excerpt"],
                 "via": r["via"],
+                "own": bool(r["own"]),
+                "stimulus": r["stimulus"],
+                "repeat_of": r["repeat_of"],
                 "took": r["created"] - r["issued"],
                 "heard": heard[r["trial"]],
             }
@@ -483,38 +512,28 @@ class RatingsStore:
             out.append(row)
         return out
 
-    def answer_order(self) -> list[tuple[str, str]]:
-        """(listener, trial) of every answered trial, in the order they were answered."""
-        query = "SELECT listener, trial FROM ratings GROUP BY listener, trial ORDER BY MIN(id)"
-        return [(r["listener"], r["trial"]) for r in self._connect().execute(query)]
+    def export_records(self) -> Iterator[dict]:
+        """Every rating with its trial, for the analysis export (`webapp.campaign.export_lines`): one
+        dict per rating, in the order they were written."""
+        query = (
+            "SELECT ratings.id AS rating_id, ratings.listener, ratings.trial, trials.kind AS trial_kind, ratings.kind,"
+            " ratings.clip, ratings.source, trials.start_s, trials.seconds, ratings.condition, trials.conditions,"
+            " ratings.score, ratings.choice, trials.heard, trials.offsets, trials.created AS issued,"
+            " ratings.created AS answered, trials.repeat_of, trials.own, trials.stimulus, trials.excerpt, ratings.via,"
+            " listeners.headphone_score, ratings.app_version, ratings.checkpoint FROM ratings"
+            " JOIN trials ON ratings.trial = trials.id LEFT JOIN listeners ON ratings.listener = listeners.id"
+            " ORDER BY ratings.id"
+        )
+        for r in self._connect().execute(query):
+            yield dict(r)
 
-    def export_lines(
-        self, flags: dict[str, list[str]] | None = None, codes: dict[str, str] | None = None
-    ) -> Iterator[str]:
-        """Every rating row as CSV text, formula-safe, with the screening criteria that exclude
-        its listener (`excluded_by`, empty when kept) and the completion code of the session its
-        trial belongs to (`codes`: {trial: code}, empty until the session is complete): a line at
-        a time, for streaming."""
-        cur = self._connect().execute("SELECT * FROM ratings ORDER BY id")
-        names = [d[0] for d in cur.description]
-        buffer = io.StringIO()
-        writer = csv.writer(buffer)
-
-        def line(cells) -> str:
-            buffer.seek(0)
-            buffer.truncate()
-            writer.writerow(cells)
-            return buffer.getvalue()
-
-        yield line([*names, "excluded_by", "completion_code"])
-        for row in cur:
-            excluded = ";".join((flags or {}).get(row["listener"], []))
-            code = (codes or {}).get(row["trial"], "")
-            yield line([safe_cell(v) for v in row] + [safe_cell(excluded), safe_cell(code)])
-
-    def export_csv(self, path: str | os.PathLike, flags: dict[str, list[str]] | None = None) -> Path:
-        """`export_lines` written to a file, atomically (scripts and tests; the app streams)."""
-        return atomic_write(path, lambda tmp: tmp.write_text("".join(self.export_lines(flags))))
+    def version(self) -> tuple[int, int, int]:
+        """What changes whenever anything the results depend on does: (ratings, their largest id,
+        headphone checks answered). Cheap: two indexed aggregates."""
+        db = self._connect()
+        count, last = db.execute("SELECT COUNT(*), COALESCE(MAX(id), 0) FROM ratings").fetchone()
+        checks = db.execute("SELECT COUNT(*) FROM listeners WHERE headphone_score IS NOT NULL").fetchone()[0]
+        return int(count), int(last), int(checks)
 
     def close(self) -> None:
         db = getattr(self._local, "db", None)

@@ -11,12 +11,14 @@ What a browser sees identifies no condition:
 - every condition, the anchor included, is loudness-matched to the reference (ITU-R BS.1770
   integrated loudness, pyloudnorm), then all are lowered together if that would clip, so no
   condition wins by being louder;
-- each file is written with its own TPDF dither (1 LSB at 16 bits, inaudible), so the hidden
-  reference is never byte-identical to the open one;
+- every served file is written for its trial: the excerpt's file with a level offset of its own
+  (uniform within +-`LEVEL_JITTER_DB`, far inside the loudness tolerance) and fresh TPDF dither
+  (1 LSB at 16 bits, inaudible). No two served files are byte-identical, whichever trial or
+  listener they go to, so one person's identification of a file (its hash, its size) is no
+  lookup table for anyone else; the hidden reference is never the open one either. The offsets
+  are kept with the trial (the export has them);
 - each trial's files get new random names in new random folders, served from a static path
   (no content hash in the URL, unlike Gradio's cache, which gave the hidden reference away);
-  an excerpt's files are made once and hard-linked into each trial that uses them, so a trial
-  costs no disk (it wrote ~21 MB before);
 - all samples of a trial have the same length and format, and the page plays them in plain
   players (no waveform picture: the hidden reference's picture was the reference's).
 """
@@ -30,7 +32,6 @@ import json
 import os
 import random
 import secrets
-import shutil
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,17 +42,19 @@ import soundfile as sf
 import torch
 from scipy import signal
 
+from eval.ratings import RULES
 from eval.scores import score_track
 from separation.audio import SAMPLE_RATE, save_audio
 from separation.errors import SeparationError
 
+from .config import TRIAL_SECONDS
 from .service import SOURCES, Separation
 
-TRIAL_SECONDS = 10.0  # BS.1534 asks for short excerpts: listeners compare, then move on
 ANCHOR_HZ = 3500.0  # BS.1534's low-pass anchor
 GOLD_RATE = 0.2  # share of A/B trials that are gold (a degraded copy against the clean one)
 EXCERPTS_PER_SOURCE = 3  # a fixed stimulus set: each source of a clip offers this many excerpts
 PEAK = 10 ** (-1 / 20)  # -1 dBFS: loudness matching never pushes a sample above it
+LEVEL_JITTER_DB = 0.2  # each served file's own level offset, +- this (a level JND is ~0.5-1 dB)
 EXCERPT_METRICS = ("SDR", "ISR", "SAR", "SI-SDR")
 
 
@@ -65,6 +68,7 @@ class TrialAudio:
     reference: Path | None  # the open reference (MUSHRA)
     seconds: float
     clip: str  # what the excerpt is from (the page names it)
+    own: bool = False  # on the listener's own separation (outside the campaign's sessions)
 
 
 # ---------------------------------------------------------------------------- signals
@@ -119,13 +123,13 @@ def match_loudness(signals: dict[str, np.ndarray], target: str) -> tuple[dict[st
     return out, {name: loudness(w) for name, w in out.items()}
 
 
-def write_dithered(path: Path, wave: np.ndarray, rng: np.random.Generator) -> Path:
-    """16-bit wav with TPDF dither of its own: two files of the same signal differ in their bytes."""
-    lsb = 1.0 / 32768
-    dither = (rng.random(wave.shape) - rng.random(wave.shape)) * lsb
-    return save_audio(
-        path, torch.from_numpy((wave + dither).astype(np.float32)).clamp(-1, 1), SAMPLE_RATE, bit_depth="16"
-    )
+def write_dithered(path: Path, wave: np.ndarray, rng: np.random.Generator, gain_db: float = 0.0) -> Path:
+    """16-bit wav of `wave` (`(C, T)`) raised by `gain_db`, with TPDF dither of its own: two files
+    of the same signal differ in their bytes."""
+    lsb = np.float32(1.0 / 32768)
+    dither = (rng.random(wave.shape, dtype=np.float32) - rng.random(wave.shape, dtype=np.float32)) * lsb
+    out = wave * np.float32(10 ** (gain_db / 20)) + dither
+    return save_audio(path, torch.from_numpy(out).clamp(-1, 1), SAMPLE_RATE, bit_depth="16")
 
 
 def _read(path: Path, start: int, frames: int) -> np.ndarray:
@@ -170,15 +174,14 @@ def _fixed_start(separation_id: str, heard: tuple[Path, ...], frames: int, pick:
 
 
 # Every served trial file carries this modification time. HTTP's ETag and Last-Modified are made
-# from a file's mtime and size; hard links share their excerpt's inode, so with each excerpt's own
-# mtime one look at the headers would name a condition (the anchor, the hidden reference) in every
-# later trial of that excerpt. With one mtime for all, and one length and format, they are equal.
+# from a file's mtime and size: with one mtime for all, and one length and format, they are equal
+# for every sample of a trial.
 SERVED_MTIME = 946_684_800  # 2000-01-01T00:00:00Z
 
 
 class TrialFiles:
     """Where trial audio lives: `excerpts/` (made once per excerpt) and `served/` (per trial,
-    random names, hard links to the excerpt's files; the only folder the app serves files from)."""
+    random names, each file written for its trial; the only folder the app serves files from)."""
 
     def __init__(self, root: Path):
         self.root = root
@@ -193,23 +196,29 @@ class TrialFiles:
 
     def lock(self, key: str) -> threading.Lock:
         """The lock of one excerpt (made on first use; a few dozen excerpts in a campaign)."""
-        with self._locks_lock:
-            return self._locks.setdefault(key, threading.Lock())
+        return self.folder_lock(self.excerpt(key).name)
 
-    def publish(self, files: dict[str, Path]) -> dict[str, Path]:
-        """{name: file} -> {name: a new random path of the same audio, served by the app}."""
+    def folder_lock(self, name: str) -> threading.Lock:
+        """The lock of the excerpt folder `name`: what the work folder's clean-up takes before it
+        deletes one, so that it never deletes an excerpt a trial has just touched or reads."""
+        with self._locks_lock:
+            return self._locks.setdefault(name, threading.Lock())
+
+    def publish(self, files: dict[str, Path], rng: np.random.Generator | None = None) -> tuple[dict, dict]:
+        """{name: file} -> ({name: a new random path of the same audio, served by the app},
+        {name: its level offset in dB}): each written anew with a level offset of its own and fresh
+        dither, so no served file equals any other byte for byte."""
+        rng = rng or np.random.default_rng()
         folder = self.served / secrets.token_hex(16)
         folder.mkdir(parents=True)
-        out = {}
+        out, offsets = {}, {}
         for name, path in files.items():
             target = folder / f"{secrets.token_hex(12)}.wav"
-            try:
-                os.link(path, target)  # no copy: the same bytes under a new, unrelated name
-            except OSError:
-                shutil.copyfile(path, target)
-            os.utime(target, (SERVED_MTIME, SERVED_MTIME))  # the excerpt's too: they are one inode
+            offsets[name] = round(float(rng.uniform(-LEVEL_JITTER_DB, LEVEL_JITTER_DB)), 4)
+            write_dithered(target, _read(path, 0, -1), rng, offsets[name])
+            os.utime(target, (SERVED_MTIME, SERVED_MTIME))  # no file's time tells when its excerpt was cut
             out[name] = target
-        return out
+        return out, offsets
 
 
 # ---------------------------------------------------------------------------- trials
@@ -226,11 +235,16 @@ def make_trial(
     source: str | None = None,
     kind: str | None = None,
     pair: tuple[str, str] | None = None,
+    pick: int | None = None,
     start: int | None = None,
+    own: bool = False,
+    repeat_of: str | None = None,
 ) -> TrialAudio:
     """A blind trial from a separation: MUSHRA when the references are known (unless `kind="ab"`),
     otherwise A/B between two models (`pair`, or two at random), or, at `GOLD_RATE`, a gold
-    trial. Labels are shuffled per trial. `start` (a sample) repeats an excerpt already rated."""
+    trial. Labels are shuffled per trial. `pick` names one of the source's fixed excerpts (random
+    where not given); `start` (a sample) and `repeat_of` (a trial id) repeat an excerpt already
+    rated. `own`: the separation is the listener's own (an upload: nobody else rates it)."""
     rng = rng or random.Random()
     models = list(separation.stems)
     source = source or rng.choice(SOURCES)
@@ -247,9 +261,10 @@ def make_trial(
     heard = [separation.references[source]] if mushra else [separation.stems[m][source] for m in models]
     # The excerpts of a (separation, source) are a fixed set, as in a planned listening test:
     # listeners' scores pile up on the same stimuli (a mean per excerpt and condition, which the
-    # metric agreement needs), and every trial reuses the excerpt's files instead of writing more.
+    # metric agreement needs), and every trial reuses the excerpt's files instead of cutting more.
+    pick = rng.randrange(EXCERPTS_PER_SOURCE) if pick is None else pick
     if start is None:
-        start = _fixed_start(separation.id, tuple(heard), frames, rng.randrange(EXCERPTS_PER_SOURCE))
+        start = _fixed_start(separation.id, tuple(heard), frames, pick)
     if mushra:
         kind, conditions = "mushra", ["reference", "anchor", *models]
     elif rng.random() < GOLD_RATE:
@@ -269,7 +284,9 @@ def make_trial(
     sources = {label: excerpt / f"{c}.wav" for label, c in by_label.items()}
     if kind == "mushra":
         sources["reference"] = excerpt / "open-reference.wav"
-    served = files.publish(sources)
+    with files.lock(key):  # the clean-up takes the same lock: the excerpt stays while it is read
+        served, offsets = files.publish(sources)
+    stimulus = None if own else stimulus_id(separation.clip, source, pick, models if kind == "ab" else None)
     trial = store.create_trial(
         listener=listener,
         kind=kind,
@@ -278,11 +295,21 @@ def make_trial(
         conditions=by_label,
         versions=versions,
         seconds=frames / SAMPLE_RATE,
-        excerpt=key if kind == "mushra" else None,
+        excerpt=key,
         answer=answer,
         files=served,
+        stimulus=stimulus,
+        own=own,
+        repeat_of=repeat_of,
+        start_s=round(start / SAMPLE_RATE, 3),
+        offsets=offsets,
     )
     return trial_audio(trial)
+
+
+def stimulus_id(clip: str, source: str, pick: int, pair=None) -> str:
+    """A campaign stimulus: excerpt `pick` of a clip's source (and, for A/B, the pair of models)."""
+    return "|".join([clip, source, str(pick), *([",".join(sorted(pair))] if pair else [])])
 
 
 def prepare_excerpts(separation: Separation, store, files: TrialFiles, seconds: float = TRIAL_SECONDS) -> int:
@@ -320,7 +347,9 @@ def trial_audio(trial) -> TrialAudio:
     files = {label: Path(path) for label, path in trial.files.items()}
     reference = files.pop("reference", None)
     labels = sorted(trial.conditions)
-    return TrialAudio(trial.id, trial.kind, trial.source, labels, files, reference, trial.seconds, trial.clip)
+    return TrialAudio(
+        trial.id, trial.kind, trial.source, labels, files, reference, trial.seconds, trial.clip, bool(trial.own)
+    )
 
 
 def _write_excerpt(
@@ -379,11 +408,11 @@ def excerpt_metrics(signals: dict[str, np.ndarray]) -> dict[str, dict[str, float
 # ---------------------------------------------------------------------------- headphone check
 
 
-HEADPHONE_TRIALS = 6
+HEADPHONE_TRIALS = RULES.headphone_trials  # what the screening's pass mark is out of
 
 
-# The three tones of a check trial in every order: six files, written once and served as links
-# under new names for every check (a check used to write 4.2 MB that nothing reused).
+# The three tones of a check trial in every order: six files, written once; every check serves
+# its own copies of them (`TrialFiles.publish`).
 HEADPHONE_ORDERS = tuple(itertools.permutations(("normal", "soft", "antiphase")))
 
 
@@ -414,9 +443,10 @@ def headphone_variants(folder: Path) -> list[Path]:
 
 def headphone_check(files: TrialFiles, rng: np.random.Generator) -> tuple[list[Path], list[int]]:
     """A listener's check: `HEADPHONE_TRIALS` orders drawn at random, served under new random names
-    (links to the fixed files); returns the served files and the right answers (1, 2 or 3)."""
+    (each written anew from the fixed files, with a level offset and dither of its own: no file of
+    one check equals one of another); returns the served files and the right answers (1, 2 or 3)."""
     variants = headphone_variants(files.root / "headphones")
     picks = [int(rng.integers(len(HEADPHONE_ORDERS))) for _ in range(HEADPHONE_TRIALS)]
-    served = files.publish({str(i): variants[p] for i, p in enumerate(picks)})
+    served, _ = files.publish({str(i): variants[p] for i, p in enumerate(picks)}, rng)
     answers = [HEADPHONE_ORDERS[p].index("soft") + 1 for p in picks]
     return [served[str(i)] for i in range(HEADPHONE_TRIALS)], answers

@@ -13,20 +13,22 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import re
 import threading
 from dataclasses import dataclass
 from pathlib import Path
 
 import gradio as gr
-from fastapi.responses import PlainTextResponse, StreamingResponse
+from fastapi.responses import FileResponse, PlainTextResponse, StreamingResponse
 
 from separation import __version__
 from separation.errors import SeparationError
 from separation.pretrained import offline
 
 from .api import wire_api
+from .clips import CAMPAIGN_SECONDS
 from .config import AppConfig
-from .lab import WORK_MAX_AGE_S, LabApp, clip_excerpt, launch_options
+from .lab import WORK_MAX_AGE_S, LabApp, clip_excerpt, launch_options, separate_default
 from .service import Separation, karaoke, metrics_rows
 from .store import RatingError
 from .ui_common import components, error
@@ -34,7 +36,9 @@ from .ui_listening import (
     build_rating_tab,
     build_results_tab,
     client_of,
+    completion_panel,
     no_listener_text,
+    resume_trial,
     wire_rating_tab,
     wire_results_tab,
 )
@@ -42,10 +46,13 @@ from .ui_listening import (
 log = logging.getLogger("webapp")
 
 METRIC_HEADERS = ["model", "source", "SDR", "SIR", "ISR", "SAR", "SI-SDR"]
-INTRO = """# Separation lab: vocals and karaoke, DPRNN vs Open-Unmix
+INTRO = """# Separation lab: vocals and karaoke, {models}
 Upload a song (or record one), or pick a clip; each model splits it into **vocals** and
 **accompaniment** (the karaoke track). With a clip whose true stems are known you also get
 BSSEval v4 metrics. Then help compare the models in a **blind listening test**."""
+MODEL_TITLES = {"dprnn": "DPRNN", "umxhq": "Open-Unmix", "umxl": "Open-Unmix (UMX-L)", "conv1d": "Conv1D"}
+TRIAL_FOLDER = re.compile(r"[0-9a-f]{32}")  # `TrialFiles.publish`'s random names
+TRIAL_FILE = re.compile(r"[0-9a-f]{24}\.wav")
 NO_METRICS = "Metrics need the true stems: separate one of the example clips."
 
 
@@ -101,14 +108,20 @@ def build_separate_tab(lab: LabApp) -> SeparateTab:
                 upload_btn = gr.Button("Separate my song", variant="primary")
             with gr.Tab("Example clips (with true stems)"):
                 clip = gr.Dropdown(clip_ids, value=clip_ids[0], label="Clip")
+                offered, offered_length = separate_default(lab, first)
                 with gr.Row():
-                    start = gr.Slider(0, max(0.0, first.duration - 1), value=0, step=1, label="Start (s)")
+                    start = gr.Slider(0, max(0.0, first.duration - 1), value=offered, step=1, label="Start (s)")
                     length = gr.Slider(
                         5,
                         min(first.duration, cfg.max_minutes * 60),
-                        value=min(30.0, first.duration),
+                        value=max(5.0, offered_length),
                         step=1,
                         label="Length (s)",
+                    )
+                if not cfg.separate_campaign_clips:
+                    gr.Markdown(
+                        f"The first {CAMPAIGN_SECONDS:g} s of each clip are the blind listening test's material: "
+                        "they are not separated here."
                     )
                 clip_btn = gr.Button("Separate this clip", variant="primary")
         with gr.Column():
@@ -227,9 +240,10 @@ def wire_separate_tab(lab: LabApp, tab: SeparateTab, result: gr.State, status: g
         if c is None:
             return {tab.start: gr.Slider(), tab.length: gr.Slider()}
         top = min(c.duration, lab.config.max_minutes * 60)
+        start, length = separate_default(lab, c)
         return {
-            tab.start: gr.Slider(maximum=max(0.0, c.duration - 1), value=0),
-            tab.length: gr.Slider(maximum=top, value=min(30.0, top)),
+            tab.start: gr.Slider(maximum=max(0.0, c.duration - 1), value=start),
+            tab.length: gr.Slider(maximum=top, value=length),
         }
 
     def on_guide(sep, guide_pct):
@@ -246,7 +260,9 @@ def wire_separate_tab(lab: LabApp, tab: SeparateTab, result: gr.State, status: g
     )
     tab.clip.change(on_clip_change, tab.clip, [tab.start, tab.length], api_visibility="private", queue=False)
     kara_outputs = [c for col in tab.columns.values() for c in (col.karaoke, col.download)]
-    tab.guide.release(on_guide, [result, tab.guide], kara_outputs, api_visibility="private")
+    # `change`, not `release`: arrow keys move the slider too (no mouse release), and the karaoke
+    # must follow them; always_last: a drag's many values make one mix, of where it stopped
+    tab.guide.change(on_guide, [result, tab.guide], kara_outputs, api_visibility="private", trigger_mode="always_last")
 
 
 def summary_line(sep: Separation) -> str:
@@ -285,9 +301,10 @@ files, info = client.predict(handle_file("song.mp3"), "all", api_name="/separate
 (no sooner than one excerpt length after the trial was issued).
 
 ### Listening tests
-Blind: every sample has a new random file name, is loudness-matched (ITU-R BS.1770) and carries
-its own inaudible dither, so nothing but listening tells the conditions apart. A rating counts
-once each sample sounded {lab.config.min_heard:g} s in the player; listeners who fail the headphone
+Blind: every sample has a new random file name, is loudness-matched (ITU-R BS.1770) and is
+written for its trial with its own small level offset and inaudible dither, so no file's bytes,
+name or size tell the conditions apart (the sound itself can be analysed: the models are public).
+A rating counts once the page reports each sample heard for {lab.config.min_heard:g} s; listeners who fail the headphone
 check (Woods et al. 2017), rate the hidden reference below 90 too often (BS.1534), rate the anchor
 above the reference, miss gold A/B trials, answer faster than the audio, disagree with themselves
 on a repeated excerpt or score far from the other listeners are excluded from the results, which
@@ -314,19 +331,23 @@ def build_ui(lab: LabApp) -> gr.Blocks:
             None, storage_key="separation-lab-listener", secret=lab.signer.derived_key("browser-state")
         )
         result = gr.State(None)  # the session's last Separation
-        gr.Markdown(INTRO)
+        gr.Markdown(INTRO.format(models=" vs ".join(MODEL_TITLES.get(m, m) for m in lab.pool.slots)))
         status = gr.Markdown(lab.status_markdown())
-        with gr.Tab("Separate"):
-            separate = build_separate_tab(lab)
-        with gr.Tab("Listen and rate (blind)"):
-            rating = build_rating_tab(lab)
-        with gr.Tab("Results"):
-            results = build_results_tab(lab)
-        with gr.Tab("About"):
-            about = gr.Markdown(about_markdown(lab))
+        # the session-complete panel (its completion codes), above the tabs: shown on any visit
+        done = gr.Markdown(visible=False, elem_id="session-complete")
+        # "wrap": on a phone every tab stays in sight (in a "..." menu the listening tab was hidden)
+        with gr.Tabs(overflow_behavior="wrap") as tabs:
+            with gr.Tab("Separate", id="separate") as separate_tab:
+                separate = build_separate_tab(lab)
+            with gr.Tab("Listen and rate (blind)", id="listen") as rating_tab:
+                rating = build_rating_tab(lab, done)
+            with gr.Tab("Results", id="results") as results_tab:
+                results = build_results_tab(lab)
+            with gr.Tab("About", id="about") as about_tab:
+                about = gr.Markdown(about_markdown(lab))
         wire_separate_tab(lab, separate, result, status)
-        refresh_results = wire_results_tab(lab, results, demo)
-        wire_rating_tab(lab, rating, result, listener, refresh_results)
+        wire_results_tab(lab, results, results_tab, [separate_tab, rating_tab, about_tab])
+        trial_state = wire_rating_tab(lab, rating, result, listener)
         wire_api(lab)
 
         def on_load(token, request: gr.Request):
@@ -335,15 +356,26 @@ def build_ui(lab: LabApp) -> gr.Blocks:
             never show: a load outside the queue cannot raise one)."""
             out = {status: lab.status_markdown(), about: about_markdown(lab)}
             try:
-                return {**out, listener: lab.listener(token)}
+                known = lab.listener(token)
             except RatingError:
-                pass
+                known = None
+            if known is not None:
+                out |= {listener: known, rating.done: completion_panel(lab, known)}
+                # a listener in mid-trial (a reload, the page reloading itself after a restart) comes
+                # back to the listening tab and the same trial; the page restores its listening
+                return out | resume_trial(lab, rating, trial_state, tabs, token)
             try:
                 return {**out, listener: lab.new_listener(client_of(lab, request))}
             except RatingError as exc:
                 return {**out, listener: None, rating.info: no_listener_text(exc)}
 
-        demo.load(on_load, listener, [listener, status, about, rating.info], api_visibility="private", queue=False)
+        demo.load(
+            on_load,
+            listener,
+            [listener, status, about, tabs, trial_state, *components(rating)],
+            api_visibility="private",
+            queue=False,
+        )
     return demo
 
 
@@ -358,6 +390,15 @@ def register_routes(app, lab: LabApp) -> None:
         return StreamingResponse(lines, media_type="text/csv", headers=headers)
 
     app.add_api_route("/ratings-export/{link}", export, methods=["GET"])
+
+    def trial_audio(folder: str, name: str):
+        """A served trial file by its random folder and name (`webapp.player.file_url`)."""
+        path = lab.trial_files.served / folder / name
+        if not (TRIAL_FOLDER.fullmatch(folder) and TRIAL_FILE.fullmatch(name) and path.is_file()):
+            return PlainTextResponse("no such file", 404)
+        return FileResponse(path, media_type="audio/wav", headers={"Cache-Control": "private, max-age=3600"})
+
+    app.add_api_route("/trial-audio/{folder}/{name}", trial_audio, methods=["GET"])
 
 
 def main(argv: list[str] | None = None) -> None:

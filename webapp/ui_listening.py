@@ -9,15 +9,18 @@ sooner than one excerpt length after the trial was issued.
 
 from __future__ import annotations
 
+import json
+import threading
 import time
 from dataclasses import dataclass
 
 import gradio as gr
 
 from .figures import agreement_figure, mushra_figure, preference_figure, rounded
-from .lab import LabApp
+from .lab import FAILED_CHECK, LabApp
 from .listeners import RateLimited
 from .player import read_answer, trial_player, trial_value
+from .results import Snapshot
 from .store import IncompleteTrial, RatingError
 from .trials import HEADPHONE_TRIALS, TrialAudio
 from .ui_common import components, counted, error, page_text
@@ -49,6 +52,7 @@ class RatingTab:
     check: CheckPanel
     player: gr.HTML
     submit_msg: gr.Markdown
+    done: gr.Markdown  # the session-complete panel: the listener's completion codes, shown again on every visit
 
 
 def intro_text(lab: LabApp) -> str:
@@ -65,13 +69,15 @@ def intro_text(lab: LabApp) -> str:
         else " (A/B trials between models need two; this app runs one, so every trial is MUSHRA.)"
     )
     return (
-        f"{mushra}{ab} One player plays every sample: switch between them at the same moment with the "
-        f"letters or the keys 1-6 and R, space to play or pause. A session is "
+        f"{mushra}{ab} One player plays every sample: tap a letter to switch between them at the same "
+        f"moment (on a keyboard: keys 1-6 and R, space to play or pause). A session is "
         f"{counted(lab.config.session_trials, 'trial')}; please use headphones."
     )
 
 
-def build_rating_tab(lab: LabApp) -> RatingTab:
+def build_rating_tab(lab: LabApp, done: gr.Markdown) -> RatingTab:
+    """The tab; `done` is the session-complete panel, built above the tabs so that it shows on any
+    tab the page opens on."""
     gr.Markdown(intro_text(lab))
     start = gr.Button("Start a blind trial", variant="primary")
     info = gr.Markdown()
@@ -85,19 +91,23 @@ def build_rating_tab(lab: LabApp) -> RatingTab:
         check_submit = gr.Button("Send my answers")
     player = trial_player()
     submit_msg = gr.Markdown()
-    return RatingTab(start, info, CheckPanel(group, players, answers, check_submit), player, submit_msg)
+    return RatingTab(start, info, CheckPanel(group, players, answers, check_submit), player, submit_msg, done)
 
 
-def show_trial(lab: LabApp, tab: RatingTab, trial: TrialAudio, index: int, again: bool = False) -> dict:
-    """Named updates of the rating tab for a trial (`index` of the session's trials)."""
+def show_trial(lab: LabApp, tab: RatingTab, trial: TrialAudio, index: int | None, again: bool = False) -> dict:
+    """Named updates of the rating tab for a trial (`index` of the session's trials; None for a
+    trial on the listener's own separation, which is outside the sessions)."""
     total = lab.config.session_trials
     mushra = trial.kind == "mushra"
+    where = f"**Trial {index} of {total}**" if index is not None else "**Your own separation**"
     what = (
-        f"**Trial {index} of {total}**: MUSHRA on **{trial.source}** of *{trial.clip}*: listen to the reference and "
+        f"{where}: MUSHRA on **{trial.source}** of *{trial.clip}*: listen to the reference and "
         "every sample, then rate each against the reference."
         if mushra
-        else f"**Trial {index} of {total}**: A/B on **{trial.source}** of *{trial.clip}*: listen to both, then choose."
+        else f"{where}: A/B on **{trial.source}** of *{trial.clip}*: listen to both, then choose."
     )
+    if index is None and not lab.config.count_own_trials:
+        what += " (Kept for you, not counted in the study: nobody else rates this audio.)"
     if again:
         what += " (Your unanswered trial, shown again.)"
     return {
@@ -108,19 +118,84 @@ def show_trial(lab: LabApp, tab: RatingTab, trial: TrialAudio, index: int, again
     }
 
 
-def saved_message(lab: LabApp, token) -> str:
-    """What the page says once an answer is saved: where the session stands, and at its end the
-    completion code a paid campaign asks for."""
-    listener = lab.listener(token)
-    done = lab.store.rated_trials(listener)
+def completion_panel(lab: LabApp, listener: str) -> dict:
+    """The session-complete panel's update: every completion code of this listener, newest first
+    (it stays, and comes back on any reload or visit), or hidden before the first session ends."""
+    codes = lab.campaign.completed_codes(listener)
+    if not codes:
+        return gr.Markdown(visible=False)
+    lines = [f"### Session {len(codes)} complete: thank you!", f"Your completion code: **{codes[-1]}**"]
+    lines.append("If a study sent you here, paste this code there. Another session is welcome.")
+    if len(codes) > 1:
+        lines.append("Earlier sessions: " + ", ".join(f"{i + 1}: {c}" for i, c in enumerate(codes[:-1])))
+    return gr.Markdown("\n\n".join(lines), visible=True)
+
+
+def resume_trial(lab: LabApp, tab: RatingTab, trial_state: gr.State, tabs: gr.Tabs, token) -> dict:
+    """On a page load: a listener with a trial open (issued, not answered, its files still there) is
+    taken to the listening tab with that trial shown again; one in mid-session is taken there too,
+    told where the session stands. Nothing for anyone else."""
+    trial = lab.open_trial(token)
+    if trial is not None:
+        index = None if trial.own else lab.campaign.session(lab.listener(token)).done + 1
+        return {
+            tabs: gr.Tabs(selected="listen"),
+            trial_state: trial.trial_id,
+            **show_trial(lab, tab, trial, index, True),
+        }
+    done = lab.campaign.session(lab.listener(token)).done
+    if done:
+        where = f"Welcome back: {done} of {lab.config.session_trials} trials of this session are done."
+        return {tabs: gr.Tabs(selected="listen"), tab.info: f"{where} Start the next trial when ready."}
+    return {}
+
+
+def check_verdict(lab: LabApp, score: int, passed: bool) -> str:
+    """What the page says after the headphone check: passed; or failed, and the listener's part
+    ends there (ITU-T P.808's practice), unless the campaign lets them go on uncounted."""
+    if passed:
+        verdict = "passed: thank you. Start a trial when ready."
+    elif lab.config.allow_failed_headphones:
+        verdict = (
+            "not passed: you may go on, but your ratings will not count in the results "
+            "(are you on loudspeakers? headphones make the difference). Start a trial when ready."
+        )
+    else:
+        verdict = f"not passed. {FAILED_CHECK}"
+    return f"Headphone check: {score} of {HEADPHONE_TRIALS} right, {verdict}"
+
+
+def page_trial(value) -> str | None:
+    """The trial id the page's player says it answers (its word: checked before it is used)."""
+    try:
+        sent = json.loads(value) if isinstance(value, str) and value else None
+    except ValueError:
+        return None
+    return sent.get("trial_id") if isinstance(sent, dict) and isinstance(sent.get("trial_id"), str) else None
+
+
+def restored_trial(lab: LabApp, token, value) -> str:
+    """The trial a page answers after the server restarted under it (the page still shows the
+    trial; the server's state for that page is new): the listener's open trial, if that is the one
+    the page names."""
+    trial = lab.open_trial(token)
+    if trial is None or page_trial(value) != trial.trial_id:
+        raise RatingError("start a trial first")
+    return trial.trial_id
+
+
+def saved_message(lab: LabApp, token, trial_id: str | None = None) -> str:
+    """What the page says once an answer is saved: where the session stands (the panel above
+    shows the code at a session's end), or, for a trial on the listener's own separation that the
+    sessions do not count, just that it was kept."""
+    trial = lab.store.get_trial(trial_id) if trial_id else None
+    if trial is not None and trial.own and not lab.config.count_own_trials:
+        return "Saved (your own separation: kept for you, outside the study's sessions). Start a trial when ready."
+    session = lab.campaign.session(lab.listener(token))
     total = lab.config.session_trials
-    if done % total:
-        return f"Saved ({done % total} of {total}). Start the next trial when ready."
-    code = lab.completion_code(listener, done // total)
-    return (
-        f"Saved: that was the last of {total}. Thank you! Your completion code for this session: "
-        f"**{code}** (if a study sent you here, paste it there). Another session is welcome."
-    )
+    if session.done:
+        return f"Saved ({session.done} of {total}). Start the next trial when ready."
+    return f"Saved: that was the last of {total}. Thank you! Your completion code is above."
 
 
 def missing_text(unheard: list[str], unset: list[str], seconds: float = 0.0) -> str:
@@ -149,8 +224,10 @@ def no_listener_text(exc: Exception) -> str:
     return f"Ratings cannot start from this browser: {exc}"
 
 
-def wire_rating_tab(lab: LabApp, tab: RatingTab, result: gr.State, listener: gr.BrowserState, refresh_results) -> None:
-    trial_state = gr.State(None)  # the id of the trial on show (the server's, not the page's word)
+def wire_rating_tab(lab: LabApp, tab: RatingTab, result: gr.State, listener: gr.BrowserState) -> gr.State:
+    """The tab's events; returns the state that holds the id of the trial on show (the server's,
+    not the page's word), which the page's load event sets for a trial shown again."""
+    trial_state = gr.State(None)
 
     def on_start(sep, token, request: gr.Request):
         issued = {}
@@ -181,7 +258,7 @@ def wire_rating_tab(lab: LabApp, tab: RatingTab, result: gr.State, listener: gr.
         except Exception as exc:
             raise error(exc) from None
         # the session's place is the server's count of this listener's answers, not the page's
-        index = lab.store.rated_trials(lab.listener(token)) % lab.config.session_trials + 1
+        index = None if trial.own else lab.campaign.session(lab.listener(token)).done + 1
         return {
             **issued,
             trial_state: trial.trial_id,
@@ -195,21 +272,12 @@ def wire_rating_tab(lab: LabApp, tab: RatingTab, result: gr.State, listener: gr.
             score, passed = lab.answer_headphone_check(token, [int(a) for a in answers])
         except Exception as exc:
             raise error(exc) from None
-        verdict = (
-            "passed: thank you."
-            if passed
-            else "not passed: your ratings will not count in the results "
-            "(are you on loudspeakers? headphones make the difference)."
-        )
-        return {
-            tab.check.group: gr.Group(visible=False),
-            tab.info: f"Headphone check: {score} of {HEADPHONE_TRIALS} right, {verdict} Start a trial when ready.",
-        }
+        return {tab.check.group: gr.Group(visible=False), tab.info: check_verdict(lab, score, passed)}
 
     def on_submit(trial_id, token, value, request: gr.Request):
-        if trial_id is None:
-            raise gr.Error("start a trial first", print_exception=False)
         try:
+            if trial_id is None:  # the server restarted under the page (its session state is new)
+                trial_id = restored_trial(lab, token, value)
             answer = read_answer(value, trial_id)
             lab.answer(token, trial_id, answer, client_of(lab, request), page=True)
         except IncompleteTrial as exc:  # the page's own check was got round: say what is left
@@ -218,8 +286,12 @@ def wire_rating_tab(lab: LabApp, tab: RatingTab, result: gr.State, listener: gr.
             raise error(exc) from None
         return None
 
-    def on_saved(token):
-        return {tab.submit_msg: saved_message(lab, token), tab.player: ""}
+    def on_saved(token, value):
+        return {
+            tab.submit_msg: saved_message(lab, token, page_trial(value)),
+            tab.player: "",
+            tab.done: completion_panel(lab, lab.listener(token)),
+        }
 
     tab.start.click(
         on_start,
@@ -234,10 +306,14 @@ def wire_rating_tab(lab: LabApp, tab: RatingTab, result: gr.State, listener: gr.
     )
     # the answer's only output is the (invisible) state: a refusal's badge would sit on the player;
     # once saved, the player is cleared and the message shown
-    saved = tab.player.submit(
-        on_submit, [trial_state, listener, tab.player], trial_state, api_visibility="private"
-    ).success(on_saved, listener, [tab.submit_msg, tab.player], api_visibility="private", show_progress="hidden")
-    refresh_results(saved.then)
+    tab.player.submit(on_submit, [trial_state, listener, tab.player], trial_state, api_visibility="private").success(
+        on_saved,
+        [listener, tab.player],
+        [tab.submit_msg, tab.player, tab.done],
+        api_visibility="private",
+        show_progress="hidden",
+    )
+    return trial_state
 
 
 # ---------------------------------------------------------------------------- Results
@@ -306,20 +382,24 @@ def build_results_tab(lab: LabApp) -> ResultsTab:
     )
 
 
-def results_view(lab: LabApp, tab: ResultsTab) -> dict:
-    s = lab.summary()
+def results_view(lab: LabApp, tab: ResultsTab, snap: Snapshot) -> dict:
+    """The Results tab's updates for a snapshot of the results (`webapp.results`)."""
+    s = snap.summary
+    made = time.strftime("%H:%M:%S UTC", time.gmtime(snap.made))
     text = (
-        f"**{counted(s['ratings'], 'rating')}** from **{counted(s['listeners'], 'listener')}**; kept after "
+        f"**{counted(s['ratings'], 'rating')}** from **{counted(s['listeners'], 'listener')}** counted; kept after "
         f"screening: **{counted(s['kept_ratings'], 'rating')}** from **{counted(s['kept_listeners'], 'listener')}** "
-        f"(updated {time.strftime('%H:%M:%S')})."
+        f"(computed {made}; each listener's first rating of a stimulus counts, "
+        f"{counted(s['repeats_left_out'], 'repeated rating')} left out of the means)."
     )
-    api = s["api_ratings"]
-    if api["rows"]:
-        text += f" {counted(api['rows'], 'rating')} came over the API (scripts, no play records): " + (
-            "counted (APP_COUNT_API_RATINGS)."
-            if api["counted"]
-            else "not counted (APP_COUNT_API_RATINGS=1 counts them)."
-        )
+    for what, setting, words in (
+        ("api_ratings", "APP_COUNT_API_RATINGS", "came over the API (scripts, no play records)"),
+        ("own_ratings", "APP_COUNT_OWN_TRIALS", "are of listeners' own separations (stimuli nobody else rates)"),
+    ):
+        if s[what]["rows"]:
+            text += f" {counted(s[what]['rows'], 'rating')} {words}: " + (
+                f"counted ({setting})." if s[what]["counted"] else f"not counted ({setting}=1 counts them)."
+            )
     screening = [[c, v["listeners"], v["ratings"], v["rule"]] for c, v in s["screening"].items()]
 
     def stats(rows):
@@ -341,7 +421,7 @@ def results_view(lab: LabApp, tab: ResultsTab) -> dict:
         ]
         for p in s["preference"]
     ]
-    agreement = lab.agreement()
+    agreement = snap.agreement
     return {
         tab.text: text,
         tab.screening: screening,
@@ -357,7 +437,10 @@ def results_view(lab: LabApp, tab: ResultsTab) -> dict:
     }
 
 
-def wire_results_tab(lab: LabApp, tab: ResultsTab, demo: gr.Blocks):
+def wire_results_tab(lab: LabApp, tab: ResultsTab, shown: gr.Tab, others: list[gr.Tab]) -> None:
+    """The tab shows the board's latest snapshot when it is selected, then asks every 15 s while it
+    stays selected; an ask gets nothing back when the page already shows that snapshot. Its
+    views (tables, figures) are made once per snapshot, whatever the number of pages."""
     outputs = [
         tab.text,
         tab.screening,
@@ -369,9 +452,28 @@ def wire_results_tab(lab: LabApp, tab: ResultsTab, demo: gr.Blocks):
         tab.agreement_plot,
         tab.agreement,
     ]
+    shows = gr.State(None)  # the version of the snapshot this page shows
+    timer = gr.Timer(15, active=False)
+    views: dict[tuple, dict] = {}
+    views_lock = threading.Lock()
 
-    def on_results():
-        return results_view(lab, tab)
+    def view(snap: Snapshot) -> dict:
+        with views_lock:
+            if snap.version not in views:
+                views.clear()
+                views[snap.version] = results_view(lab, tab, snap)
+            return views[snap.version]
+
+    def on_results(showing):
+        snap = lab.results.latest()
+        if snap is None:
+            return {tab.text: "The results are being computed; they appear here in a moment."}
+        if snap.version == showing:
+            return {c: gr.skip() for c in outputs}
+        return {shows: snap.version, **view(snap)}
+
+    def on_show(showing):
+        return {timer: gr.Timer(active=True), **on_results(showing)}
 
     def on_export(token_value, request: gr.Request):
         try:
@@ -380,8 +482,10 @@ def wire_results_tab(lab: LabApp, tab: ResultsTab, demo: gr.Blocks):
             raise error(exc) from None
         return {tab.export_link: f"[Download ratings.csv]({link}) (streamed; the link works once, for 60 s)"}
 
-    timer = gr.Timer(15)
-    for trigger in (tab.refresh.click, timer.tick, demo.load):
-        trigger(on_results, None, outputs, api_visibility="private", queue=False)
+    private = {"api_visibility": "private", "queue": False, "show_progress": "hidden"}
+    shown.select(on_show, shows, [shows, timer, *outputs], **private)
+    for other in others:
+        other.select(lambda: gr.Timer(active=False), None, timer, **private)
+    for trigger in (tab.refresh.click, timer.tick):
+        trigger(on_results, shows, [shows, *outputs], **private)
     tab.export.click(on_export, tab.token, tab.export_link, api_visibility="private")
-    return lambda then: then(on_results, None, outputs, api_visibility="private")

@@ -19,6 +19,7 @@ const LEAD = 0.02;
 const BANDS = ["Excellent", "Good", "Fair", "Poor", "Bad"];  // BS.1534-3's five intervals, 100 -> 0
 const ACR = ["Bad", "Poor", "Fair", "Good", "Excellent"];  // 1-5 (ITU-T P.800)
 const root = element.querySelector(".lab-trial") || element;
+const SAVED = "separation-lab-trial";  // sessionStorage: the open trial's listening and answers
 let T = null;  // the trial on show
 
 function context() {
@@ -161,6 +162,33 @@ function setLoop(a, b) {
   paint();
 }
 
+// ------------------------------------------------------------------------- kept across reloads
+
+// The listening done and the answers given on the open trial, kept in the tab's sessionStorage: a
+// reload, or the page reloading itself after an app restart, shows the same trial again (the server
+// keeps it open) and this brings back its heard times, sliders and choices. Cleared once saved.
+function keep() {
+  if (!T || T.sent) return;
+  const state = {trial_id: T.spec.trial_id, heard: T.heard, scores: T.scores, rated: T.rated, choice: T.choice, mos: T.mos};
+  try { sessionStorage.setItem(SAVED, JSON.stringify(state)); } catch (e) { /* storage full or off: nothing kept */ }
+}
+
+function bringBack() {
+  let saved = null;
+  try { saved = JSON.parse(sessionStorage.getItem(SAVED) || "null"); } catch (e) { saved = null; }
+  if (!saved || saved.trial_id !== T.spec.trial_id) return;
+  for (const k of T.keys) if (Number.isFinite(saved.heard?.[k])) T.heard[k] = saved.heard[k];
+  for (const l of T.spec.labels) {
+    if (saved.rated?.[l] && Number.isFinite(saved.scores?.[l])) { T.scores[l] = saved.scores[l]; T.rated[l] = true; }
+    if (Number.isFinite(saved.mos?.[l])) T.mos[l] = saved.mos[l];
+  }
+  if (saved.choice === "no preference" || T.spec.labels.includes(saved.choice)) T.choice = saved.choice;
+}
+
+function forget() {
+  try { sessionStorage.removeItem(SAVED); } catch (e) { /* nothing kept */ }
+}
+
 // ------------------------------------------------------------------------- what is left
 
 function left() {
@@ -215,7 +243,7 @@ function render() {
         ? ""
         : k === "reference"
           ? `<div class="lab-spacer"></div>`
-          : `<input type="range" class="lab-score" min="0" max="100" step="1" value="50" data-key="${esc(k)}"
+          : `<input type="range" class="lab-score" min="0" max="100" step="1" value="${T.scores[k]}" data-key="${esc(k)}"
               aria-label="score of ${esc(k)}"><output class="lab-value" data-key="${esc(k)}">not rated</output>`;
       return `<div class="lab-cond" data-key="${esc(k)}">${slider}
         <button type="button" class="lab-switch" data-key="${esc(k)}" aria-pressed="false" title="key ${keyOf(k, i)}">${esc(name)}</button>
@@ -229,11 +257,11 @@ function render() {
   const ab = mushra
     ? ""
     : `<fieldset class="lab-choice"><legend>Which sounds better?</legend>
-        ${[...s.labels, "no preference"].map((c) => `<label><input type="radio" name="lab-choice-${esc(s.trial_id)}" value="${esc(c)}"> ${c === "no preference" ? "No preference" : esc(c) + " is better"}</label>`).join("")}
+        ${[...s.labels, "no preference"].map((c) => `<label><input type="radio" name="lab-choice-${esc(s.trial_id)}" value="${esc(c)}"${T.choice === c ? " checked" : ""}> ${c === "no preference" ? "No preference" : esc(c) + " is better"}</label>`).join("")}
       </fieldset>
       <div class="lab-mos">${s.labels.map((l) => `<label>Overall quality of ${esc(l)} (optional)
         <select data-key="${esc(l)}" aria-label="overall quality of ${esc(l)}"><option value="">not rated</option>
-        ${ACR.map((w, i) => `<option value="${i + 1}">${i + 1}: ${w}</option>`).join("")}</select></label>`).join("")}</div>`;
+        ${ACR.map((w, i) => `<option value="${i + 1}"${T.mos[l] === i + 1 ? " selected" : ""}>${i + 1}: ${w}</option>`).join("")}</select></label>`).join("")}</div>`;
   root.innerHTML = `
     <div class="lab-transport">
       <button type="button" class="lab-play" disabled>Loading...</button>
@@ -244,29 +272,38 @@ function render() {
         <button type="button" class="lab-loop-here-a">from here</button><button type="button" class="lab-loop-here-b">to here</button></span>
     </div>
     <p class="lab-help">${mushra
-      ? "Press a letter (or keys 1-" + s.labels.length + ", R for the reference) to switch at the same moment; space plays and pauses. Rate each sample against the reference."
-      : "Press A or B (keys 1, 2) to switch at the same moment; space plays and pauses."}</p>
+      ? "Tap a letter (or the reference) to switch at the same moment; Play plays and pauses. Rate each sample against the reference."
+      : "Tap A or B to switch at the same moment; Play plays and pauses."}<span class="lab-keys"> Keys: ${mushra ? "1-" + s.labels.length + ", R for the reference" : "1, 2"}; space plays and pauses.</span></p>
     <div class="lab-panel ${mushra ? "lab-mushra" : "lab-ab"}">${scale}<div class="lab-conds">${buttons}</div></div>
     ${ab}
     <p class="lab-message" role="status"></p>
     <button type="button" class="lab-submit" disabled>Submit ratings</button>`;
   root.querySelector(".lab-play").onclick = () => (T.playing ? pause() : play());
   root.querySelectorAll(".lab-switch").forEach((b) => (b.onclick = () => { select(b.dataset.key); if (!T.playing) play(); }));
-  root.querySelectorAll(".lab-score").forEach((r) => (r.oninput = () => {
-    T.scores[r.dataset.key] = Number(r.value);
-    T.rated[r.dataset.key] = true;
-    paint();
-  }));
+  // A slider counts as set once the listener touches it: moved (input), or pressed and released
+  // where it already stands (a click exactly at 50 fires no input event, yet it is an answer).
+  root.querySelectorAll(".lab-score").forEach((r) => {
+    const rate = () => {
+      T.scores[r.dataset.key] = Number(r.value);
+      T.rated[r.dataset.key] = true;
+      keep();
+      paint();
+    };
+    r.oninput = rate;
+    r.onchange = rate;
+    r.onpointerup = rate;
+  });
   const seekBar = root.querySelector(".lab-seek");
   seekBar.oninput = () => seek(Number(seekBar.value));
   const a = root.querySelector(".lab-loop-a"), b = root.querySelector(".lab-loop-b");
   a.onchange = b.onchange = () => setLoop(a.value, b.value);
   root.querySelector(".lab-loop-here-a").onclick = () => setLoop(position(), T.loop[1]);
   root.querySelector(".lab-loop-here-b").onclick = () => setLoop(T.loop[0], position());
-  root.querySelectorAll(".lab-choice input").forEach((r) => (r.onchange = () => { T.choice = r.value; paint(); }));
+  root.querySelectorAll(".lab-choice input").forEach((r) => (r.onchange = () => { T.choice = r.value; keep(); paint(); }));
   root.querySelectorAll(".lab-mos select").forEach((m) => (m.onchange = () => {
     if (m.value) T.mos[m.dataset.key] = Number(m.value);
     else delete T.mos[m.dataset.key];
+    keep();
   }));
   root.querySelector(".lab-submit").onclick = submit;
 }
@@ -298,12 +335,14 @@ function paint() {
   });
   root.querySelectorAll(".lab-heard").forEach((x) => {
     const h = T.heard[x.dataset.key];
-    x.textContent = h >= T.spec.min_heard ? "heard" : `heard ${h.toFixed(1)} of ${T.spec.min_heard} s`;
+    // one width for both texts (CSS), so that the columns never move under the pointer
+    x.textContent = h >= T.spec.min_heard ? "heard" : `${h.toFixed(1)} of ${T.spec.min_heard} s`;
   });
   root.querySelectorAll(".lab-value").forEach((x) => {
     const k = x.dataset.key;
     x.textContent = T.rated[k] ? `${T.scores[k]} (${BANDS[Math.min(4, Math.floor((100 - T.scores[k]) / 20))]})` : "not rated";
   });
+  root.querySelectorAll(".lab-score").forEach((r) => r.classList.toggle("lab-unrated", !T.rated[r.dataset.key]));
   const todo = left();
   const button = root.querySelector(".lab-submit");
   button.disabled = !!todo || T.sent;
@@ -353,6 +392,7 @@ function build() {
     if (!spec.answer && T.sent) { T.sent = false; paint(); }  // sent back unanswered: try again
     return;  // our own answer, or the same trial again
   }
+  if (!spec && T && T.sent) forget();  // the answer was saved (the server cleared the player)
   stop();
   if (!spec || !spec.trial_id) {
     root.innerHTML = "";
@@ -368,11 +408,15 @@ function build() {
   };
   root.dataset.state = "trial";
   root.dataset.trial = spec.trial_id;
+  bringBack();
   render();
-  T.timer = setInterval(() => { account(); paint(); }, 100);
+  let ticks = 0;
+  T.timer = setInterval(() => { account(); paint(); if (++ticks % 5 === 0) keep(); }, 100);
   paint();
   load();
 }
+
+window.addEventListener("pagehide", () => { account(); keep(); });  // a reload: the last 0.5 s too
 
 document.addEventListener("keydown", (e) => {
   if (!T || !root.isConnected || root.offsetParent === null) return;
