@@ -26,6 +26,7 @@ A row is one rating, e.g. from the app's SQLite store:
 from __future__ import annotations
 
 import math
+import warnings
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass
@@ -434,15 +435,17 @@ def _tau_interval(x: np.ndarray, y: np.ndarray, boot: int, seed: int) -> tuple[f
     def tau(a, b):
         return stats.kendalltau(a, b).statistic
 
-    res = stats.bootstrap(
-        (x, y),
-        tau,
-        paired=True,
-        vectorized=False,
-        n_resamples=boot,
-        method="percentile",
-        random_state=np.random.default_rng(seed),
-    )
+    with warnings.catch_warnings():  # scipy warns of the NaN draws; they are left out below
+        warnings.simplefilter("ignore", stats.DegenerateDataWarning)
+        res = stats.bootstrap(
+            (x, y),
+            tau,
+            paired=True,
+            vectorized=False,
+            n_resamples=boot,
+            method="percentile",
+            rng=np.random.default_rng(seed),
+        )
     draws = res.bootstrap_distribution
     draws = draws[np.isfinite(draws)]
     if not len(draws):

@@ -33,9 +33,9 @@ from tests.helpers import CHROMIUM, in_threads, voice_and_band
 from webapp import lab as lab_module
 from webapp import ui as ui_module
 from webapp.config import AppConfig
-from webapp.listeners import RateLimiter
+from webapp.listening.listeners import RateLimiter
+from webapp.listening.store import RatingError, RatingsStore, safe_cell
 from webapp.service import ModelPool, ModelSlot, separate_with_fallback
-from webapp.store import RatingError, RatingsStore, safe_cell
 
 SR = SAMPLE_RATE  # the project's one sample rate
 
@@ -155,11 +155,11 @@ def test_an_upload_over_the_duration_cap_is_refused(client, tmp_path):
 @pytest.mark.slow
 def test_ratings_round_trip_through_the_api(lab, client, monkeypatch):
     listener = client.predict(api_name="/listener")
-    with sqlite3.connect(lab.store.path) as db:
+    with sqlite3.connect(lab.study.store.path) as db:
         (answers,) = db.execute("SELECT headphone_check FROM listeners WHERE id = ?", (listener,)).fetchone() or (None,)
     assert answers is None  # the check is made when asked for
     client.predict(listener, api_name="/headphone_check")
-    with sqlite3.connect(lab.store.path) as db:
+    with sqlite3.connect(lab.study.store.path) as db:
         (answers,) = db.execute("SELECT headphone_check FROM listeners WHERE id = ?", (listener,)).fetchone()
     assert client.predict(listener, json.loads(answers), api_name="/headphone_answer")["passed"]
     files, trial = client.predict(listener, "mushra", api_name="/trial")
@@ -167,16 +167,16 @@ def test_ratings_round_trip_through_the_api(lab, client, monkeypatch):
     assert len(files) == 5 and trial["seconds"] == 1.0  # four hidden samples + the open reference
     names = " ".join(Path(f).name for f in files)
     assert "dprnn" not in names and "umxhq" not in names and "anchor" not in names  # blind
-    conditions = lab.store.get_trial(trial["trial_id"]).conditions
+    conditions = lab.study.store.get_trial(trial["trial_id"]).conditions
     scores = {label: {"reference": 100.0, "anchor": 10.0}.get(c, 60.0) for label, c in conditions.items()}
     time.sleep(1.0)
     assert client.predict(listener, trial["trial_id"], {"scores": scores}, api_name="/rate") == {"saved": 4}
     with pytest.raises(AppError, match="already rated"):
         client.predict(listener, trial["trial_id"], {"scores": scores}, api_name="/rate")
     # stored with how they came, and not counted by default: a script needs no play records
-    assert {r["via"] for r in lab.store.rows() if r["listener"] == listener} == {"api"}
+    assert {r["via"] for r in lab.study.store.rows() if r["listener"] == listener} == {"api"}
     stats = client.predict(api_name="/results")
-    api_rows = sum(1 for r in lab.store.rows() if r["via"] == "api")
+    api_rows = sum(1 for r in lab.study.store.rows() if r["via"] == "api")
     assert api_rows >= 4 and stats["api_ratings"] == {"rows": api_rows, "counted": False}
     assert not stats["mushra"]["scores"] and stats["ratings"] == 0  # nothing counted
     # the admin's choice (APP_COUNT_API_RATINGS=1) for scripted tests; undone when the test ends
@@ -189,7 +189,7 @@ def test_ratings_round_trip_through_the_api(lab, client, monkeypatch):
     # counts, never listener ids; this listener passed every screening criterion
     assert isinstance(stats["mushra"]["kept"], int) and isinstance(stats["mushra"]["dropped"], int)
     assert stats["kept_listeners"] >= 1 and set(stats["screening"]) == set(SCREENING)
-    rows, flags = lab.campaign.screened()
+    rows, flags = lab.study.campaign.screened()
     direct = summary(rows, flags=flags)  # what the server computes, ids included
     assert stats["mushra"]["kept"] == len(direct["mushra"]["kept"]) and listener in direct["mushra"]["kept"]
     assert listener not in str(stats)
@@ -203,7 +203,7 @@ def test_a_loopback_caller_cannot_choose_its_address(lab, monkeypatch):
     listener ids per hour (10) refuses the eleventh."""
     assert lab.config.proxy_hops == 0
     # this test's counts only, with a small limit
-    monkeypatch.setattr(lab, "limiter", RateLimiter({**lab.limiter.limits, "listeners": (10, 3600.0)}))
+    monkeypatch.setattr(lab.study, "limiter", RateLimiter({**lab.study.limiter.limits, "listeners": (10, 3600.0)}))
     answers = []
     for i in range(11):
         client = Client(lab.url, verbose=False, headers={"X-Forwarded-For": f"198.51.100.{i + 1}"})
@@ -216,9 +216,9 @@ def test_a_loopback_caller_cannot_choose_its_address(lab, monkeypatch):
 
 
 def test_admin_export_is_streamed_once_and_formula_safe(lab):
-    listener = lab.new_listener("test")
+    listener = lab.study.new_listener("test")
     for clip, via in (('=HYPERLINK("http://x")', "page"), ("=cmd|' /C calc'!A0", "api")):
-        trial = lab.store.create_trial(
+        trial = lab.study.store.create_trial(
             listener=listener,
             kind="mushra",
             clip=clip,
@@ -226,11 +226,11 @@ def test_admin_export_is_streamed_once_and_formula_safe(lab):
             conditions={"A": "dprnn"},
             versions={"dprnn": "v"},
         )
-        lab.store.submit(listener, trial.id, scores={"A": 40}, via=via)
+        lab.study.store.submit(listener, trial.id, scores={"A": 40}, via=via)
     for token in ("guess", "", None):
         with pytest.raises(RatingError, match="wrong admin token"):
-            lab.export_link(token, "admin-test")
-    link = lab.export_link("s3cret-token", "another-client")
+            lab.study.export_link(token, "admin-test")
+    link = lab.study.export_link("s3cret-token", "another-client")
     with urllib.request.urlopen(lab.url.rstrip("/") + link) as response:
         rows = list(csv.DictReader(io.StringIO(response.read().decode())))
     clips = [r["clip"] for r in rows]
@@ -247,7 +247,7 @@ def test_admin_export_is_streamed_once_and_formula_safe(lab):
     assert (mine["api"]["counted"], mine["api"]["excluded_by"]) == ("0", "")
     assert mine["page"]["label"] == "A" and mine["page"]["labels"] == '{"A": "dprnn"}'
     assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", mine["page"]["answered_utc"])
-    assert lab.export_stream(link.rsplit("/", 1)[-1]) is None  # used up
+    assert lab.study.export_stream(link.rsplit("/", 1)[-1]) is None  # used up
 
 
 # ---------------------------------------------------------------------------- a real browser
@@ -303,7 +303,7 @@ def _launch(data_dir: Path, port: int | None = None, **settings):
 
 
 def _listeners(lab) -> int:
-    with sqlite3.connect(lab.store.path) as db:
+    with sqlite3.connect(lab.study.store.path) as db:
         return db.execute("SELECT COUNT(*) FROM listeners").fetchone()[0]
 
 
@@ -501,12 +501,12 @@ def test_a_trial_falls_back_to_an_example_clip_when_the_upload_cannot_make_one(t
     lab = lab_module.LabApp(AppConfig(data_dir=tmp_path), pool=pool)
     voice, band = voice_and_band(3.0)
     upload = lab.separate(torch.from_numpy(voice + band), None, "upload.wav")
-    listener = lab.new_listener("test")
-    lab.headphone_check(listener, "test")
+    listener = lab.study.new_listener("test")
+    lab.study.headphone_check(listener, "test")
     (truth,) = (
-        lab.store._connect().execute("SELECT headphone_check FROM listeners WHERE id = ?", (listener,)).fetchone()
+        lab.study.store._connect().execute("SELECT headphone_check FROM listeners WHERE id = ?", (listener,)).fetchone()
     )
-    lab.store.answer_headphone_check(listener, json.loads(truth))  # passed: on headphones
-    trial, used = lab.trial_for(upload, listener)
+    lab.study.store.answer_headphone_check(listener, json.loads(truth))  # passed: on headphones
+    trial, used = lab.study.trial_for(upload, listener)
     assert used is not upload and used.references and trial.kind == "mushra"
-    assert sorted(lab.store.get_trial(trial.trial_id).conditions.values()) == ["anchor", "dprnn", "reference"]
+    assert sorted(lab.study.store.get_trial(trial.trial_id).conditions.values()) == ["anchor", "dprnn", "reference"]

@@ -15,9 +15,9 @@ from types import SimpleNamespace
 import pytest
 
 from tests.helpers import Clock
-from webapp.campaign import CODE_ALPHABET, EXPORT_COLUMNS, Campaign, completion_text
-from webapp.results import ResultsBoard
-from webapp.store import RatingsStore
+from webapp.listening.campaign import CODE_ALPHABET, EXPORT_COLUMNS, Campaign, completion_text
+from webapp.listening.results import ResultsBoard
+from webapp.listening.store import RatingsStore
 
 STIMULI = [f"clip|vocals|{k}" for k in range(5)]
 

@@ -105,7 +105,7 @@ def test_sdist_and_wheel_carry_what_they_should(dist):
     for needed in (
         "separation/weights/dprnn/model.safetensors",
         "separation/weights/conv1d/config.json",
-        "webapp/static/player.js",
+        "webapp/listening/static/player.js",
     ):
         assert needed in names, needed
     assert not [n for n in names if n.startswith(("tests/", "bench/", "docs/", "assets/", "scripts/"))]

@@ -51,7 +51,7 @@ def pass_the_check(page, lab) -> str:
     page.get_by_role("tab", name=LISTEN).click()
     page.get_by_role("button", name="Start a blind trial").click()
     expect(page.get_by_text("Before the first trial: a short headphone check.")).to_be_visible(timeout=30_000)
-    with sqlite3.connect(lab.store.path) as db:
+    with sqlite3.connect(lab.study.store.path) as db:
         listener, answers = db.execute(
             "SELECT id, headphone_check FROM listeners WHERE headphone_check IS NOT NULL ORDER BY created DESC"
         ).fetchone()
@@ -121,8 +121,8 @@ def test_a_reload_or_a_restart_in_mid_trial_loses_none_of_the_listening(tmp_path
             lab, demo, url = launch(data, port)  # the same port, data and work folders
             page.get_by_role("button", name="Submit ratings").click()
             expect(page.get_by_text("Saved (1 of 3)")).to_be_visible(timeout=10_000)
-            rows = {r["condition"]: r["score"] for r in lab.store.rows() if r["trial"] == trial}
-            conditions = lab.store.get_trial(trial).conditions
+            rows = {r["condition"]: r["score"] for r in lab.study.store.rows() if r["trial"] == trial}
+            conditions = lab.study.store.get_trial(trial).conditions
             assert rows == {conditions[label]: float(score) for label, score in scores.items()}
             # saved: the page keeps nothing of it, and a reload shows no trial again
             assert page.evaluate("() => sessionStorage.getItem('separation-lab-trial')") is None
@@ -146,14 +146,14 @@ def test_the_session_complete_panel_stays_with_its_code_across_reloads(tmp_path)
             expect(page.locator("#session-complete")).to_be_hidden()
             # a session's trials answered from the page (here written as the page's handler does)
             for _ in range(3):
-                trial, _ = lab.trial_for(None, listener)
+                trial, _ = lab.study.trial_for(None, listener)
                 time.sleep(trial.seconds)
                 heard = dict.fromkeys([*trial.labels, "reference"], 1.0)
                 scores = dict.fromkeys(trial.labels, 50)
-                lab.answer(
+                lab.study.answer(
                     listener, trial.trial_id, {"scores": scores, "heard": heard, "rated": trial.labels}, page=True
                 )
-            code = lab.completion_code(listener, 1)
+            code = lab.study.completion_code(listener, 1)
             assert code not in page.content()
             for _ in range(2):
                 page.reload()

@@ -255,8 +255,50 @@ def test_metric_agreement_is_kendall_tau_with_a_bootstrap_interval():
     got = metric_agreement(rows, metrics, boot=200)
     assert got["SDR"]["n"] == 12 and got["SDR"]["tau"] == pytest.approx(1.0)
     assert got["SI-SDR"]["tau"] == pytest.approx(-1.0)
-    assert got["SDR"]["low"] <= 1.0 <= got["SDR"]["high"] + 1e-12
+    # perfectly ordered pairs stay perfectly ordered in every resample: the interval is the point
+    assert got["SDR"]["low"] == pytest.approx(1.0) and got["SDR"]["high"] == pytest.approx(1.0)
+    assert got["SI-SDR"]["low"] == pytest.approx(-1.0) and got["SI-SDR"]["high"] == pytest.approx(-1.0)
     # the points are (metric, mean score over listeners, condition)
     assert (2.0, 22.0, "anchor") in got["SDR"]["points"]
     few = metric_agreement(rows[:4], metrics)  # two (excerpt, condition) pairs
     assert math.isnan(few["SDR"]["tau"])  # fewer than 3 points: no correlation claimed
+
+
+def test_the_agreement_interval_covers_its_estimate_and_narrows_with_more_stimuli():
+    """On noisy scores the bootstrap interval is a real interval around tau, inside (-1, 1), and
+    four times the stimuli give a narrower one; the same seed gives the same interval."""
+    rng = np.random.default_rng(3)
+
+    def noisy(n: int):
+        metrics, rows = {}, []
+        for e in range(n):
+            sdr = float(rng.uniform(0, 10))
+            metrics[(f"e{e}", "dprnn")] = {"SDR": sdr}
+            rows.append(
+                {
+                    "listener": "x",
+                    "trial": f"t{e}",
+                    "kind": "mushra",
+                    "condition": "dprnn",
+                    "score": 5 * sdr + float(rng.normal(0, 15)),
+                    "excerpt": f"e{e}",
+                }
+            )
+        return metric_agreement(rows, metrics, boot=400)["SDR"]
+
+    small, large = noisy(15), noisy(60)
+    for got in (small, large):
+        assert -1 < got["low"] < got["tau"] < got["high"] < 1, got
+    assert large["high"] - large["low"] < small["high"] - small["low"]
+
+
+def test_scores_on_two_scales_are_never_averaged_together():
+    """A MUSHRA 80 and a MOS 2 of the same condition are two statistics, not a mean of 41."""
+    rows = [
+        {"listener": "a", "trial": "t1", "kind": "mushra", "condition": "dprnn", "source": "vocals", "score": 80},
+        {"listener": "a", "trial": "t2", "kind": "mos", "condition": "dprnn", "source": "vocals", "score": 2},
+    ]
+    assert [r["mean"] for r in score_summary(rows)] == [80]  # MUSHRA unless told
+    assert [r["mean"] for r in score_summary(rows, kind="mos")] == [2]
+    with pytest.raises(ValueError, match="never averaged"):
+        score_summary(rows, kind=None)

@@ -19,10 +19,9 @@ import torch
 from separation.audio import SAMPLE_RATE
 from tests.helpers import Clock, voice_and_band
 from webapp.clips import ensure_demo_clips, load_clip
-from webapp.listeners import RateLimiter, Signer, client_address
-from webapp.service import ModelPool, cleanup, new_workdir, run_separation
-from webapp.store import IncompleteTrial, RatingError, RatingsStore
-from webapp.trials import (
+from webapp.listening.listeners import RateLimiter, Signer, client_address
+from webapp.listening.page import missing_text
+from webapp.listening.stimuli import (
     EXCERPTS_PER_SOURCE,
     HEADPHONE_TRIALS,
     LEVEL_JITTER_DB,
@@ -35,7 +34,8 @@ from webapp.trials import (
     match_loudness,
     prepare_excerpts,
 )
-from webapp.ui_listening import missing_text
+from webapp.listening.store import IncompleteTrial, RatingError, RatingsStore
+from webapp.service import ModelPool, cleanup, new_workdir, run_separation
 
 SR = SAMPLE_RATE
 
@@ -86,7 +86,8 @@ def test_a_mushra_trial_hides_shuffles_and_never_repeats_a_file(separated, files
         assert all(abs(v) <= LEVEL_JITTER_DB for v in offsets.values())
         assert audio.files[hidden].read_bytes() != audio.reference.read_bytes()
         hidden_wave = read(audio.files[hidden]) / 10 ** (offsets[hidden] / 20)
-        assert np.abs(hidden_wave - read(audio.reference) / 10 ** (offsets["reference"] / 20)).max() <= 4 / 32768
+        # within the two files' dithers and roundings, twice over (excerpt, then trial): <= 6 LSB
+        assert np.abs(hidden_wave - read(audio.reference) / 10 ** (offsets["reference"] / 20)).max() <= 6.5 / 32768
     assert len(orders) > 1
 
 
@@ -278,7 +279,7 @@ def test_two_answers_to_one_headphone_check_are_not_both_scored(tmp_path, monkey
             sent[0] = store.answer_headphone_check("c" * 32, [3, 2, 1])  # the other request, first to store
         return real_loads(text, *args, **kwargs)
 
-    monkeypatch.setattr("webapp.store.json.loads", concurrent_answer)
+    monkeypatch.setattr("webapp.listening.store.json.loads", concurrent_answer)
     with pytest.raises(RatingError, match="already done"):
         store.answer_headphone_check("c" * 32, [1, 2, 3])
     assert sent == [1] and store.headphone_score("c" * 32) == 1  # the one stored score is the first stored
@@ -289,7 +290,7 @@ def test_each_rating_records_how_it_came_and_older_rows_say_unknown(tmp_path):
     database written before the column existed is migrated in place; its rows say "unknown"."""
     import sqlite3
 
-    from webapp import store as store_module
+    from webapp.listening import store as store_module
 
     path = tmp_path / "old.sqlite"
     with sqlite3.connect(path) as db:  # the schema as it was, and one rating in it

@@ -21,8 +21,8 @@ from tests.helpers import ROOT
 from webapp.clips import ensure_demo_clips, load_clip, musdb_clips
 from webapp.config import AppConfig
 from webapp.figures import FLOOR_DB, spectrogram_figure
+from webapp.listening.store import RatingsStore
 from webapp.service import ModelPool, karaoke, run_separation
-from webapp.store import RatingsStore
 from webapp.sync import JsonlSync
 
 SR = SAMPLE_RATE  # the project's one sample rate
@@ -244,7 +244,7 @@ def test_counts_read_as_words():
 def test_with_one_model_the_page_says_why_there_is_no_ab_and_hides_its_results(pool, tmp_path):
     import gradio as gr
 
-    from webapp.ui_listening import build_results_tab, intro_text
+    from webapp.listening.page import build_results_tab, intro_text
 
     def lab(models):
         return SimpleNamespace(pool=models, config=AppConfig(data_dir=tmp_path))

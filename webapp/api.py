@@ -10,7 +10,8 @@
     /separate              separate an audio file with the app's models
     /separate_clip         separate an excerpt of an example clip, with metrics
 
-The page itself uses private events; these are the same functions of `webapp.lab.LabApp`.
+The page itself uses private events; these are the same functions of `webapp.lab.LabApp` and its
+`webapp.listening.study.Study`.
 """
 
 from __future__ import annotations
@@ -23,7 +24,8 @@ import gradio as gr
 from separation.audio import SAMPLE_RATE
 from separation.results import json_safe
 
-from .lab import LabApp, clip_excerpt, summary_public
+from .lab import LabApp, clip_excerpt
+from .listening.study import summary_public
 from .service import SOURCES, Separation
 from .ui_common import error, page_text
 
@@ -60,7 +62,7 @@ def guarded(lab: LabApp, fn):
     def run(*args):
         *inputs, request = args
         try:
-            return fn(*inputs, client=lab.client_key(request))
+            return fn(*inputs, client=lab.study.client_key(request))
         except Exception as exc:
             raise error(exc) from None
 
@@ -87,22 +89,22 @@ def wire_api(lab: LabApp) -> None:
 
     def api_listener(*, client):
         """A new listener id, signed by this server: keep it, every other call needs it."""
-        return lab.new_listener(client)
+        return lab.study.new_listener(client)
 
     def api_headphone_check(listener_id, *, client):
         """The listener's headphone check: six files of three tones; answer which tone of each is softest."""
-        paths = [str(p) for p in lab.headphone_check(listener_id, client)]
+        paths = [str(p) for p in lab.study.headphone_check(listener_id, client)]
         return paths, {"files": len(paths), "answer": "/headphone_answer with a list of 1, 2 or 3 per file"}
 
     def api_headphone_answer(listener_id, answers, *, client):
         """Answers to the headphone check (a JSON list of 1, 2 or 3): the score and whether it passed."""
-        score, passed = lab.answer_headphone_check(listener_id, answers)
+        score, passed = lab.study.answer_headphone_check(listener_id, answers)
         return {"score": score, "passed": passed}
 
     def api_trial(listener_id, trial_kind, *, client):
         """A blind trial on an example clip, "mushra" (default) or "ab": its id, kind, labels, seconds
         and sample files."""
-        trial, _ = lab.trial_for(None, listener_id, client, kind=(trial_kind or "mushra").strip().lower())
+        trial, _ = lab.study.trial_for(None, listener_id, client, kind=(trial_kind or "mushra").strip().lower())
         paths = [str(trial.files[label]) for label in trial.labels] + (
             [str(trial.reference)] if trial.reference else []
         )
@@ -119,16 +121,16 @@ def wire_api(lab: LabApp) -> None:
     def api_rate(listener_id, trial, answer_value, *, client):
         """Rate a trial, one excerpt length or more after it was issued: MUSHRA {"scores": {"A": 0-100, ...}};
         A/B {"choice": "A", "B" or "no preference", "mos": {"A": 1-5, "B": 1-5}}."""
-        return {"saved": lab.answer(listener_id, str(trial), answer_value, client)}
+        return {"saved": lab.study.answer(listener_id, str(trial), answer_value, client)}
 
     def api_results(*, client):
         """Aggregate listening-test statistics after screening (no raw rows, no listener ids)."""
-        return json_safe(summary_public(lab))
+        return json_safe(summary_public(lab.study))
 
     def api_export_link(admin_token, *, client):
         """For the admin (ADMIN_TOKEN): a path on this server that streams the raw ratings CSV once,
         within 60 s. Wrong tokens are throttled per client."""
-        return lab.export_link(admin_token, client)
+        return lab.study.export_link(admin_token, client)
 
     def api_separate(path, which, *, client):
         """Separate an audio file with the app's models; returns the stem files and a JSON summary."""

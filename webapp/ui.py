@@ -29,10 +29,7 @@ from .api import wire_api
 from .clips import CAMPAIGN_SECONDS
 from .config import AppConfig
 from .lab import WORK_MAX_AGE_S, LabApp, clip_excerpt, launch_options, separate_default
-from .service import Separation, karaoke, metrics_rows
-from .store import RatingError
-from .ui_common import components, error
-from .ui_listening import (
+from .listening.page import (
     build_rating_tab,
     build_results_tab,
     client_of,
@@ -42,6 +39,9 @@ from .ui_listening import (
     wire_rating_tab,
     wire_results_tab,
 )
+from .listening.store import RatingError
+from .service import Separation, karaoke, metrics_rows
+from .ui_common import components, error
 
 log = logging.getLogger("webapp")
 
@@ -323,12 +323,12 @@ address (only a keyed hash of it, for rate limits). Only aggregates are shown he
 def build_ui(lab: LabApp) -> gr.Blocks:
     # trial audio is served from its random paths as it is: no copy into Gradio's cache, whose
     # folders are named by a hash of the content (which gave the hidden reference away)
-    gr.set_static_paths([str(lab.trial_files.served)])
+    gr.set_static_paths([str(lab.study.trial_files.served)])
     with gr.Blocks(title="Separation lab", delete_cache=(1800, WORK_MAX_AGE_S)) as demo:
         # sealed with a key derived from the app's secret, not a random one per process: a returning
         # listener stays the same listener across restarts (no second headphone check)
         listener = gr.BrowserState(
-            None, storage_key="separation-lab-listener", secret=lab.signer.derived_key("browser-state")
+            None, storage_key="separation-lab-listener", secret=lab.study.signer.derived_key("browser-state")
         )
         result = gr.State(None)  # the session's last Separation
         gr.Markdown(INTRO.format(models=" vs ".join(MODEL_TITLES.get(m, m) for m in lab.pool.slots)))
@@ -356,7 +356,7 @@ def build_ui(lab: LabApp) -> gr.Blocks:
             never show: a load outside the queue cannot raise one)."""
             out = {status: lab.status_markdown(), about: about_markdown(lab)}
             try:
-                known = lab.listener(token)
+                known = lab.study.listener(token)
             except RatingError:
                 known = None
             if known is not None:
@@ -365,7 +365,7 @@ def build_ui(lab: LabApp) -> gr.Blocks:
                 # back to the listening tab and the same trial; the page restores its listening
                 return out | resume_trial(lab, rating, trial_state, tabs, token)
             try:
-                return {**out, listener: lab.new_listener(client_of(lab, request))}
+                return {**out, listener: lab.study.new_listener(client_of(lab, request))}
             except RatingError as exc:
                 return {**out, listener: None, rating.info: no_listener_text(exc)}
 
@@ -383,7 +383,7 @@ def register_routes(app, lab: LabApp) -> None:
     """Routes beside Gradio's: the one-time, streamed ratings export (no file on disk)."""
 
     def export(link: str):
-        lines = lab.export_stream(link)
+        lines = lab.study.export_stream(link)
         if lines is None:
             return PlainTextResponse("this link is used up or expired: get a new one in the Results tab", 404)
         headers = {"Content-Disposition": 'attachment; filename="ratings.csv"', "Cache-Control": "no-store"}
@@ -392,8 +392,8 @@ def register_routes(app, lab: LabApp) -> None:
     app.add_api_route("/ratings-export/{link}", export, methods=["GET"])
 
     def trial_audio(folder: str, name: str):
-        """A served trial file by its random folder and name (`webapp.player.file_url`)."""
-        path = lab.trial_files.served / folder / name
+        """A served trial file by its random folder and name (`webapp.listening.player.file_url`)."""
+        path = lab.study.trial_files.served / folder / name
         if not (TRIAL_FOLDER.fullmatch(folder) and TRIAL_FILE.fullmatch(name) and path.is_file()):
             return PlainTextResponse("no such file", 404)
         return FileResponse(path, media_type="audio/wav", headers={"Cache-Control": "private, max-age=3600"})

@@ -10,8 +10,8 @@ import gradio as gr
 
 from separation.errors import SeparationError
 
+from .listening.store import RatingError
 from .service import public_message
-from .store import RatingError
 
 log = logging.getLogger("webapp")
 

@@ -47,8 +47,8 @@ from eval.scores import score_track
 from separation.audio import SAMPLE_RATE, save_audio
 from separation.errors import SeparationError
 
-from .config import TRIAL_SECONDS
-from .service import SOURCES, Separation
+from ..config import TRIAL_SECONDS
+from ..service import SOURCES, Separation
 
 ANCHOR_HZ = 3500.0  # BS.1534's low-pass anchor
 GOLD_RATE = 0.2  # share of A/B trials that are gold (a degraded copy against the clean one)

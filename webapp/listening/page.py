@@ -1,6 +1,6 @@
 """The listening-test tabs of the page: the headphone check, blind trials in sessions, results.
 
-A trial plays in one Web Audio player (`webapp.player`): one transport over every sample,
+A trial plays in one Web Audio player (`webapp.listening.player`): one transport over every sample,
 switching at the same position, a loop region, keys, BS.1534's quality bands for MUSHRA. Its
 submit waits until every sample (and MUSHRA's open reference) was heard for `APP_MIN_HEARD_S`
 and every slider set; the server checks the same (`RatingsStore.submit`), and refuses any answer
@@ -16,14 +16,15 @@ from dataclasses import dataclass
 
 import gradio as gr
 
-from .figures import agreement_figure, mushra_figure, preference_figure, rounded
-from .lab import FAILED_CHECK, LabApp
+from ..figures import agreement_figure, mushra_figure, preference_figure, rounded
+from ..lab import LabApp
+from ..ui_common import components, counted, error, page_text
 from .listeners import RateLimited
 from .player import read_answer, trial_player, trial_value
 from .results import Snapshot
+from .stimuli import HEADPHONE_TRIALS, TrialAudio
 from .store import IncompleteTrial, RatingError
-from .trials import HEADPHONE_TRIALS, TrialAudio
-from .ui_common import components, counted, error, page_text
+from .study import FAILED_CHECK
 
 STAT_HEADERS = ["condition", "source", "n", "mean", "95% CI low", "95% CI high"]
 # The browser's own player for the headphone check: no waveform picture, no download button.
@@ -31,7 +32,7 @@ PLAIN = {"waveform_options": gr.WaveformOptions(show_recording_waveform=False), 
 
 
 def client_of(lab: LabApp, request: gr.Request | None) -> str:
-    return lab.client_key(request)
+    return lab.study.client_key(request)
 
 
 # ---------------------------------------------------------------------------- Listen and rate
@@ -121,7 +122,7 @@ def show_trial(lab: LabApp, tab: RatingTab, trial: TrialAudio, index: int | None
 def completion_panel(lab: LabApp, listener: str) -> dict:
     """The session-complete panel's update: every completion code of this listener, newest first
     (it stays, and comes back on any reload or visit), or hidden before the first session ends."""
-    codes = lab.campaign.completed_codes(listener)
+    codes = lab.study.campaign.completed_codes(listener)
     if not codes:
         return gr.Markdown(visible=False)
     lines = [f"### Session {len(codes)} complete: thank you!", f"Your completion code: **{codes[-1]}**"]
@@ -135,15 +136,15 @@ def resume_trial(lab: LabApp, tab: RatingTab, trial_state: gr.State, tabs: gr.Ta
     """On a page load: a listener with a trial open (issued, not answered, its files still there) is
     taken to the listening tab with that trial shown again; one in mid-session is taken there too,
     told where the session stands. Nothing for anyone else."""
-    trial = lab.open_trial(token)
+    trial = lab.study.open_trial(token)
     if trial is not None:
-        index = None if trial.own else lab.campaign.session(lab.listener(token)).done + 1
+        index = None if trial.own else lab.study.campaign.session(lab.study.listener(token)).done + 1
         return {
             tabs: gr.Tabs(selected="listen"),
             trial_state: trial.trial_id,
             **show_trial(lab, tab, trial, index, True),
         }
-    done = lab.campaign.session(lab.listener(token)).done
+    done = lab.study.campaign.session(lab.study.listener(token)).done
     if done:
         where = f"Welcome back: {done} of {lab.config.session_trials} trials of this session are done."
         return {tabs: gr.Tabs(selected="listen"), tab.info: f"{where} Start the next trial when ready."}
@@ -178,7 +179,7 @@ def restored_trial(lab: LabApp, token, value) -> str:
     """The trial a page answers after the server restarted under it (the page still shows the
     trial; the server's state for that page is new): the listener's open trial, if that is the one
     the page names."""
-    trial = lab.open_trial(token)
+    trial = lab.study.open_trial(token)
     if trial is None or page_trial(value) != trial.trial_id:
         raise RatingError("start a trial first")
     return trial.trial_id
@@ -188,10 +189,10 @@ def saved_message(lab: LabApp, token, trial_id: str | None = None) -> str:
     """What the page says once an answer is saved: where the session stands (the panel above
     shows the code at a session's end), or, for a trial on the listener's own separation that the
     sessions do not count, just that it was kept."""
-    trial = lab.store.get_trial(trial_id) if trial_id else None
+    trial = lab.study.store.get_trial(trial_id) if trial_id else None
     if trial is not None and trial.own and not lab.config.count_own_trials:
         return "Saved (your own separation: kept for you, outside the study's sessions). Start a trial when ready."
-    session = lab.campaign.session(lab.listener(token))
+    session = lab.study.campaign.session(lab.study.listener(token))
     total = lab.config.session_trials
     if session.done:
         return f"Saved ({session.done} of {total}). Start the next trial when ready."
@@ -234,10 +235,10 @@ def wire_rating_tab(lab: LabApp, tab: RatingTab, result: gr.State, listener: gr.
         try:
             client = client_of(lab, request)
             if token is None:  # the page's load could not issue one (the address's limit): try again now
-                token = lab.new_listener(client)
+                token = lab.study.new_listener(client)
                 issued = {listener: token}
-            if lab.store.headphone_score(lab.listener(token)) is None:
-                files = lab.headphone_check(token, client)
+            if lab.study.store.headphone_score(lab.study.listener(token)) is None:
+                files = lab.study.headphone_check(token, client)
                 return {
                     **issued,
                     tab.info: "Before the first trial: a short headphone check.",
@@ -247,10 +248,10 @@ def wire_rating_tab(lab: LabApp, tab: RatingTab, result: gr.State, listener: gr.
                 }
             # a trial issued and not answered (Start pressed again, a reload) is shown again: a
             # new one would leave it open and let a listener skip the excerpts they do not like
-            trial = lab.open_trial(token)
+            trial = lab.study.open_trial(token)
             again = trial is not None
             if trial is None:
-                trial, sep = lab.trial_for(sep, token, client)
+                trial, sep = lab.study.trial_for(sep, token, client)
         except RateLimited as exc:
             if token is None:  # no id could be issued at all: say why, and until when
                 raise gr.Error(page_text(no_listener_text(exc)), print_exception=False) from None
@@ -258,7 +259,7 @@ def wire_rating_tab(lab: LabApp, tab: RatingTab, result: gr.State, listener: gr.
         except Exception as exc:
             raise error(exc) from None
         # the session's place is the server's count of this listener's answers, not the page's
-        index = None if trial.own else lab.campaign.session(lab.listener(token)).done + 1
+        index = None if trial.own else lab.study.campaign.session(lab.study.listener(token)).done + 1
         return {
             **issued,
             trial_state: trial.trial_id,
@@ -269,7 +270,7 @@ def wire_rating_tab(lab: LabApp, tab: RatingTab, result: gr.State, listener: gr.
         try:
             if any(a is None for a in answers):
                 raise RatingError("answer every check (1, 2 or 3)")
-            score, passed = lab.answer_headphone_check(token, [int(a) for a in answers])
+            score, passed = lab.study.answer_headphone_check(token, [int(a) for a in answers])
         except Exception as exc:
             raise error(exc) from None
         return {tab.check.group: gr.Group(visible=False), tab.info: check_verdict(lab, score, passed)}
@@ -279,7 +280,7 @@ def wire_rating_tab(lab: LabApp, tab: RatingTab, result: gr.State, listener: gr.
             if trial_id is None:  # the server restarted under the page (its session state is new)
                 trial_id = restored_trial(lab, token, value)
             answer = read_answer(value, trial_id)
-            lab.answer(token, trial_id, answer, client_of(lab, request), page=True)
+            lab.study.answer(token, trial_id, answer, client_of(lab, request), page=True)
         except IncompleteTrial as exc:  # the page's own check was got round: say what is left
             raise gr.Error(missing_text(exc.unheard, exc.unset, exc.seconds), print_exception=False) from None
         except Exception as exc:
@@ -290,7 +291,7 @@ def wire_rating_tab(lab: LabApp, tab: RatingTab, result: gr.State, listener: gr.
         return {
             tab.submit_msg: saved_message(lab, token, page_trial(value)),
             tab.player: "",
-            tab.done: completion_panel(lab, lab.listener(token)),
+            tab.done: completion_panel(lab, lab.study.listener(token)),
         }
 
     tab.start.click(
@@ -383,7 +384,7 @@ def build_results_tab(lab: LabApp) -> ResultsTab:
 
 
 def results_view(lab: LabApp, tab: ResultsTab, snap: Snapshot) -> dict:
-    """The Results tab's updates for a snapshot of the results (`webapp.results`)."""
+    """The Results tab's updates for a snapshot of the results (`webapp.listening.results`)."""
     s = snap.summary
     made = time.strftime("%H:%M:%S UTC", time.gmtime(snap.made))
     text = (
@@ -464,8 +465,9 @@ def wire_results_tab(lab: LabApp, tab: ResultsTab, shown: gr.Tab, others: list[g
                 views[snap.version] = results_view(lab, tab, snap)
             return views[snap.version]
 
-    def on_results(showing):
-        snap = lab.results.latest()
+    def on_results(showing, wait: float = 0.0):
+        board = lab.study.results
+        snap = board.latest() if board.latest() is not None or not wait else board.current(timeout=wait)
         if snap is None:
             return {tab.text: "The results are being computed; they appear here in a moment."}
         if snap.version == showing:
@@ -473,11 +475,12 @@ def wire_results_tab(lab: LabApp, tab: ResultsTab, shown: gr.Tab, others: list[g
         return {shows: snap.version, **view(snap)}
 
     def on_show(showing):
-        return {timer: gr.Timer(active=True), **on_results(showing)}
+        # the first look at a freshly started app may wait a moment for the first snapshot
+        return {timer: gr.Timer(active=True), **on_results(showing, wait=5.0)}
 
     def on_export(token_value, request: gr.Request):
         try:
-            link = lab.export_link(token_value, client_of(lab, request))
+            link = lab.study.export_link(token_value, client_of(lab, request))
         except Exception as exc:
             raise error(exc) from None
         return {tab.export_link: f"[Download ratings.csv]({link}) (streamed; the link works once, for 60 s)"}

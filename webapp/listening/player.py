@@ -13,8 +13,8 @@ from pathlib import Path
 
 import gradio as gr
 
+from .stimuli import TrialAudio
 from .store import RatingError, needed_listening
-from .trials import TrialAudio
 
 STATIC = Path(__file__).resolve().parent / "static"
 EMPTY = '<div class="lab-trial" data-state="empty"></div>'

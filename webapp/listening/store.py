@@ -513,7 +513,7 @@ class RatingsStore:
         return out
 
     def export_records(self) -> Iterator[dict]:
-        """Every rating with its trial, for the analysis export (`webapp.campaign.export_lines`): one
+        """Every rating with its trial, for the analysis export (`campaign.Campaign.export_lines`): one
         dict per rating, in the order they were written."""
         query = (
             "SELECT ratings.id AS rating_id, ratings.listener, ratings.trial, trials.kind AS trial_kind, ratings.kind,"
