@@ -119,15 +119,7 @@ class App:
 
     def cpu_seconds(self) -> float:
         """CPU seconds (user + system) the app's process tree has used so far."""
-        total = 0
-        for pid in process_tree(self.proc.pid):
-            try:
-                with open(f"/proc/{pid}/stat") as f:
-                    fields = f.read().rsplit(")", 1)[1].split()
-                total += int(fields[11]) + int(fields[12])  # utime, stime (after the name)
-            except (OSError, IndexError, ValueError):
-                continue
-        return total / os.sysconf("SC_CLK_TCK")
+        return tree_cpu_seconds(self.proc.pid)
 
     def work_bytes(self) -> int:
         return disk_bytes(self.tmp / "separation-lab")
@@ -157,6 +149,30 @@ class App:
         except subprocess.TimeoutExpired:
             self.proc.kill()
         self.log.close()
+
+
+def tree_cpu_seconds(pid: int, skip: int | None = None) -> float:
+    """CPU seconds (user + system) a process tree has used so far (`skip`: a subtree left out)."""
+    left_out = set(process_tree(skip)) if skip else set()
+    total = 0
+    for p in process_tree(pid):
+        if p in left_out:
+            continue
+        try:
+            with open(f"/proc/{p}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])  # utime, stime (after the name)
+        except (OSError, IndexError, ValueError):
+            continue
+    return total / os.sysconf("SC_CLK_TCK")
+
+
+def machine_busy() -> tuple[float, float]:
+    """(busy, total) CPU time of the whole machine so far, from /proc/stat (jiffies)."""
+    with open("/proc/stat") as f:
+        values = [int(v) for v in f.readline().split()[1:]]
+    idle = values[3] + values[4]  # idle, iowait
+    return float(sum(values) - idle), float(sum(values))
 
 
 class CallFailed(Exception):
@@ -432,9 +448,11 @@ def main() -> None:
             header = f"{'listeners':>9} {'call':>22} {'calls':>6} {'p50 s':>7} {'p95 s':>7} {'max s':>7}"
             for n in args.listeners:
                 before = app.work_bytes()
-                cpu = app.cpu_seconds()
+                cpu, clients, machine = app.cpu_seconds(), tree_cpu_seconds(os.getpid(), app.proc.pid), machine_busy()
                 tally, wall = run_level(app.url, n, args.trials, app, args.pages, args.browsers)
                 cpu_per_min = (app.cpu_seconds() - cpu) / wall * 60
+                clients_per_min = (tree_cpu_seconds(os.getpid(), app.proc.pid) - clients) / wall * 60
+                busy, total = (b - a for a, b in zip(machine, machine_busy(), strict=True))
                 done_trials += tally.trials
                 expected_rows += tally.rows
                 rows, rated = app.rows()
@@ -449,7 +467,11 @@ def main() -> None:
                     f"  {n} listeners x {args.trials} trials, {args.pages} pages and {args.browsers} browsers open,"
                     f" in {wall:.0f} s: errors seen {len(tally.errors)}{first}; who could not go on {tally.stopped}"
                 )
-                print(f"  app CPU {cpu_per_min:.1f} s per minute ({cpu_per_min / 60:.2f} of a core)")
+                print(
+                    f"  app CPU {cpu_per_min:.1f} s per minute ({cpu_per_min / 60:.2f} of a core); the bench's"
+                    f" clients and browsers {clients_per_min:.1f} s per minute; the machine"
+                    f" {100 * busy / total:.0f} % busy ({os.cpu_count()} cores)"
+                )
                 print(
                     f"  rows: expected {expected_rows}, found {rows} ({rated} trials rated)"
                     f" {'exact' if rows == expected_rows else 'MISMATCH'}"

@@ -163,3 +163,47 @@ def test_the_results_board_computes_once_per_change_for_any_number_of_readers():
     slow.start()
     time.sleep(1.2)
     assert 2 <= slow.computations <= 4
+
+
+def test_a_trial_s_files_go_once_it_is_answered_and_a_check_s_once_it_is_taken(tmp_path):
+    """Every served file is written for its trial (~9 MB a 10-s MUSHRA trial): kept while the
+    trial is open (a reload shows it again), deleted once it is answered, so the work folder holds
+    the open trials, not every trial ever served."""
+    import numpy as np
+    import soundfile as sf
+
+    from webapp.config import AppConfig
+    from webapp.listening.study import Study
+
+    study = Study(
+        AppConfig(data_dir=tmp_path / "data", trial_seconds=1.0),
+        clips=[],
+        models=[],
+        separation=lambda clip: None,
+        work_root=tmp_path / "work",
+    )
+    study.store.clock = Clock()
+    source = tmp_path / "x.wav"
+    sf.write(source, np.zeros((44100, 2), np.float32), 44100, subtype="PCM_16")
+    who = study.new_listener("c")
+    check = study.headphone_check(who, "c")
+    assert all(f.exists() for f in check)
+    (truth,) = study.store._connect().execute("SELECT headphone_check FROM listeners WHERE id = ?", (who,)).fetchone()
+    study.answer_headphone_check(who, json.loads(truth))
+    assert not any(f.exists() for f in check) and not check[0].parent.exists()
+    served, _ = study.trial_files.publish({"A": source, "B": source})
+    trial = study.store.create_trial(
+        listener=who,
+        kind="mushra",
+        clip="c",
+        source="vocals",
+        conditions={"A": "reference", "B": "dprnn"},
+        versions={},
+        files=served,
+        seconds=1.0,
+    )
+    assert all(p.exists() for p in served.values())
+    study.store.clock.advance(1.0)
+    study.answer(who, trial.id, {"scores": {"A": 100, "B": 50}})
+    assert not any(p.exists() for p in served.values()) and not next(iter(served.values())).parent.exists()
+    assert source.exists()  # only served files are ever deleted

@@ -302,3 +302,24 @@ def test_scores_on_two_scales_are_never_averaged_together():
     assert [r["mean"] for r in score_summary(rows, kind="mos")] == [2]
     with pytest.raises(ValueError, match="never averaged"):
         score_summary(rows, kind=None)
+
+
+def test_the_batched_tau_is_scipys_kendall_tau_b_on_every_resample():
+    """The bootstrap's batched Kendall tau-b equals scipy's on resamples full of ties (rating data:
+    repeated points, equal scores, a constant column, where both say NaN)."""
+    from scipy import stats
+
+    from eval.ratings import kendall_tau_b
+
+    rng = np.random.default_rng(0)
+    xs, ys, want = [], [], []
+    for _ in range(300):
+        x = rng.integers(0, 5, 12).astype(float)
+        y = x + rng.integers(0, 4, 12) if rng.random() < 0.9 else np.full(12, 3.0)
+        idx = rng.integers(0, 12, 12)
+        xs.append(x[idx])
+        ys.append(y[idx])
+        want.append(stats.kendalltau(x[idx], y[idx]).statistic)
+    got = kendall_tau_b(np.array(xs), np.array(ys))
+    np.testing.assert_allclose(got, want, rtol=0, atol=1e-12)
+    assert np.isnan(got).any()  # the constant columns

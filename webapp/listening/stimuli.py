@@ -25,6 +25,7 @@ What a browser sees identifies no condition:
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import itertools
@@ -203,6 +204,17 @@ class TrialFiles:
         deletes one, so that it never deletes an excerpt a trial has just touched or reads."""
         with self._locks_lock:
             return self._locks.setdefault(name, threading.Lock())
+
+    def discard(self, files) -> None:
+        """Delete served files (a trial answered, a check taken) and their folders once empty: the
+        page has fetched and decoded them, and a trial's files are written for it alone. Only
+        files in the served folder are touched."""
+        for path in map(Path, files):
+            if path.parent.parent != self.served:
+                continue
+            path.unlink(missing_ok=True)
+            with contextlib.suppress(OSError):
+                path.parent.rmdir()  # the last one out takes the folder
 
     def publish(self, files: dict[str, Path], rng: np.random.Generator | None = None) -> tuple[dict, dict]:
         """{name: file} -> ({name: a new random path of the same audio, served by the app},

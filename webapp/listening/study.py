@@ -13,6 +13,7 @@ from __future__ import annotations
 import hmac
 import json
 import secrets
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -74,6 +75,9 @@ class Study:
         self.limiter = RateLimiter({**{k: (v, hour) for k, v in config.limits.items()}, "admin": (5, 900.0)})
         self.trial_files = TrialFiles(work_root / "trials")
         self._exports: dict[str, float] = {}  # one-time export links -> expiry
+        # served headphone checks not yet answered: their files go once they are (4.2 MB a check)
+        self._checks: dict[str, list[Path]] = {}
+        self._checks_lock = threading.Lock()
         self.campaign = Campaign(self.store, config, self.signer.derived_key("completion").encode())
         # the results every page shows: computed on a thread of their own when ratings change
         self.results = ResultsBoard(self.campaign.version, lambda: (self.summary(), self.agreement()))
@@ -110,11 +114,16 @@ class Study:
         self.limiter.allow("checks", client, "headphone checks")
         files, answers = headphone_check(self.trial_files, np.random.default_rng())
         self.store.set_headphone_check(listener, answers)
+        with self._checks_lock:
+            self._checks[listener] = files
         return files
 
     def answer_headphone_check(self, token, answers) -> tuple[int, bool]:
-        score = self.store.answer_headphone_check(self.listener(token), answers)
+        listener = self.listener(token)
+        score = self.store.answer_headphone_check(listener, answers)
         self.results.changed()
+        with self._checks_lock:
+            self.trial_files.discard(self._checks.pop(listener, []))
         return score, score >= HEADPHONE_PASS
 
     # ------------------------------------------------------------------ trials
@@ -220,6 +229,8 @@ class Study:
             via="page" if page else "api",
         )
         self.results.changed()
+        trial = self.store.get_trial(trial_id)
+        self.trial_files.discard(trial.files.values())  # fetched and heard: ~9 MB a trial no one needs
         return saved
 
     # ------------------------------------------------------------------ results
