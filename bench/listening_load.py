@@ -53,6 +53,7 @@ from gradio_client import Client
 
 import common  # noqa: F401  (puts the project on sys.path)
 from procmem import process_tree, tree_rss
+from webapp.listening.player import file_url
 from webapp.service import disk_bytes
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -240,12 +241,14 @@ def new_client(url: str) -> Client:
     return client
 
 
-def fetch_all(url: str, client: Client, files, tally: Tally) -> None:
-    """Every file of a trial or check, fetched at once as the page's player fetches them."""
+def fetch_all(url: str, client: Client, files, tally: Tally, *, player: bool = False) -> None:
+    """Every file of a trial or check, fetched at once as the page fetches them: a trial's from the
+    player's URLs (`webapp.listening.player.file_url`), a check's from Gradio's file route (the
+    page plays them in Gradio's audio players)."""
     paths = [f["path"] if isinstance(f, dict) else f for f in files]
     threads = []
     for path in paths:
-        target = f"{url}gradio_api/file={path}"
+        target = f"{url}{file_url(path)}" if player else f"{url}gradio_api/file={path}"
         t = threading.Thread(target=_fetch, args=(target, client.address, tally))
         t.start()
         threads.append(t)
@@ -281,7 +284,7 @@ def listener_run(url: str, trials: int, tally: Tally, app, start: threading.Barr
         for _ in range(trials):
             files, trial = tally.call(client, "/trial", me, "mushra")
             started = time.perf_counter()
-            fetch_all(url, client, files, tally)
+            fetch_all(url, client, files, tally, player=True)
             # the server takes no answer sooner than the excerpt's length after the trial
             time.sleep(max(0.0, trial["seconds"] + 0.05 - (time.perf_counter() - started)))
             answer = {"scores": attentive(app.conditions(trial["trial_id"]))}
@@ -427,6 +430,13 @@ def main() -> None:
     p.add_argument("--trials", type=int, default=5, help="trials per listener in each level")
     p.add_argument("--pages", type=int, default=60, help="simulated pages open on the Results tab, per level")
     p.add_argument("--browsers", type=int, default=3, help="real Chromium pages (one browser) on the Results tab")
+    p.add_argument(
+        "--nice",
+        type=int,
+        default=0,
+        help="run the clients and browsers at this lower CPU priority once the app is up (the app keeps its own):"
+        " on one machine, as clients on their own machines would not take the app's cores",
+    )
     p.add_argument("--total", type=int, default=1000, help="trials in all before the work folder is checked")
     p.add_argument("--trial-seconds", type=float, default=10.0, help="APP_TRIAL_SECONDS (10: the app's default)")
     p.add_argument("--work-max-mb", type=float, default=2000.0, help="APP_WORK_MAX_MB (2000: the app's default)")
@@ -437,6 +447,9 @@ def main() -> None:
             started = time.perf_counter()
             app.wait_up()
             print(f"app up in {time.perf_counter() - started:.1f} s (peak RSS so far {app.peak / 2**20:.0f} MiB)")
+            if args.nice:
+                os.nice(args.nice)  # this thread, and every client thread and browser started from it
+                print(f"clients and browsers at nice {args.nice}; the app at 0")
             warm = Tally()
             started = time.perf_counter()
             app.wait_prepared()

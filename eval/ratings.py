@@ -26,7 +26,6 @@ A row is one rating, e.g. from the app's SQLite store:
 from __future__ import annotations
 
 import math
-import warnings
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass
@@ -449,22 +448,26 @@ def _tau_interval(x: np.ndarray, y: np.ndarray, boot: int, seed: int) -> tuple[f
     """The percentile bootstrap 95% interval of Kendall's tau (pairs resampled together). A
     resample with no variation in x or y has no tau (NaN): those are left out of the percentiles;
     BCa is not used because its jackknife fails on the many ties of rating data."""
-    with warnings.catch_warnings():  # scipy warns of the NaN draws; they are left out below
-        warnings.simplefilter("ignore", stats.DegenerateDataWarning)
-        res = stats.bootstrap(
-            (x, y),
-            kendall_tau_b,
-            paired=True,
-            vectorized=True,
-            batch=100,  # 100 resamples' n x n sign matrices at a time: memory stays small
-            n_resamples=boot,
-            method="percentile",
-            rng=np.random.default_rng(seed),
-        )
+
+    def tau(a, b, axis=-1):
+        # a resample with x or y constant has no tau: marked 2 (no tau is), left out below; a NaN
+        # would make scipy warn from whichever thread computes the results
+        return np.nan_to_num(kendall_tau_b(a, b, axis), nan=2.0)
+
+    res = stats.bootstrap(
+        (x, y),
+        tau,
+        paired=True,
+        vectorized=True,
+        batch=100,  # 100 resamples' n x n sign matrices at a time: memory stays small
+        n_resamples=boot,
+        method="percentile",
+        rng=np.random.default_rng(seed),
+    )
     draws = res.bootstrap_distribution
-    draws = draws[np.isfinite(draws)]
+    draws = draws[np.abs(draws) <= 1 + 1e-9]
     if not len(draws):
         return math.nan, math.nan
-    # the percentiles of the finite draws (scipy's own bounds are NaN as soon as one draw is)
+    # the percentiles of the draws that have a tau (scipy's own bounds would count the marks)
     low, high = np.percentile(draws, [2.5, 97.5])
     return float(low), float(high)

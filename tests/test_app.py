@@ -510,3 +510,6 @@ def test_a_trial_falls_back_to_an_example_clip_when_the_upload_cannot_make_one(t
     trial, used = lab.study.trial_for(upload, listener)
     assert used is not upload and used.references and trial.kind == "mushra"
     assert sorted(lab.study.store.get_trial(trial.trial_id).conditions.values()) == ["anchor", "dprnn", "reference"]
+    assert not trial.own  # a campaign stimulus: it counts
+    with pytest.raises(RatingError, match="an A/B trial needs two models"):  # asked for by name (the API)
+        lab.study.trial_for(None, listener, kind="ab")

@@ -28,6 +28,7 @@ from webapp import ui as ui_module
 from webapp.config import AppConfig
 from webapp.listening.listeners import Signer
 from webapp.listening.page import saved_message
+from webapp.listening.player import file_url
 from webapp.listening.stimuli import EXCERPTS_PER_SOURCE, loudness
 from webapp.service import ModelPool
 
@@ -154,9 +155,9 @@ def test_a_trial_s_files_reveal_no_condition(lab):
 
 def test_no_response_header_tells_conditions_apart_and_only_trial_files_are_served(lab):
     """Over 10 trials, every sample of every condition is served with the same ETag, Last-Modified
-    and length: a HEAD request names neither the anchor nor the hidden reference (the trial files
-    are hard links of fixed excerpts, whose own times would). The excerpts and references beside
-    the trial folders are not served at all."""
+    and length, through Gradio's file route (the API's files) and the page's player route alike:
+    no header names the anchor or the hidden reference. The excerpts and references beside the
+    trial folders are not served at all."""
     client = new_client(lab)
     listener = ready_listener(client, lab)
     seen: dict[str, set] = {}
@@ -169,6 +170,10 @@ def test_no_response_header_tells_conditions_apart_and_only_trial_files_are_serv
             with urllib.request.urlopen(urllib.request.Request(url, method="HEAD")) as response:
                 headers = tuple(response.headers.get(h) for h in ("ETag", "Last-Modified", "Content-Length"))
             assert all(headers), headers
+            with urllib.request.urlopen(lab.url + file_url(on_server[Path(file).name])) as response:
+                names = ("Content-Length", "Content-Type", "Cache-Control", "ETag", "Last-Modified")
+                headers += tuple(response.headers.get(h) for h in names)
+                assert len(response.read()) == int(response.headers["Content-Length"])
             seen.setdefault(conditions[label], set()).add(headers)
     assert {"reference", "anchor"} <= set(seen) and len(seen) >= 3
     assert len(set().union(*seen.values())) == 1, seen  # one set of headers for every condition

@@ -323,3 +323,27 @@ def test_the_batched_tau_is_scipys_kendall_tau_b_on_every_resample():
     got = kendall_tau_b(np.array(xs), np.array(ys))
     np.testing.assert_allclose(got, want, rtol=0, atol=1e-12)
     assert np.isnan(got).any()  # the constant columns
+
+
+def test_resamples_without_a_tau_are_left_out_quietly():
+    """Three stimuli: many resamples repeat one point three times (no tau). They are left out of
+    the interval, and nothing warns (the results are computed on a thread where a warning would
+    only be noise in the server's log)."""
+    import warnings
+
+    metrics = {(f"e{e}", "dprnn"): {"SDR": float(e)} for e in range(3)}
+    rows = [
+        {
+            "listener": "x",
+            "trial": f"t{e}",
+            "kind": "mushra",
+            "condition": "dprnn",
+            "score": 10.0 * e,
+            "excerpt": f"e{e}",
+        }
+        for e in range(3)
+    ]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        got = metric_agreement(rows, metrics, boot=500)["SDR"]
+    assert got["tau"] == pytest.approx(1.0) and got["low"] == pytest.approx(1.0) and got["high"] == pytest.approx(1.0)

@@ -170,6 +170,8 @@ class Study:
                 )
                 return trial, sep
         stimuli = self.stimuli("ab" if kind == "ab" else "mushra")
+        if not stimuli:
+            raise RatingError("an A/B trial needs two models, and this app runs one: ask for a MUSHRA trial")
         clip_id, source, pick, pair = stimuli[self.campaign.choose(listener, self.stimulus_counts(stimuli))]
         sep = self._separation(clip_id)
         trial = make_trial(sep, self.store, listener, self.trial_files, source=source, pick=pick, pair=pair, **common)
