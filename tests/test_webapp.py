@@ -244,13 +244,20 @@ def test_counts_read_as_words():
 def test_with_one_model_the_page_says_why_there_is_no_ab_and_hides_its_results(pool, tmp_path):
     import gradio as gr
 
+    from webapp.lab import LabApp
     from webapp.listening.page import build_results_tab, intro_text
 
     def lab(models):
-        return SimpleNamespace(pool=models, config=AppConfig(data_dir=tmp_path))
+        ns = SimpleNamespace(pool=models, config=AppConfig(data_dir=tmp_path))
+        ns.working_models = lambda: LabApp.working_models(ns)
+        return ns
 
     one = lab(ModelPool(["dprnn"], device="cpu", background=False))
     assert "need two; this app runs one, so every trial is MUSHRA" in intro_text(one)
+    # two named, one of them unable to load (umxhq's weights are not reachable here): one model
+    failed = lab(ModelPool(["dprnn", "umxhq"], device="cpu", background=False))
+    assert failed.pool.slots["umxhq"].state == "unavailable" and failed.working_models() == ["dprnn"]
+    assert "this app runs one" in intro_text(failed)
     assert "which of A and B you prefer" not in intro_text(one)
     assert "which of A and B you prefer" in intro_text(lab(pool))
     with gr.Blocks():

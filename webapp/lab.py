@@ -91,7 +91,7 @@ class LabApp:
         self.study = Study(
             config,
             clips=list(self.clips),
-            models=list(self.pool.slots),
+            models=self.working_models,
             separation=self.demo_separation,
             work_root=self.work_root,
             tidy=self.tidy,
@@ -212,6 +212,11 @@ class LabApp:
             if old.name != key and kept_clip(old) == clip_id:
                 shutil.rmtree(old, ignore_errors=True)
         return root / key
+
+    def working_models(self) -> list[str]:
+        """The models that run or may yet (loading): not those that could not load (umxhq's
+        weights offline). What the page's title and its A/B parts are about."""
+        return [slot.name for slot in self.pool.slots.values() if slot.state != "unavailable"]
 
     def status_markdown(self) -> str:
         # words, not emoji: a machine without an emoji font shows a box for each (Spaces' viewers too)

@@ -34,6 +34,7 @@ from .listening.page import (
     build_results_tab,
     client_of,
     completion_panel,
+    intro_text,
     no_listener_text,
     resume_trial,
     wire_rating_tab,
@@ -331,7 +332,7 @@ def build_ui(lab: LabApp) -> gr.Blocks:
             None, storage_key="separation-lab-listener", secret=lab.study.signer.derived_key("browser-state")
         )
         result = gr.State(None)  # the session's last Separation
-        gr.Markdown(INTRO.format(models=" vs ".join(MODEL_TITLES.get(m, m) for m in lab.pool.slots)))
+        title = gr.Markdown(title_markdown(lab))
         status = gr.Markdown(lab.status_markdown())
         # the session-complete panel (its completion codes), above the tabs: shown on any visit
         done = gr.Markdown(visible=False, elem_id="session-complete")
@@ -354,7 +355,11 @@ def build_ui(lab: LabApp) -> gr.Blocks:
             """A signed listener id for a new browser (or one whose id this server did not issue).
             Where none can be issued, the rating tab says why and until when (a warning toast would
             never show: a load outside the queue cannot raise one)."""
-            out = {status: lab.status_markdown(), about: about_markdown(lab)}
+            # the models as they are now: one that could not load is in neither the title nor A/B
+            ab = len(lab.working_models()) >= 2
+            out = {status: lab.status_markdown(), about: about_markdown(lab), title: title_markdown(lab)}
+            out |= {rating.intro: intro_text(lab)}
+            out |= {c: gr.update(visible=ab) for c in (results.preference_plot, results.preference, results.mos)}
             try:
                 known = lab.study.listener(token)
             except RatingError:
@@ -372,11 +377,17 @@ def build_ui(lab: LabApp) -> gr.Blocks:
         demo.load(
             on_load,
             listener,
-            [listener, status, about, tabs, trial_state, *components(rating)],
+            [listener, status, about, title, tabs, trial_state, *components(rating)]
+            + [results.preference_plot, results.preference, results.mos],
             api_visibility="private",
             queue=False,
         )
     return demo
+
+
+def title_markdown(lab: LabApp) -> str:
+    """The page's title and introduction, naming the models that run."""
+    return INTRO.format(models=" vs ".join(MODEL_TITLES.get(m, m) for m in lab.working_models()))
 
 
 def register_routes(app, lab: LabApp) -> None:

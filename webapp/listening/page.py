@@ -48,6 +48,7 @@ class CheckPanel:
 
 @dataclass
 class RatingTab:
+    intro: gr.Markdown
     start: gr.Button
     info: gr.Markdown
     check: CheckPanel
@@ -66,7 +67,7 @@ def intro_text(lab: LabApp) -> str:
     )
     ab = (
         " Without: say which of A and B you prefer and score each from 1 to 5."
-        if len(lab.pool.slots) >= 2
+        if len(lab.working_models()) >= 2
         else " (A/B trials between models need two; this app runs one, so every trial is MUSHRA.)"
     )
     return (
@@ -79,7 +80,7 @@ def intro_text(lab: LabApp) -> str:
 def build_rating_tab(lab: LabApp, done: gr.Markdown) -> RatingTab:
     """The tab; `done` is the session-complete panel, built above the tabs so that it shows on any
     tab the page opens on."""
-    gr.Markdown(intro_text(lab))
+    intro = gr.Markdown(intro_text(lab))
     start = gr.Button("Start a blind trial", variant="primary")
     info = gr.Markdown()
     with gr.Group(visible=False) as group:
@@ -92,7 +93,7 @@ def build_rating_tab(lab: LabApp, done: gr.Markdown) -> RatingTab:
         check_submit = gr.Button("Send my answers")
     player = trial_player()
     submit_msg = gr.Markdown()
-    return RatingTab(start, info, CheckPanel(group, players, answers, check_submit), player, submit_msg, done)
+    return RatingTab(intro, start, info, CheckPanel(group, players, answers, check_submit), player, submit_msg, done)
 
 
 def show_trial(lab: LabApp, tab: RatingTab, trial: TrialAudio, index: int | None, again: bool = False) -> dict:
@@ -338,8 +339,9 @@ class ResultsTab:
 
 
 def build_results_tab(lab: LabApp) -> ResultsTab:
-    # A/B needs two models: with one, its plot and tables would stay empty for good
-    ab = len(lab.pool.slots) >= 2
+    # A/B needs two models: with one, its plot and tables would stay empty for good (the page's
+    # load shows or hides them again as the models are then: one may fail to load meanwhile)
+    ab = len(lab.working_models()) >= 2
     text = gr.Markdown()
     screening = gr.Dataframe(
         headers=["criterion", "listeners excluded", "their ratings", "rule"], interactive=False, label="Screening"

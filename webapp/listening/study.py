@@ -50,20 +50,21 @@ class Study:
         config: AppConfig,
         *,
         clips: list[str],
-        models: list[str],
+        models: list[str] | Callable[[], list[str]],
         separation: Callable[[str], Separation],
         work_root: Path,
         tidy: Callable[[], None] = lambda: None,
         open_for: float = 1.5 * 3600,
         on_write=None,
     ):
-        """clips, models: the example clips' and the models' names (the campaign's stimuli);
+        """clips, models: the example clips' and the models' names (the campaign's stimuli; models
+        may be a function: the models that run now, one that failed to load makes no A/B pair);
         separation(clip): that clip's shared separation; tidy(): the work folder's clean-up;
         open_for: how long an unanswered trial is shown again; on_write: called with each
         committed answer's rows (a synced copy)."""
         self.config = config
         self.clips = list(clips)
-        self.models = list(models)
+        self._models = models if callable(models) else (lambda: list(models))
         self._separation = separation
         self._tidy = tidy
         self.open_for = open_for
@@ -179,7 +180,7 @@ class Study:
 
     def stimuli(self, kind: str = "mushra") -> dict[str, tuple[str, str, int, tuple[str, str] | None]]:
         """The campaign's stimuli of a kind: {stimulus id: (clip, source, excerpt pick, A/B pair)}."""
-        models = sorted(self.models)
+        models = sorted(self._models())
         pairs = [(a, b) for i, a in enumerate(models) for b in models[i + 1 :]] if kind == "ab" else [None]
         return {
             stimulus_id(c, s, k, p): (c, s, k, p)
