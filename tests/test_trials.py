@@ -173,6 +173,9 @@ def test_ab_and_gold_trials_without_references(pool, files, tmp_path):
         kinds.setdefault(audio.kind, []).append(audio)
         assert audio.labels == ["A", "B"] and audio.reference is None
     assert set(kinds) == {"ab", "gold"} and 2 <= len(kinds["gold"]) <= 14  # GOLD_RATE = 0.2 of 30
+    # the stimuli they are balanced by: an A/B pair's, and a gold check's apart from a MUSHRA excerpt's
+    stimuli = {kind: store.get_trial(found[0].trial_id).stimulus for kind, found in kinds.items()}
+    assert stimuli["ab"].endswith("|conv1d,dprnn") and stimuli["gold"].endswith("|gold"), stimuli
     gold = kinds["gold"][0]
     trial = store.get_trial(gold.trial_id)
     assert sorted(trial.conditions.values()) == ["clean", "degraded"]

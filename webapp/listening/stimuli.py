@@ -299,6 +299,8 @@ def make_trial(
     with files.lock(key):  # the clean-up takes the same lock: the excerpt stays while it is read
         served, offsets = files.publish(sources)
     stimulus = None if own else stimulus_id(separation.clip, source, pick, models if kind == "ab" else None)
+    if stimulus and kind == "gold":
+        stimulus += "|gold"  # not the MUSHRA stimulus of the same excerpt: a check, balanced apart
     trial = store.create_trial(
         listener=listener,
         kind=kind,
