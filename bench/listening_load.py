@@ -192,16 +192,8 @@ class Tally:
         self.stopped = 0  # listeners who gave up at their first failed call
 
     def call(self, client: Client, endpoint: str, *args):
-        start = time.perf_counter()
-        try:
-            out = client.predict(*args, api_name=endpoint)
-        except Exception as exc:
-            with self.lock:
-                self.errors.append(f"{endpoint}: {str(exc)[:120]}")
-            raise CallFailed from exc
-        with self.lock:
-            self.times[endpoint].append(time.perf_counter() - start)
-        return out
+        """An API call, counted under its endpoint."""
+        return self.timed(endpoint, lambda: client.predict(*args, api_name=endpoint))
 
     def timed(self, what: str, fn, *args):
         """`fn(*args)` counted under `what` (a failure is an error a user saw)."""

@@ -469,7 +469,9 @@ def wire_results_tab(lab: LabApp, tab: ResultsTab, shown: gr.Tab, others: list[g
 
     def on_results(showing, wait: float = 0.0):
         board = lab.study.results
-        snap = board.latest() if board.latest() is not None or not wait else board.current(timeout=wait)
+        snap = board.latest()
+        if snap is None and wait:
+            snap = board.current(timeout=wait)
         if snap is None:
             return {tab.text: "The results are being computed; they appear here in a moment."}
         if snap.version == showing:

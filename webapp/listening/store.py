@@ -512,6 +512,15 @@ class RatingsStore:
             out.append(row)
         return out
 
+    def origins(self) -> tuple[int, int]:
+        """(rating rows that came over the API, rating rows of trials on a listener's own separation)."""
+        query = (
+            "SELECT COALESCE(SUM(ratings.via = 'api'), 0), COALESCE(SUM(trials.own), 0)"
+            " FROM ratings JOIN trials ON ratings.trial = trials.id"
+        )
+        api, own = self._connect().execute(query).fetchone()
+        return int(api), int(own)
+
     def export_records(self) -> Iterator[dict]:
         """Every rating with its trial, for the analysis export (`campaign.Campaign.export_lines`): one
         dict per rating, in the order they were written."""

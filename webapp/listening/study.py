@@ -242,9 +242,7 @@ class Study:
         """The statistics of the counted ratings after the one screening (`Campaign.screened`), and
         how many ratings were stored but not counted (API, own separations)."""
         rows, flags = self.campaign.screened()
-        everything = self.store.rows()
-        api = sum(1 for r in everything if r.get("via") == "api")
-        own = sum(1 for r in everything if r.get("own"))
+        api, own = self.store.origins()  # all rows stored, counted or not: one aggregate, not a second read
         out = summary(rows, flags=flags)
         return {
             **out,
