@@ -101,3 +101,45 @@ class Clock:
 
     def advance(self, seconds: float) -> None:
         self.offset += seconds
+
+
+def serve_app(lab, *, port: int | None = None, concurrency: int | None = None):
+    """The app's page and routes on loopback, launched as `webapp.ui.main` launches them: (demo, url)."""
+    from webapp import lab as lab_module
+    from webapp import ui as ui_module
+
+    demo = ui_module.build_ui(lab)
+    demo.queue(default_concurrency_limit=concurrency) if concurrency else demo.queue()
+    app, url, _ = demo.launch(
+        prevent_thread_lock=True,
+        server_name="127.0.0.1",
+        server_port=port,
+        quiet=True,
+        **lab_module.launch_options(lab),
+    )
+    ui_module.register_routes(app, lab)
+    return demo, url
+
+
+def pass_headphone_check_in_page(page, store_path) -> str:
+    """Open the listening tab, Start, answer the headphone check with the answers the server keeps
+    for it (what a listener on headphones hears); returns the listener id."""
+    import json
+    import sqlite3
+
+    from playwright.sync_api import expect
+
+    page.get_by_role("tab", name="Listen and rate (blind)").click()
+    page.get_by_role("button", name="Start a blind trial").click()
+    expect(page.get_by_text("Before the first trial: a short headphone check.")).to_be_visible(timeout=30_000)
+    with sqlite3.connect(store_path) as db:
+        listener, answers = db.execute(
+            "SELECT id, headphone_check FROM listeners WHERE headphone_check IS NOT NULL AND headphone_score IS NULL"
+            " ORDER BY created DESC LIMIT 1"
+        ).fetchone()
+    checks = page.locator(".block", has=page.get_by_text("softest tone", exact=True))
+    for i, answer in enumerate(json.loads(answers)):
+        checks.nth(i).get_by_label(str(answer), exact=True).check()
+    page.get_by_role("button", name="Send my answers").click()
+    expect(page.get_by_text("Headphone check: 6 of 6 right, passed")).to_be_visible(timeout=10_000)
+    return listener

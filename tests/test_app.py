@@ -29,30 +29,14 @@ from eval.ratings import SCREENING, summary
 from separation.audio import SAMPLE_RATE
 from separation.errors import SeparationError
 from separation.separator import SHIFT_SPAN_SECONDS, OutOfMemory, segment_offsets
-from tests.helpers import CHROMIUM, in_threads, voice_and_band
+from tests.helpers import CHROMIUM, in_threads, serve_app, voice_and_band
 from webapp import lab as lab_module
-from webapp import ui as ui_module
 from webapp.config import AppConfig
 from webapp.listening.listeners import RateLimiter
 from webapp.listening.store import RatingError, RatingsStore, safe_cell
 from webapp.service import ModelPool, ModelSlot, separate_with_fallback
 
 SR = SAMPLE_RATE  # the project's one sample rate
-
-
-def _serve(lab, port: int | None = None, concurrency: int | None = None):
-    """The app's page and routes on loopback, launched as `webapp.ui.main` launches them: (demo, url)."""
-    demo = ui_module.build_ui(lab)
-    demo.queue(default_concurrency_limit=concurrency) if concurrency else demo.queue()
-    app, url, _ = demo.launch(
-        prevent_thread_lock=True,
-        server_name="127.0.0.1",
-        server_port=port,
-        quiet=True,
-        **lab_module.launch_options(lab),
-    )
-    ui_module.register_routes(app, lab)
-    return demo, url
 
 
 @pytest.fixture(scope="module")
@@ -76,7 +60,7 @@ def lab(tmp_path_factory):
         data_dir=root / "data", admin_token="s3cret-token", max_minutes=2.0, max_upload_mb=5, trial_seconds=1.0
     )
     lab = lab_module.LabApp(config, pool=pool)
-    demo, lab.url = _serve(lab, concurrency=4)
+    demo, lab.url = serve_app(lab, concurrency=4)
     yield lab
     demo.close()
 
@@ -298,7 +282,7 @@ def _launch(data_dir: Path, port: int | None = None, **settings):
     """An app of its own (the conv1d demo model only: its page is what these tests need)."""
     pool = ModelPool(["conv1d"], device="cpu", background=False)
     lab = lab_module.LabApp(AppConfig(data_dir=data_dir, models=["conv1d"], **settings), pool=pool)
-    demo, url = _serve(lab, port)
+    demo, url = serve_app(lab, port=port)
     return lab, demo, url
 
 

@@ -22,9 +22,8 @@ from gradio_client import Client
 from gradio_client.exceptions import AppError
 
 from separation.audio import SAMPLE_RATE
-from tests.helpers import CHROMIUM, Clock, in_threads
+from tests.helpers import CHROMIUM, Clock, in_threads, pass_headphone_check_in_page, serve_app
 from webapp import lab as lab_module
-from webapp import ui as ui_module
 from webapp.config import AppConfig
 from webapp.listening.listeners import Signer
 from webapp.listening.page import saved_message
@@ -57,13 +56,7 @@ def lab(tmp_path_factory):
     lab = lab_module.LabApp(config, pool=pool)
     lab.study.store.clock = CLOCK  # the wait before a rating is measured on it: tests move it, not sleep
     lab.study.trial_files = type(lab.study.trial_files)(root / "trials")  # this module's own trial folder
-    demo = ui_module.build_ui(lab)
-    demo.queue(default_concurrency_limit=8)
-    app, url, _ = demo.launch(
-        prevent_thread_lock=True, server_name="127.0.0.1", quiet=True, **lab_module.launch_options(lab)
-    )
-    ui_module.register_routes(app, lab)
-    lab.url = url
+    demo, lab.url = serve_app(lab, concurrency=8)
     yield lab
     demo.close()
 
@@ -421,26 +414,6 @@ def browser(p):
     )
 
 
-def pass_headphone_check_in_page(page, lab) -> str:
-    """Start, answer the check with the server's answers (a listener on headphones), return the id."""
-    from playwright.sync_api import expect
-
-    page.get_by_role("tab", name="Listen and rate (blind)").click()
-    page.get_by_role("button", name="Start a blind trial").click()
-    expect(page.get_by_text("Before the first trial: a short headphone check.")).to_be_visible(timeout=30_000)
-    with sqlite3.connect(lab.study.store.path) as db:
-        (listener,) = db.execute(
-            "SELECT id FROM listeners WHERE headphone_check IS NOT NULL AND headphone_score IS NULL"
-            " ORDER BY created DESC LIMIT 1"
-        ).fetchone()
-    checks = page.locator(".block", has=page.get_by_text("softest tone", exact=True))
-    for i, answer in enumerate(pending_check(lab, listener)):
-        checks.nth(i).get_by_label(str(answer), exact=True).check()
-    page.get_by_role("button", name="Send my answers").click()
-    expect(page.get_by_text("Headphone check: 6 of 6 right, passed")).to_be_visible(timeout=10_000)
-    return listener
-
-
 def player_state(page) -> dict:
     """The trial player's transport as the page has it (position, current sample, sources sounding)."""
     return page.locator(".lab-trial").evaluate("e => e.labPlayer.state()")
@@ -505,7 +478,7 @@ def test_a_mushra_session_in_the_browser(lab):
         chromium = browser(p)
         page = chromium.new_page(viewport={"width": 1300, "height": 1300})
         page.goto(lab.url)
-        listener = pass_headphone_check_in_page(page, lab)
+        listener = pass_headphone_check_in_page(page, lab.study.store.path)
         page.get_by_role("button", name="Start a blind trial").click()
         expect(page.get_by_text("Trial 1 of 3")).to_be_visible(timeout=60_000)
         wait_ready(page)
@@ -601,7 +574,7 @@ def test_an_ab_session_on_an_upload_in_the_browser(lab, tmp_path):
         page.locator("input[type=file]").first.set_input_files(str(song))
         page.get_by_role("button", name="Separate my song").click()
         expect(page.get_by_text("my song.wav (5.0 s)")).to_be_visible(timeout=90_000)
-        listener = pass_headphone_check_in_page(page, lab)
+        listener = pass_headphone_check_in_page(page, lab.study.store.path)
         page.get_by_role("button", name="Start a blind trial").click()
         # the listener's own separation: rated for them, outside the study's sessions and statistics
         expect(page.get_by_text("Your own separation: A/B on")).to_be_visible(timeout=60_000)

@@ -3,16 +3,13 @@ Debian's chromium on the real app (the conv1d demo model, 2-s trials); nothing t
 
 from __future__ import annotations
 
-import json
 import socket
-import sqlite3
 import time
 
 import pytest
 
-from tests.helpers import CHROMIUM
+from tests.helpers import CHROMIUM, pass_headphone_check_in_page, serve_app
 from webapp import lab as lab_module
-from webapp import ui as ui_module
 from webapp.config import AppConfig
 from webapp.service import ModelPool
 
@@ -25,16 +22,7 @@ def launch(data_dir, port: int):
     pool = ModelPool(["conv1d"], device="cpu", background=False)
     config = AppConfig(data_dir=data_dir, models=["conv1d"], trial_seconds=2.0, min_heard=0.5, session_trials=3)
     lab = lab_module.LabApp(config, pool=pool)
-    demo = ui_module.build_ui(lab)
-    demo.queue()
-    app, url, _ = demo.launch(
-        prevent_thread_lock=True,
-        server_name="127.0.0.1",
-        server_port=port,
-        quiet=True,
-        **lab_module.launch_options(lab),
-    )
-    ui_module.register_routes(app, lab)
+    demo, url = serve_app(lab, port=port)
     return lab, demo, url
 
 
@@ -42,25 +30,6 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-def pass_the_check(page, lab) -> str:
-    """Start, answer the headphone check as a listener on headphones hears it; the listener id."""
-    from playwright.sync_api import expect
-
-    page.get_by_role("tab", name=LISTEN).click()
-    page.get_by_role("button", name="Start a blind trial").click()
-    expect(page.get_by_text("Before the first trial: a short headphone check.")).to_be_visible(timeout=30_000)
-    with sqlite3.connect(lab.study.store.path) as db:
-        listener, answers = db.execute(
-            "SELECT id, headphone_check FROM listeners WHERE headphone_check IS NOT NULL ORDER BY created DESC"
-        ).fetchone()
-    checks = page.locator(".block", has=page.get_by_text("softest tone", exact=True))
-    for i, answer in enumerate(json.loads(answers)):
-        checks.nth(i).get_by_label(str(answer), exact=True).check()
-    page.get_by_role("button", name="Send my answers").click()
-    expect(page.get_by_text("Headphone check: 6 of 6 right, passed")).to_be_visible(timeout=10_000)
-    return listener
 
 
 def state(page) -> dict:
@@ -97,7 +66,7 @@ def test_a_reload_or_a_restart_in_mid_trial_loses_none_of_the_listening(tmp_path
         page = browser.new_page()
         try:
             page.goto(url)
-            pass_the_check(page, lab)
+            pass_headphone_check_in_page(page, lab.study.store.path)
             page.get_by_role("button", name="Start a blind trial").click()
             expect(page.get_by_text("Trial 1 of 3")).to_be_visible(timeout=60_000)
             trial = page.locator(".lab-trial").get_attribute("data-trial")
@@ -142,7 +111,7 @@ def test_the_session_complete_panel_stays_with_its_code_across_reloads(tmp_path)
         page = browser.new_page()
         try:
             page.goto(url)
-            listener = pass_the_check(page, lab)
+            listener = pass_headphone_check_in_page(page, lab.study.store.path)
             expect(page.locator("#session-complete")).to_be_hidden()
             # a session's trials answered from the page (here written as the page's handler does)
             for _ in range(3):
@@ -182,7 +151,7 @@ def test_the_trial_page_works_at_phone_width_and_holds_still_on_a_desktop(tmp_pa
             phone.goto(url)
             for name in ("Separate", LISTEN, "Results", "About"):
                 expect(phone.get_by_role("tab", name=name)).to_be_visible(timeout=30_000)
-            pass_the_check(phone, lab)
+            pass_headphone_check_in_page(phone, lab.study.store.path)
             phone.get_by_role("button", name="Start a blind trial").click()
             expect(phone.locator(".lab-trial .lab-play")).to_have_text("Play", timeout=60_000)
             rows = {round(c.bounding_box()["y"]) for c in phone.locator(".lab-cond").all()}
@@ -193,7 +162,7 @@ def test_the_trial_page_works_at_phone_width_and_holds_still_on_a_desktop(tmp_pa
 
             desk = browser.new_context(viewport={"width": 1300, "height": 1000}).new_page()
             desk.goto(url)
-            pass_the_check(desk, lab)
+            pass_headphone_check_in_page(desk, lab.study.store.path)
             desk.get_by_role("button", name="Start a blind trial").click()
             expect(desk.locator(".lab-trial .lab-play")).to_have_text("Play", timeout=60_000)
 
