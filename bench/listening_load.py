@@ -1,28 +1,32 @@
 """A listening campaign under load: N listeners at once, and M pages open, against the real app.
 
     ./run.sh bench listening_load [--listeners 10 30 60] [--pages 60] [--browsers 3] [--trials 5]
-                                  [--total 1000]
+                                  [--total 1000] [--timeline]
 
 Starts `python app.py` (its defaults: the shipped DPRNN, umxhq where its weights are cached,
 the demo clips) in a fresh data folder and work folder, behind `APP_PROXY_HOPS=1`.
 
-Listeners: each is a gradio_client of its own with its own forwarded address, and does what a
-listener's page does: a listener id, the headphone check (its six files downloaded), its answers,
-then `--trials` blind trials, each trial's files all downloaded over HTTP (the page's player
-fetches every sample: ~7 MB per 10-s MUSHRA trial), answered once the server allows it (one
-excerpt length after it was issued). They start at once, as a class told to start does.
+Listeners: each is a browser-like HTTP client of its own (its own forwarded address, up to six
+connections, as a browser has) that opens the page and does what a listener's page does, through
+the API's named endpoints on Gradio's queue (`gradio_api/call/<name>`): a listener id, the
+headphone check (its six files downloaded), its answers, then `--trials` blind trials, each
+trial's files all downloaded over HTTP (the page's player fetches every sample: ~7 MB per 10-s
+MUSHRA trial), answered once the server allows it (one excerpt length after it was issued). They
+start at once, as a class told to start does.
 
 Pages: `--pages` open pages that do what the page's script does, through the same HTTP calls:
 the page and its config fetched, the load event run, the Results tab selected (its select event),
 then its 15-s timer's ticks for as long as the level lasts. `--browsers` real Chromium pages
 (Debian's chromium, headless) beside them open the app and the Results tab, and report how long
-the results took to appear there.
+the results took to appear there. All pages open at once (their rows: page ... results (select),
+and the time until the last shows results); once all are open, the listeners start.
 
 Warm-up first: the app prepares its stimuli in the background at start (`APP_PREPARE_STIMULI`),
 then one listener takes 3 trials. Then, per level: p50/p95 per call, the errors a listener or
 page saw (any refused or failed call: nothing is retried), the app's CPU (seconds of CPU per
-minute of wall time, its process tree, from /proc), peak resident memory, the work folder's size
-on disk, and the rows expected against the rows in the database. Last, listeners keep rating
+minute of wall time, its process tree, from /proc), the bench's own CPU and the machine's, peak
+resident memory, the work folder's size on disk, and the rows expected against the rows in the
+database. Last, listeners keep rating
 until `--total` trials in all, and the work folder's size is checked against its cap.
 
 Targets on a 2-core machine: 60 listeners at once with 60 pages open: 0 errors, rows exact,
@@ -33,6 +37,8 @@ Targets on a 2-core machine: 60 listeners at once with 60 pages open: 0 errors, 
 from __future__ import annotations
 
 import argparse
+import asyncio
+import contextlib
 import json
 import os
 import random
@@ -44,12 +50,12 @@ import sys
 import tempfile
 import threading
 import time
-import urllib.request
 from collections import defaultdict
+from dataclasses import dataclass
 from pathlib import Path
 
+import httpx
 import numpy as np
-from gradio_client import Client
 
 import common  # noqa: F401  (puts the project on sys.path)
 from procmem import process_tree, tree_rss
@@ -184,111 +190,142 @@ class Tally:
     """Latencies per endpoint, errors, and the rows each accepted answer wrote."""
 
     def __init__(self):
-        self.lock = threading.Lock()
+        self.lock = threading.Lock()  # the browsers' thread writes here too
         self.times: dict[str, list[float]] = defaultdict(list)
+        self.ends: dict[str, list[float]] = defaultdict(list)  # when each call ended (perf_counter)
         self.errors: list[str] = []
         self.rows = 0
         self.trials = 0
         self.stopped = 0  # listeners who gave up at their first failed call
+        self.opened = time.perf_counter()  # when the level's first page opened
+        self.pages_open = 0  # simulated pages that have shown their results (or failed)
+        self.listeners_open = 0  # listeners whose page is open (or failed to open)
+        self.pages_opened_in = 0.0  # s from the first page opening to the last showing results
+        self.class_started = self.opened  # when the listeners started
 
-    def call(self, client: Client, endpoint: str, *args):
-        """An API call, counted under its endpoint."""
-        return self.timed(endpoint, lambda: client.predict(*args, api_name=endpoint))
+    def took(self, what: str, seconds: float) -> None:
+        with self.lock:
+            self.times[what].append(seconds)
+            self.ends[what].append(time.perf_counter())
 
-    def timed(self, what: str, fn, *args):
-        """`fn(*args)` counted under `what` (a failure is an error a user saw)."""
+    def timeline(self, start: float, calls: tuple[str, ...], every: float = 10.0) -> str:
+        """p95 of `calls` per `every` s of the level (by when each ended): where the slow ones are."""
+        lines = [f"  {'from s':>6} " + " ".join(f"{c:>24}" for c in calls)]
+        last = max((max(v) for v in self.ends.values() if v), default=start)
+        for t0 in np.arange(start, last, every):
+            cells = []
+            for c in calls:
+                inside = [d for d, e in zip(self.times[c], self.ends[c], strict=True) if t0 <= e < t0 + every]
+                cells.append(f"{len(inside):4d} calls p95 {pct(inside, 95):6.2f} s" if inside else "-")
+            lines.append(f"  {t0 - start:6.0f} " + " ".join(f"{cell:>24}" for cell in cells))
+        return "\n".join(lines)
+
+    def failed(self, what: str, exc: BaseException) -> None:
+        with self.lock:
+            self.errors.append(f"{what}: {str(exc)[:120] or type(exc).__name__}")
+
+    async def timed(self, what: str, call):
+        """`await call` counted under `what` (a failure is an error a user saw)."""
         start = time.perf_counter()
         try:
-            out = fn(*args)
+            out = await call
         except Exception as exc:
-            with self.lock:
-                self.errors.append(f"{what}: {str(exc)[:120]}")
+            self.failed(what, exc)
             raise CallFailed from exc
-        with self.lock:
-            self.times[what].append(time.perf_counter() - start)
+        self.took(what, time.perf_counter() - start)
         return out
 
 
-def download(url: str, address: str) -> int:
-    """GET `url` as a page's fetch does, to the end; returns the bytes read."""
-    request = urllib.request.Request(url, headers={"X-Forwarded-For": address})
-    with urllib.request.urlopen(request, timeout=120) as response:
-        return len(response.read())
-
-
 _addresses = (f"10.{i // 62500}.{i // 250 % 250}.{i % 250 + 1}" for i in range(10**6))
-_address_lock = threading.Lock()
 
 
-def next_address() -> str:
-    with _address_lock:
-        return next(_addresses)
+def browser_like(url: str) -> httpx.AsyncClient:
+    """One person's browser: its own forwarded address (`APP_PROXY_HOPS=1`) and, as a browser
+    has, up to six connections to the app, kept alive."""
+    return httpx.AsyncClient(
+        base_url=url,
+        headers={"X-Forwarded-For": next(_addresses)},
+        limits=httpx.Limits(max_connections=6, max_keepalive_connections=6),
+        timeout=httpx.Timeout(120.0),
+    )
 
 
-def new_client(url: str) -> Client:
-    address = next_address()
-    # download_files=False: the files are fetched as the page fetches them (`fetch_all`)
-    client = Client(url, verbose=False, download_files=False, headers={"X-Forwarded-For": address})
-    client.address = address
-    return client
+async def call(http: httpx.AsyncClient, session: str, endpoint: str, *args):
+    """A named API endpoint through Gradio's queue, as any HTTP client calls it: POST
+    `gradio_api/call/<name>` for an event id, then read that event's server-sent events until its
+    result (the same queue and handler as gradio_client's and the page's own calls). `session`:
+    one per listener, as a page (and gradio_client) has one for all its calls."""
+    joined = await http.post(f"gradio_api/call{endpoint}", json={"data": list(args), "session_hash": session})
+    joined.raise_for_status()
+    event = joined.json()["event_id"]
+    kind = None
+    async with http.stream("GET", f"gradio_api/call{endpoint}/{event}") as stream:
+        stream.raise_for_status()
+        async for line in stream.aiter_lines():
+            if line.startswith("event:"):
+                kind = line[6:].strip()
+            elif line.startswith("data:") and kind in ("complete", "error"):
+                data = json.loads(line[5:])
+                if kind == "error":
+                    raise RuntimeError(str(data))
+                return data[0] if len(data) == 1 else data
+    raise RuntimeError(f"{endpoint}: the event stream ended without a result")
 
 
-def fetch_all(url: str, client: Client, files, tally: Tally, *, player: bool = False) -> None:
+async def download(http: httpx.AsyncClient, url: str) -> int:
+    """GET `url` as a page's fetch does, to the end; returns the bytes read."""
+    response = await http.get(url)
+    response.raise_for_status()
+    return len(response.content)
+
+
+async def fetch_all(http: httpx.AsyncClient, files, tally: Tally, *, player: bool = False) -> None:
     """Every file of a trial or check, fetched at once as the page fetches them: a trial's from the
     player's URLs (`webapp.listening.player.file_url`), a check's from Gradio's file route (the
-    page plays them in Gradio's audio players)."""
+    page plays them in Gradio's audio players). A failed download is counted, not fatal."""
     paths = [f["path"] if isinstance(f, dict) else f for f in files]
-    threads = []
-    for path in paths:
-        target = f"{url}{file_url(path)}" if player else f"{url}gradio_api/file={path}"
-        t = threading.Thread(target=_fetch, args=(target, client.address, tally))
-        t.start()
-        threads.append(t)
-    for t in threads:
-        t.join()
+    targets = [file_url(p) if player else f"gradio_api/file={p}" for p in paths]
+    await asyncio.gather(*(tally.timed("file download", download(http, t)) for t in targets), return_exceptions=True)
 
 
-def _fetch(url: str, address: str, tally: Tally) -> None:
-    try:
-        tally.timed("file download", download, url, address)
-    except CallFailed:
-        pass
-
-
-def listener_run(url: str, trials: int, tally: Tally, app, start: threading.Barrier | None = None) -> None:
-    """One listener: the page open (a client connected), then, when all are (`start`), an id, the
-    headphone check (answered right, as headphones hear it: `app.check_answers`), `trials` trials,
-    each one's files fetched, rated as soon as allowed as an attentive listener would
-    (`attentive`), so that the screening keeps them and the results have something to compute."""
-    try:
-        client = new_client(url)
-    except Exception as exc:
-        client = exc
-    if start is not None:
-        start.wait()
-    try:
-        if isinstance(client, Exception):
-            raise client
-        me = tally.call(client, "/listener")
-        checks, _ = tally.call(client, "/headphone_check", me)
-        fetch_all(url, client, checks, tally)
-        tally.call(client, "/headphone_answer", me, app.check_answers(me))
-        for _ in range(trials):
-            files, trial = tally.call(client, "/trial", me, "mushra")
-            started = time.perf_counter()
-            fetch_all(url, client, files, tally, player=True)
-            # the server takes no answer sooner than the excerpt's length after the trial
-            time.sleep(max(0.0, trial["seconds"] + 0.05 - (time.perf_counter() - started)))
-            answer = {"scores": attentive(app.conditions(trial["trial_id"]))}
-            saved = tally.call(client, "/rate", me, trial["trial_id"], answer)
-            with tally.lock:
+async def listener_run(
+    url: str, trials: int, tally: Tally, app, events: PageEvents | None = None, start: asyncio.Event | None = None
+) -> None:
+    """One listener: the page opened as a new visitor's browser opens it (`PageEvents.open`), then,
+    when the class starts (`start`), an id, the headphone check (answered right, as headphones hear
+    it: `app.check_answers`), `trials` trials, each one's files fetched, rated as soon as allowed
+    as an attentive listener would (`attentive`), so that the screening keeps them and the results
+    have something to compute."""
+    session = os.urandom(6).hex()
+    async with browser_like(url) as http:
+        try:
+            if events is not None:
+                await events.open(http, session, tally)
+        except CallFailed:
+            tally.stopped += 1
+            return
+        finally:
+            tally.listeners_open += 1
+        if start is not None:
+            await start.wait()
+        try:
+            me = await tally.timed("/listener", call(http, session, "/listener"))
+            checks, _ = await tally.timed("/headphone_check", call(http, session, "/headphone_check", me))
+            await fetch_all(http, checks, tally)
+            answers = await asyncio.to_thread(app.check_answers, me)
+            await tally.timed("/headphone_answer", call(http, session, "/headphone_answer", me, answers))
+            for _ in range(trials):
+                files, trial = await tally.timed("/trial", call(http, session, "/trial", me, "mushra"))
+                started = time.perf_counter()
+                await fetch_all(http, files, tally, player=True)
+                # the server takes no answer sooner than the excerpt's length after the trial
+                await asyncio.sleep(max(0.0, trial["seconds"] + 0.05 - (time.perf_counter() - started)))
+                answer = {"scores": attentive(await asyncio.to_thread(app.conditions, trial["trial_id"]))}
+                saved = await tally.timed("/rate", call(http, session, "/rate", me, trial["trial_id"], answer))
                 tally.rows += int(saved["saved"])
                 tally.trials += 1
-    except Exception as exc:  # a failed call (counted by `call`), or the client could not connect
-        with tally.lock:
+        except CallFailed:
             tally.stopped += 1
-            if not isinstance(exc, CallFailed):
-                tally.errors.append(f"connecting: {str(exc)[:120]}")
 
 
 def attentive(conditions: dict[str, str]) -> dict[str, float]:
@@ -302,13 +339,73 @@ def attentive(conditions: dict[str, str]) -> dict[str, float]:
     return out
 
 
+BROWSER_ENCODINGS = "gzip, deflate, br, zstd"  # what Chromium accepts
+
+
+@dataclass
+class Opening:
+    """What a page does as it opens, recorded from a real one: the files it fetches from the app
+    (paths; the page itself and API calls aside) and the events its script runs (their bodies)."""
+
+    files: list[str]
+    events: list[dict]
+
+
+def record_opening(url: str) -> Opening:
+    """One page opened in Debian's Chromium, its requests to the app recorded."""
+    from playwright.sync_api import sync_playwright
+
+    files, events = [], []
+
+    def seen(request) -> None:
+        if not request.url.startswith(url):
+            return
+        path = request.url[len(url) :]
+        if request.method == "GET" and path and not path.startswith("gradio_api/"):
+            files.append(path)
+        elif request.method == "POST" and path == "gradio_api/run/predict":
+            body = json.loads(request.post_data)
+            events.append({k: v for k, v in body.items() if k != "session_hash"})
+
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=chromium, args=["--no-sandbox"])
+        page = browser.new_page()
+        page.on("request", seen)
+        page.goto(url, wait_until="load", timeout=120_000)
+        page.wait_for_timeout(2000)  # the events the page's script runs once it is up
+        browser.close()
+    if not files or not events:
+        raise SystemExit(f"a page opened in Chromium fetched {len(files)} files and ran {len(events)} events")
+    return Opening(files, events)
+
+
+async def fetch_files(http: httpx.AsyncClient, paths: list[str]) -> None:
+    """GET every path as a browser's network stack does: six connections kept alive, compressed
+    as Chromium accepts, each read to its end. By curl (`--parallel`), in C as a browser's is:
+    120 pages x 108 files through Python's HTTP clients made the bench, not the app, the
+    bottleneck of the opening."""
+    config = "".join(f'url = "{http.base_url}{path}"\noutput = "/dev/null"\n' for path in paths)
+    proc = await asyncio.create_subprocess_exec(
+        *("curl", "--silent", "--show-error", "--fail", "--parallel", "--parallel-max", "6"),
+        *("-H", f"X-Forwarded-For: {http.headers['X-Forwarded-For']}", "-H", f"Accept-Encoding: {BROWSER_ENCODINGS}"),
+        *("--config", "-"),
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    _, err = await proc.communicate(config.encode())
+    if proc.returncode:
+        raise RuntimeError(f"curl exit {proc.returncode}: {err.decode(errors='replace').strip()[:120]}")
+
+
 class PageEvents:
     """The page's own events, as its script calls them (POST gradio_api/run/predict with the event's
-    fn_index and a session of its own): found in the app's config by what they are attached to."""
+    fn_index and a session of its own): found in the app's config by what they are attached to;
+    and what a page fetches and runs as it opens (`Opening`)."""
 
-    def __init__(self, url: str):
-        with urllib.request.urlopen(f"{url}config", timeout=60) as response:
-            config = json.loads(response.read())
+    def __init__(self, url: str, opening: Opening):
+        config = httpx.get(f"{url}config", timeout=60).json()
         by_id = {c["id"]: c for c in config["components"]}
 
         def event(kind: str, test) -> tuple[int, int]:
@@ -318,53 +415,65 @@ class PageEvents:
                         return dep["id"], target
             raise SystemExit(f"the page has no {kind} event as expected")
 
-        self.load = event("load", lambda c: True)
         self.show_results = event("select", lambda c: c.get("props", {}).get("label") == "Results")
         self.tick = event("tick", lambda c: c.get("type") == "timer")
-        self.url = url
+        self.opening = opening
 
-    def run(self, which: tuple[int, int], session: str, address: str, inputs: int = 1) -> dict:
-        fn, target = which
-        body = json.dumps(
-            {"data": [None] * inputs, "fn_index": fn, "trigger_id": target, "session_hash": session, "event_data": None}
-        ).encode()
-        request = urllib.request.Request(
-            f"{self.url}gradio_api/run/predict",
-            data=body,
-            headers={"Content-Type": "application/json", "X-Forwarded-For": address},
-        )
-        with urllib.request.urlopen(request, timeout=120) as response:
-            out = json.loads(response.read())
-        if "error" in out and out["error"]:
+    async def open(self, http: httpx.AsyncClient, session: str, tally: Tally) -> None:
+        """The page fetched, then its files (as a new visitor's browser fetches them, six at a time,
+        compressed as a browser accepts them), then the events its script runs as it opens."""
+        await tally.timed("page", download(http, ""))
+        await tally.timed("page's files", fetch_files(http, self.opening.files))
+        for body in self.opening.events:
+            await tally.timed("opening events", self.replay(http, body, session))
+
+    @staticmethod
+    async def replay(http: httpx.AsyncClient, body: dict, session: str) -> dict:
+        response = await http.post("gradio_api/run/predict", json={**body, "session_hash": session})
+        response.raise_for_status()
+        out = response.json()
+        if out.get("error"):
             raise RuntimeError(str(out["error"])[:120])
         return out
 
+    @staticmethod
+    async def run(http: httpx.AsyncClient, which: tuple[int, int], session: str, inputs: int = 1) -> dict:
+        fn, target = which
+        body = {"data": [None] * inputs, "fn_index": fn, "trigger_id": target, "event_data": None}
+        return await PageEvents.replay(http, body, session)
 
-def page_run(events: PageEvents, tally: Tally, stop: threading.Event, every: float = 15.0) -> None:
+
+async def page_run(url: str, events: PageEvents, tally: Tally, stop: asyncio.Event, every: float = 15.0) -> None:
     """One open page on the Results tab: fetched, its load event, the tab selected, then a timer
     tick every `every` s until `stop` (the first tick at a random phase, as pages opened at
     different times have)."""
-    address, session = next_address(), os.urandom(6).hex()
-    try:
-        tally.timed("page", download, events.url, address)
-        tally.timed("page config", download, f"{events.url}config", address)
-        tally.timed("load event", events.run, events.load, session, address)
-        tally.timed("results (select)", events.run, events.show_results, session, address)
-        if stop.wait(random.uniform(0, every)):
-            return
-        while True:
-            tally.timed("results (tick)", events.run, events.tick, session, address)
-            if stop.wait(every):
+    session = os.urandom(6).hex()
+
+    async def stopped(after: float) -> bool:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), after)
+        return stop.is_set()
+
+    async with browser_like(url) as http:
+        try:
+            await events.open(http, session, tally)
+            await tally.timed("results (select)", events.run(http, events.show_results, session))
+            tally.pages_open += 1
+            if await stopped(random.uniform(0, every)):
                 return
-    except CallFailed:
-        with tally.lock:
+            while True:
+                await tally.timed("results (tick)", events.run(http, events.tick, session))
+                if await stopped(every):
+                    return
+        except CallFailed:
             tally.stopped += 1
+            tally.pages_open += 1  # as open as it will get
 
 
-def browsers_run(url: str, count: int, tally: Tally, stop: threading.Event) -> None:
+def browsers_run(url: str, count: int, tally: Tally, stop: threading.Event, ready: threading.Event) -> None:
     """`count` real pages in one Debian Chromium (one browser, a context each, as that many people's
-    tabs): each opened, its Results tab clicked, the time until its results are on screen counted;
-    then left open (their timers ticking) until `stop`."""
+    tabs): each opened, its Results tab clicked, the time until its results are on screen counted
+    (`ready` set once all are); then left open (their timers ticking) until `stop`."""
     from playwright.sync_api import sync_playwright
 
     chromium = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -373,47 +482,113 @@ def browsers_run(url: str, count: int, tally: Tally, stop: threading.Event) -> N
             browser = p.chromium.launch(executable_path=chromium, args=["--no-sandbox"])
             for _ in range(count):
                 page = browser.new_context().new_page()
-                tally.timed(
-                    "browser: page loaded", lambda page=page: page.goto(url, wait_until="load", timeout=120_000)
-                )
+                started = time.perf_counter()
+                page.goto(url, wait_until="load", timeout=120_000)
+                tally.took("browser: page loaded", time.perf_counter() - started)
                 started = time.perf_counter()
                 page.get_by_role("tab", name="Results").click(timeout=120_000)
                 page.get_by_text("kept after screening").first.wait_for(timeout=120_000)
-                with tally.lock:
-                    tally.times["browser: results shown"].append(time.perf_counter() - started)
+                tally.took("browser: results shown", time.perf_counter() - started)
+            ready.set()
             stop.wait()
             browser.close()
     except Exception as exc:
-        with tally.lock:
-            tally.errors.append(f"browser: {str(exc)[:120]}")
+        tally.failed("browser", exc)
+    ready.set()
 
 
-def run_level(url: str, listeners: int, trials: int, app, pages: int = 0, browsers: int = 0) -> tuple[Tally, float]:
+def run_level(
+    url: str, listeners: int, trials: int, app, opening: Opening | None, pages: int = 0, browsers: int = 0
+) -> tuple[Tally, float]:
+    """One level: `pages` simulated pages and `browsers` real ones opened at once on the Results
+    tab; once all show their results, `listeners` listeners open the page at once; once all have,
+    they start at once (the class). Returns the tally and the class's wall time. The clients run
+    in one event loop (one thread): a thread per client under one interpreter lock would add the
+    bench's own waits to every time it measures. The browsers run in a thread of their own."""
     tally = Tally()
-    stop = threading.Event()
-    events = PageEvents(url) if pages else None
-    watchers = [threading.Thread(target=page_run, args=(events, tally, stop)) for _ in range(pages)]
+    tally.opened = time.perf_counter()
+    browser_stop, browsers_ready = threading.Event(), threading.Event()
+    watcher = None
     if browsers:
-        watchers.append(threading.Thread(target=browsers_run, args=(url, browsers, tally, stop)))
-    for t in watchers:
-        t.start()
-    time.sleep(2.0 if watchers else 0.0)  # the pages are open when the class starts
-    barrier = threading.Barrier(listeners)
-    threads = [threading.Thread(target=listener_run, args=(url, trials, tally, app, barrier)) for _ in range(listeners)]
-    start = time.perf_counter()
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    wall = time.perf_counter() - start
-    stop.set()
-    for t in watchers:
-        t.join()
+        watcher = threading.Thread(target=browsers_run, args=(url, browsers, tally, browser_stop, browsers_ready))
+        watcher.start()
+    else:
+        browsers_ready.set()
+
+    async def until(done, limit: float = 600.0) -> None:
+        deadline = time.monotonic() + limit
+        while not done() and time.monotonic() < deadline:
+            await asyncio.sleep(0.1)
+
+    async def level() -> float:
+        stop, start = asyncio.Event(), asyncio.Event()
+        events = PageEvents(url, opening) if opening else None
+        watching = [asyncio.create_task(page_run(url, events, tally, stop)) for _ in range(pages)]
+        # "60 listeners at once with 60 pages open": the pages are open (how long they took to
+        # open, all at once, is in their rows: page ... results (select)), then the listeners'
+        # pages open, then the class starts
+        await until(lambda: tally.pages_open >= pages and browsers_ready.is_set())
+        tally.pages_opened_in = time.perf_counter() - tally.opened
+        starting = [asyncio.create_task(listener_run(url, trials, tally, app, events, start)) for _ in range(listeners)]
+        await until(lambda: tally.listeners_open >= listeners)
+        started = time.perf_counter()
+        tally.class_started = started
+        start.set()
+        await asyncio.gather(*starting)
+        wall = time.perf_counter() - started
+        stop.set()
+        await asyncio.gather(*watching)
+        return wall
+
+    wall = asyncio.run(level())
+    browser_stop.set()
+    if watcher:
+        watcher.join()
     return tally, wall
 
 
 def pct(values: list[float], q: float) -> float:
     return float(np.percentile(values, q)) if values else float("nan")
+
+
+def measure_level(app: App, n: int, opening: Opening, args, expected_before: int) -> Tally:
+    """One level run and reported: the calls' p50/p95, when the slow ones were (`--timeline`),
+    errors, CPU (the app's, the bench's, the machine's), rows, memory and disk."""
+    before = app.work_bytes()
+    cpu, clients, machine = app.cpu_seconds(), tree_cpu_seconds(os.getpid(), app.proc.pid), machine_busy()
+    level_started = time.perf_counter()
+    tally, wall = run_level(app.url, n, args.trials, app, opening, args.pages, args.browsers)
+    level_wall = time.perf_counter() - level_started  # the pages' opening and the class
+    cpu_per_min = (app.cpu_seconds() - cpu) / level_wall * 60
+    clients_per_min = (tree_cpu_seconds(os.getpid(), app.proc.pid) - clients) / level_wall * 60
+    busy, total = (b - a for a, b in zip(machine, machine_busy(), strict=True))
+    expected_rows = expected_before + tally.rows
+    rows, rated = app.rows()
+    print(f"{'listeners':>9} {'call':>22} {'calls':>6} {'p50 s':>7} {'p95 s':>7} {'max s':>7}")
+    for endpoint, times in tally.times.items():
+        print(f"{n:9d} {endpoint:>22} {len(times):6d} {pct(times, 50):7.2f} {pct(times, 95):7.2f} {max(times):7.2f}")
+    if args.timeline:
+        print(tally.timeline(tally.opened, ("/trial", "results (tick)", "file download")))
+    first = f" (first: {tally.errors[0]})" if tally.errors else ""
+    print(
+        f"  {args.pages} pages and {args.browsers} browsers opened at once, all showing results in"
+        f" {tally.pages_opened_in:.1f} s; then {n} listeners x {args.trials} trials in {wall:.0f} s:"
+        f" errors seen {len(tally.errors)}{first}; who could not go on {tally.stopped}"
+    )
+    print(
+        f"  app CPU {cpu_per_min:.1f} s per minute ({cpu_per_min / 60:.2f} of a core); the bench's"
+        f" clients and browsers {clients_per_min:.1f} s per minute; the machine"
+        f" {100 * busy / total:.0f} % busy ({os.cpu_count()} cores)"
+    )
+    print(
+        f"  rows: expected {expected_rows}, found {rows} ({rated} trials rated)"
+        f" {'exact' if rows == expected_rows else 'MISMATCH'}"
+    )
+    print(
+        f"  app peak RSS {app.peak / 2**20:.0f} MiB; work folder on disk {app.work_bytes() / 1e6:.1f} MB"
+        f" (+{(app.work_bytes() - before) / 1e6:.1f} MB)\n"
+    )
+    return tally
 
 
 def main() -> None:
@@ -428,6 +603,9 @@ def main() -> None:
         default=0,
         help="run the clients and browsers at this lower CPU priority once the app is up (the app keeps its own):"
         " on one machine, as clients on their own machines would not take the app's cores",
+    )
+    p.add_argument(
+        "--timeline", action="store_true", help="also the p95 of trials, results and downloads per 10 s of each level"
     )
     p.add_argument("--total", type=int, default=1000, help="trials in all before the work folder is checked")
     p.add_argument("--trial-seconds", type=float, default=10.0, help="APP_TRIAL_SECONDS (10: the app's default)")
@@ -446,56 +624,28 @@ def main() -> None:
             started = time.perf_counter()
             app.wait_prepared()
             prepared = time.perf_counter() - started
-            listener_run(app.url, 3, warm, app)
+            asyncio.run(listener_run(app.url, 3, warm, app))
             if warm.errors:
                 raise SystemExit(f"warm-up failed: {warm.errors[:3]}")
+            opening = record_opening(app.url)
             print(
                 f"stimuli prepared by the app (every demo clip separated, its excerpts cut) {prepared:.1f} s"
-                f" after start; warm-up: {warm.trials} trials in {time.perf_counter() - started - prepared:.1f} s\n"
+                f" after start; warm-up: {warm.trials} trials in {time.perf_counter() - started - prepared:.1f} s;"
+                f" a page opened in Chromium fetches {len(opening.files)} files and runs"
+                f" {len(opening.events)} events as it opens\n"
             )
             done_trials = warm.trials
             expected_rows = warm.rows
-            header = f"{'listeners':>9} {'call':>22} {'calls':>6} {'p50 s':>7} {'p95 s':>7} {'max s':>7}"
             for n in args.listeners:
-                before = app.work_bytes()
-                cpu, clients, machine = app.cpu_seconds(), tree_cpu_seconds(os.getpid(), app.proc.pid), machine_busy()
-                tally, wall = run_level(app.url, n, args.trials, app, args.pages, args.browsers)
-                cpu_per_min = (app.cpu_seconds() - cpu) / wall * 60
-                clients_per_min = (tree_cpu_seconds(os.getpid(), app.proc.pid) - clients) / wall * 60
-                busy, total = (b - a for a, b in zip(machine, machine_busy(), strict=True))
+                tally = measure_level(app, n, opening, args, expected_rows)
                 done_trials += tally.trials
                 expected_rows += tally.rows
-                rows, rated = app.rows()
-                print(header)
-                for endpoint, times in tally.times.items():
-                    print(
-                        f"{n:9d} {endpoint:>22} {len(times):6d} {pct(times, 50):7.2f} {pct(times, 95):7.2f}"
-                        f" {max(times):7.2f}"
-                    )
-                first = f" (first: {tally.errors[0]})" if tally.errors else ""
-                print(
-                    f"  {n} listeners x {args.trials} trials, {args.pages} pages and {args.browsers} browsers open,"
-                    f" in {wall:.0f} s: errors seen {len(tally.errors)}{first}; who could not go on {tally.stopped}"
-                )
-                print(
-                    f"  app CPU {cpu_per_min:.1f} s per minute ({cpu_per_min / 60:.2f} of a core); the bench's"
-                    f" clients and browsers {clients_per_min:.1f} s per minute; the machine"
-                    f" {100 * busy / total:.0f} % busy ({os.cpu_count()} cores)"
-                )
-                print(
-                    f"  rows: expected {expected_rows}, found {rows} ({rated} trials rated)"
-                    f" {'exact' if rows == expected_rows else 'MISMATCH'}"
-                )
-                print(
-                    f"  app peak RSS {app.peak / 2**20:.0f} MiB; work folder on disk {app.work_bytes() / 1e6:.1f} MB"
-                    f" (+{(app.work_bytes() - before) / 1e6:.1f} MB)\n"
-                )
             # the rest of the way to --total trials, 60 listeners at a time (or the largest level)
             errors = 0
             while done_trials < args.total:
                 n = max(args.listeners)
                 per = max(1, min(args.trials, -(-(args.total - done_trials) // n)))
-                tally, _ = run_level(app.url, n, per, app)
+                tally, _ = run_level(app.url, n, per, app, opening)
                 done_trials += tally.trials
                 expected_rows += tally.rows
                 errors += len(tally.errors)

@@ -177,6 +177,32 @@ def test_no_response_header_tells_conditions_apart_and_only_trial_files_are_serv
         assert refused.value.code in (403, 404)
 
 
+def test_the_checks_files_come_whole_in_one_response_until_the_check_is_answered(lab):
+    """The headphone check's files, fetched from Gradio's file route as its players fetch them, come
+    in one response each (`webapp.static_cache.OneRead`): the file's bytes, the trial files'
+    headers (no tag, no time), gone once the check is answered; anything else on that route is
+    still Gradio's (its own headers, its refusals)."""
+    client = new_client(lab, download=False)
+    listener = client.predict(api_name="/listener")
+    files, _ = client.predict(listener, api_name="/headphone_check")
+    paths = [Path(f["path"] if isinstance(f, dict) else f) for f in files]
+    assert all(p.parent.parent == lab.study.trial_files.served for p in paths)
+    for path in paths:
+        with urllib.request.urlopen(f"{lab.url}gradio_api/file={path}") as response:
+            assert response.read() == path.read_bytes()
+            assert response.headers["Content-Type"] == "audio/wav"
+            assert response.headers["Cache-Control"] == "private, max-age=3600"
+            assert response.headers.get("ETag") is None and response.headers.get("Last-Modified") is None
+    ranged = urllib.request.Request(f"{lab.url}gradio_api/file={paths[0]}", headers={"Range": "bytes=0-99"})
+    with urllib.request.urlopen(ranged) as response:  # a range: Gradio's route answers it
+        assert response.status == 206 and len(response.read()) == 100
+    client.predict(listener, pending_check(lab, listener), api_name="/headphone_answer")
+    for path in (paths[0], lab.study.store.path):  # answered: gone; never served: refused
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(f"{lab.url}gradio_api/file={path}")
+        assert refused.value.code in (403, 404)
+
+
 def test_no_trial_file_is_a_lookup_table_for_the_next(lab):
     """The excerpts are a fixed set (3 per clip and source), but every file a trial serves is its
     own (a level offset and dither of its own): over 24 trials no two served files share a hash,

@@ -33,6 +33,7 @@ from webapp.listening.stimuli import (
     make_trial,
     match_loudness,
     prepare_excerpts,
+    write_dithered,
 )
 from webapp.listening.store import IncompleteTrial, RatingError, RatingsStore
 from webapp.service import ModelPool, cleanup, new_workdir, run_separation
@@ -89,6 +90,33 @@ def test_a_mushra_trial_hides_shuffles_and_never_repeats_a_file(separated, files
         # within the two files' dithers and roundings, twice over (excerpt, then trial): <= 6 LSB
         assert np.abs(hidden_wave - read(audio.reference) / 10 ** (offsets["reference"] / 20)).max() <= 6.5 / 32768
     assert len(orders) > 1
+
+
+def test_served_files_are_plain_16_bit_wavs_of_the_signal_with_their_own_dither(tmp_path):
+    """The trial files' writer (its own wav writer, no libsndfile on the request's path): a wav any
+    reader opens, the signal at its level offset within the dither's 1 LSB and the rounding's half,
+    from floats or from 16-bit samples alike, and never the same bytes twice."""
+    rng = np.random.default_rng(0)
+    wave = np.clip(0.3 * rng.standard_normal((2, SR)), -1, 1).astype(np.float32)
+    wave[:, :100] = [[1.0], [-1.0]]  # full scale both ways
+    pcm16 = (wave * 32767).astype(np.int16)
+    written = [
+        write_dithered(tmp_path / "a.wav", wave, rng, 0.15, table=True),
+        write_dithered(tmp_path / "b.wav", wave, rng, 0.15, table=True),
+        write_dithered(tmp_path / "c.wav", pcm16, rng, -0.2),
+    ]
+    info = sf.info(written[0])
+    assert (info.samplerate, info.channels, info.frames, info.subtype) == (SR, 2, SR, "PCM_16")
+    assert written[0].stat().st_size == 44 + 4 * SR  # the 44-byte header and the samples, nothing else
+    sources = (wave * 32768.0, wave * 32768.0, pcm16.astype(float))
+    for path, gain_db, source in zip(written, (0.15, 0.15, -0.2), sources, strict=True):
+        pcm = sf.read(path, dtype="int16", always_2d=True)[0].T.astype(float)
+        expected = np.clip(source * 10 ** (gain_db / 20), -32768, 32767)
+        assert np.abs(pcm - expected).max() <= 1.5 + 1e-3
+        if gain_db > 0:  # raised past full scale: clipped at the 16-bit range, not wrapped around
+            assert pcm[0, 0] == 32767 and pcm[1, 0] == -32768
+        assert 0.2 < np.std(pcm - expected) < 0.7  # TPDF of 1 LSB each side, plus rounding: ~0.5 LSB
+    assert written[0].read_bytes() != written[1].read_bytes()
 
 
 def test_conditions_are_loudness_matched_without_clipping():

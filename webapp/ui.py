@@ -25,6 +25,7 @@ from separation import __version__
 from separation.errors import SeparationError
 from separation.pretrained import offline
 
+from . import static_cache
 from .api import wire_api
 from .clips import CAMPAIGN_SECONDS
 from .config import AppConfig
@@ -351,6 +352,12 @@ def build_ui(lab: LabApp) -> gr.Blocks:
         trial_state = wire_rating_tab(lab, rating, result, listener)
         wire_api(lab)
 
+        # set by a returning listener's page load (hidden): its change shows their open trial again. Apart
+        # from the load, whose outputs are the few every visitor's page gets: in Gradio each output
+        # an event leaves alone is still rebuilt as a component for the page's session (~1 ms each,
+        # 20 of them), on every new visitor's load
+        returning = gr.Textbox(visible=False)
+
         def on_load(token, request: gr.Request):
             """A signed listener id for a new browser (or one whose id this server did not issue).
             Where none can be issued, the rating tab says why and until when (a warning toast would
@@ -359,16 +366,14 @@ def build_ui(lab: LabApp) -> gr.Blocks:
             ab = len(lab.working_models()) >= 2
             out = {status: lab.status_markdown(), about: about_markdown(lab), title: title_markdown(lab)}
             out |= {rating.intro: intro_text(lab)}
-            out |= {c: gr.update(visible=ab) for c in (results.preference_plot, results.preference, results.mos)}
+            if ab != results.ab_shown:  # an update is a new component per page session in Gradio: only if due
+                out |= {c: gr.update(visible=ab) for c in (results.preference_plot, results.preference, results.mos)}
             try:
                 known = lab.study.listener(token)
             except RatingError:
                 known = None
             if known is not None:
-                out |= {listener: known, rating.done: completion_panel(lab, known)}
-                # a listener in mid-trial (a reload, the page reloading itself after a restart) comes
-                # back to the listening tab and the same trial; the page restores its listening
-                return out | resume_trial(lab, rating, trial_state, tabs, token)
+                return out | {listener: known, rating.done: completion_panel(lab, known), returning: token}
             try:
                 return {**out, listener: lab.study.new_listener(client_of(lab, request))}
             except RatingError as exc:
@@ -377,8 +382,17 @@ def build_ui(lab: LabApp) -> gr.Blocks:
         demo.load(
             on_load,
             listener,
-            [listener, status, about, title, tabs, trial_state, *components(rating)]
+            [listener, status, about, title, returning, rating.intro, rating.done, rating.info]
             + [results.preference_plot, results.preference, results.mos],
+            api_visibility="private",
+            queue=False,
+        )
+        # a listener in mid-trial (a reload, the page reloading itself after a restart) comes back to
+        # the listening tab and the same trial; the page restores its listening
+        returning.change(
+            lambda token: resume_trial(lab, rating, trial_state, tabs, token),
+            returning,
+            [tabs, trial_state, *components(rating)],
             api_visibility="private",
             queue=False,
         )
@@ -391,7 +405,10 @@ def title_markdown(lab: LabApp) -> str:
 
 
 def register_routes(app, lab: LabApp) -> None:
-    """Routes beside Gradio's: the one-time, streamed ratings export (no file on disk)."""
+    """Routes beside Gradio's: the one-time, streamed ratings export (no file on disk), the trial
+    audio; Gradio's front-end files served from memory and the check's files in one read
+    (`webapp.static_cache`)."""
+    static_cache.install(app)
 
     def export(link: str):
         lines = lab.study.export_stream(link)
@@ -402,21 +419,37 @@ def register_routes(app, lab: LabApp) -> None:
 
     app.add_api_route("/ratings-export/{link}", export, methods=["GET"])
 
+    served = lab.study.trial_files.served
+
+    def read_served(folder: str, name: str) -> bytes | None:
+        """A served trial file's bytes by its random folder and name (None for anything else, or
+        once answered: its files are gone)."""
+        if not (TRIAL_FOLDER.fullmatch(folder) and TRIAL_FILE.fullmatch(name)):
+            return None
+        try:
+            return (served / folder / name).read_bytes()
+        except OSError:
+            return None
+
     def trial_audio(folder: str, name: str):
         """A served trial file by its random folder and name (`webapp.listening.player.file_url`),
         read in one go (~1.8 MB a 10-s sample): a file response would read it in 64-kB chunks,
         each a trip through the server's thread pool that every other request waits on too (a
         crowd's trials are thousands of files). The headers are the same for every sample: a
         length (equal within a trial), a type and no-store-elsewhere caching; no time, no tag."""
-        path = lab.study.trial_files.served / folder / name
-        if not (TRIAL_FOLDER.fullmatch(folder) and TRIAL_FILE.fullmatch(name)):
-            return PlainTextResponse("no such file", 404)
-        try:
-            content = path.read_bytes()
-        except OSError:  # answered (its files are gone) or never there
+        content = read_served(folder, name)
+        if content is None:
             return PlainTextResponse("no such file", 404)
         return Response(content, media_type="audio/wav", headers={"Cache-Control": "private, max-age=3600"})
 
+    def gradio_file(path: str) -> bytes | None:
+        """Gradio's file route for a served file (the headphone check's players ask there): the same."""
+        where = Path(path)
+        return read_served(where.parent.name, where.name) if where.parent.parent == served else None
+
+    # the headphone check's files, as Gradio's players fetch them, in one read each as the trial
+    # files are (Gradio's own file route answers everything else, and ranges)
+    static_cache.wrap(app, static_cache.OneRead, prefix="/gradio_api/file=", read=gradio_file)
     app.add_api_route("/trial-audio/{folder}/{name}", trial_audio, methods=["GET"])
 
 
@@ -442,6 +475,11 @@ def main(argv: list[str] | None = None) -> None:
     if config.prepare_stimuli:  # the example clips' separations and excerpts, while the page is up
         threading.Thread(target=lab.prepare, daemon=True, name="prepare-stimuli").start()
     demo = build_ui(lab)
+    # Gradio's queue rebuilds its monitoring summary (a pandas frame of its last 10,000 events) after
+    # every event by default: work that grows with the campaign, on every trial of every listener.
+    # Every 200 events over the last 2,000 still feeds its /monitoring page.
+    os.environ.setdefault("GRADIO_ANALYTICS_CACHE_FREQUENCY", "200")
+    os.environ.setdefault("GRADIO_ANALYTICS_MAX_EVENTS", "2000")
     demo.queue(default_concurrency_limit=4, max_size=config.queue_size)
     app, _, _ = demo.launch(
         server_name=os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"),

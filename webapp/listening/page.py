@@ -336,6 +336,7 @@ class ResultsTab:
     token: gr.Textbox
     export: gr.Button
     export_link: gr.Markdown
+    ab_shown: bool  # whether the A/B parts were built visible (two models ran then)
 
 
 def build_results_tab(lab: LabApp) -> ResultsTab:
@@ -382,6 +383,7 @@ def build_results_tab(lab: LabApp) -> ResultsTab:
         token,
         export,
         export_link,
+        ab,
     )
 
 
@@ -464,7 +466,10 @@ def wire_results_tab(lab: LabApp, tab: ResultsTab, shown: gr.Tab, others: list[g
         with views_lock:
             if snap.version not in views:
                 views.clear()
-                views[snap.version] = results_view(lab, tab, snap)
+                # a figure goes to each page as JSON Gradio makes from it on every request (Plotly's
+                # `to_json`, ~10 ms a figure): made here once per snapshot (Gradio passes it on as is)
+                made = results_view(lab, tab, snap)
+                views[snap.version] = {c: c.postprocess(v) if isinstance(c, gr.Plot) else v for c, v in made.items()}
             return views[snap.version]
 
     def on_results(showing, wait: float = 0.0):
