@@ -362,12 +362,10 @@ def build_ui(lab: LabApp) -> gr.Blocks:
             """A signed listener id for a new browser (or one whose id this server did not issue).
             Where none can be issued, the rating tab says why and until when (a warning toast would
             never show: a load outside the queue cannot raise one)."""
-            # the models as they are now: one that could not load is in neither the title nor A/B
-            ab = len(lab.working_models()) >= 2
+            # the models as they are now: one that could not load is in neither the title nor the
+            # rating tab's words (the Results tab shows or hides its A/B parts as it shows them)
             out = {status: lab.status_markdown(), about: about_markdown(lab), title: title_markdown(lab)}
             out |= {rating.intro: intro_text(lab)}
-            if ab != results.ab_shown:  # an update is a new component per page session in Gradio: only if due
-                out |= {c: gr.update(visible=ab) for c in (results.preference_plot, results.preference, results.mos)}
             try:
                 known = lab.study.listener(token)
             except RatingError:
@@ -382,8 +380,7 @@ def build_ui(lab: LabApp) -> gr.Blocks:
         demo.load(
             on_load,
             listener,
-            [listener, status, about, title, returning, rating.intro, rating.done, rating.info]
-            + [results.preference_plot, results.preference, results.mos],
+            [listener, status, about, title, returning, rating.intro, rating.done, rating.info],
             api_visibility="private",
             queue=False,
         )

@@ -481,7 +481,16 @@ def wire_results_tab(lab: LabApp, tab: ResultsTab, shown: gr.Tab, others: list[g
             return {tab.text: "The results are being computed; they appear here in a moment."}
         if snap.version == showing:
             return {c: gr.skip() for c in outputs}
-        return {shows: snap.version, **view(snap)}
+        return {shows: snap.version, **ab_parts_as_now(view(snap))}
+
+    def ab_parts_as_now(values: dict) -> dict:
+        """The A/B parts shown or hidden as the models run now (one may have failed to load since
+        the page was built); an update only when that differs from the layout."""
+        ab = len(lab.working_models()) >= 2
+        if ab == tab.ab_shown:
+            return values
+        parts = (tab.preference_plot, tab.preference, tab.mos)
+        return values | {c: gr.update(value=values[c], visible=ab) for c in parts}
 
     def on_show(showing):
         # the first look at a freshly started app may wait a moment for the first snapshot
