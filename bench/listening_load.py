@@ -15,8 +15,9 @@ MUSHRA trial), answered once the server allows it (one excerpt length after it w
 start at once, as a class told to start does.
 
 Pages: `--pages` open pages that do what the page's script does, through the same HTTP calls:
-the page and its config fetched, the load event run, the Results tab selected (its select event),
-then its 15-s timer's ticks for as long as the level lasts. `--browsers` real Chromium pages
+the page opened as one recorded in Chromium opens (`record_opening`: the page, its front-end
+files, the events its script runs), the Results tab selected (its select event), then its 15-s
+timer's ticks for as long as the level lasts. `--browsers` real Chromium pages
 (Debian's chromium, headless) beside them open the app and the Results tab, and report how long
 the results took to appear there. All pages open at once (their rows: page ... results (select),
 and the time until the last shows results); once all are open, the listeners start.
@@ -26,8 +27,8 @@ then one listener takes 3 trials. Then, per level: p50/p95 per call, the errors 
 page saw (any refused or failed call: nothing is retried), the app's CPU (seconds of CPU per
 minute of wall time, its process tree, from /proc), the bench's own CPU and the machine's, peak
 resident memory, the work folder's size on disk, and the rows expected against the rows in the
-database. Last, listeners keep rating
-until `--total` trials in all, and the work folder's size is checked against its cap.
+database. Last, listeners keep rating until `--total` trials in all, and the work folder's size
+is checked against its cap.
 
 Targets on a 2-core machine: 60 listeners at once with 60 pages open: 0 errors, rows exact,
 /trial p95 <= 2 s, results (as a page saw them) p95 <= 1 s; the work folder under its cap after
@@ -201,15 +202,16 @@ class Tally:
         self.pages_open = 0  # simulated pages that have shown their results (or failed)
         self.listeners_open = 0  # listeners whose page is open (or failed to open)
         self.pages_opened_in = 0.0  # s from the first page opening to the last showing results
-        self.class_started = self.opened  # when the listeners started
 
     def took(self, what: str, seconds: float) -> None:
         with self.lock:
             self.times[what].append(seconds)
             self.ends[what].append(time.perf_counter())
 
-    def timeline(self, start: float, calls: tuple[str, ...], every: float = 10.0) -> str:
-        """p95 of `calls` per `every` s of the level (by when each ended): where the slow ones are."""
+    def timeline(self, calls: tuple[str, ...], every: float = 10.0) -> str:
+        """p95 of `calls` per `every` s of the level since it opened (by when each ended): where
+        the slow ones are."""
+        start = self.opened
         lines = [f"  {'from s':>6} " + " ".join(f"{c:>24}" for c in calls)]
         last = max((max(v) for v in self.ends.values() if v), default=start)
         for t0 in np.arange(start, last, every):
@@ -444,7 +446,7 @@ class PageEvents:
 
 
 async def page_run(url: str, events: PageEvents, tally: Tally, stop: asyncio.Event, every: float = 15.0) -> None:
-    """One open page on the Results tab: fetched, its load event, the tab selected, then a timer
+    """One open page on the Results tab: opened (`PageEvents.open`), the tab selected, then a timer
     tick every `every` s until `stop` (the first tick at a random phase, as pages opened at
     different times have)."""
     session = os.urandom(6).hex()
@@ -458,7 +460,12 @@ async def page_run(url: str, events: PageEvents, tally: Tally, stop: asyncio.Eve
         try:
             await events.open(http, session, tally)
             await tally.timed("results (select)", events.run(http, events.show_results, session))
-            tally.pages_open += 1
+        except CallFailed:
+            tally.stopped += 1
+            return
+        finally:
+            tally.pages_open += 1  # showing results, or as open as it will get
+        try:
             if await stopped(random.uniform(0, every)):
                 return
             while True:
@@ -467,7 +474,6 @@ async def page_run(url: str, events: PageEvents, tally: Tally, stop: asyncio.Eve
                     return
         except CallFailed:
             tally.stopped += 1
-            tally.pages_open += 1  # as open as it will get
 
 
 def browsers_run(url: str, count: int, tally: Tally, stop: threading.Event, ready: threading.Event) -> None:
@@ -505,8 +511,7 @@ def run_level(
     they start at once (the class). Returns the tally and the class's wall time. The clients run
     in one event loop (one thread): a thread per client under one interpreter lock would add the
     bench's own waits to every time it measures. The browsers run in a thread of their own."""
-    tally = Tally()
-    tally.opened = time.perf_counter()
+    tally = Tally()  # the level opens now
     browser_stop, browsers_ready = threading.Event(), threading.Event()
     watcher = None
     if browsers:
@@ -532,7 +537,6 @@ def run_level(
         starting = [asyncio.create_task(listener_run(url, trials, tally, app, events, start)) for _ in range(listeners)]
         await until(lambda: tally.listeners_open >= listeners)
         started = time.perf_counter()
-        tally.class_started = started
         start.set()
         await asyncio.gather(*starting)
         wall = time.perf_counter() - started
@@ -568,7 +572,7 @@ def measure_level(app: App, n: int, opening: Opening, args, expected_before: int
     for endpoint, times in tally.times.items():
         print(f"{n:9d} {endpoint:>22} {len(times):6d} {pct(times, 50):7.2f} {pct(times, 95):7.2f} {max(times):7.2f}")
     if args.timeline:
-        print(tally.timeline(tally.opened, ("/trial", "results (tick)", "file download")))
+        print(tally.timeline(("/trial", "results (tick)", "file download")))
     first = f" (first: {tally.errors[0]})" if tally.errors else ""
     print(
         f"  {args.pages} pages and {args.browsers} browsers opened at once, all showing results in"

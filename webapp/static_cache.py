@@ -23,6 +23,7 @@ from urllib.parse import unquote
 import anyio
 
 IMMUTABLE = b"public, max-age=31536000, immutable"
+SERVED_CACHE = b"private, max-age=3600"  # a served trial or check file: the browser's own cache only
 PREFIXES = ("/assets/", "/static/")
 
 
@@ -109,7 +110,7 @@ class OneRead:
                     headers = [
                         (b"content-type", self.media_type),
                         (b"content-length", str(len(body)).encode()),
-                        (b"cache-control", b"private, max-age=3600"),
+                        (b"cache-control", SERVED_CACHE),
                     ]
                     await send({"type": "http.response.start", "status": 200, "headers": headers})
                     await send({"type": "http.response.body", "body": body})

@@ -437,7 +437,7 @@ def register_routes(app, lab: LabApp) -> None:
         content = read_served(folder, name)
         if content is None:
             return PlainTextResponse("no such file", 404)
-        return Response(content, media_type="audio/wav", headers={"Cache-Control": "private, max-age=3600"})
+        return Response(content, media_type="audio/wav", headers={"Cache-Control": static_cache.SERVED_CACHE.decode()})
 
     def gradio_file(path: str) -> bytes | None:
         """Gradio's file route for a served file (the headphone check's players ask there): the same."""

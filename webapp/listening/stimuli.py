@@ -130,9 +130,9 @@ def write_dithered(
 ) -> Path:
     """16-bit wav of `wave` (`(C, T)`: floats at full scale 1.0, or 16-bit samples) raised by
     `gain_db`, with TPDF dither of its own (1 LSB peak each side): two files of the same signal
-    differ in their bytes. `table`: the
-    dither is a stretch of this process's dither table at a random place (`_dither_table`), not
-    drawn afresh: what every served file takes, on the request's path (a trial writes ~9 MB).
+    differ in their bytes. `table`: the dither is a stretch of this process's dither table at a
+    random place (`_dither_table`), not drawn afresh: what every served file takes, on the
+    request's path (a trial writes ~9 MB).
 
     Quantised and written here, in one pass each over the samples and one write: libsndfile's
     float-to-int conversion and a torch copy took 3/4 of a trial request's CPU under a crowd."""
