@@ -20,7 +20,8 @@ files, the events its script runs), the Results tab selected (its select event),
 timer's ticks for as long as the level lasts. `--browsers` real Chromium pages
 (Debian's chromium, headless) beside them open the app and the Results tab, and report how long
 the results took to appear there. All pages open at once (their rows: page ... results (select),
-and the time until the last shows results); once all are open, the listeners start.
+and the time until the last shows results); once all are open, the listeners start. It prints when
+the listeners' pages start opening and when the class starts (to point a profiler at that window).
 
 Warm-up first: the app prepares its stimuli in the background at start (`APP_PREPARE_STIMULI`),
 then one listener takes 3 trials. Then, per level: p50/p95 per call, the errors a listener or
@@ -534,9 +535,11 @@ def run_level(
         # pages open, then the class starts
         await until(lambda: tally.pages_open >= pages and browsers_ready.is_set())
         tally.pages_opened_in = time.perf_counter() - tally.opened
+        print(f"  {pages + browsers} pages open; {listeners} listeners' pages opening", flush=True)
         starting = [asyncio.create_task(listener_run(url, trials, tally, app, events, start)) for _ in range(listeners)]
         await until(lambda: tally.listeners_open >= listeners)
         started = time.perf_counter()
+        print(f"  the class starts ({time.perf_counter() - tally.opened:.0f} s into the level)", flush=True)
         start.set()
         await asyncio.gather(*starting)
         wall = time.perf_counter() - started

@@ -25,7 +25,7 @@ from separation import __version__
 from separation.errors import SeparationError
 from separation.pretrained import offline
 
-from . import static_cache
+from . import sessions, static_cache
 from .api import wire_api
 from .clips import CAMPAIGN_SECONDS
 from .config import AppConfig
@@ -323,6 +323,9 @@ address (only a keyed hash of it, for rate limits). Only aggregates are shown he
 
 
 def build_ui(lab: LabApp) -> gr.Blocks:
+    # a new page session makes its components' configs as its events need them (`webapp.sessions`)
+    if not sessions.lean_sessions():
+        log.warning("a Gradio session constructor webapp.sessions does not know: sessions made as Gradio makes them")
     # trial audio is served from its random paths as it is: no copy into Gradio's cache, whose
     # folders are named by a hash of the content (which gave the hidden reference away)
     gr.set_static_paths([str(lab.study.trial_files.served)])
@@ -403,9 +406,10 @@ def title_markdown(lab: LabApp) -> str:
 
 def register_routes(app, lab: LabApp) -> None:
     """Routes beside Gradio's: the one-time, streamed ratings export (no file on disk), the trial
-    audio; Gradio's front-end files served from memory and the check's files in one read
-    (`webapp.static_cache`)."""
+    audio; the page and Gradio's front-end files served from memory and the check's files in one
+    read (`webapp.static_cache`)."""
     static_cache.install(app)
+    static_cache.install_page(app)
 
     def export(link: str):
         lines = lab.study.export_stream(link)
