@@ -174,7 +174,12 @@ def test_the_page_is_gradios_own_kept_per_root_url_compressed_once_and_bounded()
         assert proxied == proxied_again != fresh and b"http://lab.example" in proxied
         assert b"lab.example" not in get(url, **{"Accept-Encoding": "identity"})[0]
         hits = cache.hits
-        get(f"{url}?view=api", **{"Accept-Encoding": "identity"})  # a query: Gradio's, every time
+        themed = [get(f"{url}?__theme=dark", **{"Accept-Encoding": "identity"})[0] for _ in range(2)]
+        assert themed[0] == themed[1] and cache.hits == hits + 1  # iframe embeds ask so; the script reads it
+        hits = cache.hits
+        for _ in range(2):  # another query: Gradio's, every time (the route reads `page`, `deep_link`)
+            get(f"{url}?view=api", **{"Accept-Encoding": "identity"})
+            get(f"{url}?__theme=dark&page=", **{"Accept-Encoding": "identity"})
         for n in range(40):  # Hosts a client makes up fill at most the cap, then pages are rendered
             assert b"a page" in get(url, **{"Accept-Encoding": "identity", "X-Forwarded-Host": f"h{n}.example"})[0]
         assert len(cache.entries) == cache.max_entries and cache.hits == hits

@@ -11,7 +11,7 @@ are also marked immutable, so a reload or a second visit fetches nothing.
 
 Outermost on the ASGI stack (`install`, `wrap`): a hit never reaches Gradio. Bounded: at most
 `max_bytes` kept, responses over `max_entry` or not 200 are passed through, and only GET requests
-without a Range header or a query are kept.
+without a Range header (or a query, the page's theme aside) are kept.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from __future__ import annotations
 import gzip
 import threading
 from collections.abc import Callable
-from urllib.parse import unquote
+from urllib.parse import parse_qsl, unquote
 
 import anyio
 import brotli
@@ -49,7 +49,7 @@ class StaticCache:
 
     def key(self, scope, headers: dict) -> tuple | None:
         """What a response depends on, or None for a request this cache leaves alone."""
-        if not scope["path"].startswith(self.prefixes):
+        if scope.get("query_string") or not scope["path"].startswith(self.prefixes):
             return None
         return (scope["path"], encoding(headers.get(b"accept-encoding", b"")), headers.get(b"origin", b""))
 
@@ -57,7 +57,7 @@ class StaticCache:
         if scope["type"] != "http" or scope["method"] != "GET":
             return await self.app(scope, receive, send)
         headers = dict(scope["headers"])
-        key = None if b"range" in headers or scope.get("query_string") else self.key(scope, headers)
+        key = None if b"range" in headers else self.key(scope, headers)
         if key is None:
             return await self.app(scope, receive, send)
         if key not in self.entries and key in self.pending:
@@ -111,19 +111,23 @@ class StaticCache:
 
 
 ROOT_HEADERS = (b"host", b"x-forwarded-host", b"x-forwarded-proto", b"x-gradio-server")
+# what a page's query may hold and still be kept: read by the page's script only (an embed
+# of a Space asks for `?__theme=light`); the page route itself reads `page`, `deep_link`, `all_endpoints`
+PAGE_QUERY = ("__theme",)
 
 
 class PageCache(StaticCache):
-    """ASGI middleware: the page itself (GET `/`, no query), kept per everything Gradio builds it
-    from, and compressed once as the browser accepts it (Gradio sends it as it is: ~220 kB).
+    """ASGI middleware: the page itself (GET `/`), kept per everything Gradio builds it from, and
+    compressed once as the browser accepts it (Gradio sends it as it is: ~220 kB).
 
     Gradio renders the page per request (~20 ms of the one interpreter): a copy of the whole
     config, the public root URL written into every file reference in it, the API summary. What
     that depends on (`gradio.routes` `main`): the request's URL (scheme, server, root path, Host)
-    and the headers `get_root_url` reads (`ROOT_HEADERS`), the query (`page`, `deep_link`: such
-    requests pass through), the signed-in user (`enabled` says no login is configured) and the
-    Blocks' config (`version`: a reload's new config is another key). At most `max_entries` keys
-    (the Host is the client's to choose): past that, pages are built as before."""
+    and the headers `get_root_url` reads (`ROOT_HEADERS`); the query (`page`, `deep_link`,
+    `all_endpoints`: a query with anything but `PAGE_QUERY` passes through, and the query is part
+    of the key); the signed-in user (`enabled` says no login is configured); and the Blocks'
+    config (`version`: a reload's new config is another key). At most `max_entries` keys (the Host
+    is the client's to choose): past that, other pages are built as before."""
 
     def __init__(self, app, paths=("/",), *, enabled=lambda: True, version=lambda: 0, max_entries: int = 16):
         super().__init__(app, prefixes=(), max_bytes=max_entries << 20, max_entry=4 << 20)
@@ -133,16 +137,19 @@ class PageCache(StaticCache):
         self.max_entries = max_entries
 
     def key(self, scope, headers: dict) -> tuple | None:
+        query = scope.get("query_string", b"")
         if scope["path"] not in self.paths or not self.enabled():
+            return None
+        if any(name not in PAGE_QUERY for name, _ in parse_qsl(query.decode("latin-1"), keep_blank_values=True)):
             return None
         root = tuple((k, v) for k, v in scope["headers"] if k.lower() in ROOT_HEADERS)
         server = tuple(scope.get("server") or ())
         how = encoding(headers.get(b"accept-encoding", b""))
-        key = (scope["path"], how, scope.get("scheme"), server, scope.get("root_path", ""), root, self.version())
+        key = (scope["path"], query, how, scope.get("scheme"), server, scope.get("root_path", ""), root, self.version())
         return key if key in self.entries or len(self.entries) < self.max_entries else None
 
     def stored(self, key: tuple, headers: list, body: bytes) -> tuple[list, bytes]:
-        how = key[1]
+        how = key[2]
         if not how or any(k.lower() == b"content-encoding" for k, _ in headers):
             return headers, body
         body = brotli.compress(body, quality=9) if how == b"br" else gzip.compress(body, 9, mtime=0)
