@@ -509,13 +509,17 @@ async def page_run(url: str, events: PageEvents, tally: Tally, stop: asyncio.Eve
 PROBE = "results (own process)"
 
 
-def probe_run(url: str, select: tuple[int, int], tick: tuple[int, int], go, stop, out, every: float = 0.5) -> None:
+def probe_run(
+    url: str, select: tuple[int, int], tick: tuple[int, int], ready, go, stop, out, every: float = 0.5
+) -> None:
     """A Results page's refresh as an independent client sees it: a process of its own (none of the
-    bench's event loop, which drives 120 pages and their downloads), its own session; once `go`,
+    bench's event loop, which drives 120 pages and their downloads), its own session; `ready` once
+    its imports are done; once `go`,
     the tab selected, then a tick every `every` s until `stop` or a failed call; sends
     ([(ended, seconds)] (wall clock), the failure or None) to `out`. What the bench's own pages
     see includes their loop's lag; this does not."""
     session, times, failure = os.urandom(6).hex(), [], None
+    ready.set()
     go.wait()
     with httpx.Client(base_url=url, headers={"X-Forwarded-For": "10.250.250.250"}, timeout=120) as http:
 
@@ -534,6 +538,36 @@ def probe_run(url: str, select: tuple[int, int], tick: tuple[int, int], go, stop
         except httpx.HTTPError as exc:
             failure = str(exc)[:120] or type(exc).__name__
     out.send((times, failure))
+
+
+class Probe:
+    """`probe_run` in a process of its own (spawned: none of this process's threads or loop),
+    ready once its imports are done; ticking once `go` is set; `finish` stops it and counts its
+    times (under `PROBE`) and its failure in a tally."""
+
+    def __init__(self, url: str, events: PageEvents):
+        spawn = multiprocessing.get_context("spawn")
+        self.ready, self.go, self.stop = spawn.Event(), spawn.Event(), spawn.Event()
+        self.out, child_end = spawn.Pipe(duplex=False)
+        which = (events.show_results, events.tick)
+        args = (url, *which, self.ready, self.go, self.stop, child_end)
+        self.process = spawn.Process(target=probe_run, args=args, daemon=True)
+        self.process.start()
+        child_end.close()  # the child's now: a child that dies ends `finish`'s wait
+        self.ready.wait(120)
+
+    def finish(self, tally: Tally) -> None:
+        self.stop.set()
+        offset = time.time() - time.perf_counter()
+        try:
+            times, failure = self.out.recv()
+        except EOFError:
+            times, failure = [], "the process ended without a word"
+        for ended, seconds in times:
+            tally.took(PROBE, seconds, ended - offset)
+        if failure:
+            tally.failed(PROBE, RuntimeError(failure))
+        self.process.join()
 
 
 def browsers_run(url: str, count: int, tally: Tally, stop: threading.Event, ready: threading.Event) -> None:
@@ -570,7 +604,10 @@ def run_level(
     tab; once all show their results, `listeners` listeners open the page at once; once all have,
     they start at once (the class). Returns the tally and the class's wall time. The clients run
     in one event loop (one thread): a thread per client under one interpreter lock would add the
-    bench's own waits to every time it measures. The browsers run in a thread of their own."""
+    bench's own waits to every time it measures. The browsers run in a thread of their own, one
+    more page (`Probe`) in a process of its own, ticking from the listeners' opening on."""
+    events = PageEvents(url, opening) if opening else None
+    probe = Probe(url, events) if events else None  # its imports done before the level opens
     tally = Tally()  # the level opens now
     browser_stop, browsers_ready = threading.Event(), threading.Event()
     watcher = None
@@ -587,16 +624,6 @@ def run_level(
 
     async def level() -> float:
         stop, start = asyncio.Event(), asyncio.Event()
-        events = PageEvents(url, opening) if opening else None
-        # one more page, in a process of its own (`probe_run`): started now, as its imports take
-        # seconds of a core; it starts ticking when the listeners' pages start opening
-        spawn = multiprocessing.get_context("spawn")
-        probe_go, probe_stop, (probe_out, probe_in) = spawn.Event(), spawn.Event(), spawn.Pipe(duplex=False)
-        if events:
-            which = (events.show_results, events.tick)
-            probe = spawn.Process(target=probe_run, args=(url, *which, probe_go, probe_stop, probe_in), daemon=True)
-            probe.start()
-            probe_in.close()  # the child's end: a child that dies ends the parent's wait
         watching = [asyncio.create_task(page_run(url, events, tally, stop)) for _ in range(pages)]
         # "60 listeners at once with 60 pages open": the pages are open (how long they took to
         # open, all at once, is in their rows: page ... results (select)), then the listeners'
@@ -604,7 +631,8 @@ def run_level(
         await until(lambda: tally.pages_open >= pages and browsers_ready.is_set())
         tally.pages_opened_in = time.perf_counter() - tally.opened
         print(f"  {pages + browsers} pages open; {listeners} listeners' pages opening", flush=True)
-        probe_go.set()
+        if probe:
+            probe.go.set()
         starting = [asyncio.create_task(listener_run(url, trials, tally, app, events, start)) for _ in range(listeners)]
         await until(lambda: tally.listeners_open >= listeners)
         started = time.perf_counter()
@@ -614,18 +642,8 @@ def run_level(
         wall = time.perf_counter() - started
         stop.set()
         await asyncio.gather(*watching)
-        if events:
-            probe_stop.set()
-            offset = time.time() - time.perf_counter()
-            try:
-                times, failure = await asyncio.to_thread(probe_out.recv)
-            except EOFError:
-                times, failure = [], "the process ended without a word"
-            for ended, seconds in times:
-                tally.took(PROBE, seconds, ended - offset)
-            if failure:
-                tally.failed(PROBE, RuntimeError(failure))
-            probe.join()
+        if probe:
+            await asyncio.to_thread(probe.finish, tally)
         return wall
 
     wall = asyncio.run(level())
