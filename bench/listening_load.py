@@ -514,10 +514,9 @@ def probe_run(
 ) -> None:
     """A Results page's refresh as an independent client sees it: a process of its own (none of the
     bench's event loop, which drives 120 pages and their downloads), its own session; `ready` once
-    its imports are done; once `go`,
-    the tab selected, then a tick every `every` s until `stop` or a failed call; sends
-    ([(ended, seconds)] (wall clock), the failure or None) to `out`. What the bench's own pages
-    see includes their loop's lag; this does not."""
+    its imports are done; once `go`, the tab selected, then a tick every `every` s until `stop` or
+    a failed call; sends ([(ended, seconds)] (wall clock), the failure or None) to `out`. What the
+    bench's own pages see includes their loop's lag; this does not."""
     session, times, failure = os.urandom(6).hex(), [], None
     ready.set()
     go.wait()

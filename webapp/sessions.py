@@ -25,7 +25,7 @@ from gradio import state_holder
 
 # sha256 of `SessionState.__init__`'s source in gradio 6.31.0, the constructor `lean_init` stands for
 GRADIO_INIT = "1b2ea21dc42c45da"
-GRADIO_SESSION_INIT = state_holder.SessionState.__init__  # Gradio's own, kept when replaced
+GRADIO_SESSION_INIT = state_holder.SessionState.__init__  # Gradio's own, as imported (before `lean_sessions`)
 
 
 class LazyConfigs(dict):
@@ -98,7 +98,5 @@ def lean_sessions(session_class=state_holder.SessionState) -> bool:
         return True
     if init_digest(session_class.__init__) != GRADIO_INIT:
         return False
-    global GRADIO_SESSION_INIT
-    GRADIO_SESSION_INIT = session_class.__init__
     session_class.__init__ = lean_init
     return True
